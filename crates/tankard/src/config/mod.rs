@@ -1,0 +1,161 @@
+//! Configuration: Beaker's flat options map, TOML files and INI-style
+//! `key = value` files, resolved into one [`RegionOptions`] per region.
+//!
+//! Every region starts from all the global `cache.<opt>` options (the url
+//! too, which Beaker forgets), then applies its own `cache.<region>.<opt>`
+//! keys. Every error names the key, the value and what was expected.
+
+mod options;
+mod parse;
+
+pub use options::{BackendKind, LockMode, OnBackendError, Refresh, RegionOptions, Secret};
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::error::Result;
+
+/// A parsed and validated configuration: the global options and one
+/// [`RegionOptions`] per configured region.
+///
+/// Build it from Beaker's flat map, a TOML file, or an INI-style file; all
+/// three take the same keys. See the crate docs' "Configuration" table.
+///
+/// ```
+/// // The seed post's configuration, with its `127.0.0.1.11211` typo fixed.
+/// let config = tankard::Config::from_flat([
+///     ("cache.type", "file"),
+///     ("cache.data_dir", "cache/data"),
+///     ("cache.lock_dir", "cache/lock"),
+///     ("cache.regions", "short_term, long_term"),
+///     ("cache.short_term.type", "ext:memcached"),
+///     ("cache.short_term.url", "127.0.0.1:11211"),
+///     ("cache.short_term.expire", "1200"),
+///     ("cache.long_term.type", "file"),
+///     ("cache.long_term.expire", "86400"),
+/// ]);
+/// # #[cfg(feature = "memcached")]
+/// assert!(config.is_ok());
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub(crate) default: RegionOptions,
+    pub(crate) regions: BTreeMap<String, RegionOptions>,
+}
+
+impl Config {
+    /// Parses Beaker's flat options: keys `cache.<opt>` (or
+    /// `beaker.cache.<opt>`) and `cache.<region>.<opt>`.
+    ///
+    /// ```
+    /// let config = tankard::Config::from_flat([("cache.type", "memory"), ("cache.expire", "10")])?;
+    /// assert_eq!(config.default_options().expire, Some(std::time::Duration::from_secs(10)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_flat<I, K, V>(pairs: I) -> Result<Config>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        parse::from_flat(pairs)
+    }
+
+    /// Parses a TOML document with a `[cache]` table; regions are sub-tables.
+    ///
+    /// ```
+    /// let config = tankard::Config::from_toml_str(r#"
+    ///     [cache]
+    ///     type = "memory"
+    ///     regions = ["short_term"]
+    ///     [cache.short_term]
+    ///     expire = 120
+    /// "#)?;
+    /// assert!(config.region("short_term").is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_toml_str(text: &str) -> Result<Config> {
+        parse::from_toml_str(text)
+    }
+
+    /// Reads and parses a TOML file (see [`Config::from_toml_str`]).
+    ///
+    /// ```
+    /// let err = tankard::Config::from_toml_file("/no/such/tankard.toml").unwrap_err();
+    /// assert!(err.is_config());
+    /// ```
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Config> {
+        parse::from_toml_file(path.as_ref())
+    }
+
+    /// Parses INI-style `key = value` lines as Beaker reads them from a Paste
+    /// deploy file: `#` and `;` start comments, `[section]` headers are
+    /// ignored, and keys without the `cache.`/`beaker.cache.` prefix are
+    /// skipped (they belong to the rest of the app).
+    ///
+    /// ```
+    /// let config = tankard::Config::from_ini_str("
+    ///     [app:main]
+    ///     use = egg:myapp
+    ///     beaker.cache.type = memory
+    ///     beaker.cache.expire = 60
+    /// ")?;
+    /// assert_eq!(config.default_options().expire, Some(std::time::Duration::from_secs(60)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_ini_str(text: &str) -> Result<Config> {
+        parse::from_ini_str(text)
+    }
+
+    /// Reads a config file: TOML when the name ends in `.toml`, INI-style
+    /// `key = value` lines otherwise.
+    ///
+    /// ```
+    /// let err = tankard::Config::from_file("/no/such/tankard.ini").unwrap_err();
+    /// assert!(err.is_config());
+    /// ```
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Config> {
+        parse::from_file(path.as_ref())
+    }
+
+    /// A configuration with only the default memory backend and no regions.
+    ///
+    /// ```
+    /// let config = tankard::Config::memory();
+    /// assert_eq!(config.default_options().backend, tankard::config::BackendKind::Memory);
+    /// ```
+    pub fn memory() -> Config {
+        Config {
+            default: RegionOptions::defaults("default"),
+            regions: BTreeMap::new(),
+        }
+    }
+
+    /// The options used for namespaces outside any region
+    /// ([`CacheManager::namespace`](crate::CacheManager::namespace)).
+    ///
+    /// ```
+    /// assert!(tankard::Config::memory().default_options().enabled);
+    /// ```
+    pub fn default_options(&self) -> &RegionOptions {
+        &self.default
+    }
+
+    /// The resolved options of a configured region.
+    ///
+    /// ```
+    /// assert!(tankard::Config::memory().region("long_term").is_none());
+    /// ```
+    pub fn region(&self, name: &str) -> Option<&RegionOptions> {
+        self.regions.get(name)
+    }
+
+    /// The configured regions, sorted by name.
+    ///
+    /// ```
+    /// assert_eq!(tankard::Config::memory().regions().count(), 0);
+    /// ```
+    pub fn regions(&self) -> impl Iterator<Item = &RegionOptions> {
+        self.regions.values()
+    }
+}

@@ -1,0 +1,208 @@
+//! The resolved options of one region, and the small enums they use.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The resolved options of one region: the global options overlaid with the
+/// region's own. Read them from [`Config::region`](crate::Config::region).
+///
+/// ```
+/// let config = tankard::Config::from_flat([
+///     ("cache.type", "memory"),
+///     ("cache.regions", "short_term"),
+///     ("cache.short_term.expire", "1200"),
+/// ])?;
+/// let short = config.region("short_term").unwrap();
+/// assert_eq!(short.expire, Some(std::time::Duration::from_secs(1200)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct RegionOptions {
+    /// The region's name; `"default"` for the options used by
+    /// [`CacheManager::namespace`](crate::CacheManager::namespace).
+    pub name: String,
+    /// Key `type`: which backend stores the entries.
+    pub backend: BackendKind,
+    /// Key `expire`: how long an entry is fresh; `None` = forever.
+    pub expire: Option<Duration>,
+    /// Key `data_dir`: where the file and dbm backends keep entries.
+    pub data_dir: Option<PathBuf>,
+    /// Key `lock_dir`: where creation locks live (file backend); defaults to
+    /// `<data_dir>/.locks`.
+    pub lock_dir: Option<PathBuf>,
+    /// Key `url`: server address(es) or database URL, validated for the backend.
+    pub url: Option<String>,
+    /// Key `enabled`: `false` runs the creator every time and stores nothing.
+    pub enabled: bool,
+    /// Key `key_length`: full keys longer than this are replaced by a hash.
+    pub key_length: usize,
+    /// Key `starttime`: epoch seconds; entries created before it are stale.
+    pub starttime: Option<u64>,
+    /// Key `stale`: how long past `expire` an entry may still be served stale
+    /// while one caller regenerates it.
+    pub stale: Duration,
+    /// Key `lock`: which creation lock guards regeneration.
+    pub lock: LockMode,
+    /// Key `lock_timeout`: how long a distributed creation lock lives without renewal.
+    pub lock_timeout: Duration,
+    /// Key `wait_timeout`: how long a caller waits on another's creation before
+    /// running the creator itself.
+    pub wait_timeout: Duration,
+    /// Key `timeout`: the limit on one remote backend operation.
+    pub timeout: Duration,
+    /// Key `max_entries`: bound of the memory backend by count.
+    pub max_entries: Option<u64>,
+    /// Key `max_bytes`: bound of the memory backend by encoded size.
+    pub max_bytes: Option<u64>,
+    /// Key `secret`: when set, entries are authenticated with HMAC-SHA256.
+    pub secret: Option<Secret>,
+    /// Key `on_backend_error`: what a failing backend does to a call.
+    pub on_backend_error: OnBackendError,
+    /// Key `refresh`: who waits for a stale entry's regeneration.
+    pub refresh: Refresh,
+    /// Key `prefix`: prepended to every key this region writes.
+    pub prefix: String,
+}
+
+/// Key `type`: the backend of a region.
+///
+/// ```
+/// let config = tankard::Config::from_flat([("cache.type", "ext:memcached"), ("cache.url", "127.0.0.1:11211")]);
+/// # let _ = config;
+/// assert_eq!(tankard::config::BackendKind::Memory.as_str(), "memory");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// `memory`: bounded, in-process, typed values, no encoding.
+    Memory,
+    /// `file`: one file per key under `data_dir`.
+    File,
+    /// `dbm`: one embedded store file shared by processes.
+    Dbm,
+    /// `ext:memcached` or `memcached`.
+    Memcached,
+    /// `ext:redis` or `redis`.
+    Redis,
+    /// `ext:rediscluster` or `redis-cluster`.
+    RedisCluster,
+    /// `ext:database` or `database`; the url picks PostgreSQL, SQLite or MySQL.
+    Database,
+    /// `tiered`: a memory region in front of a shared one.
+    Tiered,
+    /// `null`: stores nothing; every call runs the creator.
+    Null,
+}
+
+impl BackendKind {
+    /// The canonical name, as `tankard check` prints it.
+    ///
+    /// ```
+    /// assert_eq!(tankard::config::BackendKind::RedisCluster.as_str(), "redis-cluster");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Memory => "memory",
+            BackendKind::File => "file",
+            BackendKind::Dbm => "dbm",
+            BackendKind::Memcached => "memcached",
+            BackendKind::Redis => "redis",
+            BackendKind::RedisCluster => "redis-cluster",
+            BackendKind::Database => "database",
+            BackendKind::Tiered => "tiered",
+            BackendKind::Null => "null",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Key `lock`: which creation lock guards regeneration of a key.
+///
+/// ```
+/// assert_eq!(tankard::config::LockMode::default(), tankard::config::LockMode::Auto);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LockMode {
+    /// The best the backend offers: local for memory, file locks for file
+    /// and dbm, distributed for servers.
+    #[default]
+    Auto,
+    /// In-process single-flight only.
+    Local,
+    /// `flock` on striped lock files in `lock_dir`.
+    File,
+    /// A lock held in the backend server, with owner token and lifetime.
+    Distributed,
+    /// No lock at all: every caller that misses runs the creator.
+    None,
+}
+
+/// Key `on_backend_error`: what a failing backend does to a call.
+///
+/// ```
+/// assert_eq!(tankard::config::OnBackendError::default(), tankard::config::OnBackendError::Bypass);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnBackendError {
+    /// Run the creator, return its value, count and log the error.
+    #[default]
+    Bypass,
+    /// Return the error to the caller.
+    Error,
+}
+
+/// Key `refresh`: who waits for a stale entry's regeneration.
+///
+/// ```
+/// assert_eq!(tankard::config::Refresh::default(), tankard::config::Refresh::Foreground);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refresh {
+    /// The caller that takes the lock runs the creator and gets the new value.
+    #[default]
+    Foreground,
+    /// The caller that takes the lock gets the stale value too; the creator
+    /// runs in a spawned task.
+    Background,
+}
+
+/// Key `secret`: the HMAC key for authenticated entries. Its `Debug` output
+/// never shows the key.
+///
+/// ```
+/// let s = tankard::config::Secret::new("hunter2");
+/// assert_eq!(format!("{s:?}"), "Secret(..)");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub(crate) Vec<u8>);
+
+impl Secret {
+    /// A secret from its text.
+    ///
+    /// ```
+    /// let _ = tankard::config::Secret::new("hunter2");
+    /// ```
+    pub fn new(secret: impl AsRef<[u8]>) -> Self {
+        Secret(secret.as_ref().to_vec())
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}

@@ -1,0 +1,327 @@
+//! The one public error type, [`Error`], and the internal kinds behind it.
+//!
+//! `Error` is opaque and cheap to clone (an `Arc` inside), so that every
+//! caller waiting on one creator can be handed the same failure. Ask it what
+//! went wrong with the `is_*()` predicates; walk [`std::error::Error::source`]
+//! for the cause. No dependency's error type appears in the public API:
+//! backend client errors are carried as sources, never as `From` impls.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+/// A `Result` whose error is Tankard's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in Tankard.
+///
+/// # Example
+///
+/// ```
+/// let err = tankard::Config::from_flat([("cache.expire", "soon")]).unwrap_err();
+/// assert!(err.is_config());
+/// assert_eq!(
+///     err.to_string(),
+///     r#"cache.expire: "soon" is not a number of seconds; expected a whole non-negative number"#
+/// );
+/// ```
+#[derive(Clone)]
+pub struct Error {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    kind: Kind,
+    source: Option<Arc<dyn StdError + Send + Sync>>,
+}
+
+/// What kind of failure an [`Error`] is. Internal: the public face is the
+/// predicates on `Error`.
+#[derive(Debug)]
+pub(crate) enum Kind {
+    /// A configuration key had a bad value, or a key was unknown.
+    Config(ConfigError),
+    /// A backend could not be reached or answered with an error.
+    Backend {
+        backend: &'static str,
+        message: String,
+    },
+    /// An operation against a backend took longer than its timeout.
+    Timeout {
+        backend: &'static str,
+        operation: &'static str,
+    },
+    /// The creator returned an error; the source is the creator's own error.
+    Creator,
+    /// The creator panicked; callers waiting on it receive this.
+    CreatorPanicked { message: String },
+    /// A value could not be encoded for a shared backend.
+    Encode { message: String },
+    /// A region was asked for that the configuration does not define.
+    RegionNotFound {
+        name: String,
+        configured: Vec<String>,
+    },
+    /// The global manager was used before `tankard::install`.
+    NotInstalled,
+}
+
+/// A configuration problem: names the key, the value and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ConfigError {
+    #[error("{key}: {value:?} {problem}; expected {expected}")]
+    BadValue {
+        key: String,
+        value: String,
+        problem: String,
+        expected: String,
+    },
+    #[error("{key}: unknown option{hint}")]
+    UnknownKey { key: String, hint: String },
+    #[error(
+        "{key}: region {region:?} is not listed in cache.regions ({listed}); add it there or remove the key"
+    )]
+    UnlistedRegion {
+        key: String,
+        region: String,
+        listed: String,
+    },
+    #[error(
+        "{key}: backend type {value:?} needs the cargo feature \"{feature}\" of tankard; enable it with `tankard = {{ features = [\"{feature}\"] }}`"
+    )]
+    FeatureMissing {
+        key: String,
+        value: String,
+        feature: &'static str,
+    },
+    #[error("{key}: {message}")]
+    Missing { key: String, message: String },
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+}
+
+impl Error {
+    pub(crate) fn new(kind: Kind) -> Self {
+        Error {
+            inner: Arc::new(Inner { kind, source: None }),
+        }
+    }
+
+    pub(crate) fn with_source(
+        kind: Kind,
+        source: impl Into<Arc<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        Error {
+            inner: Arc::new(Inner {
+                kind,
+                source: Some(source.into()),
+            }),
+        }
+    }
+
+    pub(crate) fn kind(&self) -> &Kind {
+        &self.inner.kind
+    }
+
+    pub(crate) fn config(err: ConfigError) -> Self {
+        Error::new(Kind::Config(err))
+    }
+
+    pub(crate) fn backend(backend: &'static str, message: impl Into<String>) -> Self {
+        Error::new(Kind::Backend {
+            backend,
+            message: message.into(),
+        })
+    }
+
+    pub(crate) fn backend_source(
+        backend: &'static str,
+        message: impl Into<String>,
+        source: impl StdError + Send + Sync + 'static,
+    ) -> Self {
+        Error::with_source(
+            Kind::Backend {
+                backend,
+                message: message.into(),
+            },
+            Arc::new(source) as Arc<dyn StdError + Send + Sync>,
+        )
+    }
+
+    pub(crate) fn timeout(backend: &'static str, operation: &'static str) -> Self {
+        Error::new(Kind::Timeout { backend, operation })
+    }
+
+    pub(crate) fn creator<E: StdError + Send + Sync + 'static>(err: E) -> Self {
+        Error::with_source(Kind::Creator, Arc::new(err) as Arc<dyn StdError + Send + Sync>)
+    }
+
+    /// The configuration was invalid: a bad value, an unknown key, a backend
+    /// whose cargo feature is off, or a config file that could not be read.
+    ///
+    /// ```
+    /// let err = tankard::Config::from_flat([("cache.type", "floppy")]).unwrap_err();
+    /// assert!(err.is_config());
+    /// ```
+    pub fn is_config(&self) -> bool {
+        matches!(self.kind(), Kind::Config(_))
+    }
+
+    /// A backend failed: unreachable, refused, or answered with an error.
+    ///
+    /// With `on_backend_error = "bypass"` (the default) such failures never
+    /// reach `get_or_create`'s caller; they are counted instead.
+    ///
+    /// ```
+    /// let err = tankard::Config::from_flat([("cache.type", "floppy")]).unwrap_err();
+    /// assert!(!err.is_backend());
+    /// ```
+    pub fn is_backend(&self) -> bool {
+        matches!(self.kind(), Kind::Backend { .. } | Kind::Timeout { .. })
+    }
+
+    /// A backend operation took longer than its timeout.
+    ///
+    /// ```
+    /// let err = tankard::Config::from_flat([("cache.type", "floppy")]).unwrap_err();
+    /// assert!(!err.is_timeout());
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.kind(), Kind::Timeout { .. })
+    }
+
+    /// The creator failed (returned an error or panicked). The creator's own
+    /// error is the [`source`](std::error::Error::source); get it typed with
+    /// [`Error::creator_error`].
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let ns = cache.namespace("docs");
+    /// let err = ns
+    ///     .get_or_try_create("k", || async { Err::<u32, _>(std::fmt::Error) })
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(err.is_creator());
+    /// assert!(err.creator_error::<std::fmt::Error>().is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn is_creator(&self) -> bool {
+        matches!(self.kind(), Kind::Creator | Kind::CreatorPanicked { .. })
+    }
+
+    /// The creator panicked. The panicking caller sees the panic itself;
+    /// callers that were waiting on it receive this error.
+    ///
+    /// ```
+    /// let err = tankard::Config::from_flat([("cache.type", "floppy")]).unwrap_err();
+    /// assert!(!err.is_creator_panic());
+    /// ```
+    pub fn is_creator_panic(&self) -> bool {
+        matches!(self.kind(), Kind::CreatorPanicked { .. })
+    }
+
+    /// A value could not be encoded for a shared backend. The value was still
+    /// returned to the creator's caller where possible; nothing was stored.
+    ///
+    /// ```
+    /// let err = tankard::Config::from_flat([("cache.type", "floppy")]).unwrap_err();
+    /// assert!(!err.is_encode());
+    /// ```
+    pub fn is_encode(&self) -> bool {
+        matches!(self.kind(), Kind::Encode { .. })
+    }
+
+    /// A region was asked for that the configuration does not define.
+    ///
+    /// ```
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let err = cache.region("long_term").unwrap_err();
+    /// assert!(err.is_region_not_found());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_region_not_found(&self) -> bool {
+        matches!(self.kind(), Kind::RegionNotFound { .. })
+    }
+
+    /// The creator's own error, if this error is one and it has type `E`.
+    ///
+    /// ```
+    /// let err = tankard::Config::from_flat([("cache.type", "floppy")]).unwrap_err();
+    /// assert!(err.creator_error::<std::io::Error>().is_none());
+    /// ```
+    pub fn creator_error<E: StdError + 'static>(&self) -> Option<&E> {
+        match self.kind() {
+            Kind::Creator => self.inner.source.as_deref()?.downcast_ref::<E>(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind() {
+            Kind::Config(err) => fmt::Display::fmt(err, f),
+            Kind::Backend { backend, message } => write!(f, "{backend} backend: {message}"),
+            Kind::Timeout { backend, operation } => write!(
+                f,
+                "{backend} backend: {operation} timed out; raise cache.timeout or check the server"
+            ),
+            Kind::Creator => match &self.inner.source {
+                Some(source) => write!(f, "the creator failed: {source}"),
+                None => f.write_str("the creator failed"),
+            },
+            Kind::CreatorPanicked { message } => {
+                write!(f, "the creator panicked while others waited on it: {message}")
+            }
+            Kind::Encode { message } => write!(
+                f,
+                "the value could not be encoded for the cache ({message}); nothing was stored"
+            ),
+            Kind::RegionNotFound { name, configured } => {
+                if configured.is_empty() {
+                    write!(
+                        f,
+                        "no cache region named {name:?}: none are configured; list it in cache.regions"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "no cache region named {name:?}; configured regions: {}",
+                        configured.join(", ")
+                    )
+                }
+            }
+            Kind::NotInstalled => f.write_str(
+                "no global cache manager: call tankard::install(manager) at start-up, or pass manager = ... to the attribute",
+            ),
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.inner.kind);
+        if let Some(source) = &self.inner.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match &self.inner.source {
+            Some(source) => Some(&**source as &(dyn StdError + 'static)),
+            None => None,
+        }
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(err: ConfigError) -> Self {
+        Error::config(err)
+    }
+}

@@ -1,0 +1,3 @@
+//! Core tests: config, memory and file backends, the dog-pile engine.
+
+mod config;
