@@ -47,6 +47,28 @@ impl Config {
     /// Parses Beaker's flat options: keys `cache.<opt>` (or
     /// `beaker.cache.<opt>`) and `cache.<region>.<opt>`.
     ///
+    /// Keys may come in any order: every listed region is built from all the
+    /// global options first and its own keys second, so a region's override
+    /// wins wherever it appears, and `cache.regions` may follow the keys it
+    /// allows. When the same key is given twice the last one wins, as it
+    /// would in the Python dict this map stands for.
+    ///
+    /// # Errors
+    ///
+    /// A configuration error naming the key as written (with `beaker.cache.`
+    /// if that was used), the value and what was expected: a key without the
+    /// prefix, an unknown option (with a "did you mean" hint), a region key
+    /// for a region missing from `cache.regions`, a value that does not
+    /// coerce, a url that does not fit the region's backend, a missing
+    /// `url`/`data_dir`, or a backend whose cargo feature is off. Value and
+    /// url errors are reported before missing features, so a typo reads the
+    /// same whatever features are compiled in.
+    ///
+    /// ```
+    /// let err = tankard::Config::from_flat([("cache.expir", "10")]).unwrap_err();
+    /// assert_eq!(err.to_string(), "cache.expir: unknown option; did you mean `expire`?");
+    /// ```
+    ///
     /// ```
     /// let config = tankard::Config::from_flat([("cache.type", "memory"), ("cache.expire", "10")])?;
     /// assert_eq!(config.default_options().expire, Some(std::time::Duration::from_secs(10)));
@@ -62,6 +84,18 @@ impl Config {
     }
 
     /// Parses a TOML document with a `[cache]` table; regions are sub-tables.
+    ///
+    /// `[beaker.cache]` is accepted too, and other top-level tables are left
+    /// to the rest of the app. Scalars are turned into the text a flat map
+    /// would hold (`expire = 60` is `expire = "60"`) and checked exactly as
+    /// [`Config::from_flat`] checks them; only `regions` may be an array.
+    /// Errors name the dotted path, e.g. `cache.short_term.expire`.
+    ///
+    /// # Errors
+    ///
+    /// Everything [`Config::from_flat`] rejects, a TOML syntax error (with
+    /// `<toml>` as the file name, and the line and column), and a document
+    /// without a `[cache]` table.
     ///
     /// ```
     /// let config = tankard::Config::from_toml_str(r#"
@@ -80,6 +114,12 @@ impl Config {
 
     /// Reads and parses a TOML file (see [`Config::from_toml_str`]).
     ///
+    /// # Errors
+    ///
+    /// As [`Config::from_toml_str`], with the file's path in syntax errors;
+    /// a file that cannot be read is an error naming the path, with the OS
+    /// error as its [`source`](std::error::Error::source).
+    ///
     /// ```
     /// let err = tankard::Config::from_toml_file("/no/such/tankard.toml").unwrap_err();
     /// assert!(err.is_config());
@@ -92,6 +132,13 @@ impl Config {
     /// deploy file: `#` and `;` start comments, `[section]` headers are
     /// ignored, and keys without the `cache.`/`beaker.cache.` prefix are
     /// skipped (they belong to the rest of the app).
+    ///
+    /// # Errors
+    ///
+    /// Everything [`Config::from_flat`] rejects, and a line that is neither
+    /// blank, a comment, a section header nor `key = value` (named by its
+    /// line number: such a line is more likely a typo than another reader's
+    /// syntax).
     ///
     /// ```
     /// let config = tankard::Config::from_ini_str("
@@ -109,6 +156,10 @@ impl Config {
 
     /// Reads a config file: TOML when the name ends in `.toml`, INI-style
     /// `key = value` lines otherwise.
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::from_toml_file`] or [`Config::from_ini_str`].
     ///
     /// ```
     /// let err = tankard::Config::from_file("/no/such/tankard.ini").unwrap_err();

@@ -1,9 +1,80 @@
 //! Parsing: flat map, TOML and INI text into a validated [`Config`].
+//!
+//! All three front ends reduce their input to the same list of [`Entry`]s
+//! (the key as the user wrote it, the key with its prefix removed, the raw
+//! value), and [`build`] does everything else. That is what keeps the three
+//! formats from drifting apart: a value is coerced and an error is worded in
+//! exactly one place.
+//!
+//! Resolution happens in two steps on purpose. First every key is checked
+//! and sorted into "global" or "region" maps (a later duplicate replaces an
+//! earlier one); only then is each region built from all global options with
+//! its own options on top. So the input order never decides whether a region
+//! override wins, and the `regions` list may come after the region keys.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::{Config, RegionOptions};
-use crate::error::Result;
+use super::{BackendKind, Config, LockMode, OnBackendError, Refresh, RegionOptions, Secret};
+use crate::error::{ConfigError, Error, Kind, Result};
+
+/// Every option name accepted as `cache.<opt>` and `cache.<region>.<opt>`.
+///
+/// A region may not take one of these names: `cache.expire.type` would be
+/// ambiguous.
+pub(crate) const OPTION_NAMES: &[&str] = &[
+    "type",
+    "expire",
+    "data_dir",
+    "lock_dir",
+    "url",
+    "regions",
+    "enabled",
+    "key_length",
+    "starttime",
+    "stale",
+    "lock",
+    "lock_timeout",
+    "wait_timeout",
+    "timeout",
+    "max_entries",
+    "max_bytes",
+    "secret",
+    "on_backend_error",
+    "refresh",
+    "prefix",
+];
+
+/// The two prefixes Beaker accepts; the longer one is tried first because
+/// `beaker.cache.` does not start with `cache.`.
+const PREFIXES: [&str; 2] = ["beaker.cache.", "cache."];
+
+/// The bound given to a memory backend configured without one: Beaker's
+/// memory backend grows without limit, Tankard's never does.
+const DEFAULT_MAX_ENTRIES: u64 = 10_000;
+
+/// A value before coercion. Only TOML can produce the non-text variants.
+#[derive(Debug)]
+enum Raw {
+    Text(String),
+    /// A TOML array; accepted only for `regions`.
+    List(Vec<String>),
+    /// A TOML value no option accepts (a table, a nested array): what it is
+    /// and how it reads, for the error message.
+    Invalid(&'static str, String),
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// The key as the user wrote it (INI, flat) or its dotted path (TOML);
+    /// every error names this, so the user can find the line.
+    key: String,
+    /// The key without `cache.`/`beaker.cache.`.
+    rest: String,
+    value: Raw,
+}
 
 pub(super) fn from_flat<I, K, V>(pairs: I) -> Result<Config>
 where
@@ -11,24 +82,977 @@ where
     K: AsRef<str>,
     V: AsRef<str>,
 {
-    let _ = pairs.into_iter().count();
-    Ok(Config::memory())
+    let mut entries = Vec::new();
+    for (key, value) in pairs {
+        let key = key.as_ref();
+        let Some(rest) = strip_prefix(key) else {
+            let example = if OPTION_NAMES.contains(&key) {
+                format!("cache.{key}")
+            } else {
+                "cache.expire".to_owned()
+            };
+            return Err(ConfigError::UnknownKey {
+                key: key.to_owned(),
+                hint: format!("; keys start with `cache.` (or `beaker.cache.`), e.g. `{example}`"),
+            }
+            .into());
+        };
+        entries.push(Entry {
+            key: key.to_owned(),
+            rest: rest.to_owned(),
+            value: Raw::Text(value.as_ref().to_owned()),
+        });
+    }
+    build(entries)
 }
 
-pub(super) fn from_toml_str(_text: &str) -> Result<Config> {
-    Ok(Config::memory())
+pub(super) fn from_toml_str(text: &str) -> Result<Config> {
+    parse_toml(text, "<toml>")
 }
 
-pub(super) fn from_toml_file(_path: &Path) -> Result<Config> {
-    Ok(Config::memory())
+pub(super) fn from_toml_file(path: &Path) -> Result<Config> {
+    let text = read(path)?;
+    parse_toml(&text, &path.display().to_string())
 }
 
-pub(super) fn from_ini_str(_text: &str) -> Result<Config> {
-    Ok(Config::memory())
+pub(super) fn from_ini_str(text: &str) -> Result<Config> {
+    parse_ini(text, "<ini>")
 }
 
-pub(super) fn from_file(_path: &Path) -> Result<Config> {
-    Ok(Config::memory())
+pub(super) fn from_file(path: &Path) -> Result<Config> {
+    let is_toml = path
+        .extension()
+        .and_then(|ext| ext.to_str())
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("toml"));
+    let text = read(path)?;
+    let name = path.display().to_string();
+    if is_toml {
+        parse_toml(&text, &name)
+    } else {
+        parse_ini(&text, &name)
+    }
+}
+
+fn strip_prefix(key: &str) -> Option<&str> {
+    PREFIXES.iter().find_map(|prefix| key.strip_prefix(prefix))
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|err| {
+        let kind = Kind::Config(ConfigError::File {
+            path: path.display().to_string(),
+            message: format!("cannot read the config file: {err}"),
+        });
+        Error::with_source(
+            kind,
+            Arc::new(err) as Arc<dyn std::error::Error + Send + Sync>,
+        )
+    })
+}
+
+fn file_error(path: &str, message: impl Into<String>) -> Error {
+    ConfigError::File {
+        path: path.to_owned(),
+        message: message.into(),
+    }
+    .into()
+}
+
+// ---------------------------------------------------------------------------
+// INI
+
+/// Reads `key = value` lines the way Beaker sees a Paste deploy file. Keys
+/// without the cache prefix are the rest of the app's settings and are
+/// skipped, but a line that is not `key = value` at all is an error: it is
+/// more likely a typo than something another reader understands.
+fn parse_ini(text: &str, path: &str) -> Result<Config> {
+    let mut entries = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty()
+            || line.starts_with('#')
+            || line.starts_with(';')
+            || line.starts_with('[')
+        {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(file_error(
+                path,
+                format!(
+                    "line {}: {line:?} is not `key = value`; expected a comment (# or ;), a [section] header or `key = value`",
+                    index + 1
+                ),
+            ));
+        };
+        let key = key.trim();
+        if let Some(rest) = strip_prefix(key) {
+            entries.push(Entry {
+                key: key.to_owned(),
+                rest: rest.to_owned(),
+                value: Raw::Text(value.trim().to_owned()),
+            });
+        }
+    }
+    build(entries)
+}
+
+// ---------------------------------------------------------------------------
+// TOML
+
+fn parse_toml(text: &str, path: &str) -> Result<Config> {
+    let doc: toml::Table = text.parse().map_err(|err: toml::de::Error| {
+        let location = match err.span() {
+            Some(span) => {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}: ")
+            }
+            None => String::new(),
+        };
+        file_error(path, format!("{location}{}", err.message().trim_end()))
+    })?;
+
+    let mut tables = Vec::new();
+    if let Some(value) = doc.get("cache") {
+        tables.push(("cache.", value));
+    }
+    if let Some(value) = doc.get("beaker").and_then(|beaker| beaker.get("cache")) {
+        tables.push(("beaker.cache.", value));
+    }
+    if tables.is_empty() {
+        return Err(file_error(
+            path,
+            "no [cache] table; put the options under [cache] (or [beaker.cache]) and each region's under [cache.<region>]",
+        ));
+    }
+
+    let mut entries = Vec::new();
+    for (prefix, value) in tables {
+        let Some(table) = value.as_table() else {
+            return Err(file_error(
+                path,
+                format!(
+                    "{prefix}: is {}, not a table; expected a [{}] table",
+                    describe(value),
+                    prefix.trim_end_matches('.')
+                ),
+            ));
+        };
+        for (name, value) in table {
+            match value {
+                toml::Value::Table(region) if !OPTION_NAMES.contains(&name.as_str()) => {
+                    for (opt, value) in region {
+                        let rest = format!("{name}.{opt}");
+                        entries.push(Entry {
+                            key: format!("{prefix}{rest}"),
+                            rest,
+                            value: toml_raw(value),
+                        });
+                    }
+                }
+                _ => entries.push(Entry {
+                    key: format!("{prefix}{name}"),
+                    rest: name.clone(),
+                    value: toml_raw(value),
+                }),
+            }
+        }
+    }
+    build(entries)
+}
+
+fn toml_raw(value: &toml::Value) -> Raw {
+    match value {
+        toml::Value::Array(items) => {
+            let mut list = Vec::with_capacity(items.len());
+            for item in items {
+                match toml_scalar(item) {
+                    Some(text) => list.push(text),
+                    None => return Raw::Invalid("a nested array or table", value.to_string()),
+                }
+            }
+            Raw::List(list)
+        }
+        toml::Value::Table(_) => Raw::Invalid("a table", value.to_string()),
+        scalar => match toml_scalar(scalar) {
+            Some(text) => Raw::Text(text),
+            None => Raw::Invalid(describe(scalar), scalar.to_string()),
+        },
+    }
+}
+
+/// Scalars become the text a flat map would hold, so that `expire = 60` and
+/// `expire = "60"` are the same thing and go through the same checks.
+fn toml_scalar(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        toml::Value::Datetime(d) => Some(d.to_string()),
+        toml::Value::Array(_) | toml::Value::Table(_) => None,
+    }
+}
+
+fn describe(value: &toml::Value) -> &'static str {
+    match value {
+        toml::Value::String(_) => "a string",
+        toml::Value::Integer(_) => "an integer",
+        toml::Value::Float(_) => "a float",
+        toml::Value::Boolean(_) => "a boolean",
+        toml::Value::Datetime(_) => "a date-time",
+        toml::Value::Array(_) => "an array",
+        toml::Value::Table(_) => "a table",
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Sorting keys into global and region options
+
+/// Options with their entries, keyed by option name; a later entry for the
+/// same option replaces the earlier one ("last one wins").
+type Options = BTreeMap<&'static str, Entry>;
+
+fn option_name(name: &str) -> Option<&'static str> {
+    OPTION_NAMES.iter().copied().find(|opt| *opt == name)
+}
+
+fn build(entries: Vec<Entry>) -> Result<Config> {
+    // The prefix used for keys Tankard has to name itself (a missing
+    // `data_dir`, say): whichever spelling the user chose.
+    let prefix = entries.first().map_or("cache.", |e| {
+        if e.key.starts_with("beaker.") {
+            "beaker.cache."
+        } else {
+            "cache."
+        }
+    });
+
+    // `regions` first: whether `cache.X.Y` is valid depends on it, wherever it is.
+    let listed = match entries.iter().rev().find(|e| e.rest == "regions") {
+        Some(entry) => parse_regions(entry)?,
+        None => Vec::new(),
+    };
+
+    let mut global = Options::new();
+    let mut regions: BTreeMap<String, Options> = BTreeMap::new();
+    for entry in entries {
+        if let Some(opt) = option_name(&entry.rest) {
+            global.insert(opt, entry);
+            continue;
+        }
+        let Some((region, opt)) = entry.rest.rsplit_once('.') else {
+            let hint = if listed.contains(&entry.rest) {
+                format!(
+                    "; `{}` is a region: set its options as `{}.<option>`",
+                    entry.rest, entry.key
+                )
+            } else {
+                suggestion(&entry.rest)
+            };
+            return Err(ConfigError::UnknownKey {
+                key: entry.key,
+                hint,
+            }
+            .into());
+        };
+        if option_name(region).is_some() {
+            return Err(ConfigError::UnknownKey {
+                hint: format!("; `{region}` is an option and has no sub-keys"),
+                key: entry.key,
+            }
+            .into());
+        }
+        if !listed.iter().any(|r| r == region) {
+            return Err(ConfigError::UnlistedRegion {
+                region: region.to_owned(),
+                listed: if listed.is_empty() {
+                    "none listed".to_owned()
+                } else {
+                    listed.join(", ")
+                },
+                key: entry.key,
+            }
+            .into());
+        }
+        let Some(opt) = option_name(opt) else {
+            let hint = suggestion(opt);
+            return Err(ConfigError::UnknownKey {
+                key: entry.key,
+                hint,
+            }
+            .into());
+        };
+        if opt == "regions" {
+            return Err(ConfigError::UnknownKey {
+                hint: format!("; `regions` is global only: set `{prefix}regions`"),
+                key: entry.key,
+            }
+            .into());
+        }
+        let region = region.to_owned();
+        regions.entry(region).or_default().insert(opt, entry);
+    }
+
+    let (default, mut missing_feature) = resolve("default", &global, None, prefix)?;
+    let mut resolved = BTreeMap::new();
+    let nothing = Options::new();
+    for name in &listed {
+        let own = Some(regions.get(name.as_str()).unwrap_or(&nothing));
+        let (options, missing) = resolve(name, &global, own, prefix)?;
+        missing_feature = missing_feature.or(missing);
+        resolved.insert(name.clone(), options);
+    }
+    if let Some(err) = missing_feature {
+        return Err(err.into());
+    }
+    Ok(Config {
+        default,
+        regions: resolved,
+    })
+}
+
+fn parse_regions(entry: &Entry) -> Result<Vec<String>> {
+    let items: Vec<String> = match &entry.value {
+        Raw::Text(text) => text.split(',').map(|s| s.trim().to_owned()).collect(),
+        Raw::List(list) => list.iter().map(|s| s.trim().to_owned()).collect(),
+        Raw::Invalid(what, shown) => {
+            return Err(bad(
+                &entry.key,
+                shown,
+                &format!("is {what}"),
+                "comma-separated region names, or an array of names",
+            ));
+        }
+    };
+    let mut names: Vec<String> = Vec::new();
+    for name in items.into_iter().filter(|s| !s.is_empty()) {
+        let valid = name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !valid {
+            return Err(bad(
+                &entry.key,
+                &name,
+                "is not a valid region name",
+                "letters, digits, `_`, `.` and `-` only, names separated by commas",
+            ));
+        }
+        if option_name(&name).is_some() {
+            return Err(bad(
+                &entry.key,
+                &name,
+                "is an option name, so it cannot name a region",
+                "a region name that is not one of the option names (rename the region)",
+            ));
+        }
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// "; did you mean `expire`?" when a known option is within two edits, or
+/// the list of options otherwise, so the message always names the fix.
+fn suggestion(name: &str) -> String {
+    let best = OPTION_NAMES
+        .iter()
+        .map(|opt| (levenshtein(name, opt), *opt))
+        .min_by_key(|(distance, _)| *distance);
+    match best {
+        Some((distance, opt)) if distance <= 2 && distance < opt.len() => {
+            format!("; did you mean `{opt}`?")
+        }
+        _ => format!("; expected one of {}", OPTION_NAMES.join(", ")),
+    }
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                diagonal
+            } else {
+                1 + diagonal.min(above).min(row[j])
+            };
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+// ---------------------------------------------------------------------------
+// Building one region
+
+/// Where the options that decide validation came from, so that an error
+/// points at the key the user has to change (the region's own, or the
+/// global one it inherited).
+struct Origin<'a> {
+    type_key: Option<&'a str>,
+    type_value: Option<&'a str>,
+    url_key: Option<&'a str>,
+}
+
+/// Builds one region from the global options and, for a listed region, its
+/// own (`own` is `None` only for the default options).
+fn resolve(
+    name: &str,
+    global: &Options,
+    own: Option<&Options>,
+    prefix: &str,
+) -> Result<(RegionOptions, Option<ConfigError>)> {
+    let mut options = RegionOptions::defaults(name);
+    let mut origin = Origin {
+        type_key: None,
+        type_value: None,
+        url_key: None,
+    };
+    let layers = std::iter::once(global).chain(own);
+    for layer in layers {
+        for (opt, entry) in layer {
+            if *opt == "regions" {
+                continue;
+            }
+            apply(&mut options, opt, entry)?;
+            if let Raw::Text(value) = &entry.value {
+                match *opt {
+                    "type" => {
+                        origin.type_key = Some(&entry.key);
+                        origin.type_value = Some(value);
+                    }
+                    "url" => origin.url_key = Some(&entry.key),
+                    _ => {}
+                }
+            }
+        }
+    }
+    // The region's own key, for options nobody set.
+    let own_key = |opt: &str| {
+        if own.is_none() {
+            format!("{prefix}{opt}")
+        } else {
+            format!("{prefix}{name}.{opt}")
+        }
+    };
+    let missing_feature = validate(&mut options, &origin, &own_key)?;
+    Ok((options, missing_feature))
+}
+
+fn bad(key: &str, value: &str, problem: &str, expected: &str) -> Error {
+    ConfigError::BadValue {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        problem: problem.to_owned(),
+        expected: expected.to_owned(),
+    }
+    .into()
+}
+
+const BOOLEANS: &str = "true, yes, on, y, t, 1 or false, no, off, n, f, 0";
+
+fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
+    let key = entry.key.as_str();
+    let raw = match &entry.value {
+        Raw::Text(text) => text.as_str(),
+        Raw::List(list) => {
+            return Err(bad(
+                key,
+                &list.join(", "),
+                "is an array",
+                "a single value; only `regions` takes an array",
+            ));
+        }
+        Raw::Invalid(what, shown) => {
+            return Err(bad(key, shown, &format!("is {what}"), "a single value"));
+        }
+    };
+    let value = raw.trim();
+    match opt {
+        "type" => {
+            options.backend = parse_backend(value).ok_or_else(|| {
+                bad(
+                    key,
+                    raw,
+                    "is not a backend type",
+                    "one of memory, file, dbm, ext:memcached, ext:redis, ext:rediscluster, ext:database, tiered, null",
+                )
+            })?;
+        }
+        "expire" => {
+            let secs = value.parse::<u64>().map_err(|_| {
+                bad(
+                    key,
+                    raw,
+                    "is not a number of seconds",
+                    "a whole non-negative number",
+                )
+            })?;
+            options.expire = Some(Duration::from_secs(secs));
+        }
+        "stale" => {
+            let secs = value.parse::<u64>().map_err(|_| {
+                bad(
+                    key,
+                    raw,
+                    "is not a number of seconds",
+                    "a whole non-negative number",
+                )
+            })?;
+            options.stale = Duration::from_secs(secs);
+        }
+        "data_dir" | "lock_dir" => {
+            if value.is_empty() {
+                return Err(bad(key, raw, "is empty", "a directory path"));
+            }
+            let dir = Some(PathBuf::from(value));
+            if opt == "data_dir" {
+                options.data_dir = dir;
+            } else {
+                options.lock_dir = dir;
+            }
+        }
+        // Checked in `validate`, against the backend that actually uses it.
+        "url" => options.url = Some(value.to_owned()),
+        "enabled" => {
+            options.enabled =
+                parse_bool(value).ok_or_else(|| bad(key, raw, "is not a boolean", BOOLEANS))?;
+        }
+        "key_length" => {
+            options.key_length = value.parse::<usize>().map_err(|_| {
+                bad(
+                    key,
+                    raw,
+                    "is not a whole number",
+                    "a whole non-negative number",
+                )
+            })?;
+        }
+        "starttime" => {
+            let secs = value.parse::<u64>().map_err(|_| {
+                bad(
+                    key,
+                    raw,
+                    "is not a number of seconds since the epoch",
+                    "a whole non-negative number",
+                )
+            })?;
+            options.starttime = Some(secs);
+        }
+        "lock_timeout" | "wait_timeout" | "timeout" => {
+            let duration = parse_duration(value).map_err(|problem| {
+                bad(
+                    key,
+                    raw,
+                    problem,
+                    "a positive number of seconds (\"0.5\", \"30\") or a number with a unit (\"250ms\", \"2s\", \"1m\")",
+                )
+            })?;
+            match opt {
+                "lock_timeout" => options.lock_timeout = duration,
+                "wait_timeout" => options.wait_timeout = duration,
+                _ => options.timeout = duration,
+            }
+        }
+        "max_entries" | "max_bytes" => {
+            // Zero would make a cache that stores nothing; `type = null` says
+            // that on purpose.
+            let bound = value
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    bad(
+                        key,
+                        raw,
+                        "is not a bound",
+                        "a whole number above 0 (use type = null to store nothing)",
+                    )
+                })?;
+            if opt == "max_entries" {
+                options.max_entries = Some(bound);
+            } else {
+                options.max_bytes = Some(bound);
+            }
+        }
+        "secret" => {
+            if value.is_empty() {
+                return Err(bad(key, raw, "is empty", "a non-empty secret string"));
+            }
+            // Kept as written: whitespace may be part of a secret.
+            options.secret = Some(Secret::new(raw));
+        }
+        "lock" => {
+            options.lock = match value.to_ascii_lowercase().as_str() {
+                "auto" => LockMode::Auto,
+                "local" => LockMode::Local,
+                "file" => LockMode::File,
+                "distributed" => LockMode::Distributed,
+                "none" => LockMode::None,
+                _ => {
+                    return Err(bad(
+                        key,
+                        raw,
+                        "is not a lock mode",
+                        "one of auto, local, file, distributed, none",
+                    ));
+                }
+            };
+        }
+        "on_backend_error" => {
+            options.on_backend_error = match value.to_ascii_lowercase().as_str() {
+                "bypass" => OnBackendError::Bypass,
+                "error" => OnBackendError::Error,
+                _ => return Err(bad(key, raw, "is not a policy", "bypass or error")),
+            };
+        }
+        "refresh" => {
+            options.refresh = match value.to_ascii_lowercase().as_str() {
+                "foreground" => Refresh::Foreground,
+                "background" => Refresh::Background,
+                _ => {
+                    return Err(bad(
+                        key,
+                        raw,
+                        "is not a refresh mode",
+                        "foreground or background",
+                    ));
+                }
+            };
+        }
+        "prefix" => {
+            // Not trimmed: the check below tells the user about stray spaces
+            // instead of silently changing every key.
+            if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(bad(
+                    key,
+                    raw,
+                    "contains whitespace or control characters",
+                    "a key prefix without spaces, e.g. \"myapp:\"",
+                ));
+            }
+            options.prefix = raw.to_owned();
+        }
+        // `option_name` only lets the names above through.
+        _ => {}
+    }
+    Ok(())
+}
+
+fn parse_backend(value: &str) -> Option<BackendKind> {
+    Some(match value.to_ascii_lowercase().as_str() {
+        "memory" => BackendKind::Memory,
+        "file" => BackendKind::File,
+        "dbm" => BackendKind::Dbm,
+        "ext:memcached" | "memcached" => BackendKind::Memcached,
+        "ext:redis" | "redis" => BackendKind::Redis,
+        "ext:rediscluster" | "redis-cluster" | "rediscluster" => BackendKind::RedisCluster,
+        "ext:database" | "database" => BackendKind::Database,
+        "tiered" => BackendKind::Tiered,
+        "null" => BackendKind::Null,
+        _ => return None,
+    })
+}
+
+/// Beaker's `asbool` spellings, case-insensitive.
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "y" | "t" | "1" => Some(true),
+        "false" | "no" | "off" | "n" | "f" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// Seconds as a plain decimal, or a number with `ms`, `s` or `m`. Only
+/// digits and one dot are accepted, so `inf`, `1e9` and `-1` never slip
+/// through `f64::from_str`.
+fn parse_duration(value: &str) -> std::result::Result<Duration, &'static str> {
+    let (number, scale) = if let Some(n) = value.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = value.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = value.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (value, 1.0)
+    };
+    let number = number.trim();
+    let well_formed = !number.is_empty()
+        && number.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && number.matches('.').count() <= 1
+        && number != ".";
+    if !well_formed {
+        return Err("is not a duration");
+    }
+    let secs = number.parse::<f64>().map_err(|_| "is not a duration")? * scale;
+    let duration = Duration::try_from_secs_f64(secs).map_err(|_| "is too long a duration")?;
+    if duration.is_zero() {
+        return Err("is not a positive duration");
+    }
+    Ok(duration)
+}
+
+// ---------------------------------------------------------------------------
+// Checks that need the whole region
+
+/// Checks what needs the whole region (url against the backend, required
+/// directories) and fills in derived defaults. A missing cargo feature is
+/// returned rather than raised, so that the caller can report every syntax
+/// error of every region first: a typo is reported the same way whichever
+/// features are compiled in.
+fn validate(
+    options: &mut RegionOptions,
+    origin: &Origin<'_>,
+    own_key: &dyn Fn(&str) -> String,
+) -> Result<Option<ConfigError>> {
+    if options.lock_dir.is_none() {
+        options.lock_dir = options.data_dir.as_ref().map(|dir| dir.join(".locks"));
+    }
+    if matches!(options.backend, BackendKind::Memory | BackendKind::Tiered)
+        && options.max_entries.is_none()
+        && options.max_bytes.is_none()
+    {
+        options.max_entries = Some(DEFAULT_MAX_ENTRIES);
+    }
+
+    let url_key = origin.url_key.map_or_else(|| own_key("url"), str::to_owned);
+    let needs_dir = |backend: &str| -> Result<()> {
+        if options.data_dir.is_none() {
+            return Err(ConfigError::Missing {
+                key: own_key("data_dir"),
+                message: format!("missing; the {backend} backend needs data_dir = \"<directory>\""),
+            }
+            .into());
+        }
+        Ok(())
+    };
+    let url = |example: &str| -> Result<&str> {
+        options.url.as_deref().ok_or_else(|| {
+            ConfigError::Missing {
+                key: own_key("url"),
+                message: format!(
+                    "missing; the {} backend needs url = {example}",
+                    options.backend
+                ),
+            }
+            .into()
+        })
+    };
+
+    let feature = match options.backend {
+        BackendKind::Memory => "memory",
+        BackendKind::File => {
+            needs_dir("file")?;
+            "file"
+        }
+        BackendKind::Dbm => {
+            needs_dir("dbm")?;
+            "dbm"
+        }
+        BackendKind::Memcached => {
+            let url = url("\"host:port[;host:port…]\"")?;
+            if !is_memcached_servers(url) {
+                return Err(bad(
+                    &url_key,
+                    url,
+                    "is not a memcached address",
+                    "host:port[;host:port…]",
+                ));
+            }
+            "memcached"
+        }
+        BackendKind::Redis => {
+            let url = url("\"redis://host:port\"")?;
+            if !is_redis_url(url, true) {
+                return Err(bad(
+                    &url_key,
+                    url,
+                    "is not a redis URL",
+                    "redis://[user:password@]host[:port][/db] (or rediss://, redis+unix://, unix://)",
+                ));
+            }
+            "redis"
+        }
+        BackendKind::RedisCluster => {
+            let url = url("\"redis://host:port[,redis://host:port…]\"")?;
+            let mut seeds = url.split(',').map(str::trim).filter(|s| !s.is_empty());
+            let valid = seeds.clone().next().is_some() && seeds.all(|s| is_redis_url(s, false));
+            if !valid {
+                return Err(bad(
+                    &url_key,
+                    url,
+                    "is not a list of redis cluster seeds",
+                    "redis://host:port[,redis://host:port…]",
+                ));
+            }
+            "redis"
+        }
+        BackendKind::Database => {
+            let url = url("\"postgres://…\", \"mysql://…\" or \"sqlite:path\"")?;
+            database_feature(url).ok_or_else(|| {
+                bad(
+                    &url_key,
+                    url,
+                    "is not a database URL",
+                    "postgres://…, postgresql://…, mysql://…, mariadb://… or sqlite:path (sqlite::memory: in memory)",
+                )
+            })?
+        }
+        BackendKind::Tiered | BackendKind::Null => {
+            check_lock_dir(options, own_key)?;
+            return Ok(None);
+        }
+    };
+    check_lock_dir(options, own_key)?;
+    if feature_enabled(feature) {
+        return Ok(None);
+    }
+    Ok(Some(ConfigError::FeatureMissing {
+        key: origin
+            .type_key
+            .map_or_else(|| own_key("type"), str::to_owned),
+        value: origin
+            .type_value
+            .map_or_else(|| options.backend.to_string(), str::to_owned),
+        feature,
+    }))
+}
+
+/// `lock = file` needs somewhere to put its lock files.
+fn check_lock_dir(options: &RegionOptions, own_key: &dyn Fn(&str) -> String) -> Result<()> {
+    if options.lock == LockMode::File && options.lock_dir.is_none() {
+        return Err(ConfigError::Missing {
+            key: own_key("lock_dir"),
+            message: "missing; lock = file needs lock_dir = \"<directory>\" (or data_dir)"
+                .to_owned(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// The backend features and whether each is compiled in; a table of
+/// literals because `cfg!` needs them.
+const FEATURES: &[(&str, bool)] = &[
+    ("memory", cfg!(feature = "memory")),
+    ("file", cfg!(feature = "file")),
+    ("dbm", cfg!(feature = "dbm")),
+    ("memcached", cfg!(feature = "memcached")),
+    ("redis", cfg!(feature = "redis")),
+    ("postgres", cfg!(feature = "postgres")),
+    ("sqlite", cfg!(feature = "sqlite")),
+    ("mysql", cfg!(feature = "mysql")),
+];
+
+fn feature_enabled(feature: &str) -> bool {
+    FEATURES.iter().any(|&(name, on)| name == feature && on)
+}
+
+/// A host with no spaces, quotes or slashes (`memcached://h:1` is a common
+/// mistake, and `127.0.0.1.11211` the seed's).
+fn is_host(host: &str) -> bool {
+    let bracketed = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit() || c == ':'));
+    bracketed
+        || (!host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '%')))
+}
+
+fn is_port(port: &str) -> bool {
+    !port.is_empty()
+        && port.chars().all(|c| c.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
+/// `host:port` items separated by `;` (or `,`, which users also write).
+fn is_memcached_servers(url: &str) -> bool {
+    let mut servers = url
+        .split([';', ','])
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    servers.clone().next().is_some()
+        && servers.all(|server| {
+            server
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| is_host(host) && is_port(port))
+        })
+}
+
+/// `redis://[user[:password]@]host[:port][/db][?query]`, `rediss://…`, and
+/// with `allow_unix` also `redis+unix:///path` and `unix:///path`.
+fn is_redis_url(url: &str, allow_unix: bool) -> bool {
+    let lower = url.to_ascii_lowercase();
+    if allow_unix {
+        for scheme in ["redis+unix://", "unix://"] {
+            if lower.starts_with(scheme) {
+                let path = url[scheme.len()..].split('?').next().unwrap_or("");
+                return !path.is_empty() && !path.contains(char::is_whitespace);
+            }
+        }
+    }
+    let Some(rest) = ["redis://", "rediss://"]
+        .iter()
+        .find(|scheme| lower.starts_with(**scheme))
+        .map(|scheme| &url[scheme.len()..])
+    else {
+        return false;
+    };
+    let rest = rest.split('?').next().unwrap_or("");
+    let (authority, db) = match rest.split_once('/') {
+        Some((authority, db)) => (authority, db),
+        None => (rest, ""),
+    };
+    if !(db.is_empty() || db.chars().all(|c| c.is_ascii_digit())) {
+        return false;
+    }
+    // The password may contain `@`; the host is after the last one.
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    if host_port.starts_with('[') {
+        return match host_port.split_once(']') {
+            Some((host, "")) => is_host(&format!("{host}]")),
+            Some((host, port)) => {
+                is_host(&format!("{host}]")) && port.strip_prefix(':').is_some_and(is_port)
+            }
+            None => false,
+        };
+    }
+    match host_port.rsplit_once(':') {
+        Some((host, port)) => is_host(host) && is_port(port),
+        None => is_host(host_port),
+    }
+}
+
+/// The cargo feature a database URL needs, or `None` when it is not one.
+fn database_feature(url: &str) -> Option<&'static str> {
+    let lower = url.to_ascii_lowercase();
+    let after = |scheme: &str| {
+        lower
+            .strip_prefix(scheme)
+            .filter(|rest| !rest.trim().is_empty())
+    };
+    if after("postgres://")
+        .or_else(|| after("postgresql://"))
+        .is_some()
+    {
+        Some("postgres")
+    } else if after("mysql://").or_else(|| after("mariadb://")).is_some() {
+        Some("mysql")
+    } else if after("sqlite:").is_some_and(|rest| rest != "//") {
+        Some("sqlite")
+    } else {
+        None
+    }
 }
 
 impl RegionOptions {

@@ -1,1 +1,1036 @@
-//! Config parsing tests.
+//! Config parsing tests: the seed's two configurations, every coercion, and
+//! every error message a user can meet.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tankard::Config;
+use tankard::config::{BackendKind, LockMode, OnBackendError, Refresh, RegionOptions};
+
+/// The error message of a config that must fail.
+#[track_caller]
+fn err(config: tankard::Result<Config>) -> String {
+    match config {
+        Ok(config) => panic!("expected an error, got {config:?}"),
+        Err(err) => {
+            assert!(err.is_config(), "not a config error: {err:?}");
+            err.to_string()
+        }
+    }
+}
+
+#[track_caller]
+fn ok(config: tankard::Result<Config>) -> Config {
+    match config {
+        Ok(config) => config,
+        Err(err) => panic!("expected a config, got: {err}"),
+    }
+}
+
+#[track_caller]
+fn region<'a>(config: &'a Config, name: &str) -> &'a RegionOptions {
+    match config.region(name) {
+        Some(options) => options,
+        None => panic!("no region {name:?} in {config:?}"),
+    }
+}
+
+fn flat_memory(extra: &[(&str, &str)]) -> tankard::Result<Config> {
+    let mut pairs = vec![("cache.type", "memory")];
+    pairs.extend_from_slice(extra);
+    Config::from_flat(pairs)
+}
+
+const SEED_2: [(&str, &str); 9] = [
+    ("cache.type", "file"),
+    ("cache.data_dir", "cache/data"),
+    ("cache.lock_dir", "cache/lock"),
+    ("cache.regions", "short_term, long_term"),
+    ("cache.short_term.type", "ext:memcached"),
+    ("cache.short_term.url", "127.0.0.1.11211"),
+    ("cache.short_term.expire", "1200"),
+    ("cache.long_term.type", "file"),
+    ("cache.long_term.expire", "86400"),
+];
+
+fn seed_2_fixed() -> Vec<(&'static str, &'static str)> {
+    SEED_2
+        .iter()
+        .map(|&(k, v)| {
+            if k == "cache.short_term.url" {
+                (k, "127.0.0.1:11211")
+            } else {
+                (k, v)
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// The seed post
+
+#[test]
+fn seed_first_config_parses() {
+    let config = ok(Config::from_flat([
+        ("cache.type", "file"),
+        ("cache.data_dir", "cache/data"),
+        ("cache.lock_dir", "cache/lock"),
+    ]));
+    let default = config.default_options();
+    assert_eq!(default.name, "default");
+    assert_eq!(default.backend, BackendKind::File);
+    assert_eq!(default.data_dir.as_deref(), Some(Path::new("cache/data")));
+    assert_eq!(default.lock_dir.as_deref(), Some(Path::new("cache/lock")));
+    assert_eq!(default.expire, None);
+    assert_eq!(config.regions().count(), 0);
+}
+
+#[test]
+fn seed_url_typo_names_the_region_key_whatever_the_features() {
+    assert_eq!(
+        err(Config::from_flat(SEED_2)),
+        r#"cache.short_term.url: "127.0.0.1.11211" is not a memcached address; expected host:port[;host:port…]"#
+    );
+}
+
+#[cfg(feature = "memcached")]
+#[test]
+fn seed_second_config_parses_once_fixed() {
+    let config = ok(Config::from_flat(seed_2_fixed()));
+    let short = region(&config, "short_term");
+    assert_eq!(short.backend, BackendKind::Memcached);
+    assert_eq!(short.url.as_deref(), Some("127.0.0.1:11211"));
+    assert_eq!(short.expire, Some(Duration::from_secs(1200)));
+    let long = region(&config, "long_term");
+    assert_eq!(long.backend, BackendKind::File);
+    assert_eq!(long.expire, Some(Duration::from_secs(86400)));
+    assert_eq!(long.data_dir.as_deref(), Some(Path::new("cache/data")));
+}
+
+#[cfg(not(feature = "memcached"))]
+#[test]
+fn seed_second_config_once_fixed_needs_the_memcached_feature() {
+    assert_eq!(
+        err(Config::from_flat(seed_2_fixed())),
+        r#"cache.short_term.type: backend type "ext:memcached" needs the cargo feature "memcached" of tankard; enable it with `tankard = { features = ["memcached"] }`"#
+    );
+}
+
+#[test]
+fn seed_long_term_region_inherits_data_and_lock_dirs() {
+    // The seed without its memcached region, so it parses with any features.
+    let pairs = seed_2_fixed()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("cache.short_term."));
+    let config = ok(Config::from_flat(pairs));
+    let long = region(&config, "long_term");
+    assert_eq!(long.name, "long_term");
+    assert_eq!(long.backend, BackendKind::File);
+    assert_eq!(long.expire, Some(Duration::from_secs(86400)));
+    assert_eq!(long.data_dir.as_deref(), Some(Path::new("cache/data")));
+    assert_eq!(long.lock_dir.as_deref(), Some(Path::new("cache/lock")));
+    // short_term is listed with no keys of its own: the global options.
+    let short = region(&config, "short_term");
+    assert_eq!(short.backend, BackendKind::File);
+    assert_eq!(short.expire, None);
+    assert_eq!(short.data_dir.as_deref(), Some(Path::new("cache/data")));
+}
+
+// ---------------------------------------------------------------------------
+// Keys and prefixes
+
+#[test]
+fn beaker_cache_prefix_means_the_same() {
+    let a = ok(Config::from_flat([
+        ("beaker.cache.type", "memory"),
+        ("beaker.cache.regions", "r"),
+        ("beaker.cache.r.expire", "5"),
+    ]));
+    let b = ok(Config::from_flat([
+        ("cache.type", "memory"),
+        ("cache.regions", "r"),
+        ("cache.r.expire", "5"),
+    ]));
+    assert_eq!(a, b);
+}
+
+#[test]
+fn errors_name_the_key_as_written_with_beaker_prefix() {
+    assert_eq!(
+        err(Config::from_flat([("beaker.cache.expire", "soon")])),
+        r#"beaker.cache.expire: "soon" is not a number of seconds; expected a whole non-negative number"#
+    );
+}
+
+#[test]
+fn key_without_prefix_is_an_error_in_a_flat_map() {
+    assert_eq!(
+        err(Config::from_flat([("expire", "10")])),
+        "expire: unknown option; keys start with `cache.` (or `beaker.cache.`), e.g. `cache.expire`"
+    );
+}
+
+#[test]
+fn unknown_option_suggests_the_nearest() {
+    assert_eq!(
+        err(Config::from_flat([("cache.expir", "10")])),
+        "cache.expir: unknown option; did you mean `expire`?"
+    );
+    assert_eq!(
+        err(Config::from_flat([
+            ("cache.regions", "r"),
+            ("cache.r.data_dri", "x")
+        ])),
+        "cache.r.data_dri: unknown option; did you mean `data_dir`?"
+    );
+}
+
+#[test]
+fn unknown_option_far_from_any_lists_them_all() {
+    let message = err(Config::from_flat([("cache.colour", "blue")]));
+    assert!(
+        message.starts_with("cache.colour: unknown option; expected one of type, expire, data_dir"),
+        "{message}"
+    );
+}
+
+#[test]
+fn region_key_for_unlisted_region_is_an_error() {
+    assert_eq!(
+        err(Config::from_flat([
+            ("cache.regions", "short_term"),
+            ("cache.long_term.expire", "10"),
+        ])),
+        r#"cache.long_term.expire: region "long_term" is not listed in cache.regions (short_term); add it there or remove the key"#
+    );
+    assert_eq!(
+        err(Config::from_flat([("cache.long_term.expire", "10")])),
+        r#"cache.long_term.expire: region "long_term" is not listed in cache.regions (none listed); add it there or remove the key"#
+    );
+}
+
+#[test]
+fn regions_may_come_after_their_keys() {
+    let config = ok(Config::from_flat([
+        ("cache.r.expire", "7"),
+        ("cache.type", "memory"),
+        ("cache.regions", "r"),
+    ]));
+    assert_eq!(region(&config, "r").expire, Some(Duration::from_secs(7)));
+}
+
+#[test]
+fn region_overrides_win_whatever_the_order() {
+    let config = ok(Config::from_flat([
+        ("cache.regions", "r"),
+        ("cache.r.expire", "7"),
+        ("cache.expire", "100"),
+    ]));
+    assert_eq!(region(&config, "r").expire, Some(Duration::from_secs(7)));
+    assert_eq!(
+        config.default_options().expire,
+        Some(Duration::from_secs(100))
+    );
+}
+
+#[test]
+fn the_same_key_twice_last_one_wins() {
+    let config = ok(Config::from_flat([
+        ("cache.expire", "1"),
+        ("cache.expire", "2"),
+    ]));
+    assert_eq!(
+        config.default_options().expire,
+        Some(Duration::from_secs(2))
+    );
+}
+
+#[test]
+fn regions_list_is_trimmed_and_deduplicated() {
+    let config = ok(Config::from_flat([("cache.regions", " a ,, b.c-d_e , a,")]));
+    let names: Vec<&str> = config.regions().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["a", "b.c-d_e"]);
+}
+
+#[test]
+fn region_names_may_contain_dots() {
+    let config = ok(Config::from_flat([
+        ("cache.regions", "v1.hot"),
+        ("cache.v1.hot.expire", "3"),
+    ]));
+    assert_eq!(
+        region(&config, "v1.hot").expire,
+        Some(Duration::from_secs(3))
+    );
+}
+
+#[test]
+fn bad_region_name_is_an_error() {
+    assert_eq!(
+        err(Config::from_flat([("cache.regions", "short term")])),
+        r#"cache.regions: "short term" is not a valid region name; expected letters, digits, `_`, `.` and `-` only, names separated by commas"#
+    );
+}
+
+#[test]
+fn region_named_like_an_option_is_an_error() {
+    assert_eq!(
+        err(Config::from_flat([("cache.regions", "a, expire")])),
+        r#"cache.regions: "expire" is an option name, so it cannot name a region; expected a region name that is not one of the option names (rename the region)"#
+    );
+}
+
+#[test]
+fn region_name_alone_is_not_a_key() {
+    assert_eq!(
+        err(Config::from_flat([
+            ("cache.regions", "r"),
+            ("cache.r", "x")
+        ])),
+        "cache.r: unknown option; `r` is a region: set its options as `cache.r.<option>`"
+    );
+}
+
+#[test]
+fn regions_cannot_be_set_per_region() {
+    assert_eq!(
+        err(Config::from_flat([
+            ("cache.regions", "r"),
+            ("cache.r.regions", "x")
+        ])),
+        "cache.r.regions: unknown option; `regions` is global only: set `cache.regions`"
+    );
+}
+
+#[test]
+fn option_has_no_sub_keys() {
+    assert_eq!(
+        err(Config::from_flat([("cache.expire.short", "1")])),
+        "cache.expire.short: unknown option; `expire` is an option and has no sub-keys"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Inheritance
+
+#[test]
+fn regions_inherit_every_global_option() {
+    let config = ok(Config::from_flat([
+        ("cache.type", "file"),
+        ("cache.data_dir", "/var/cache/app"),
+        ("cache.url", "127.0.0.1:11211"),
+        ("cache.expire", "60"),
+        ("cache.stale", "5"),
+        ("cache.enabled", "no"),
+        ("cache.key_length", "100"),
+        ("cache.prefix", "app:"),
+        ("cache.secret", "s3cret"),
+        ("cache.lock", "file"),
+        ("cache.on_backend_error", "error"),
+        ("cache.refresh", "background"),
+        ("cache.regions", "r"),
+    ]));
+    let r = region(&config, "r");
+    let d = config.default_options();
+    assert_eq!(r.backend, BackendKind::File);
+    assert_eq!(r.url.as_deref(), Some("127.0.0.1:11211"));
+    assert_eq!(r.data_dir.as_deref(), Some(Path::new("/var/cache/app")));
+    assert_eq!(r.lock_dir, Some(PathBuf::from("/var/cache/app/.locks")));
+    assert_eq!(r.expire, Some(Duration::from_secs(60)));
+    assert_eq!(r.stale, Duration::from_secs(5));
+    assert!(!r.enabled);
+    assert_eq!(r.key_length, 100);
+    assert_eq!(r.prefix, "app:");
+    assert_eq!(r.secret, Some(tankard::config::Secret::new("s3cret")));
+    assert_eq!(r.lock, LockMode::File);
+    assert_eq!(r.on_backend_error, OnBackendError::Error);
+    assert_eq!(r.refresh, Refresh::Background);
+    // Apart from its name, the region is the default options.
+    let mut renamed = r.clone();
+    renamed.name = "default".into();
+    assert_eq!(renamed, *d);
+}
+
+#[test]
+fn region_inherits_global_url_for_its_own_type() {
+    // The global url serves the region's memcached; the global type is file,
+    // and the default (file) never validates the url it does not use.
+    let result = Config::from_flat([
+        ("cache.type", "file"),
+        ("cache.data_dir", "d"),
+        ("cache.url", "mc1:11211;mc2:11212"),
+        ("cache.regions", "short"),
+        ("cache.short.type", "memcached"),
+    ]);
+    if cfg!(feature = "memcached") {
+        let config = ok(result);
+        assert_eq!(
+            region(&config, "short").url.as_deref(),
+            Some("mc1:11211;mc2:11212")
+        );
+    } else {
+        assert!(err(result).starts_with("cache.short.type: backend type \"memcached\""));
+    }
+}
+
+#[test]
+fn bad_inherited_url_names_the_global_key() {
+    assert_eq!(
+        err(Config::from_flat([
+            ("cache.url", "localhost"),
+            ("cache.regions", "short"),
+            ("cache.short.type", "memcached"),
+        ])),
+        r#"cache.url: "localhost" is not a memcached address; expected host:port[;host:port…]"#
+    );
+}
+
+#[test]
+fn unused_global_url_is_not_validated() {
+    let config = ok(Config::from_flat([
+        ("cache.type", "memory"),
+        ("cache.url", "not a url"),
+    ]));
+    assert_eq!(config.default_options().url.as_deref(), Some("not a url"));
+}
+
+#[test]
+fn region_overrides_type_and_dirs() {
+    let config = ok(Config::from_flat([
+        ("cache.type", "memory"),
+        ("cache.regions", "disk"),
+        ("cache.disk.type", "file"),
+        ("cache.disk.data_dir", "/tmp/d"),
+        ("cache.disk.lock_dir", "/tmp/l"),
+    ]));
+    assert_eq!(config.default_options().backend, BackendKind::Memory);
+    let disk = region(&config, "disk");
+    assert_eq!(disk.backend, BackendKind::File);
+    assert_eq!(disk.lock_dir.as_deref(), Some(Path::new("/tmp/l")));
+}
+
+// ---------------------------------------------------------------------------
+// Values
+
+#[test]
+fn all_boolean_spellings() {
+    for (spelling, expected) in [
+        ("true", true),
+        ("yes", true),
+        ("on", true),
+        ("y", true),
+        ("t", true),
+        ("1", true),
+        ("false", false),
+        ("no", false),
+        ("off", false),
+        ("n", false),
+        ("f", false),
+        ("0", false),
+    ] {
+        for written in [
+            spelling.to_owned(),
+            format!("  {} ", spelling.to_uppercase()),
+        ] {
+            let config = ok(flat_memory(&[("cache.enabled", &written)]));
+            assert_eq!(config.default_options().enabled, expected, "{written:?}");
+        }
+    }
+}
+
+#[test]
+fn bad_boolean() {
+    assert_eq!(
+        err(flat_memory(&[("cache.enabled", "maybe")])),
+        r#"cache.enabled: "maybe" is not a boolean; expected true, yes, on, y, t, 1 or false, no, off, n, f, 0"#
+    );
+}
+
+#[test]
+fn bad_expire() {
+    assert_eq!(
+        err(Config::from_flat([("cache.expire", "soon")])),
+        r#"cache.expire: "soon" is not a number of seconds; expected a whole non-negative number"#
+    );
+    for bad in ["", "-1", "1.5", "none"] {
+        let message = err(Config::from_flat([("cache.expire", bad)]));
+        assert!(message.contains("is not a number of seconds"), "{message}");
+    }
+}
+
+#[test]
+fn bad_expire_in_a_region_names_the_region_key() {
+    assert_eq!(
+        err(Config::from_flat([
+            ("cache.regions", "r"),
+            ("cache.r.expire", "1h")
+        ])),
+        r#"cache.r.expire: "1h" is not a number of seconds; expected a whole non-negative number"#
+    );
+}
+
+#[test]
+fn expire_zero_and_absent() {
+    let config = ok(flat_memory(&[("cache.expire", "0")]));
+    assert_eq!(config.default_options().expire, Some(Duration::ZERO));
+    assert_eq!(ok(flat_memory(&[])).default_options().expire, None);
+}
+
+#[test]
+fn negative_key_length() {
+    assert_eq!(
+        err(flat_memory(&[("cache.key_length", "-5")])),
+        r#"cache.key_length: "-5" is not a whole number; expected a whole non-negative number"#
+    );
+}
+
+#[test]
+fn non_numeric_key_length() {
+    assert_eq!(
+        err(flat_memory(&[("cache.key_length", "long")])),
+        r#"cache.key_length: "long" is not a whole number; expected a whole non-negative number"#
+    );
+}
+
+#[test]
+fn numbers_are_trimmed() {
+    let config = ok(flat_memory(&[
+        ("cache.key_length", " 120 "),
+        ("cache.starttime", "1700000000"),
+        ("cache.stale", "30"),
+    ]));
+    let d = config.default_options();
+    assert_eq!(d.key_length, 120);
+    assert_eq!(d.starttime, Some(1_700_000_000));
+    assert_eq!(d.stale, Duration::from_secs(30));
+}
+
+#[test]
+fn durations_with_and_without_units() {
+    for (written, expected) in [
+        ("30", Duration::from_secs(30)),
+        ("0.5", Duration::from_millis(500)),
+        ("250ms", Duration::from_millis(250)),
+        ("2s", Duration::from_secs(2)),
+        ("1.5s", Duration::from_millis(1500)),
+        ("2m", Duration::from_secs(120)),
+        (" 3 s ", Duration::from_secs(3)),
+    ] {
+        let config = ok(flat_memory(&[
+            ("cache.lock_timeout", written),
+            ("cache.wait_timeout", written),
+            ("cache.timeout", written),
+        ]));
+        let d = config.default_options();
+        assert_eq!(d.lock_timeout, expected, "{written}");
+        assert_eq!(d.wait_timeout, expected, "{written}");
+        assert_eq!(d.timeout, expected, "{written}");
+    }
+}
+
+#[test]
+fn bad_durations() {
+    assert_eq!(
+        err(flat_memory(&[("cache.timeout", "2h")])),
+        r#"cache.timeout: "2h" is not a duration; expected a positive number of seconds ("0.5", "30") or a number with a unit ("250ms", "2s", "1m")"#
+    );
+    for bad in ["", "-1", "inf", "1e3", "1.2.3", "ms", "."] {
+        let message = err(flat_memory(&[("cache.lock_timeout", bad)]));
+        assert!(message.contains("is not a duration"), "{bad}: {message}");
+    }
+    let message = err(flat_memory(&[("cache.wait_timeout", "0ms")]));
+    assert!(message.contains("is not a positive duration"), "{message}");
+}
+
+#[test]
+fn backend_type_spellings() {
+    for (written, expected) in [
+        ("memory", BackendKind::Memory),
+        ("MEMORY", BackendKind::Memory),
+        ("null", BackendKind::Null),
+        ("tiered", BackendKind::Tiered),
+    ] {
+        let config = ok(Config::from_flat([("cache.type", written)]));
+        assert_eq!(config.default_options().backend, expected);
+    }
+}
+
+#[test]
+fn bad_backend_type() {
+    assert_eq!(
+        err(Config::from_flat([("cache.type", "floppy")])),
+        r#"cache.type: "floppy" is not a backend type; expected one of memory, file, dbm, ext:memcached, ext:redis, ext:rediscluster, ext:database, tiered, null"#
+    );
+}
+
+#[test]
+fn enums_are_case_insensitive_and_checked() {
+    let config = ok(flat_memory(&[
+        ("cache.lock", "Distributed"),
+        ("cache.on_backend_error", "ERROR"),
+        ("cache.refresh", "Background"),
+    ]));
+    let d = config.default_options();
+    assert_eq!(d.lock, LockMode::Distributed);
+    assert_eq!(d.on_backend_error, OnBackendError::Error);
+    assert_eq!(d.refresh, Refresh::Background);
+    assert_eq!(
+        err(flat_memory(&[("cache.lock", "mutex")])),
+        r#"cache.lock: "mutex" is not a lock mode; expected one of auto, local, file, distributed, none"#
+    );
+    assert_eq!(
+        err(flat_memory(&[("cache.on_backend_error", "ignore")])),
+        r#"cache.on_backend_error: "ignore" is not a policy; expected bypass or error"#
+    );
+    assert_eq!(
+        err(flat_memory(&[("cache.refresh", "later")])),
+        r#"cache.refresh: "later" is not a refresh mode; expected foreground or background"#
+    );
+}
+
+#[test]
+fn lock_file_needs_a_directory() {
+    assert_eq!(
+        err(flat_memory(&[("cache.lock", "file")])),
+        r#"cache.lock_dir: missing; lock = file needs lock_dir = "<directory>" (or data_dir)"#
+    );
+}
+
+#[test]
+fn secret_and_prefix() {
+    assert_eq!(
+        err(flat_memory(&[("cache.secret", "")])),
+        r#"cache.secret: "" is empty; expected a non-empty secret string"#
+    );
+    assert_eq!(
+        err(flat_memory(&[("cache.prefix", "my app")])),
+        r#"cache.prefix: "my app" contains whitespace or control characters; expected a key prefix without spaces, e.g. "myapp:""#
+    );
+    let config = ok(flat_memory(&[
+        ("cache.secret", "k"),
+        ("cache.prefix", "v2/"),
+    ]));
+    assert_eq!(config.default_options().prefix, "v2/");
+    assert_eq!(
+        format!("{:?}", config.default_options().secret),
+        "Some(Secret(..))"
+    );
+}
+
+#[test]
+fn memory_is_bounded_by_default() {
+    let config = ok(flat_memory(&[]));
+    assert_eq!(config.default_options().max_entries, Some(10_000));
+    assert_eq!(config.default_options().max_bytes, None);
+    let config = ok(flat_memory(&[("cache.max_bytes", "1048576")]));
+    assert_eq!(config.default_options().max_entries, None);
+    assert_eq!(config.default_options().max_bytes, Some(1_048_576));
+}
+
+#[test]
+fn zero_memory_bound_is_an_error() {
+    assert_eq!(
+        err(flat_memory(&[("cache.max_entries", "0")])),
+        r#"cache.max_entries: "0" is not a bound; expected a whole number above 0 (use type = null to store nothing)"#
+    );
+    assert!(err(flat_memory(&[("cache.max_bytes", "-1")])).starts_with("cache.max_bytes: \"-1\""));
+}
+
+#[test]
+fn file_backend_needs_data_dir() {
+    assert_eq!(
+        err(Config::from_flat([("cache.type", "file")])),
+        r#"cache.data_dir: missing; the file backend needs data_dir = "<directory>""#
+    );
+    assert_eq!(
+        err(Config::from_flat([
+            ("cache.regions", "r"),
+            ("cache.r.type", "file")
+        ])),
+        r#"cache.r.data_dir: missing; the file backend needs data_dir = "<directory>""#
+    );
+}
+
+#[test]
+fn network_backend_needs_url() {
+    assert_eq!(
+        err(Config::from_flat([
+            ("cache.regions", "r"),
+            ("cache.r.type", "ext:memcached")
+        ])),
+        r#"cache.r.url: missing; the memcached backend needs url = "host:port[;host:port…]""#
+    );
+    assert_eq!(
+        err(Config::from_flat([("cache.type", "redis")])),
+        r#"cache.url: missing; the redis backend needs url = "redis://host:port""#
+    );
+}
+
+// ---------------------------------------------------------------------------
+// URLs and features
+
+#[test]
+fn memcached_addresses() {
+    for bad in [
+        "127.0.0.1.11211",
+        "host:0",
+        "host:65536",
+        ":11211",
+        "memcached://h:1",
+        "a b:1",
+        ";",
+    ] {
+        let message = err(Config::from_flat([
+            ("cache.type", "memcached"),
+            ("cache.url", bad),
+        ]));
+        assert!(
+            message.contains("is not a memcached address"),
+            "{bad}: {message}"
+        );
+    }
+    for good in ["127.0.0.1:11211", "a:1;b:2", "a:1, b:2", "[::1]:11211"] {
+        let result = Config::from_flat([("cache.type", "memcached"), ("cache.url", good)]);
+        if cfg!(feature = "memcached") {
+            ok(result);
+        } else {
+            assert!(
+                err(result).contains("needs the cargo feature \"memcached\""),
+                "{good}"
+            );
+        }
+    }
+}
+
+#[test]
+fn redis_urls() {
+    for bad in [
+        "localhost:6379",
+        "redis://",
+        "redis://h:port",
+        "redis://h/x",
+        "http://h",
+    ] {
+        let message = err(Config::from_flat([
+            ("cache.type", "redis"),
+            ("cache.url", bad),
+        ]));
+        assert!(message.contains("is not a redis URL"), "{bad}: {message}");
+    }
+    for good in [
+        "redis://127.0.0.1:6379",
+        "redis://localhost",
+        "rediss://user:p@ss@host:6380/3",
+        "redis://[::1]:6379/0",
+        "redis+unix:///run/redis.sock",
+        "unix:///tmp/r.sock?db=1",
+    ] {
+        let result = Config::from_flat([("cache.type", "redis"), ("cache.url", good)]);
+        if cfg!(feature = "redis") {
+            ok(result);
+        } else {
+            assert!(
+                err(result).contains("needs the cargo feature \"redis\""),
+                "{good}"
+            );
+        }
+    }
+}
+
+#[test]
+fn redis_cluster_seeds() {
+    let message = err(Config::from_flat([
+        ("cache.type", "redis-cluster"),
+        ("cache.url", "redis://a:7000,b:7001"),
+    ]));
+    assert_eq!(
+        message,
+        r#"cache.url: "redis://a:7000,b:7001" is not a list of redis cluster seeds; expected redis://host:port[,redis://host:port…]"#
+    );
+    let result = Config::from_flat([
+        ("cache.type", "ext:rediscluster"),
+        ("cache.url", "redis://a:7000, redis://b:7001"),
+    ]);
+    assert_eq!(cfg!(feature = "redis"), result.is_ok());
+}
+
+#[test]
+fn database_urls_pick_the_feature() {
+    let message = err(Config::from_flat([
+        ("cache.type", "database"),
+        ("cache.url", "oracle://x"),
+    ]));
+    assert!(
+        message.starts_with(r#"cache.url: "oracle://x" is not a database URL"#),
+        "{message}"
+    );
+    for (url, feature, on) in [
+        (
+            "postgres://u@localhost/db",
+            "postgres",
+            cfg!(feature = "postgres"),
+        ),
+        (
+            "postgresql://localhost/db",
+            "postgres",
+            cfg!(feature = "postgres"),
+        ),
+        ("mysql://localhost/db", "mysql", cfg!(feature = "mysql")),
+        ("mariadb://localhost/db", "mysql", cfg!(feature = "mysql")),
+        ("sqlite::memory:", "sqlite", cfg!(feature = "sqlite")),
+        ("sqlite://cache.db", "sqlite", cfg!(feature = "sqlite")),
+        ("sqlite:cache.db", "sqlite", cfg!(feature = "sqlite")),
+    ] {
+        let result = Config::from_flat([("cache.type", "ext:database"), ("cache.url", url)]);
+        if on {
+            ok(result);
+        } else {
+            assert_eq!(
+                err(result),
+                format!(
+                    "cache.type: backend type \"ext:database\" needs the cargo feature \"{feature}\" of tankard; enable it with `tankard = {{ features = [\"{feature}\"] }}`"
+                )
+            );
+        }
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+#[test]
+fn redis_without_its_feature_names_feature_and_key() {
+    assert_eq!(
+        err(Config::from_flat([
+            ("cache.regions", "short_term"),
+            ("cache.short_term.type", "redis"),
+            ("cache.short_term.url", "redis://127.0.0.1:6379/0"),
+        ])),
+        r#"cache.short_term.type: backend type "redis" needs the cargo feature "redis" of tankard; enable it with `tankard = { features = ["redis"] }`"#
+    );
+}
+
+#[cfg(not(feature = "redis"))]
+#[test]
+fn inherited_type_without_its_feature_names_the_global_key() {
+    assert_eq!(
+        err(Config::from_flat([
+            ("cache.type", "redis"),
+            ("cache.url", "redis://h")
+        ])),
+        r#"cache.type: backend type "redis" needs the cargo feature "redis" of tankard; enable it with `tankard = { features = ["redis"] }`"#
+    );
+}
+
+// ---------------------------------------------------------------------------
+// TOML
+
+#[test]
+fn toml_with_nested_tables_and_arrays() {
+    let config = ok(Config::from_toml_str(
+        r#"
+        title = "not ours"
+
+        [cache]
+        type = "file"
+        data_dir = "cache/data"
+        lock_dir = "cache/lock"
+        regions = ["short_term", "long_term"]
+        enabled = true
+        lock_timeout = 0.5
+        wait_timeout = "250ms"
+
+        [cache.long_term]
+        type = "file"
+        expire = 86400
+
+        [cache.short_term]
+        type = "memory"
+        expire = "1200"
+        max_entries = 500
+        "#,
+    ));
+    let d = config.default_options();
+    assert_eq!(d.lock_timeout, Duration::from_millis(500));
+    assert_eq!(d.wait_timeout, Duration::from_millis(250));
+    let long = region(&config, "long_term");
+    assert_eq!(long.expire, Some(Duration::from_secs(86400)));
+    assert_eq!(long.data_dir.as_deref(), Some(Path::new("cache/data")));
+    let short = region(&config, "short_term");
+    assert_eq!(short.backend, BackendKind::Memory);
+    assert_eq!(short.expire, Some(Duration::from_secs(1200)));
+    assert_eq!(short.max_entries, Some(500));
+    assert_eq!(short.lock_timeout, Duration::from_millis(500));
+}
+
+#[test]
+fn toml_and_flat_agree() {
+    let from_toml = ok(Config::from_toml_str(
+        "[cache]\ntype = \"memory\"\nexpire = 60\nregions = \"a, b\"\n[cache.a]\nstale = 5\n",
+    ));
+    let from_flat = ok(Config::from_flat([
+        ("cache.type", "memory"),
+        ("cache.expire", "60"),
+        ("cache.regions", "a, b"),
+        ("cache.a.stale", "5"),
+    ]));
+    assert_eq!(from_toml, from_flat);
+}
+
+#[test]
+fn toml_beaker_cache_table() {
+    let config = ok(Config::from_toml_str(
+        "[beaker.cache]\ntype = \"memory\"\nexpire = 3\n",
+    ));
+    assert_eq!(
+        config.default_options().expire,
+        Some(Duration::from_secs(3))
+    );
+}
+
+#[test]
+fn toml_errors_name_the_dotted_path() {
+    assert_eq!(
+        err(Config::from_toml_str(
+            "[cache]\nregions = [\"short_term\"]\n[cache.short_term]\nexpire = \"soon\"\n"
+        )),
+        r#"cache.short_term.expire: "soon" is not a number of seconds; expected a whole non-negative number"#
+    );
+    assert_eq!(
+        err(Config::from_toml_str("[beaker.cache]\nexpire = -3\n")),
+        r#"beaker.cache.expire: "-3" is not a number of seconds; expected a whole non-negative number"#
+    );
+    assert_eq!(
+        err(Config::from_toml_str(
+            "[cache]\n[cache.short_term]\nexpire = 3\n"
+        )),
+        r#"cache.short_term.expire: region "short_term" is not listed in cache.regions (none listed); add it there or remove the key"#
+    );
+}
+
+#[test]
+fn toml_array_only_for_regions() {
+    assert_eq!(
+        err(Config::from_toml_str("[cache]\nurl = [\"a:1\", \"b:2\"]\n")),
+        r#"cache.url: "a:1, b:2" is an array; expected a single value; only `regions` takes an array"#
+    );
+}
+
+#[test]
+fn toml_without_cache_table() {
+    assert_eq!(
+        err(Config::from_toml_str("[server]\nport = 80\n")),
+        "<toml>: no [cache] table; put the options under [cache] (or [beaker.cache]) and each region's under [cache.<region>]"
+    );
+}
+
+#[test]
+fn toml_syntax_error_has_a_line() {
+    let message = err(Config::from_toml_str(
+        "[cache]\ntype = \"memory\"\nexpire = = 3\n",
+    ));
+    assert!(message.starts_with("<toml>: line 3, column "), "{message}");
+}
+
+// ---------------------------------------------------------------------------
+// INI
+
+const INI: &str = "
+# The app's own settings, then the cache's.
+[app:main]
+use = egg:myapp
+debug = true
+sqlalchemy.url = postgres://localhost/app
+
+; Beaker's keys, with either prefix
+beaker.cache.type = file
+beaker.cache.data_dir = cache/data
+beaker.cache.regions = short_term, long_term
+beaker.cache.short_term.type = memory
+beaker.cache.short_term.expire = 1200
+
+[server:main]
+cache.long_term.expire = 86400
+port = 8080
+";
+
+#[test]
+fn ini_with_sections_comments_and_foreign_keys() {
+    let config = ok(Config::from_ini_str(INI));
+    assert_eq!(config.default_options().backend, BackendKind::File);
+    let short = region(&config, "short_term");
+    assert_eq!(short.backend, BackendKind::Memory);
+    assert_eq!(short.expire, Some(Duration::from_secs(1200)));
+    let long = region(&config, "long_term");
+    assert_eq!(long.expire, Some(Duration::from_secs(86400)));
+    assert_eq!(long.data_dir.as_deref(), Some(Path::new("cache/data")));
+}
+
+#[test]
+fn ini_line_without_equals_names_the_line() {
+    assert_eq!(
+        err(Config::from_ini_str(
+            "cache.type = memory\n\ncache.expire 10\n"
+        )),
+        r#"<ini>: line 3: "cache.expire 10" is not `key = value`; expected a comment (# or ;), a [section] header or `key = value`"#
+    );
+}
+
+#[test]
+fn ini_value_errors_name_the_key() {
+    assert_eq!(
+        err(Config::from_ini_str("[app]\nbeaker.cache.expire = soon\n")),
+        r#"beaker.cache.expire: "soon" is not a number of seconds; expected a whole non-negative number"#
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Files
+
+#[test]
+fn from_file_chooses_by_extension() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let toml_path = dir.path().join("tankard.toml");
+    std::fs::write(&toml_path, "[cache]\ntype = \"memory\"\nexpire = 5\n")?;
+    let ini_path = dir.path().join("tankard.ini");
+    std::fs::write(&ini_path, "[app]\ncache.type = memory\ncache.expire = 6\n")?;
+    let conf_path = dir.path().join("production.conf");
+    std::fs::write(&conf_path, "cache.type = memory\ncache.expire = 7\n")?;
+
+    let expire = |config: Config| config.default_options().expire;
+    assert_eq!(
+        expire(Config::from_file(&toml_path)?),
+        Some(Duration::from_secs(5))
+    );
+    assert_eq!(
+        expire(Config::from_toml_file(&toml_path)?),
+        Some(Duration::from_secs(5))
+    );
+    assert_eq!(
+        expire(Config::from_file(&ini_path)?),
+        Some(Duration::from_secs(6))
+    );
+    assert_eq!(
+        expire(Config::from_file(&conf_path)?),
+        Some(Duration::from_secs(7))
+    );
+
+    // The INI text in a .toml file is a TOML error naming the file.
+    std::fs::write(&toml_path, "cache.type = memory\n")?;
+    let message = err(Config::from_file(&toml_path));
+    assert!(
+        message.starts_with(&format!("{}: line 1", toml_path.display())),
+        "{message}"
+    );
+    Ok(())
+}
+
+#[test]
+fn unreadable_file_names_the_path() {
+    let result = Config::from_file("/no/such/dir/tankard.ini");
+    let error = result.as_ref().err().map(std::error::Error::source);
+    assert!(matches!(error, Some(Some(_))), "the OS error is the source");
+    let message = err(result);
+    assert!(
+        message.starts_with("/no/such/dir/tankard.ini: cannot read the config file: "),
+        "{message}"
+    );
+}
