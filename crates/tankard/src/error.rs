@@ -47,6 +47,7 @@ pub(crate) enum Kind {
         message: String,
     },
     /// An operation against a backend took longer than its timeout.
+    #[cfg_attr(not(any(feature = "redis", feature = "memcached")), allow(dead_code))]
     Timeout {
         backend: &'static str,
         operation: &'static str,
@@ -148,12 +149,9 @@ impl Error {
         )
     }
 
+    #[cfg_attr(not(any(feature = "redis", feature = "memcached")), allow(dead_code))]
     pub(crate) fn timeout(backend: &'static str, operation: &'static str) -> Self {
         Error::new(Kind::Timeout { backend, operation })
-    }
-
-    pub(crate) fn creator<E: StdError + Send + Sync + 'static>(err: E) -> Self {
-        Error::with_source(Kind::Creator, Arc::new(err) as Arc<dyn StdError + Send + Sync>)
     }
 
     /// The configuration was invalid: a bad value, an unknown key, a backend
@@ -323,5 +321,15 @@ impl StdError for Error {
 impl From<ConfigError> for Error {
     fn from(err: ConfigError) -> Self {
         Error::config(err)
+    }
+}
+
+impl Error {
+    pub(crate) fn creator_boxed(err: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        let boxed: Box<dyn StdError + Send + Sync> = err.into();
+        Error::with_source(
+            Kind::Creator,
+            Arc::<dyn StdError + Send + Sync>::from(boxed),
+        )
     }
 }

@@ -1,11 +1,69 @@
-//! Tankard: Beaker-style caching for Rust.
+//! # Tankard
+//!
+//! Beaker-style caching for Rust: named **regions** configured from one
+//! flat options map, **several backends at once**, a function-caching
+//! attribute keyed by the arguments, and **dog-pile protection** that holds
+//! from one thread up to many processes.
+//!
+//! ```
+//! # tokio_test::block_on(async {
+//! // The seed post's regions: long_term on disk, short_term in memory here.
+//! let dir = tempfile::tempdir()?;
+//! let config = tankard::Config::from_flat([
+//!     ("cache.type", "file"),
+//!     ("cache.data_dir", dir.path().join("data").to_str().unwrap()),
+//!     ("cache.lock_dir", dir.path().join("lock").to_str().unwrap()),
+//!     ("cache.regions", "short_term, long_term"),
+//!     ("cache.short_term.type", "memory"),
+//!     ("cache.short_term.expire", "1200"),
+//!     ("cache.long_term.type", "file"),
+//!     ("cache.long_term.expire", "86400"),
+//! ])?;
+//! let cache = tankard::CacheManager::new(config)?;
+//!
+//! let hello = cache.region("long_term")?.namespace("views::hello");
+//! let page = hello
+//!     .get_or_create("fetch_data", || async { "Hello world".to_string() })
+//!     .await?;
+//! assert_eq!(*page, "Hello world");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! ## The way a value travels
+//!
+//! [`Config`] → [`CacheManager`] → [`Region`] (backend, expiry, lock
+//! policy, counters) → [`Cache`] (one namespace) → backend and creation
+//! lock. See [`Cache`] for what concurrent callers of one key see.
+//!
+//! ## Cargo features
+//!
+//! | feature | default | what it adds | what it costs |
+//! |---|---|---|---|
+//! | `memory` | ✓ | the in-process backend (typed values, no encoding) | quick_cache |
+//! | `file` | ✓ | one file per key, `flock` creation locks | nothing extra |
+//! | `memcached`, `redis`, `postgres`, `sqlite`, `mysql`, `dbm` | | the server and embedded backends | their client crates |
 #![cfg_attr(docsrs, feature(doc_cfg))]
-// TEMPORARY (config branch): error.rs and Secret::as_bytes hold items the
-// manager and backends will use; remove once those land.
-#![allow(dead_code)]
+#![deny(missing_docs)]
 
+mod backend;
+mod clock;
 pub mod config;
+mod dogpile;
+mod entry;
 mod error;
+mod key;
+mod manager;
+mod namespace;
+mod region;
+mod stats;
+mod sync;
 
+pub use backend::Usage;
+pub use clock::Clock;
 pub use config::Config;
 pub use error::{Error, Result};
+pub use manager::{CacheManager, global, install};
+pub use namespace::Cache;
+pub use region::{Invalidation, Region};
+pub use stats::Stats;

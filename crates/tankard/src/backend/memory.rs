@@ -1,0 +1,160 @@
+//! The memory backend: a bounded concurrent map (quick_cache) of typed
+//! values behind `Arc`, with no encoding.
+//!
+//! A hit is one hash lookup with a borrowed key (no allocation), one `Arc`
+//! clone, and a freshness check against the entry's own timestamps. The map
+//! is bounded by entry count or by bytes (`max_entries`, `max_bytes`; the
+//! config always sets one), and evicts with quick_cache's CLOCK-Pro.
+
+use std::any::Any;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use quick_cache::{Equivalent, Weighter};
+
+use crate::entry::EntryMeta;
+
+/// An entry's address: the namespace's id in its region, and the caller's key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MemKey {
+    namespace: u64,
+    key: Box<str>,
+}
+
+/// The borrowed form of [`MemKey`] that lookups use, so a hit builds no key.
+#[derive(Debug)]
+pub(crate) struct MemKeyRef<'a> {
+    pub(crate) namespace: u64,
+    pub(crate) key: &'a str,
+}
+
+// Both forms must hash identically: namespace, then the key as `str`.
+impl Hash for MemKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.namespace.hash(state);
+        (*self.key).hash(state);
+    }
+}
+
+impl Hash for MemKeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.namespace.hash(state);
+        self.key.hash(state);
+    }
+}
+
+impl Equivalent<MemKey> for MemKeyRef<'_> {
+    fn equivalent(&self, key: &MemKey) -> bool {
+        self.namespace == key.namespace && self.key == &*key.key
+    }
+}
+
+/// A stored value and its metadata.
+#[derive(Clone)]
+pub(crate) struct MemEntry {
+    pub(crate) value: Arc<dyn Any + Send + Sync>,
+    pub(crate) meta: EntryMeta,
+    weight: u64,
+}
+
+#[derive(Clone, Debug)]
+struct EntryWeighter;
+
+impl Weighter<MemKey, MemEntry> for EntryWeighter {
+    fn weight(&self, _key: &MemKey, entry: &MemEntry) -> u64 {
+        entry.weight
+    }
+}
+
+/// The map behind a memory region.
+pub(crate) struct MemoryStore {
+    map: quick_cache::sync::Cache<MemKey, MemEntry, EntryWeighter>,
+    by_bytes: bool,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("entries", &self.map.len())
+            .field("weight", &self.map.weight())
+            .finish()
+    }
+}
+
+/// Bytes an entry costs besides its value: key, metadata and map overhead.
+const ENTRY_OVERHEAD: u64 = 96;
+
+impl MemoryStore {
+    /// A store bounded by `max_bytes` if given, else by `max_entries`.
+    pub(crate) fn new(max_entries: Option<u64>, max_bytes: Option<u64>) -> MemoryStore {
+        let (capacity, by_bytes, estimated_items) = match (max_bytes, max_entries) {
+            (Some(bytes), entries) => (bytes, true, entries.unwrap_or(bytes / 256).max(16)),
+            (None, Some(entries)) => (entries, false, entries),
+            (None, None) => (10_000, false, 10_000),
+        };
+        MemoryStore {
+            map: quick_cache::sync::Cache::with_weighter(
+                estimated_items.min(1 << 24) as usize,
+                capacity.max(1),
+                EntryWeighter,
+            ),
+            by_bytes,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, key: &MemKeyRef<'_>) -> Option<MemEntry> {
+        self.map.get(key)
+    }
+
+    /// Stores a value; `encoded_len` is called only when the store is
+    /// bounded by bytes, since measuring a value means serializing it.
+    pub(crate) fn insert(
+        &self,
+        key: MemKeyRef<'_>,
+        value: Arc<dyn Any + Send + Sync>,
+        meta: EntryMeta,
+        encoded_len: impl FnOnce() -> u64,
+    ) {
+        let weight = if self.by_bytes {
+            encoded_len() + key.key.len() as u64 + ENTRY_OVERHEAD
+        } else {
+            1
+        };
+        self.map.insert(
+            MemKey {
+                namespace: key.namespace,
+                key: key.key.into(),
+            },
+            MemEntry {
+                value,
+                meta,
+                weight,
+            },
+        );
+    }
+
+    pub(crate) fn remove(&self, key: &MemKeyRef<'_>) -> bool {
+        self.map.remove(key).is_some()
+    }
+
+    /// Drops entries that can no longer be served; returns how many.
+    pub(crate) fn purge_expired(&self, now_ms: u64) -> u64 {
+        let before = self.map.len();
+        self.map
+            .retain(|_, entry| entry.meta.stale_until_ms > now_ms);
+        before.saturating_sub(self.map.len()) as u64
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    pub(crate) fn weight(&self) -> u64 {
+        self.map.weight()
+    }
+
+    pub(crate) fn by_bytes(&self) -> bool {
+        self.by_bytes
+    }
+}

@@ -1,0 +1,174 @@
+//! Backends: where entries live. The memory backend stores typed values
+//! as they are; every other backend stores the encoded bytes of
+//! [`entry`](crate::entry) behind the [`Backend`] trait.
+//!
+//! A backend owns three things: entries, the generation counters that make
+//! `clear` and invalidation one write, and (through
+//! [`Backend::creation_lock`]) the cross-process creation lock. Reading an
+//! entry returns the current generations in the same round trip, so a
+//! lookup costs one round trip on every backend.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::config::RegionOptions;
+use crate::dogpile::lock::CreationLock;
+use crate::entry::Generations;
+use crate::error::Result;
+use crate::key;
+
+#[cfg(feature = "file")]
+pub(crate) mod file;
+#[cfg(feature = "memory")]
+pub(crate) mod memory;
+
+/// Opens a backend that talks to a server or an embedded store, if its
+/// cargo feature is compiled in; `None` otherwise.
+pub(crate) fn open_remote(options: &RegionOptions) -> Option<Result<Arc<dyn Backend>>> {
+    match options.backend {
+        _ => None,
+    }
+}
+
+/// The keys of one region, computed once.
+#[derive(Debug)]
+pub(crate) struct RegionScope {
+    pub(crate) prefix: String,
+    pub(crate) region: String,
+    pub(crate) key_length: usize,
+    pub(crate) generation_key: String,
+    #[cfg_attr(not(any(feature = "redis", feature = "memcached")), allow(dead_code))]
+    pub(crate) soft_key: String,
+}
+
+impl RegionScope {
+    pub(crate) fn new(options: &RegionOptions) -> RegionScope {
+        RegionScope {
+            generation_key: key::region_generation_key(&options.prefix, &options.name),
+            soft_key: key::region_soft_key(&options.prefix, &options.name),
+            prefix: options.prefix.clone(),
+            region: options.name.clone(),
+            key_length: options.key_length,
+        }
+    }
+}
+
+/// The keys of one namespace in a region, computed once per namespace.
+#[derive(Debug)]
+pub(crate) struct Scope {
+    pub(crate) region: Arc<RegionScope>,
+    pub(crate) namespace: String,
+    pub(crate) generation_key: String,
+}
+
+impl Scope {
+    pub(crate) fn new(region: Arc<RegionScope>, namespace: &str) -> Scope {
+        Scope {
+            generation_key: key::namespace_generation_key(
+                &region.prefix,
+                &region.region,
+                namespace,
+            ),
+            namespace: namespace.to_owned(),
+            region,
+        }
+    }
+
+    /// Where one key of this namespace lives.
+    pub(crate) fn locate<'a>(&'a self, key: &'a str) -> Location<'a> {
+        Location {
+            scope: self,
+            key,
+            storage_key: key::entry_key(
+                &self.region.prefix,
+                &self.region.region,
+                &self.namespace,
+                key,
+                self.region.key_length,
+            ),
+        }
+    }
+
+    pub(crate) fn lock_key(&self, key: &str) -> String {
+        key::lock_key(
+            &self.region.prefix,
+            &self.region.region,
+            &self.namespace,
+            key,
+            self.region.key_length,
+        )
+    }
+}
+
+/// One entry's address: its namespace and its storage key.
+#[derive(Debug)]
+pub(crate) struct Location<'a> {
+    pub(crate) scope: &'a Scope,
+    /// The caller's key, before prefixing and hashing.
+    #[allow(dead_code)]
+    pub(crate) key: &'a str,
+    /// The full key (DESIGN §6), hashed when longer than `key_length`.
+    pub(crate) storage_key: String,
+}
+
+/// An entry's bytes (if any) and the generations current at read time.
+#[derive(Debug, Default)]
+pub(crate) struct Loaded {
+    pub(crate) generations: Generations,
+    pub(crate) bytes: Option<Vec<u8>>,
+}
+
+/// How much a backend holds, where it can tell.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Usage {
+    /// Stored entries, if the backend can count them.
+    pub entries: Option<u64>,
+    /// Stored bytes, if the backend can count them.
+    pub bytes: Option<u64>,
+}
+
+/// A store of encoded entries shared between processes.
+#[async_trait]
+pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
+    /// The backend's name as `tankard stats` shows it.
+    fn name(&self) -> &'static str;
+
+    /// Reads an entry and the current generations, in one round trip where
+    /// the backend allows it.
+    async fn load(&self, at: &Location<'_>) -> Result<Loaded>;
+
+    /// Reads only the current generations (before a write with no read).
+    async fn generations(&self, scope: &Scope) -> Result<Generations>;
+
+    /// Writes an entry, to be kept for `ttl` (`None`: until removed).
+    async fn store(&self, at: &Location<'_>, entry: Vec<u8>, ttl: Option<Duration>) -> Result<()>;
+
+    /// Removes an entry; `true` if there was one.
+    async fn remove(&self, at: &Location<'_>) -> Result<bool>;
+
+    /// Makes every entry of the namespace unreachable (`clear`).
+    async fn bump_namespace(&self, scope: &Scope) -> Result<()>;
+
+    /// Makes every entry of the region unreachable (hard invalidation).
+    async fn bump_region(&self, region: &RegionScope) -> Result<()>;
+
+    /// Marks every entry of the region created at or before `at_ms` stale.
+    async fn soft_invalidate(&self, region: &RegionScope, at_ms: u64) -> Result<()>;
+
+    /// The lock that guards creation across processes.
+    fn creation_lock(&self) -> Arc<dyn CreationLock>;
+
+    /// Removes entries that can no longer be served; returns how many.
+    async fn purge_expired(&self, _now_ms: u64) -> Result<u64> {
+        Ok(0)
+    }
+
+    /// How much the backend holds.
+    async fn usage(&self) -> Result<Usage> {
+        Ok(Usage::default())
+    }
+}

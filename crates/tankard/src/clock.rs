@@ -1,0 +1,115 @@
+//! Time, as the cache sees it: epoch milliseconds, cheap to read, and
+//! replaceable by a manual clock so expiry can be tested without sleeping.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Where a [`CacheManager`](crate::CacheManager) reads the time from.
+///
+/// The system clock is read on every lookup, so it must be cheap: it is the
+/// wall clock sampled once per process plus a coarse monotonic clock
+/// (`CLOCK_MONOTONIC_COARSE`, a few nanoseconds), which also keeps a wall
+/// clock step from expiring every entry at once.
+///
+/// A manual clock moves only when told to; tests use it to walk through
+/// fresh, stale and expired states instantly.
+///
+/// ```
+/// use std::time::Duration;
+/// let clock = tankard::Clock::manual(1_000);
+/// assert_eq!(clock.now_ms(), 1_000);
+/// clock.advance(Duration::from_secs(2));
+/// assert_eq!(clock.now_ms(), 3_000);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Clock {
+    manual: Option<Arc<AtomicU64>>,
+}
+
+struct Origin {
+    epoch_ms: u64,
+    instant: coarsetime::Instant,
+}
+
+fn origin() -> &'static Origin {
+    static ORIGIN: OnceLock<Origin> = OnceLock::new();
+    ORIGIN.get_or_init(|| Origin {
+        epoch_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        instant: coarsetime::Instant::now(),
+    })
+}
+
+impl Clock {
+    /// The system clock (the default).
+    ///
+    /// ```
+    /// assert!(tankard::Clock::system().now_ms() > 1_600_000_000_000);
+    /// ```
+    pub fn system() -> Clock {
+        Clock { manual: None }
+    }
+
+    /// A clock that starts at `epoch_ms` and moves only with
+    /// [`advance`](Clock::advance) or [`set_ms`](Clock::set_ms). Clones share
+    /// the same time.
+    ///
+    /// ```
+    /// let clock = tankard::Clock::manual(5);
+    /// let other = clock.clone();
+    /// clock.set_ms(10);
+    /// assert_eq!(other.now_ms(), 10);
+    /// ```
+    pub fn manual(epoch_ms: u64) -> Clock {
+        Clock {
+            manual: Some(Arc::new(AtomicU64::new(epoch_ms))),
+        }
+    }
+
+    /// Milliseconds since the Unix epoch.
+    ///
+    /// ```
+    /// assert_eq!(tankard::Clock::manual(42).now_ms(), 42);
+    /// ```
+    #[inline]
+    pub fn now_ms(&self) -> u64 {
+        match &self.manual {
+            Some(ms) => ms.load(Ordering::Acquire),
+            None => {
+                let origin = origin();
+                origin.epoch_ms
+                    + coarsetime::Instant::now()
+                        .duration_since(origin.instant)
+                        .as_millis()
+            }
+        }
+    }
+
+    /// Moves a manual clock forward; does nothing to the system clock.
+    ///
+    /// ```
+    /// let clock = tankard::Clock::manual(0);
+    /// clock.advance(std::time::Duration::from_millis(1500));
+    /// assert_eq!(clock.now_ms(), 1500);
+    /// ```
+    pub fn advance(&self, by: std::time::Duration) {
+        if let Some(ms) = &self.manual {
+            ms.fetch_add(by.as_millis() as u64, Ordering::AcqRel);
+        }
+    }
+
+    /// Sets a manual clock; does nothing to the system clock.
+    ///
+    /// ```
+    /// let clock = tankard::Clock::manual(0);
+    /// clock.set_ms(7);
+    /// assert_eq!(clock.now_ms(), 7);
+    /// ```
+    pub fn set_ms(&self, epoch_ms: u64) {
+        if let Some(ms) = &self.manual {
+            ms.store(epoch_ms, Ordering::Release);
+        }
+    }
+}

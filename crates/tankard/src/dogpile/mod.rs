@@ -1,0 +1,305 @@
+//! Dog-pile protection: the single-flight map, the creation locks, and the
+//! algorithm that combines them with a lookup (DESIGN §5).
+
+#[cfg(feature = "file")]
+pub(crate) mod file_lock;
+pub(crate) mod flight;
+pub(crate) mod lock;
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Kind, Result};
+use crate::region::{Found, Lookup, NamespaceState, Outcome, RegionInner};
+use crate::stats::Event;
+use flight::Role;
+use lock::LockGuard;
+
+/// How a creator run ended, short of success.
+enum Failure {
+    /// The creator returned an error (already wrapped as a creator error).
+    Error(Error),
+    /// The creator panicked; the payload is re-raised in the leader's caller.
+    Panic(Box<dyn Any + Send>),
+}
+
+/// Runs a creator, counting it and catching a panic so the flight can be
+/// resolved before the panic continues.
+async fn run_creator<T, Fut>(region: &RegionInner, creator: Fut) -> Result<T, Failure>
+where
+    Fut: Future<Output = Result<T>>,
+{
+    region.count(Event::CreatorCall);
+    match AssertUnwindSafe(creator).catch_unwind().await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => {
+            region.count(Event::CreatorError);
+            Err(Failure::Error(err))
+        }
+        Err(panic) => {
+            region.count(Event::CreatorError);
+            Err(Failure::Panic(panic))
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".to_owned()
+    }
+}
+
+/// Reads `key`, bypassing the backend (and counting) if it fails.
+async fn lookup_or_bypass<T>(
+    region: &RegionInner,
+    ns: &NamespaceState,
+    key: &str,
+) -> Result<Lookup<T>>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+{
+    match region.lookup::<T>(ns, key).await {
+        Ok(lookup) => Ok(lookup),
+        Err(err) => {
+            region.backend_failed(&err)?;
+            Ok(Lookup {
+                found: Found::Missing,
+                generations: None,
+            })
+        }
+    }
+}
+
+/// The creation step shared by every path: run the creator, store its
+/// value, release the cross-process lock, and hand the outcome to this
+/// process's waiters (if this caller leads a flight).
+async fn create_and_store<T, F, Fut>(
+    region: &RegionInner,
+    ns: &NamespaceState,
+    key: &str,
+    expire: Option<Duration>,
+    generations: Option<crate::entry::Generations>,
+    creator: F,
+    guard: Option<LockGuard>,
+    leader: Option<flight::Leader<'_, crate::region::FlightKey, Outcome>>,
+) -> Result<Arc<T>>
+where
+    T: Serialize + Send + Sync + 'static,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let outcome = run_creator(region, creator()).await;
+    let result = match outcome {
+        Ok(value) => {
+            let value = Arc::new(value);
+            match region.store(ns, key, &value, expire, generations).await {
+                Ok(()) => Ok(value),
+                Err(err) => region.backend_failed(&err).map(|()| value),
+            }
+        }
+        Err(Failure::Error(err)) => Err(err),
+        Err(Failure::Panic(panic)) => {
+            let err = Error::new(Kind::CreatorPanicked {
+                message: panic_message(&*panic),
+            });
+            if let Some(leader) = leader {
+                leader.complete(Err(err));
+            }
+            if let Some(guard) = guard {
+                guard.release().await;
+            }
+            std::panic::resume_unwind(panic);
+        }
+    };
+    if let Some(leader) = leader {
+        leader.complete(
+            result
+                .as_ref()
+                .map(|v| v.clone() as Arc<dyn Any + Send + Sync>)
+                .map_err(Clone::clone),
+        );
+    }
+    if let Some(guard) = guard {
+        guard.release().await;
+    }
+    result
+}
+
+/// DESIGN §5: returns the fresh value, or the stale one while another
+/// caller regenerates, or the value of exactly one creator run across
+/// every caller and process sharing the backend.
+pub(crate) async fn get_or_create<T, F, Fut>(
+    region: &RegionInner,
+    ns: &NamespaceState,
+    key: &str,
+    expire: Option<Duration>,
+    creator: F,
+) -> Result<Arc<T>>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    if !region.options.enabled {
+        return create_and_store_nothing(region, creator).await;
+    }
+    let mut counted_miss = false;
+    loop {
+        let lookup = lookup_or_bypass::<T>(region, ns, key).await?;
+        let Some(lock) = region.lock.clone() else {
+            // `lock = none`: every caller that misses creates.
+            return match lookup.found {
+                Found::Fresh(value) => {
+                    region.count(Event::Hit);
+                    Ok(value)
+                }
+                _ => {
+                    region.count(Event::Miss);
+                    create_and_store(
+                        region,
+                        ns,
+                        key,
+                        expire,
+                        lookup.generations,
+                        creator,
+                        None,
+                        None,
+                    )
+                    .await
+                }
+            };
+        };
+        let flight_key = (ns.id, Box::<str>::from(key));
+        match lookup.found {
+            Found::Fresh(value) => {
+                region.count(Event::Hit);
+                return Ok(value);
+            }
+            Found::Stale(stale) => {
+                let Role::Leader(leader) = region.flights.join_or_lead(&flight_key) else {
+                    region.count(Event::StaleServed);
+                    return Ok(stale);
+                };
+                let lock_key = ns.scope.lock_key(key);
+                let guard = match lock.try_acquire(&lock_key).await {
+                    Ok(Some(guard)) => guard,
+                    Ok(None) => {
+                        // Another process is regenerating it.
+                        region.count(Event::StaleServed);
+                        return Ok(stale);
+                    }
+                    Err(err) => {
+                        region.backend_failed(&err)?;
+                        region.count(Event::StaleServed);
+                        return Ok(stale);
+                    }
+                };
+                // Rule 4: someone may have stored a fresh value meanwhile.
+                let lookup = lookup_or_bypass::<T>(region, ns, key).await?;
+                if let Found::Fresh(value) = lookup.found {
+                    leader.complete(Ok(value.clone()));
+                    guard.release().await;
+                    region.count(Event::Hit);
+                    return Ok(value);
+                }
+                return create_and_store(
+                    region,
+                    ns,
+                    key,
+                    expire,
+                    lookup.generations,
+                    creator,
+                    Some(guard),
+                    Some(leader),
+                )
+                .await;
+            }
+            Found::Missing => {
+                if !counted_miss {
+                    region.count(Event::Miss);
+                    counted_miss = true;
+                }
+                let leader = match region.flights.join_or_lead(&flight_key) {
+                    Role::Leader(leader) => leader,
+                    Role::Waiter(wait) => {
+                        region.count(Event::LockWait);
+                        match wait.await {
+                            Some(Ok(value)) => match value.downcast::<T>() {
+                                Ok(value) => return Ok(value),
+                                // Another call site stored another type under
+                                // this key: make our own, store nothing.
+                                Err(_) => return create_and_store_nothing(region, creator).await,
+                            },
+                            Some(Err(err)) => return Err(err),
+                            // The leader was cancelled: start over, one of us leads.
+                            None => continue,
+                        }
+                    }
+                };
+                let lock_key = ns.scope.lock_key(key);
+                let guard = match lock.try_acquire(&lock_key).await {
+                    Ok(Some(guard)) => Some(guard),
+                    Ok(None) => {
+                        region.count(Event::LockWait);
+                        match lock.acquire(&lock_key, region.options.wait_timeout).await {
+                            Ok(guard) => guard, // None: waited too long, create anyway (rule 6)
+                            Err(err) => {
+                                region.backend_failed(&err)?;
+                                None
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        region.backend_failed(&err)?;
+                        None
+                    }
+                };
+                // Rule 4: the holder we waited for has probably stored it.
+                let lookup = lookup_or_bypass::<T>(region, ns, key).await?;
+                if let Found::Fresh(value) = lookup.found {
+                    leader.complete(Ok(value.clone()));
+                    if let Some(guard) = guard {
+                        guard.release().await;
+                    }
+                    return Ok(value);
+                }
+                return create_and_store(
+                    region,
+                    ns,
+                    key,
+                    expire,
+                    lookup.generations,
+                    creator,
+                    guard,
+                    Some(leader),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// Runs the creator and stores nothing (`enabled = false`, or a type
+/// clash with another call site).
+async fn create_and_store_nothing<T, F, Fut>(region: &RegionInner, creator: F) -> Result<Arc<T>>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    match run_creator(region, creator()).await {
+        Ok(value) => Ok(Arc::new(value)),
+        Err(Failure::Error(err)) => Err(err),
+        Err(Failure::Panic(panic)) => std::panic::resume_unwind(panic),
+    }
+}

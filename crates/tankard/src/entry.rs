@@ -1,0 +1,408 @@
+//! The stored entry: its timestamps and generations ([`EntryMeta`]), how
+//! they decide fresh, stale or missing, and the byte format every
+//! non-memory backend stores.
+//!
+//! # Byte format (version 1, little-endian)
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..4 | magic `TKRD` |
+//! | 4 | format version (1) |
+//! | 5 | flags (bit 0: an HMAC tag follows the payload) |
+//! | 6..8 | length of the stored key |
+//! | 8..16 | created at, epoch ms |
+//! | 16..24 | fresh until, epoch ms (`u64::MAX` = never expires) |
+//! | 24..32 | stale until, epoch ms |
+//! | 32..40 | region generation at write time |
+//! | 40..48 | namespace generation at write time |
+//! | 48..52 | payload length |
+//! | 52..56 | CRC-32 of every other byte before the tag |
+//! | 56.. | the stored key, then the payload (postcard), then the 32-byte HMAC-SHA256 tag when `secret` is set |
+//!
+//! The key is stored so that an entry can never be mistaken for another
+//! key's (a hash collision in a file name, a foreign writer) and so that
+//! tools can list what a file holds. Every length is checked against the
+//! buffer before use: a hostile entry cannot make the decoder allocate.
+
+use hmac::{KeyInit, Mac};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::Secret;
+
+const MAGIC: &[u8; 4] = b"TKRD";
+const VERSION: u8 = 1;
+const FLAG_HMAC: u8 = 1;
+const HEADER: usize = 56;
+const TAG: usize = 32;
+const CRC_AT: std::ops::Range<usize> = 52..56;
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// The generations an entry must match to be visible, read from the backend
+/// together with the entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Generations {
+    /// Bumped by a hard invalidation of the region.
+    pub(crate) region: u64,
+    /// Entries created at or before this epoch ms are stale (soft invalidation).
+    pub(crate) soft_before_ms: u64,
+    /// Bumped by `clear` on the namespace.
+    pub(crate) namespace: u64,
+}
+
+/// When an entry was made, how long it lives, and under which generations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct EntryMeta {
+    pub(crate) created_ms: u64,
+    pub(crate) fresh_until_ms: u64,
+    pub(crate) stale_until_ms: u64,
+    pub(crate) region_gen: u64,
+    pub(crate) namespace_gen: u64,
+}
+
+/// What a lookup found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    Fresh,
+    Stale,
+    Missing,
+}
+
+/// Everything besides generations that decides freshness at read time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReadPolicy {
+    pub(crate) now_ms: u64,
+    /// Entries created before this (the `starttime` option) are stale.
+    pub(crate) start_ms: u64,
+}
+
+impl EntryMeta {
+    /// Timestamps for an entry created now that is fresh for `expire` and
+    /// then readable as stale for `stale` more.
+    pub(crate) fn new(
+        now_ms: u64,
+        expire: Option<std::time::Duration>,
+        stale: std::time::Duration,
+        gens: Generations,
+    ) -> EntryMeta {
+        let fresh_until_ms = match expire {
+            Some(expire) => now_ms.saturating_add(expire.as_millis() as u64),
+            None => u64::MAX,
+        };
+        // An entry made after a soft invalidation must be newer than it,
+        // even within the same millisecond.
+        let created_ms = if gens.soft_before_ms > 0 {
+            now_ms.max(gens.soft_before_ms + 1)
+        } else {
+            now_ms
+        };
+        EntryMeta {
+            created_ms,
+            fresh_until_ms,
+            stale_until_ms: fresh_until_ms.saturating_add(stale.as_millis() as u64),
+            region_gen: gens.region,
+            namespace_gen: gens.namespace,
+        }
+    }
+
+    /// How long a backend should keep the entry: until it can no longer be
+    /// served even as stale. `None` = forever.
+    pub(crate) fn ttl(&self, now_ms: u64) -> Option<std::time::Duration> {
+        (self.stale_until_ms != u64::MAX).then(|| {
+            std::time::Duration::from_millis(self.stale_until_ms.saturating_sub(now_ms).max(1))
+        })
+    }
+
+    #[inline]
+    pub(crate) fn freshness(&self, gens: &Generations, policy: &ReadPolicy) -> Freshness {
+        if self.region_gen != gens.region
+            || self.namespace_gen != gens.namespace
+            || policy.now_ms >= self.stale_until_ms
+        {
+            return Freshness::Missing;
+        }
+        // `<=`: an entry written in the same millisecond as a soft
+        // invalidation may predate it, so it counts as stale.
+        if self.created_ms <= gens.soft_before_ms
+            || self.created_ms < policy.start_ms
+            || policy.now_ms >= self.fresh_until_ms
+        {
+            return Freshness::Stale;
+        }
+        Freshness::Fresh
+    }
+}
+
+/// Why stored bytes were not accepted as an entry. Each is a miss.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DecodeError {
+    #[error("not a Tankard entry (bad magic or too short)")]
+    Foreign,
+    #[error("entry format version {0} is not supported by this build (expected {VERSION})")]
+    Version(u8),
+    #[error("entry is truncated or its lengths are inconsistent")]
+    Truncated,
+    #[error("entry checksum mismatch (corrupt)")]
+    Checksum,
+    #[error("entry is not authenticated with this secret")]
+    Tag,
+    #[error("entry belongs to another key")]
+    OtherKey,
+    #[error("value does not decode as the requested type: {0}")]
+    Payload(String),
+}
+
+/// A checked but not yet decoded entry: its metadata and payload bytes.
+#[derive(Debug)]
+pub(crate) struct RawEntry<'a> {
+    pub(crate) meta: EntryMeta,
+    pub(crate) payload: &'a [u8],
+}
+
+/// Encodes a value for a shared backend.
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    key: &str,
+    meta: &EntryMeta,
+    value: &T,
+    secret: Option<&Secret>,
+) -> Result<Vec<u8>, postcard::Error> {
+    let payload = postcard::to_allocvec(value)?;
+    Ok(encode_payload(key, meta, &payload, secret))
+}
+
+pub(crate) fn encode_payload(
+    key: &str,
+    meta: &EntryMeta,
+    payload: &[u8],
+    secret: Option<&Secret>,
+) -> Vec<u8> {
+    // Keys are capped by `key_length` long before u16::MAX; a longer one is
+    // stored truncated and then never matches, which reads as a miss.
+    let key = &key.as_bytes()[..key.len().min(u16::MAX as usize)];
+    let mut out = Vec::with_capacity(HEADER + key.len() + payload.len() + TAG);
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    out.push(if secret.is_some() { FLAG_HMAC } else { 0 });
+    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    for n in [
+        meta.created_ms,
+        meta.fresh_until_ms,
+        meta.stale_until_ms,
+        meta.region_gen,
+        meta.namespace_gen,
+    ] {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(key);
+    out.extend_from_slice(payload);
+    let crc = checksum(&out);
+    out[CRC_AT].copy_from_slice(&crc.to_le_bytes());
+    if let Some(secret) = secret {
+        out.extend_from_slice(&tag(secret, &out));
+    }
+    out
+}
+
+fn checksum(bytes: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&bytes[..CRC_AT.start]);
+    hasher.update(&bytes[CRC_AT.end..]);
+    hasher.finalize()
+}
+
+fn mac(secret: &Secret) -> HmacSha256 {
+    // HMAC accepts keys of any length, so this cannot fail; the fallback
+    // keeps the code free of panics all the same.
+    HmacSha256::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| HmacSha256::new_from_slice(&[0]).unwrap_or_else(|_| unreachable!()))
+}
+
+fn tag(secret: &Secret, bytes: &[u8]) -> [u8; TAG] {
+    let mut mac = mac(secret);
+    mac.update(bytes);
+    mac.finalize().into_bytes().into()
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut n = [0; 8];
+    n.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(n)
+}
+
+/// Checks an entry's framing, checksum, tag and key without decoding the
+/// payload.
+pub(crate) fn open<'a>(
+    key: &str,
+    bytes: &'a [u8],
+    secret: Option<&Secret>,
+) -> Result<RawEntry<'a>, DecodeError> {
+    if bytes.len() < HEADER || &bytes[..4] != MAGIC {
+        return Err(DecodeError::Foreign);
+    }
+    if bytes[4] != VERSION {
+        return Err(DecodeError::Version(bytes[4]));
+    }
+    let has_tag = bytes[5] & FLAG_HMAC != 0;
+    let key_len = u16::from_le_bytes([bytes[6], bytes[7]]) as usize;
+    let payload_len = u32::from_le_bytes([bytes[48], bytes[49], bytes[50], bytes[51]]) as usize;
+    let body_end = HEADER + key_len + payload_len;
+    let expected_len = body_end + if has_tag { TAG } else { 0 };
+    if bytes.len() != expected_len {
+        return Err(DecodeError::Truncated);
+    }
+    let stored_crc = u32::from_le_bytes([bytes[52], bytes[53], bytes[54], bytes[55]]);
+    if checksum(&bytes[..body_end]) != stored_crc {
+        return Err(DecodeError::Checksum);
+    }
+    match (secret, has_tag) {
+        (Some(secret), true) => {
+            let mut mac = mac(secret);
+            mac.update(&bytes[..body_end]);
+            mac.verify_slice(&bytes[body_end..])
+                .map_err(|_| DecodeError::Tag)?;
+        }
+        (None, false) => {}
+        _ => return Err(DecodeError::Tag),
+    }
+    if &bytes[HEADER..HEADER + key_len] != key.as_bytes() {
+        return Err(DecodeError::OtherKey);
+    }
+    Ok(RawEntry {
+        meta: EntryMeta {
+            created_ms: u64_at(bytes, 8),
+            fresh_until_ms: u64_at(bytes, 16),
+            stale_until_ms: u64_at(bytes, 24),
+            region_gen: u64_at(bytes, 32),
+            namespace_gen: u64_at(bytes, 40),
+        },
+        payload: &bytes[HEADER + key_len..body_end],
+    })
+}
+
+/// Decodes a payload; serde's sequence visitors cap preallocation, so a
+/// lying length prefix cannot force a large allocation.
+pub(crate) fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
+    postcard::from_bytes(payload).map_err(|e| DecodeError::Payload(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> EntryMeta {
+        EntryMeta::new(
+            1_000,
+            Some(std::time::Duration::from_secs(10)),
+            std::time::Duration::from_secs(5),
+            Generations {
+                region: 2,
+                soft_before_ms: 0,
+                namespace: 3,
+            },
+        )
+    }
+
+    #[test]
+    fn round_trip_with_and_without_secret() {
+        for secret in [None, Some(Secret::new("s"))] {
+            let bytes = encode("k", &meta(), &"hello".to_string(), secret.as_ref()).unwrap();
+            let raw = open("k", &bytes, secret.as_ref()).unwrap();
+            assert_eq!(raw.meta, meta());
+            assert_eq!(decode_payload::<String>(raw.payload).unwrap(), "hello");
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_every_flipped_bit_is_rejected() {
+        let bytes = encode("key", &meta(), &vec![1u32, 2, 3], None).unwrap();
+        for len in 0..bytes.len() {
+            assert!(
+                open("key", &bytes[..len], None).is_err(),
+                "truncated to {len}"
+            );
+        }
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut b = bytes.clone();
+                b[i] ^= 1 << bit;
+                assert!(open("key", &b, None).is_err(), "byte {i} bit {bit}");
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_secret_other_key_and_missing_tag_are_rejected() {
+        let s = Secret::new("right");
+        let bytes = encode("k", &meta(), &1u8, Some(&s)).unwrap();
+        assert_eq!(
+            open("k", &bytes, Some(&Secret::new("wrong"))).unwrap_err(),
+            DecodeError::Tag
+        );
+        assert_eq!(open("k", &bytes, None).unwrap_err(), DecodeError::Tag);
+        assert_eq!(
+            open("other", &bytes, Some(&s)).unwrap_err(),
+            DecodeError::OtherKey
+        );
+        let plain = encode("k", &meta(), &1u8, None).unwrap();
+        assert_eq!(open("k", &plain, Some(&s)).unwrap_err(), DecodeError::Tag);
+    }
+
+    #[test]
+    fn freshness_follows_timestamps_and_generations() {
+        let m = meta();
+        let gens = Generations {
+            region: 2,
+            soft_before_ms: 0,
+            namespace: 3,
+        };
+        let at = |now_ms| ReadPolicy {
+            now_ms,
+            start_ms: 0,
+        };
+        assert_eq!(m.freshness(&gens, &at(1_000)), Freshness::Fresh);
+        assert_eq!(m.freshness(&gens, &at(10_999)), Freshness::Fresh);
+        assert_eq!(m.freshness(&gens, &at(11_000)), Freshness::Stale);
+        assert_eq!(m.freshness(&gens, &at(15_999)), Freshness::Stale);
+        assert_eq!(m.freshness(&gens, &at(16_000)), Freshness::Missing);
+        let cleared = Generations {
+            namespace: 4,
+            ..gens
+        };
+        assert_eq!(m.freshness(&cleared, &at(1_000)), Freshness::Missing);
+        let soft = Generations {
+            soft_before_ms: 1_000,
+            ..gens
+        };
+        assert_eq!(m.freshness(&soft, &at(1_000)), Freshness::Stale);
+        let started = ReadPolicy {
+            now_ms: 1_000,
+            start_ms: 1_001,
+        };
+        assert_eq!(m.freshness(&gens, &started), Freshness::Stale);
+    }
+}
+
+/// Reads only an entry's timestamps, checking framing and checksum but not
+/// key or tag: enough for `gc` to decide whether an entry is dead.
+pub(crate) fn peek_meta(bytes: &[u8]) -> Option<EntryMeta> {
+    if bytes.len() < HEADER || &bytes[..4] != MAGIC || bytes[4] != VERSION {
+        return None;
+    }
+    let key_len = u16::from_le_bytes([bytes[6], bytes[7]]) as usize;
+    let payload_len = u32::from_le_bytes([bytes[48], bytes[49], bytes[50], bytes[51]]) as usize;
+    let body_end = HEADER + key_len + payload_len;
+    let stored_crc = u32::from_le_bytes([bytes[52], bytes[53], bytes[54], bytes[55]]);
+    if bytes.len() < body_end || checksum(&bytes[..body_end]) != stored_crc {
+        return None;
+    }
+    Some(EntryMeta {
+        created_ms: u64_at(bytes, 8),
+        fresh_until_ms: u64_at(bytes, 16),
+        stale_until_ms: u64_at(bytes, 24),
+        region_gen: u64_at(bytes, 32),
+        namespace_gen: u64_at(bytes, 40),
+    })
+}

@@ -1,0 +1,395 @@
+//! A namespace: one group of keys inside a region, and the API a caller
+//! uses (`get_or_create`, `get`, `put`, `remove`, `contains`, `clear`).
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::dogpile;
+use crate::error::{Error, Result};
+use crate::region::{Found, NamespaceState, RegionInner};
+use crate::stats::Event;
+
+/// One namespace inside a region: Beaker's `Cache` object. Cheap to clone;
+/// clones share the region.
+///
+/// Values are returned as `Arc<T>`: a memory hit hands out the stored value
+/// itself, without copying or decoding it.
+///
+/// # Concurrent calls on the same key
+///
+/// [`get_or_create`](Cache::get_or_create) follows DESIGN §5:
+///
+/// - a **fresh** value is returned without touching any lock;
+/// - on a **miss**, exactly one caller runs the creator. Other callers in
+///   this process wait for it and are handed its value (no polling);
+///   callers in other processes sharing the backend wait on the region's
+///   creation lock and then read the stored value;
+/// - a **stale** value (past `expire` but within `stale`, or
+///   soft-invalidated) is returned at once to every caller but one, which
+///   regenerates it;
+/// - if the creator **fails**, its error is returned to the caller and to
+///   everyone waiting on it, nothing is stored, and the next call tries
+///   again; if it **panics**, the panic continues in its own caller and the
+///   waiters get an error for which [`Error::is_creator_panic`] is true;
+///   if its caller is **cancelled** (the future dropped), one of the
+///   waiters takes over and runs its own creator.
+///
+/// ```
+/// # tokio_test::block_on(async {
+/// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+/// let ns = cache.namespace("views::hello");
+/// let v = ns.get_or_create("greeting", || async { "hello".to_string() }).await?;
+/// assert_eq!(*v, "hello");
+/// // Second call: a hit; the creator does not run.
+/// let v = ns.get_or_create("greeting", || async { unreachable!() }).await?;
+/// assert_eq!(*v, "hello");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    region: Arc<RegionInner>,
+    ns: Arc<NamespaceState>,
+    expire: Option<Option<Duration>>,
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("region", &self.region.options.name)
+            .field("namespace", &self.ns.scope.namespace)
+            .field("expire", &self.expire_after())
+            .finish()
+    }
+}
+
+impl Cache {
+    pub(crate) fn new(region: Arc<RegionInner>, ns: Arc<NamespaceState>) -> Cache {
+        Cache {
+            region,
+            ns,
+            expire: None,
+        }
+    }
+
+    /// The same namespace with another expiry for what it stores, in
+    /// seconds: Beaker's `cache.cache(expire=10)`. `0` means the entry is
+    /// stale at once (useful with `stale`).
+    ///
+    /// ```
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let plain = cache.namespace("views::hello").expire(10);
+    /// assert_eq!(plain.expire_after(), Some(std::time::Duration::from_secs(10)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn expire(mut self, seconds: u64) -> Cache {
+        self.expire = Some(Some(Duration::from_secs(seconds)));
+        self
+    }
+
+    /// The same namespace with another expiry, or none (`None`: entries
+    /// never expire).
+    ///
+    /// ```
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let forever = cache.namespace("n").expire_after_duration(None);
+    /// assert_eq!(forever.expire_after(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn expire_after_duration(mut self, expire: Option<Duration>) -> Cache {
+        self.expire = Some(expire);
+        self
+    }
+
+    /// How long what this handle stores stays fresh.
+    ///
+    /// ```
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// assert_eq!(cache.namespace("n").expire_after(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn expire_after(&self) -> Option<Duration> {
+        self.expire.unwrap_or(self.region.options.expire)
+    }
+
+    /// The namespace's name.
+    ///
+    /// ```
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// assert_eq!(cache.namespace("views::hello").name(), "views::hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.ns.scope.namespace
+    }
+
+    /// The name of the region the namespace is in.
+    ///
+    /// ```
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// assert_eq!(cache.namespace("n").region_name(), "default");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn region_name(&self) -> &str {
+        &self.region.options.name
+    }
+
+    /// Returns the cached value, or runs `creator` once (across callers
+    /// and processes) and caches its result. See "Concurrent calls on the
+    /// same key" above.
+    ///
+    /// The error is a backend error only with `on_backend_error = "error"`;
+    /// by default a failing backend is bypassed and the creator's value
+    /// returned.
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let ns = cache.namespace("squares");
+    /// let nine = ns.get_or_create("3", || async { 3u64 * 3 }).await?;
+    /// assert_eq!(*nine, 9);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn get_or_create<T, F, Fut>(&self, key: &str, creator: F) -> Result<Arc<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        #[cfg(feature = "memory")]
+        if let Some(value) = self.try_get_fresh::<T>(key) {
+            return Ok(value);
+        }
+        dogpile::get_or_create(&self.region, &self.ns, key, self.expire_after(), || async {
+            Ok(creator().await)
+        })
+        .await
+    }
+
+    /// Like [`get_or_create`](Cache::get_or_create) for a fallible
+    /// creator: an `Err` is returned (wrapped, see
+    /// [`Error::creator_error`]) to this caller and every caller waiting on
+    /// it, and nothing is stored.
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let ns = cache.namespace("parse");
+    /// let n = ns.get_or_try_create("42", || async { "42".parse::<u32>() }).await?;
+    /// assert_eq!(*n, 42);
+    /// let err = ns.get_or_try_create("x", || async { "x".parse::<u32>() }).await.unwrap_err();
+    /// assert!(err.creator_error::<std::num::ParseIntError>().is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn get_or_try_create<T, E, F, Fut>(&self, key: &str, creator: F) -> Result<Arc<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        E: Into<Box<dyn StdError + Send + Sync>>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+    {
+        #[cfg(feature = "memory")]
+        if let Some(value) = self.try_get_fresh::<T>(key) {
+            return Ok(value);
+        }
+        dogpile::get_or_create(&self.region, &self.ns, key, self.expire_after(), || async {
+            creator().await.map_err(Error::creator_boxed)
+        })
+        .await
+    }
+
+    /// The fresh value of a memory region, without waiting for anything:
+    /// `None` on a miss, a stale value, or a region that is not in memory.
+    /// This is the whole hit path of a memory region: a hash lookup with a
+    /// borrowed key and an `Arc` clone.
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let ns = cache.namespace("n");
+    /// assert_eq!(ns.try_get_fresh::<u8>("k"), None);
+    /// ns.put("k", 7u8).await?;
+    /// assert_eq!(ns.try_get_fresh::<u8>("k").as_deref(), Some(&7));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    #[cfg(feature = "memory")]
+    #[inline]
+    pub fn try_get_fresh<T: Send + Sync + 'static>(&self, key: &str) -> Option<Arc<T>> {
+        if !self.region.options.enabled {
+            return None;
+        }
+        match self.region.lookup_memory::<T>(&self.ns, key)?.found {
+            Found::Fresh(value) => {
+                self.region.count(Event::Hit);
+                Some(value)
+            }
+            _ => None,
+        }
+    }
+
+    /// The fresh value under `key`, if any. Runs nothing.
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let ns = cache.namespace("n");
+    /// assert!(ns.get::<String>("k").await?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn get<T>(&self, key: &str) -> Result<Option<Arc<T>>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        Ok(match self.peek::<T>(key).await? {
+            Some((value, true)) => Some(value),
+            _ => None,
+        })
+    }
+
+    /// The value under `key`, fresh or stale, with `true` when fresh.
+    /// Runs nothing and counts nothing.
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let ns = cache.namespace("n");
+    /// ns.put("k", 1u8).await?;
+    /// assert_eq!(ns.peek::<u8>("k").await?.map(|(v, fresh)| (*v, fresh)), Some((1, true)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn peek<T>(&self, key: &str) -> Result<Option<(Arc<T>, bool)>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        if !self.region.options.enabled {
+            return Ok(None);
+        }
+        match self.region.lookup::<T>(&self.ns, key).await {
+            Ok(lookup) => Ok(match lookup.found {
+                Found::Fresh(value) => Some((value, true)),
+                Found::Stale(value) => Some((value, false)),
+                Found::Missing => None,
+            }),
+            Err(err) => self.region.backend_failed(&err).map(|()| None),
+        }
+    }
+
+    /// Whether a fresh value is stored under `key` (as type `T`).
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let ns = cache.namespace("n");
+    /// ns.put("k", 1u8).await?;
+    /// assert!(ns.contains::<u8>("k").await?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn contains<T>(&self, key: &str) -> Result<bool>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        Ok(self.get::<T>(key).await?.is_some())
+    }
+
+    /// Stores a value under `key`, replacing what was there.
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let ns = cache.namespace("n");
+    /// ns.put("k", vec![1, 2, 3]).await?;
+    /// assert_eq!(*ns.get::<Vec<i32>>("k").await?.unwrap(), [1, 2, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn put<T>(&self, key: &str, value: T) -> Result<()>
+    where
+        T: Serialize + Send + Sync + 'static,
+    {
+        self.put_arc(key, Arc::new(value)).await
+    }
+
+    /// Stores a shared value under `key` without copying it into memory
+    /// regions.
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let ns = cache.namespace("n");
+    /// let big = std::sync::Arc::new(vec![0u8; 1024]);
+    /// ns.put_arc("k", big.clone()).await?;
+    /// assert!(std::sync::Arc::ptr_eq(&ns.get::<Vec<u8>>("k").await?.unwrap(), &big));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn put_arc<T>(&self, key: &str, value: Arc<T>) -> Result<()>
+    where
+        T: Serialize + Send + Sync + 'static,
+    {
+        if !self.region.options.enabled {
+            return Ok(());
+        }
+        match self
+            .region
+            .store(&self.ns, key, &value, self.expire_after(), None)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(err) if err.is_encode() => Err(err),
+            Err(err) => self.region.backend_failed(&err),
+        }
+    }
+
+    /// Removes the value under `key`; `true` if there was one.
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let ns = cache.namespace("n");
+    /// ns.put("k", 1u8).await?;
+    /// assert!(ns.remove("k").await?);
+    /// assert!(!ns.remove("k").await?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn remove(&self, key: &str) -> Result<bool> {
+        match self.region.remove(&self.ns, key).await {
+            Ok(removed) => Ok(removed),
+            Err(err) => self.region.backend_failed(&err).map(|()| false),
+        }
+    }
+
+    /// Removes every value in the namespace, in every process sharing the
+    /// backend, with one write (the namespace's generation moves on; old
+    /// entries expire on their own). Nothing outside the namespace is touched.
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let (a, b) = (cache.namespace("a"), cache.namespace("b"));
+    /// a.put("k", 1u8).await?;
+    /// b.put("k", 2u8).await?;
+    /// a.clear().await?;
+    /// assert!(!a.contains::<u8>("k").await?);
+    /// assert!(b.contains::<u8>("k").await?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn clear(&self) -> Result<()> {
+        self.region.clear(&self.ns).await
+    }
+}

@@ -1,0 +1,150 @@
+//! Per-region counters: hits, misses, stale values served, creator calls
+//! and failures, lock waits and backend errors.
+//!
+//! The counters sit on the hit path, so they are sharded per thread onto
+//! separate cache lines: two threads hitting the same region never bounce
+//! one line between cores. A snapshot sums the shards.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+const SHARDS: usize = 16;
+
+/// One event the cache counts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Event {
+    Hit = 0,
+    Miss = 1,
+    StaleServed = 2,
+    CreatorCall = 3,
+    CreatorError = 4,
+    LockWait = 5,
+    BackendError = 6,
+    DecodeError = 7,
+}
+
+const EVENTS: usize = 8;
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard([AtomicU64; EVENTS]);
+
+/// The live counters of one region.
+pub(crate) struct Counters {
+    shards: Box<[Shard]>,
+}
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.snapshot().fmt(f)
+    }
+}
+
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: Cell<usize> = Cell::new(usize::MAX);
+    }
+    INDEX.with(|index| {
+        let mut i = index.get();
+        if i == usize::MAX {
+            i = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+            index.set(i);
+        }
+        i
+    })
+}
+
+impl Counters {
+    pub(crate) fn new() -> Counters {
+        Counters {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn add(&self, event: Event) {
+        self.shards[shard_index()].0[event as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn sum(&self, event: Event) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.0[event as usize].load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        Stats {
+            hits: self.sum(Event::Hit),
+            misses: self.sum(Event::Miss),
+            stale_served: self.sum(Event::StaleServed),
+            creator_calls: self.sum(Event::CreatorCall),
+            creator_errors: self.sum(Event::CreatorError),
+            lock_waits: self.sum(Event::LockWait),
+            backend_errors: self.sum(Event::BackendError),
+            decode_errors: self.sum(Event::DecodeError),
+        }
+    }
+}
+
+/// A snapshot of one region's counters, from
+/// [`Region::stats`](crate::Region::stats).
+///
+/// ```
+/// # tokio_test::block_on(async {
+/// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+/// let ns = cache.namespace("docs");
+/// ns.get_or_create("k", || async { 1u32 }).await?;
+/// ns.get_or_create("k", || async { 2u32 }).await?;
+/// let stats = cache.default_region().stats();
+/// assert_eq!((stats.misses, stats.hits, stats.creator_calls), (1, 1, 1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Fresh values returned.
+    pub hits: u64,
+    /// Lookups that found nothing usable (absent, expired, invalidated, undecodable).
+    pub misses: u64,
+    /// Stale values returned while another caller regenerated them.
+    pub stale_served: u64,
+    /// Times a creator ran.
+    pub creator_calls: u64,
+    /// Times a creator failed or panicked.
+    pub creator_errors: u64,
+    /// Callers that waited on another caller's creator (in this process or another).
+    pub lock_waits: u64,
+    /// Backend operations that failed or timed out.
+    pub backend_errors: u64,
+    /// Stored entries that could not be decoded (corrupt, foreign, tampered, changed type).
+    pub decode_errors: u64,
+}
+
+impl Stats {
+    /// Publishes this snapshot through the [`metrics`] facade as absolute
+    /// counters named `tankard_<counter>_total` with a `region` label.
+    /// Call it where the recorder is read (a `/metrics` handler, a timer):
+    /// the hit path itself never goes through the facade.
+    ///
+    /// ```
+    /// tankard::Stats::default().publish("docs");
+    /// ```
+    pub fn publish(&self, region: &str) {
+        let rows = [
+            ("tankard_hits_total", self.hits),
+            ("tankard_misses_total", self.misses),
+            ("tankard_stale_served_total", self.stale_served),
+            ("tankard_creator_calls_total", self.creator_calls),
+            ("tankard_creator_errors_total", self.creator_errors),
+            ("tankard_lock_waits_total", self.lock_waits),
+            ("tankard_backend_errors_total", self.backend_errors),
+            ("tankard_decode_errors_total", self.decode_errors),
+        ];
+        for (name, value) in rows {
+            metrics::counter!(name, "region" => region.to_owned()).absolute(value);
+        }
+    }
+}
