@@ -22,6 +22,8 @@ use crate::key;
 
 #[cfg(feature = "file")]
 pub(crate) mod file;
+#[cfg(feature = "memcached")]
+pub(crate) mod memcached;
 #[cfg(feature = "memory")]
 pub(crate) mod memory;
 
@@ -29,6 +31,10 @@ pub(crate) mod memory;
 /// cargo feature is compiled in; `None` otherwise.
 pub(crate) fn open_remote(options: &RegionOptions) -> Option<Result<Arc<dyn Backend>>> {
     match options.backend {
+        #[cfg(feature = "memcached")]
+        crate::config::BackendKind::Memcached => Some(
+            memcached::MemcachedBackend::open(options).map(|b| Arc::new(b) as Arc<dyn Backend>),
+        ),
         _ => None,
     }
 }

@@ -1,0 +1,314 @@
+//! The distributed creation lock on memcached: `add` with an owner token
+//! and a lifetime, renewed while the creator runs, released only by its
+//! owner. See the parent module's docs for why it is built this way.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::future::BoxFuture;
+use tokio::time::Instant;
+
+use super::client::{Client, Keyed, Reply, Request, Verb, exptime, memcached_key, unix_now};
+use crate::dogpile::lock::{CreationLock, HeldLock, LockGuard};
+use crate::error::{Error, Result};
+
+/// The first pause of a waiter between two attempts.
+const FIRST_POLL: Duration = Duration::from_millis(2);
+/// The longest pause of a waiter between two attempts.
+const MAX_POLL: Duration = Duration::from_millis(25);
+
+/// A random-enough number: std seeds every `RandomState` from the OS, and
+/// the counter keeps two calls in one thread apart.
+fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+/// A token no other holder has: process id, a per-process counter and
+/// 128 random bits.
+fn new_token() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{:x}.{:x}.{:016x}{:016x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        random_u64(),
+        random_u64()
+    )
+}
+
+/// Creation locks held in memcached.
+#[derive(Debug)]
+pub(crate) struct MemcachedLock {
+    client: Arc<Client>,
+    prefix: String,
+    lock_timeout: Duration,
+    timeout: Duration,
+}
+
+impl MemcachedLock {
+    pub(crate) fn new(
+        client: Arc<Client>,
+        prefix: String,
+        lock_timeout: Duration,
+        timeout: Duration,
+    ) -> MemcachedLock {
+        MemcachedLock {
+            client,
+            prefix,
+            lock_timeout,
+            timeout,
+        }
+    }
+}
+
+/// What a held lock needs to renew and release itself.
+#[derive(Debug)]
+struct Owner {
+    client: Arc<Client>,
+    key: String,
+    route: u64,
+    token: String,
+    lock_timeout: Duration,
+    timeout: Duration,
+}
+
+impl Owner {
+    fn exptime(&self) -> u32 {
+        exptime(Some(self.lock_timeout), unix_now())
+    }
+
+    /// Reads the lock: `Some((is_ours, cas))` if it exists.
+    async fn read(&self, deadline: Instant) -> Result<Option<(bool, u64)>> {
+        let keys = [self.key.as_str()];
+        match self
+            .client
+            .run(self.route, &Request::Gets(&self.key), deadline, "lock")
+            .await?
+        {
+            Reply::Values(mut values) => Ok(values
+                .pop()
+                .flatten()
+                .map(|item| (item.data == self.token.as_bytes(), item.cas))),
+            other => Err(unexpected(&keys, other)),
+        }
+    }
+
+    /// Extends the lock's lifetime if it is still ours, atomically (`gets`
+    /// then `cas`): a lock that expired and was taken by another process is
+    /// left alone. A lock that vanished (expired between two renewals,
+    /// evicted) is taken back if nobody else has it. `false`: lost it.
+    async fn renew(&self) -> Result<bool> {
+        let deadline = Instant::now() + self.timeout;
+        let verb = match self.read(deadline).await? {
+            Some((true, cas)) => Verb::Cas(cas),
+            Some((false, _)) => return Ok(false),
+            None => Verb::Add,
+        };
+        let reply = self
+            .client
+            .run(
+                self.route,
+                &Request::Store {
+                    verb,
+                    key: &self.key,
+                    exptime: self.exptime(),
+                    data: self.token.as_bytes(),
+                },
+                deadline,
+                "lock",
+            )
+            .await?;
+        Ok(matches!(reply, Reply::Stored))
+    }
+
+    /// Deletes the lock only if it is still ours: `gets`, compare the
+    /// token, then `md <key> C<cas>`, which deletes only if nothing changed
+    /// since the `gets`. Servers older than 1.6 lack `md`: there the lock is
+    /// first overwritten by a tombstone with `cas` (atomic, owner-checked)
+    /// and the tombstone then deleted.
+    async fn release(&self) -> Result<()> {
+        let deadline = Instant::now() + self.timeout;
+        let Some((true, cas)) = self.read(deadline).await? else {
+            return Ok(());
+        };
+        let reply = self
+            .client
+            .run(
+                self.route,
+                &Request::DeleteIfCas(&self.key, cas),
+                deadline,
+                "unlock",
+            )
+            .await?;
+        if !matches!(reply, Reply::Unsupported) {
+            return Ok(());
+        }
+        self.release_with_tombstone(cas, deadline).await
+    }
+
+    async fn release_with_tombstone(&self, cas: u64, deadline: Instant) -> Result<()> {
+        let tombstone = format!("released:{}", self.token);
+        let reply = self
+            .client
+            .run(
+                self.route,
+                &Request::Store {
+                    verb: Verb::Cas(cas),
+                    key: &self.key,
+                    // Outlives the delete below by far, so the delete can
+                    // only ever remove our own tombstone.
+                    exptime: exptime(Some(Duration::from_secs(5)), unix_now()),
+                    data: tombstone.as_bytes(),
+                },
+                deadline,
+                "unlock",
+            )
+            .await?;
+        if matches!(reply, Reply::Stored) {
+            self.client
+                .run(self.route, &Request::Delete(&self.key), deadline, "unlock")
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn unexpected(keys: &[&str], reply: Reply) -> Error {
+    Error::backend(
+        "memcached",
+        format!("lock {keys:?}: unexpected reply {reply:?}"),
+    )
+}
+
+/// A held lock: its owner record and the task renewing it.
+struct Held {
+    owner: Arc<Owner>,
+    renewal: Option<tokio::task::AbortHandle>,
+}
+
+impl Held {
+    /// Starts renewing every third of the lock's lifetime, so two renewals
+    /// can fail in a row before the lock lapses.
+    fn start(owner: Owner) -> Held {
+        let owner = Arc::new(owner);
+        let renewal = tokio::runtime::Handle::try_current().ok().map(|handle| {
+            let owner = owner.clone();
+            let period = (owner.lock_timeout / 3).max(Duration::from_millis(50));
+            handle
+                .spawn(async move {
+                    loop {
+                        tokio::time::sleep(period).await;
+                        match owner.renew().await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                tracing::warn!(key = %owner.key, "creation lock lost to another holder; the creator keeps running");
+                                break;
+                            }
+                            Err(err) => tracing::debug!(key = %owner.key, "creation lock renewal failed: {err}"),
+                        }
+                    }
+                })
+                .abort_handle()
+        });
+        Held { owner, renewal }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
+    }
+}
+
+impl HeldLock for Held {
+    fn release(mut self: Box<Self>) -> BoxFuture<'static, ()> {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
+        let owner = self.owner.clone();
+        Box::pin(async move {
+            if let Err(err) = owner.release().await {
+                // The lock expires by its lifetime anyway.
+                tracing::debug!(key = %owner.key, "creation lock release failed: {err}");
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl CreationLock for MemcachedLock {
+    async fn try_acquire(&self, lock_key: &str) -> Result<Option<LockGuard>> {
+        let key = memcached_key(lock_key, &self.prefix).into_owned();
+        let owner = Owner {
+            route: Keyed::own(&key).route,
+            key,
+            token: new_token(),
+            client: self.client.clone(),
+            lock_timeout: self.lock_timeout,
+            timeout: self.timeout,
+        };
+        let deadline = Instant::now() + self.timeout;
+        let reply = self
+            .client
+            .run(
+                owner.route,
+                &Request::Store {
+                    verb: Verb::Add,
+                    key: &owner.key,
+                    exptime: owner.exptime(),
+                    data: owner.token.as_bytes(),
+                },
+                deadline,
+                "lock",
+            )
+            .await?;
+        match reply {
+            Reply::Stored => Ok(Some(LockGuard::new(Held::start(owner)))),
+            Reply::NotStored => Ok(None),
+            other => Err(unexpected(&[&owner.key], other)),
+        }
+    }
+
+    /// Polls with a jittered exponential back-off from 2 ms to 25 ms:
+    /// memcached cannot notify, so this bounds how late a waiter in another
+    /// process learns that the holder is done (about 12 ms on average once
+    /// the back-off has grown), at a few dozen tiny requests per second per
+    /// waiting process (waiters in one process share one poller).
+    async fn acquire(&self, lock_key: &str, wait: Duration) -> Result<Option<LockGuard>> {
+        let deadline = Instant::now() + wait;
+        let mut pause = FIRST_POLL;
+        loop {
+            if let Some(guard) = self.try_acquire(lock_key).await? {
+                return Ok(Some(guard));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            // Between half and all of `pause`, so pollers drift apart.
+            let jittered = pause.mul_f64(0.5 + (random_u64() % 1000) as f64 / 2000.0);
+            tokio::time::sleep(jittered.min(deadline - now)).await;
+            pause = (pause * 2).min(MAX_POLL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_unique() {
+        let tokens: std::collections::HashSet<String> = (0..1000).map(|_| new_token()).collect();
+        assert_eq!(tokens.len(), 1000);
+    }
+}
