@@ -4,6 +4,8 @@
 #[cfg(feature = "file")]
 pub(crate) mod file_lock;
 pub(crate) mod flight;
+#[cfg(all(test, feature = "__shuttle"))]
+mod flight_model;
 pub(crate) mod lock;
 
 use std::any::Any;
@@ -17,8 +19,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Kind, Result};
+// `flight` takes its primitives from here, so the model test can swap them.
 use crate::region::{Found, Lookup, NamespaceState, Outcome, RegionInner};
 use crate::stats::Event;
+use crate::sync;
 use flight::Role;
 use lock::LockGuard;
 
