@@ -309,7 +309,30 @@ pub(crate) fn decode_payload<T: DeserializeOwned>(raw: &RawEntry<'_>) -> Result<
     postcard::from_bytes(raw.payload).map_err(|e| DecodeError::Payload(e.to_string()))
 }
 
+/// Reads only an entry's timestamps, checking framing and checksum but not
+/// key or tag: enough for `gc` to decide whether an entry is dead.
+pub(crate) fn peek_meta(bytes: &[u8]) -> Option<EntryMeta> {
+    if bytes.len() < HEADER || &bytes[..4] != MAGIC || bytes[4] != VERSION {
+        return None;
+    }
+    let key_len = u16::from_le_bytes([bytes[6], bytes[7]]) as usize;
+    let payload_len = u32::from_le_bytes([bytes[48], bytes[49], bytes[50], bytes[51]]) as usize;
+    let body_end = HEADER + key_len + payload_len;
+    let stored_crc = u32::from_le_bytes([bytes[60], bytes[61], bytes[62], bytes[63]]);
+    if bytes.len() < body_end || checksum(&bytes[..body_end]) != stored_crc {
+        return None;
+    }
+    Some(EntryMeta {
+        created_ms: u64_at(bytes, 8),
+        fresh_until_ms: u64_at(bytes, 16),
+        stale_until_ms: u64_at(bytes, 24),
+        region_gen: u64_at(bytes, 32),
+        namespace_gen: u64_at(bytes, 40),
+    })
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -408,26 +431,4 @@ mod tests {
         };
         assert_eq!(m.freshness(&gens, &started), Freshness::Stale);
     }
-}
-
-/// Reads only an entry's timestamps, checking framing and checksum but not
-/// key or tag: enough for `gc` to decide whether an entry is dead.
-pub(crate) fn peek_meta(bytes: &[u8]) -> Option<EntryMeta> {
-    if bytes.len() < HEADER || &bytes[..4] != MAGIC || bytes[4] != VERSION {
-        return None;
-    }
-    let key_len = u16::from_le_bytes([bytes[6], bytes[7]]) as usize;
-    let payload_len = u32::from_le_bytes([bytes[48], bytes[49], bytes[50], bytes[51]]) as usize;
-    let body_end = HEADER + key_len + payload_len;
-    let stored_crc = u32::from_le_bytes([bytes[60], bytes[61], bytes[62], bytes[63]]);
-    if bytes.len() < body_end || checksum(&bytes[..body_end]) != stored_crc {
-        return None;
-    }
-    Some(EntryMeta {
-        created_ms: u64_at(bytes, 8),
-        fresh_until_ms: u64_at(bytes, 16),
-        stale_until_ms: u64_at(bytes, 24),
-        region_gen: u64_at(bytes, 32),
-        namespace_gen: u64_at(bytes, 40),
-    })
 }

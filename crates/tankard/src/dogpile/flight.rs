@@ -163,6 +163,7 @@ impl<K, V> std::fmt::Debug for Flights<K, V> {
 }
 
 #[cfg(all(test, not(feature = "__shuttle")))]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -428,7 +428,7 @@ async fn a_cancelled_creator_is_taken_over_by_a_waiter(backend: &str) {
     let leader = tokio::spawn({
         let ns = ns.clone();
         async move {
-            ns.get_or_create::<u8, _, _>("k", || std::future::pending::<u8>())
+            ns.get_or_create::<u8, _, _>("k", std::future::pending::<u8>)
                 .await
         }
     });

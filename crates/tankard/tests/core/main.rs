@@ -1,5 +1,6 @@
 //! Core tests: config, memory and file backends, the dog-pile engine,
 //! and multi-process behaviour of the file backend.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../support/stampede.rs"]
 mod stampede;
