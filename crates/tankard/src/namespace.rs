@@ -47,7 +47,7 @@ use crate::stats::Event;
 /// let v = ns.get_or_create("greeting", || async { "hello".to_string() }).await?;
 /// assert_eq!(*v, "hello");
 /// // Second call: a hit; the creator does not run.
-/// let v = ns.get_or_create("greeting", || async { unreachable!() }).await?;
+/// let v = ns.get_or_create::<String, _, _>("greeting", || async { unreachable!() }).await?;
 /// assert_eq!(*v, "hello");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # }).unwrap();
@@ -70,6 +70,15 @@ impl fmt::Debug for Cache {
 }
 
 impl Cache {
+    fn call<'a>(&'a self, key: &'a str) -> dogpile::Call<'a> {
+        dogpile::Call {
+            region: &self.region,
+            ns: &self.ns,
+            key,
+            expire: self.expire_after(),
+        }
+    }
+
     pub(crate) fn new(region: Arc<RegionInner>, ns: Arc<NamespaceState>) -> Cache {
         Cache {
             region,
@@ -169,10 +178,7 @@ impl Cache {
         if let Some(value) = self.try_get_fresh::<T>(key) {
             return Ok(value);
         }
-        dogpile::get_or_create(&self.region, &self.ns, key, self.expire_after(), || async {
-            Ok(creator().await)
-        })
-        .await
+        dogpile::get_or_create(self.call(key), || async { Ok(creator().await) }).await
     }
 
     /// Like [`get_or_create`](Cache::get_or_create) for a fallible
@@ -202,7 +208,7 @@ impl Cache {
         if let Some(value) = self.try_get_fresh::<T>(key) {
             return Ok(value);
         }
-        dogpile::get_or_create(&self.region, &self.ns, key, self.expire_after(), || async {
+        dogpile::get_or_create(self.call(key), || async {
             creator().await.map_err(Error::creator_boxed)
         })
         .await

@@ -518,7 +518,7 @@ impl RegionInner {
         if freshness == Freshness::Missing {
             return Found::Missing;
         }
-        match entry::decode_payload::<T>(raw.payload) {
+        match entry::decode_payload::<T>(&raw) {
             Ok(value) if freshness == Freshness::Fresh => Found::Fresh(Arc::new(value)),
             Ok(value) => Found::Stale(Arc::new(value)),
             Err(err) => {

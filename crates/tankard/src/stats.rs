@@ -43,7 +43,7 @@ impl std::fmt::Debug for Counters {
 fn shard_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
-        static INDEX: Cell<usize> = Cell::new(usize::MAX);
+        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
     }
     INDEX.with(|index| {
         let mut i = index.get();
