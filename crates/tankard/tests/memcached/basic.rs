@@ -31,7 +31,9 @@ async fn get_put_remove_contains_clear_and_nothing_is_flushed() {
     // Data of someone else on the same servers: nothing we do may touch it.
     let bystander = format!("{prefix}bystander");
     for server in &servers {
-        Raw::connect(server).unwrap().set(&bystander, b"still here", 300);
+        Raw::connect(server)
+            .unwrap()
+            .set(&bystander, b"still here", 300);
     }
     let cache = CacheManager::new(config(&url(), &prefix, &[("cache.expire", "300")])).unwrap();
     assert_eq!(cache.default_region().backend_name(), "memcached");
@@ -72,7 +74,11 @@ async fn get_put_remove_contains_clear_and_nothing_is_flushed() {
     }
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 
-    cache.default_region().invalidate(Invalidation::Hard).await.unwrap();
+    cache
+        .default_region()
+        .invalidate(Invalidation::Hard)
+        .await
+        .unwrap();
     assert!(!b.contains::<String>("k1").await.unwrap());
     assert!(!a.contains::<String>("made").await.unwrap());
 
@@ -94,7 +100,11 @@ async fn stale_value_is_served_after_expiry_while_one_caller_regenerates() {
     let prefix = unique_prefix("stale");
     let clock = Clock::manual(Clock::system().now_ms());
     let cache = CacheManager::with_clock(
-        config(&url(), &prefix, &[("cache.expire", "10"), ("cache.stale", "60")]),
+        config(
+            &url(),
+            &prefix,
+            &[("cache.expire", "10"), ("cache.stale", "60")],
+        ),
         clock.clone(),
     )
     .unwrap();
@@ -157,9 +167,17 @@ async fn soft_and_hard_invalidation_and_clear_are_seen_by_a_second_manager() {
     let seen = n2.peek::<String>("k").await.unwrap().unwrap();
     assert_eq!((seen.0.as_str(), seen.1), ("v1", true));
 
-    first.default_region().invalidate(Invalidation::Soft).await.unwrap();
+    first
+        .default_region()
+        .invalidate(Invalidation::Soft)
+        .await
+        .unwrap();
     let seen = n2.peek::<String>("k").await.unwrap().unwrap();
-    assert_eq!((seen.0.as_str(), seen.1), ("v1", false), "soft invalidation not seen");
+    assert_eq!(
+        (seen.0.as_str(), seen.1),
+        ("v1", false),
+        "soft invalidation not seen"
+    );
     let regenerated = n2
         .get_or_create("k", || async { "v2".to_string() })
         .await
@@ -168,8 +186,15 @@ async fn soft_and_hard_invalidation_and_clear_are_seen_by_a_second_manager() {
     let seen = n1.peek::<String>("k").await.unwrap().unwrap();
     assert_eq!((seen.0.as_str(), seen.1), ("v2", true));
 
-    first.default_region().invalidate(Invalidation::Hard).await.unwrap();
-    assert!(n2.peek::<String>("k").await.unwrap().is_none(), "hard invalidation not seen");
+    first
+        .default_region()
+        .invalidate(Invalidation::Hard)
+        .await
+        .unwrap();
+    assert!(
+        n2.peek::<String>("k").await.unwrap().is_none(),
+        "hard invalidation not seen"
+    );
 
     n2.put("k", "v3".to_string()).await.unwrap();
     assert!(n1.contains::<String>("k").await.unwrap());
@@ -192,7 +217,10 @@ async fn junk_under_a_key_is_a_counted_miss() {
     }
     assert!(ns.get::<String>("k").await.unwrap().is_none());
     assert!(cache.default_region().stats().decode_errors >= 1);
-    let value = ns.get_or_create("k", || async { "fresh".to_string() }).await.unwrap();
+    let value = ns
+        .get_or_create("k", || async { "fresh".to_string() })
+        .await
+        .unwrap();
     assert_eq!(*value, "fresh");
     assert_eq!(text(ns.get("k").await.unwrap()).as_deref(), Some("fresh"));
 
@@ -270,7 +298,10 @@ async fn ttls_past_30_days_and_tiny_ttls_are_stored_right() {
     let longer = ns.clone().expire(45 * DAY as u64);
     longer.put("longer", "kept".to_string()).await.unwrap();
     let remaining = remaining_secs(&servers, &entry_key(&prefix, "n", "longer"));
-    assert!((45 * DAY - 10..=45 * DAY + 2).contains(&remaining), "server TTL {remaining}");
+    assert!(
+        (45 * DAY - 10..=45 * DAY + 2).contains(&remaining),
+        "server TTL {remaining}"
+    );
 
     // Expiring at once with no stale grace still gets a real TTL, never 0
     // (which memcached reads as "forever").
@@ -311,7 +342,10 @@ async fn the_seeds_second_configuration_runs_against_local_memcached() {
     };
     let err = seed("127.0.0.1.11211").unwrap_err();
     assert!(err.is_config());
-    assert!(err.to_string().contains("is not a memcached address"), "{err}");
+    assert!(
+        err.to_string().contains("is not a memcached address"),
+        "{err}"
+    );
 
     let cache = CacheManager::new(seed(&first).unwrap()).unwrap();
     let short = cache.region("short_term").unwrap();

@@ -45,12 +45,20 @@ fn stampede(prefix: &str, extra: &str, dir: &tempfile::TempDir) -> Stampede {
 fn cold_key_stampede_across_processes_runs_the_creator_once() {
     servers();
     let dir = tempfile::tempdir().unwrap();
-    let outcome = run(stampede(&unique_prefix("cold"), "lock_timeout = \"5s\"", &dir));
+    let outcome = run(stampede(
+        &unique_prefix("cold"),
+        "lock_timeout = \"5s\"",
+        &dir,
+    ));
     assert_eq!(outcome.creator_runs, 1, "{:?}", outcome.values);
     assert_eq!(outcome.values.len(), 32);
     let first = &outcome.values[0];
     assert!(first.starts_with("created-by-"), "{first}");
-    assert!(outcome.values.iter().all(|v| v == first), "{:?}", outcome.values);
+    assert!(
+        outcome.values.iter().all(|v| v == first),
+        "{:?}",
+        outcome.values
+    );
     eprintln!(
         "memcached cold-key stampede, 8 processes x 4 tasks: wall {:?}, {:?} over the creator's 300 ms",
         outcome.wall,
@@ -80,7 +88,11 @@ fn expired_entry_stampede_serves_stale_to_all_but_the_regenerating_caller() {
     });
     let outcome = run(stampede(&prefix, "stale = 60\nlock_timeout = \"5s\"", &dir));
     assert_eq!(outcome.creator_runs, 1, "{:?}", outcome.values);
-    let stale = outcome.values.iter().filter(|v| *v == "stale-value").count();
+    let stale = outcome
+        .values
+        .iter()
+        .filter(|v| *v == "stale-value")
+        .count();
     let created: Vec<_> = outcome
         .values
         .iter()
@@ -94,7 +106,8 @@ fn expired_entry_stampede_serves_stale_to_all_but_the_regenerating_caller() {
 #[test]
 #[ignore = "child process of killed_lock_holder_is_taken_over; started by it"]
 fn hold_lock_child() {
-    let config = std::env::var("TANKARD_HOLD_CONFIG").expect("run by killed_lock_holder_is_taken_over");
+    let config =
+        std::env::var("TANKARD_HOLD_CONFIG").expect("run by killed_lock_holder_is_taken_over");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let cache = CacheManager::new(tankard::Config::from_toml_str(&config).unwrap()).unwrap();
@@ -110,28 +123,53 @@ fn hold_lock_child() {
     });
 }
 
+/// A child process that is killed when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn killed_lock_holder_is_taken_over_after_lock_timeout() {
     let servers = servers();
     let prefix = unique_prefix("killed");
     let dir = tempfile::tempdir().unwrap();
     let config = toml(&prefix, "lock_timeout = \"1s\"");
-    let mut holder = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "locks::hold_lock_child", "--nocapture", "--test-threads=1"])
-        .env("TANKARD_HOLD_CONFIG", &config)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+    let mut holder = KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "locks::hold_lock_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("TANKARD_HOLD_CONFIG", &config)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(holder.0.stdout.take().unwrap()).lines();
     loop {
-        let line = lines.next().expect("holder exited before creating").unwrap();
-        if line.trim() == "hold:creating" {
+        let line = lines
+            .next()
+            .expect("holder exited before creating")
+            .unwrap();
+        if line.contains("hold:creating") {
             break;
         }
     }
-    assert_eq!(find(&servers, &lock_key(&prefix, "n", "k")).len(), 1, "holder has no lock");
-    holder.kill().unwrap(); // SIGKILL: no release, no renewal
-    holder.wait().unwrap();
+    assert_eq!(
+        find(&servers, &lock_key(&prefix, "n", "k")).len(),
+        1,
+        "holder has no lock"
+    );
+    holder.0.kill().unwrap(); // SIGKILL: no release, no renewal
+    holder.0.wait().unwrap();
 
     let mut stampede = stampede(&prefix, "lock_timeout = \"1s\"", &dir);
     stampede.config_toml = config;
@@ -143,7 +181,11 @@ fn killed_lock_holder_is_taken_over_after_lock_timeout() {
     assert_eq!(outcome.values.len(), 8);
     let first = &outcome.values[0];
     assert!(first.starts_with("created-by-"), "{first}");
-    assert!(outcome.values.iter().all(|v| v == first), "{:?}", outcome.values);
+    assert!(
+        outcome.values.iter().all(|v| v == first),
+        "{:?}",
+        outcome.values
+    );
 }
 
 /// Polls until the lock of `key` exists and returns its server and token.
@@ -199,13 +241,20 @@ async fn lock_is_renewed_while_creating_and_only_its_owner_releases_it() {
     // the second manager would have run its creator.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let lock = lock_key(&prefix, "n", "k");
-    assert_eq!(Raw::connect(&server).unwrap().get(&lock), Some(token), "lock lapsed");
+    assert_eq!(
+        Raw::connect(&server).unwrap().get(&lock),
+        Some(token),
+        "lock lapsed"
+    );
     assert!(!waiting.is_finished());
     go.send(()).unwrap();
     assert_eq!(*creating.await.unwrap().unwrap(), "from-first");
     assert_eq!(*waiting.await.unwrap().unwrap(), "from-first");
     assert_eq!(second_runs.load(Ordering::SeqCst), 0);
-    assert!(find(&servers, &lock).is_empty(), "the owner did not release its lock");
+    assert!(
+        find(&servers, &lock).is_empty(),
+        "the owner did not release its lock"
+    );
 
     // The lock changes hands behind the holder's back (as when it expires
     // and another process takes it): the old holder must not release it.
@@ -219,7 +268,9 @@ async fn lock_is_renewed_while_creating_and_only_its_owner_releases_it() {
     });
     let (server, _) = wait_for_lock(&servers, &prefix, "k2").await;
     let lock = lock_key(&prefix, "n", "k2");
-    Raw::connect(&server).unwrap().set(&lock, b"someone-else", 30);
+    Raw::connect(&server)
+        .unwrap()
+        .set(&lock, b"someone-else", 30);
     go.send(()).unwrap();
     assert_eq!(*creating.await.unwrap().unwrap(), "v");
     assert_eq!(

@@ -1,6 +1,7 @@
 //! The memcached backend against real servers: the shared ones of
 //! `scripts/services` (TANKARD_MEMCACHED_URL) and, for outages, memcached
 //! processes each test starts and stops itself.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../support/stampede.rs"]
 mod stampede;

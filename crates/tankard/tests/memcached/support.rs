@@ -34,7 +34,10 @@ pub(crate) fn servers() -> Vec<String> {
 
 /// A key prefix no other test run uses, so runs never see each other's data.
 pub(crate) fn unique_prefix(tag: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("t{}-{nanos:x}-{tag}:", std::process::id())
 }
 
@@ -45,7 +48,11 @@ pub(crate) fn config(url: &str, prefix: &str, extra: &[(&str, &str)]) -> tankard
         ("cache.url".into(), url.into()),
         ("cache.prefix".into(), prefix.into()),
     ];
-    pairs.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    pairs.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     tankard::Config::from_flat(pairs).expect("config")
 }
 
@@ -74,12 +81,17 @@ impl Raw {
     }
 
     fn send(&mut self, bytes: &[u8]) {
-        self.reader.get_mut().write_all(bytes).expect("write to memcached");
+        self.reader
+            .get_mut()
+            .write_all(bytes)
+            .expect("write to memcached");
     }
 
     fn line(&mut self) -> String {
         let mut line = String::new();
-        self.reader.read_line(&mut line).expect("read from memcached");
+        self.reader
+            .read_line(&mut line)
+            .expect("read from memcached");
         line.trim_end().to_owned()
     }
 
@@ -206,7 +218,18 @@ impl OwnServers {
         let port = self.ports[i].to_string();
         let mut command = Command::new(memcached_binary());
         command
-            .args(["-l", "127.0.0.1", "-p", &port, "-U", "0", "-m", "16", "-t", "2"])
+            .args([
+                "-l",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "0",
+                "-m",
+                "16",
+                "-t",
+                "2",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if is_root() {
@@ -214,7 +237,7 @@ impl OwnServers {
         }
         self.children[i] = Some(command.spawn().expect("start memcached"));
         let started = Instant::now();
-        while !Raw::connect(&self.addr(i)).is_some_and(|mut r| r.version().is_some()) {
+        while Raw::connect(&self.addr(i)).is_none_or(|mut r| r.version().is_none()) {
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "memcached on port {port} did not start"

@@ -365,10 +365,7 @@ impl Conn {
                 .iter()
                 .position(|k| k.as_bytes() == &self.line[6..6 + header.key_len]);
             let mut data = vec![0; header.len + 2];
-            self.io
-                .read_exact(&mut data)
-                .await
-                .map_err(Fault::Down)?;
+            self.io.read_exact(&mut data).await.map_err(Fault::Down)?;
             if !data.ends_with(b"\r\n") {
                 return Err(protocol("value not terminated by CRLF"));
             }
@@ -623,6 +620,29 @@ impl Client {
         operation: &'static str,
     ) -> Result<Vec<Option<Item>>> {
         loop {
+            // The common case (one server, or everything on one): one plain
+            // exchange, no grouping.
+            let first = self.pick(keys[0].route).ok_or_else(|| self.all_down())?;
+            if keys[1..].iter().all(|k| self.pick(k.route) == Some(first)) {
+                let names: Vec<&str> = keys.iter().map(|k| k.key).collect();
+                match self.exchange(first, &Request::Get(&names), deadline).await {
+                    Ok(Reply::Values(values)) => return Ok(values),
+                    Ok(other) => {
+                        return Err(Error::backend(
+                            BACKEND,
+                            format!("{operation}: unexpected reply {other:?} to get"),
+                        ));
+                    }
+                    Err(fault @ (Fault::Down(_) | Fault::Timeout)) => {
+                        self.mark_down(first);
+                        if matches!(fault, Fault::Timeout) || Instant::now() >= deadline {
+                            return Err(self.fault_error(first, fault, operation));
+                        }
+                        continue;
+                    }
+                    Err(fault) => return Err(self.fault_error(first, fault, operation)),
+                }
+            }
             // Group by server, keeping each key's position.
             let mut groups: Vec<(usize, Vec<usize>)> = Vec::with_capacity(2);
             for (i, keyed) in keys.iter().enumerate() {
@@ -721,7 +741,10 @@ mod tests {
             (now + thirty_days + 1) as u32
         );
         assert_eq!(exptime(Some(Duration::from_secs(u64::MAX)), now), 0);
-        assert_eq!(exptime(Some(Duration::from_secs(100 * 365 * 86400)), now), 0);
+        assert_eq!(
+            exptime(Some(Duration::from_secs(100 * 365 * 86400)), now),
+            0
+        );
     }
 
     #[test]
@@ -755,7 +778,10 @@ mod tests {
         assert_eq!((h.key_len, h.len, h.cas), (1, 5, 42));
         assert!(parse_value_header(b"VALUE k 0", false).is_none());
         assert!(parse_value_header(b"VALUE k 0 -1", false).is_none());
-        assert_eq!(error_line(b"SERVER_ERROR out of memory").as_deref(), Some("out of memory"));
+        assert_eq!(
+            error_line(b"SERVER_ERROR out of memory").as_deref(),
+            Some("out of memory")
+        );
         assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
         assert_eq!(parse_u64(b"184467440737095516150"), None);
     }
