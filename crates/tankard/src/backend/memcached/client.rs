@@ -199,6 +199,8 @@ enum Fault {
     Down(io::Error),
     /// No answer before the deadline: mark it down.
     Timeout,
+    /// Every connection to the server was busy until the deadline.
+    Busy,
     /// The server answered with an error line; the connection is still good.
     Refused(String),
     /// The reply did not parse; the connection is dropped.
@@ -535,12 +537,13 @@ impl Client {
         deadline: Instant,
     ) -> Result<Reply, Fault> {
         let server = &self.servers[server];
+        // Waiting for a free connection is this process's congestion, not
+        // the server's failure: it times out without marking it down.
+        let _slot = match timeout_at(deadline, server.slots.acquire()).await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) | Err(_) => return Err(Fault::Busy),
+        };
         let attempt = async {
-            let _slot = server
-                .slots
-                .acquire()
-                .await
-                .map_err(|_| Fault::Down(io::ErrorKind::BrokenPipe.into()))?;
             let pooled = lock(&server.idle).pop();
             let (mut conn, was_pooled) = match pooled {
                 Some(conn) => (conn, true),
@@ -567,7 +570,7 @@ impl Client {
     fn fault_error(&self, server: usize, fault: Fault, operation: &'static str) -> Error {
         let addr = &self.servers[server].addr;
         match fault {
-            Fault::Timeout => Error::timeout(BACKEND, operation),
+            Fault::Timeout | Fault::Busy => Error::timeout(BACKEND, operation),
             Fault::Down(err) => Error::backend_source(
                 BACKEND,
                 format!("{operation}: server {addr} failed; check that it is running"),
