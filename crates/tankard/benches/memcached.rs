@@ -10,7 +10,8 @@
 //! task, `get <key>\r\n` written, the `VALUE`/`END` reply read.
 //!
 //! Run: `cargo bench -p tankard --features memcached --bench memcached`
-//! (the servers of `scripts/services`, or TANKARD_MEMCACHED_URL).
+//! (the servers of `scripts/services`, or TANKARD_MEMCACHED_URL);
+//! `TANKARD_BENCH_NO_STAMPEDE=1` skips the multi-process part.
 
 // Benchmark code, like test code, may stop at the first surprise.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

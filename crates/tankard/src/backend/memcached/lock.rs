@@ -34,12 +34,17 @@ fn random_u64() -> u64 {
     hasher.finish()
 }
 
+/// Starts the token of a lock taken by a waiter (through `acquire`): such a
+/// holder has waited for another creator and almost always only re-reads
+/// the fresh value and releases at once.
+const WAITER_MARK: &str = "w";
+
 /// A token no other holder has: process id, a per-process counter and
-/// 128 random bits.
-fn new_token() -> String {
+/// 128 random bits, after `mark`.
+fn new_token(mark: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     format!(
-        "{:x}.{:x}.{:016x}{:016x}",
+        "{mark}{:x}.{:x}.{:016x}{:016x}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed),
         random_u64(),
@@ -251,11 +256,63 @@ impl HeldLock for Held {
 #[async_trait]
 impl CreationLock for MemcachedLock {
     async fn try_acquire(&self, lock_key: &str) -> Result<Option<LockGuard>> {
+        self.take(lock_key, "").await
+    }
+
+    /// Polls with a jittered exponential back-off from 2 ms to 10 ms:
+    /// memcached cannot notify, so this bounds how late a waiter in another
+    /// process learns that the holder is done (at most 10 ms, about 7 ms on
+    /// average once the back-off has grown), at about 130 (at most 200) tiny
+    /// requests per second per waiting process (waiters in one process
+    /// share one poller).
+    ///
+    /// When the holder is itself a waiter (its token carries
+    /// [`WAITER_MARK`]), the creator it waited for is done and the holder is
+    /// only re-reading: the next try comes after the shortest pause instead
+    /// of a grown one, once per such holder (should it turn creator, the
+    /// back-off grows again as usual). Without this, waiters that take the
+    /// lock one after another just to re-read would push each other back by
+    /// a whole pause.
+    async fn acquire(&self, lock_key: &str, wait: Duration) -> Result<Option<LockGuard>> {
+        let deadline = Instant::now() + wait;
+        let mut pause = FIRST_POLL;
+        let mut waiter_seen: Option<Vec<u8>> = None;
+        loop {
+            if let Some(guard) = self.take(lock_key, WAITER_MARK).await? {
+                return Ok(Some(guard));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let holder = self.holder(lock_key, now + self.timeout).await?;
+            // Released between the two requests, or held by a waiter not
+            // seen before: try again soon.
+            let quick = match &holder {
+                None => true,
+                Some(h) => h.starts_with(WAITER_MARK.as_bytes()) && waiter_seen != holder,
+            };
+            if quick {
+                waiter_seen = holder;
+                tokio::time::sleep(FIRST_POLL.min(deadline - now)).await;
+                continue;
+            }
+            // Between half and all of `pause`, so pollers drift apart.
+            let jittered = pause.mul_f64(0.5 + (random_u64() % 1000) as f64 / 2000.0);
+            tokio::time::sleep(jittered.min(deadline - now)).await;
+            pause = (pause * 2).min(MAX_POLL);
+        }
+    }
+}
+
+impl MemcachedLock {
+    /// One `add` of the lock with a new token starting with `mark`.
+    async fn take(&self, lock_key: &str, mark: &str) -> Result<Option<LockGuard>> {
         let key = memcached_key(lock_key, &self.prefix).into_owned();
         let owner = Owner {
             route: Keyed::own(&key).route,
             key,
-            token: new_token(),
+            token: new_token(mark),
             client: self.client.clone(),
             lock_timeout: self.lock_timeout,
             timeout: self.timeout,
@@ -282,27 +339,17 @@ impl CreationLock for MemcachedLock {
         }
     }
 
-    /// Polls with a jittered exponential back-off from 2 ms to 10 ms:
-    /// memcached cannot notify, so this bounds how late a waiter in another
-    /// process learns that the holder is done (at most 10 ms, about 7 ms on
-    /// average once the back-off has grown), at about 130 (at most 200) tiny
-    /// requests per second per waiting process (waiters in one process
-    /// share one poller).
-    async fn acquire(&self, lock_key: &str, wait: Duration) -> Result<Option<LockGuard>> {
-        let deadline = Instant::now() + wait;
-        let mut pause = FIRST_POLL;
-        loop {
-            if let Some(guard) = self.try_acquire(lock_key).await? {
-                return Ok(Some(guard));
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            // Between half and all of `pause`, so pollers drift apart.
-            let jittered = pause.mul_f64(0.5 + (random_u64() % 1000) as f64 / 2000.0);
-            tokio::time::sleep(jittered.min(deadline - now)).await;
-            pause = (pause * 2).min(MAX_POLL);
+    /// The current holder's token, if the lock is held.
+    async fn holder(&self, lock_key: &str, deadline: Instant) -> Result<Option<Vec<u8>>> {
+        let key = memcached_key(lock_key, &self.prefix);
+        let keyed = Keyed::own(&key);
+        match self
+            .client
+            .run(keyed.route, &Request::Get(&[keyed.key]), deadline, "lock")
+            .await?
+        {
+            Reply::Values(mut values) => Ok(values.pop().flatten().map(|item| item.data)),
+            other => Err(unexpected(&[keyed.key], other)),
         }
     }
 }
@@ -336,11 +383,11 @@ mod tests {
             client: client.clone(),
             key: key.to_owned(),
             route: 0,
-            token: new_token(),
+            token: new_token(""),
             lock_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
         };
-        let key = format!("tankard-unit-{}", new_token());
+        let key = format!("tankard-unit-{}", new_token(""));
         let deadline = Instant::now() + Duration::from_secs(2);
         for stolen in [false, true] {
             let mine = owner(&key);
@@ -380,7 +427,7 @@ mod tests {
 
     #[test]
     fn tokens_are_unique() {
-        let tokens: std::collections::HashSet<String> = (0..1000).map(|_| new_token()).collect();
+        let tokens: std::collections::HashSet<String> = (0..1000).map(|_| new_token("")).collect();
         assert_eq!(tokens.len(), 1000);
     }
 }
