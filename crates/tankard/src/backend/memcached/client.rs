@@ -622,10 +622,13 @@ impl Client {
         deadline: Instant,
         operation: &'static str,
     ) -> Result<Vec<Option<Item>>> {
+        let Some(head) = keys.first() else {
+            return Ok(Vec::new());
+        };
         loop {
             // The common case (one server, or everything on one): one plain
             // exchange, no grouping.
-            let first = self.pick(keys[0].route).ok_or_else(|| self.all_down())?;
+            let first = self.pick(head.route).ok_or_else(|| self.all_down())?;
             if keys[1..].iter().all(|k| self.pick(k.route) == Some(first)) {
                 let names: Vec<&str> = keys.iter().map(|k| k.key).collect();
                 match self.exchange(first, &Request::Get(&names), deadline).await {
