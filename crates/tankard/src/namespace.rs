@@ -178,7 +178,12 @@ impl Cache {
         if let Some(value) = self.try_get_fresh::<T>(key) {
             return Ok(value);
         }
-        dogpile::get_or_create(self.call(key), || async { Ok(creator().await) }).await
+        // Boxed: the miss path's state machine is large, and inlining it
+        // would make every hit move it around (measured: +180 ns a hit).
+        Box::pin(dogpile::get_or_create(self.call(key), || async {
+            Ok(creator().await)
+        }))
+        .await
     }
 
     /// Like [`get_or_create`](Cache::get_or_create) for a fallible
@@ -208,9 +213,9 @@ impl Cache {
         if let Some(value) = self.try_get_fresh::<T>(key) {
             return Ok(value);
         }
-        dogpile::get_or_create(self.call(key), || async {
+        Box::pin(dogpile::get_or_create(self.call(key), || async {
             creator().await.map_err(Error::creator_boxed)
-        })
+        }))
         .await
     }
 
