@@ -152,7 +152,8 @@ impl Counters {
 /// let stats = cache.default_region().stats();
 /// assert_eq!((stats.misses, stats.hits, stats.creator_calls), (1, 1, 1));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
-/// # }).unwrap();
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
