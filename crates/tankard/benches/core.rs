@@ -8,6 +8,7 @@
 //!
 //! A plain harness: each figure is the median of 7 rounds of at least
 //! 200 ms, in nanoseconds per operation.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: failing loudly is right
 
 use std::hint::black_box;
 use std::sync::Arc;

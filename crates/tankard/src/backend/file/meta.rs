@@ -172,10 +172,10 @@ impl MetaLog {
             }
             Err(err) => return Err(io_error("read", path, err)),
         };
-        if let Some((cached, meta)) = lock(&self.cache).get(path) {
-            if *cached == stamp {
-                return Ok(meta.clone());
-            }
+        if let Some((cached, meta)) = lock(&self.cache).get(path)
+            && *cached == stamp
+        {
+            return Ok(meta.clone());
         }
         let (parsed, stamp) = read_log(path)?;
         let meta = Arc::new(match parsed.last {
@@ -250,7 +250,6 @@ fn read_log(path: &Path) -> Result<(Parsed, Option<Stamp>)> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -284,30 +283,34 @@ mod tests {
         }
     }
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn updates_append_then_compact_and_reads_see_each_version() {
-        let dir = tempfile::tempdir().unwrap();
+    fn updates_append_then_compact_and_reads_see_each_version() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("r.meta");
         let log = MetaLog::default();
-        assert_eq!(log.read(&path).unwrap().region, 0);
+        assert_eq!(log.read(&path)?.region, 0);
         for i in 1..=3_000u64 {
-            log.update(&path, |m| m.region += 1).unwrap();
-            assert_eq!(log.read(&path).unwrap().region, i, "version {i}");
+            log.update(&path, |m| m.region += 1)?;
+            assert_eq!(log.read(&path)?.region, i, "version {i}");
         }
-        assert!(fs::metadata(&path).unwrap().len() <= COMPACT_AT);
+        assert!(fs::metadata(&path)?.len() <= COMPACT_AT);
+        Ok(())
     }
 
     #[test]
-    fn a_damaged_log_is_an_error_until_rewritten() {
-        let dir = tempfile::tempdir().unwrap();
+    fn a_damaged_log_is_an_error_until_rewritten() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("r.meta");
-        fs::write(&path, b"garbage!").unwrap();
+        fs::write(&path, b"garbage!")?;
         let log = MetaLog::default();
         assert!(log.read(&path).unwrap_err().is_backend());
-        log.update(&path, |m| m.region += 1).unwrap();
+        log.update(&path, |m| m.region += 1)?;
         assert!(
-            log.read(&path).unwrap().region > 1,
+            log.read(&path)?.region > 1,
             "restarted above any old generation"
         );
+        Ok(())
     }
 }
