@@ -426,7 +426,7 @@ impl RegionInner {
     #[inline]
     fn read_policy(&self) -> ReadPolicy {
         ReadPolicy {
-            now_ms: self.clock.now_ms(),
+            now_ms: self.clock.recent_ms(),
             start_ms: self.start_ms,
         }
     }
