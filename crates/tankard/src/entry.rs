@@ -332,7 +332,6 @@ pub(crate) fn peek_meta(bytes: &[u8]) -> Option<EntryMeta> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -349,23 +348,26 @@ mod tests {
         )
     }
 
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn round_trip_with_and_without_secret() {
+    fn round_trip_with_and_without_secret() -> TestResult {
         for secret in [None, Some(Secret::new("s"))] {
-            let bytes = encode("k", &meta(), &"hello".to_string(), secret.as_ref()).unwrap();
-            let raw = open("k", &bytes, secret.as_ref()).unwrap();
+            let bytes = encode("k", &meta(), &"hello".to_string(), secret.as_ref())?;
+            let raw = open("k", &bytes, secret.as_ref())?;
             assert_eq!(raw.meta, meta());
-            assert_eq!(decode_payload::<String>(&raw).unwrap(), "hello");
+            assert_eq!(decode_payload::<String>(&raw)?, "hello");
             assert_eq!(
                 decode_payload::<Vec<u64>>(&raw).unwrap_err(),
                 DecodeError::OtherType
             );
         }
+        Ok(())
     }
 
     #[test]
-    fn every_truncation_and_every_flipped_bit_is_rejected() {
-        let bytes = encode("key", &meta(), &vec![1u32, 2, 3], None).unwrap();
+    fn every_truncation_and_every_flipped_bit_is_rejected() -> TestResult {
+        let bytes = encode("key", &meta(), &vec![1u32, 2, 3], None)?;
         for len in 0..bytes.len() {
             assert!(
                 open("key", &bytes[..len], None).is_err(),
@@ -379,12 +381,13 @@ mod tests {
                 assert!(open("key", &b, None).is_err(), "byte {i} bit {bit}");
             }
         }
+        Ok(())
     }
 
     #[test]
-    fn wrong_secret_other_key_and_missing_tag_are_rejected() {
+    fn wrong_secret_other_key_and_missing_tag_are_rejected() -> TestResult {
         let s = Secret::new("right");
-        let bytes = encode("k", &meta(), &1u8, Some(&s)).unwrap();
+        let bytes = encode("k", &meta(), &1u8, Some(&s))?;
         assert_eq!(
             open("k", &bytes, Some(&Secret::new("wrong"))).unwrap_err(),
             DecodeError::Tag
@@ -394,8 +397,9 @@ mod tests {
             open("other", &bytes, Some(&s)).unwrap_err(),
             DecodeError::OtherKey
         );
-        let plain = encode("k", &meta(), &1u8, None).unwrap();
+        let plain = encode("k", &meta(), &1u8, None)?;
         assert_eq!(open("k", &plain, Some(&s)).unwrap_err(), DecodeError::Tag);
+        Ok(())
     }
 
     #[test]

@@ -111,7 +111,6 @@ pub(crate) fn region_soft_key(prefix: &str, region: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

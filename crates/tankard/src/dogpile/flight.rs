@@ -163,7 +163,6 @@ impl<K, V> std::fmt::Debug for Flights<K, V> {
 }
 
 #[cfg(all(test, not(feature = "__shuttle")))]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -8,6 +8,7 @@ stampede::child_entry!();
 
 mod config;
 mod conformance;
+mod counters;
 mod file;
 mod memory;
 mod multiprocess;
