@@ -24,11 +24,17 @@ use crate::key;
 pub(crate) mod file;
 #[cfg(feature = "memory")]
 pub(crate) mod memory;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
 
 /// Opens a backend that talks to a server or an embedded store, if its
 /// cargo feature is compiled in; `None` otherwise.
 pub(crate) fn open_remote(options: &RegionOptions) -> Option<Result<Arc<dyn Backend>>> {
     match options.backend {
+        #[cfg(feature = "redis")]
+        crate::config::BackendKind::Redis | crate::config::BackendKind::RedisCluster => {
+            Some(redis::open(options))
+        }
         _ => None,
     }
 }
