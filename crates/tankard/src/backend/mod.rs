@@ -26,6 +26,8 @@ pub(crate) mod file;
 pub(crate) mod memcached;
 #[cfg(feature = "memory")]
 pub(crate) mod memory;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
 
 /// Opens a backend that talks to a server or an embedded store, if its
 /// cargo feature is compiled in; `None` otherwise.
@@ -36,6 +38,10 @@ pub(crate) fn open_remote(options: &RegionOptions) -> Option<Result<Arc<dyn Back
         crate::config::BackendKind::Memcached => Some(
             memcached::MemcachedBackend::open(options).map(|b| Arc::new(b) as Arc<dyn Backend>),
         ),
+        #[cfg(feature = "redis")]
+        crate::config::BackendKind::Redis | crate::config::BackendKind::RedisCluster => {
+            Some(redis::open(options))
+        }
         _ => None,
     }
 }
