@@ -52,17 +52,23 @@ pub mod config;
 mod dogpile;
 mod entry;
 mod error;
+mod inspect;
 mod key;
 mod manager;
 mod namespace;
 mod region;
 mod stats;
 mod sync;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod web;
 
 pub use backend::Usage;
 pub use clock::Clock;
 pub use config::Config;
 pub use error::{Error, Result};
+#[doc(hidden)]
+pub use inspect::{EntryInfo, EntryState};
 pub use manager::{CacheManager, global, install};
 pub use namespace::Cache;
 pub use region::{Invalidation, Region};
