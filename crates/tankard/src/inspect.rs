@@ -86,14 +86,16 @@ impl EntryInfo {
         }
     }
 
-    /// The value as text, if the payload is exactly one encoded `String`.
+    /// The value as text, if the payload is exactly one encoded `String`
+    /// of printable text (control characters other than newlines and tabs
+    /// suggest another type that happens to decode, such as a `Vec<u8>`).
     ///
     /// ```
     /// # tokio_test::block_on(async {
     /// let dir = tempfile::tempdir()?;
     /// let config = tankard::Config::from_flat([("cache.type", "file"), ("cache.data_dir", dir.path().to_str().unwrap())])?;
     /// let ns = tankard::CacheManager::new(config)?.namespace("n");
-    /// ns.put("n", 7u64).await?;
+    /// ns.put("n", vec![1u32, 2, 3]).await?;
     /// assert_eq!(ns.inspect("n").await?.unwrap().text(), None);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
@@ -101,7 +103,14 @@ impl EntryInfo {
     pub fn text(&self) -> Option<String> {
         let payload = self.payload.as_deref()?;
         match postcard::take_from_bytes::<String>(payload) {
-            Ok((text, rest)) if rest.is_empty() => Some(text),
+            Ok((text, rest))
+                if rest.is_empty()
+                    && !text
+                        .chars()
+                        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) =>
+            {
+                Some(text)
+            }
             _ => None,
         }
     }
