@@ -2,6 +2,8 @@
 //! on a real socket, driven by a real HTTP client (and headless Chromium
 //! for its page), and the tools on real config files.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 mod dashboard;

@@ -229,8 +229,10 @@ async fn stats(State(demo): State<Shared>) -> Response {
     }
 }
 
-/// The counters of `/metrics`: name, help, and how to read it from a snapshot.
-const METRICS: [(&str, &str, fn(&tankard::Stats) -> u64); 8] = [
+/// One counter of `/metrics`: name, help, and how to read it from a snapshot.
+type Metric = (&'static str, &'static str, fn(&tankard::Stats) -> u64);
+
+const METRICS: [Metric; 8] = [
     ("tankard_hits_total", "Fresh values returned.", |s| s.hits),
     (
         "tankard_misses_total",
@@ -389,6 +391,7 @@ async fn not_found(uri: Uri) -> Response {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -28,22 +28,41 @@ type Boxed<E> = Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>;
 /// # }).unwrap();
 /// ```
 pub struct ResponseFuture<E> {
-    inner: Boxed<E>,
+    state: State<E>,
+}
+
+enum State<E> {
+    /// A page found without waiting (a fresh hit in a memory region).
+    Ready(Option<Response>),
+    Pending(Boxed<E>),
 }
 
 impl<E> ResponseFuture<E> {
     pub(super) fn new(inner: impl Future<Output = Result<Response, E>> + Send + 'static) -> Self {
         ResponseFuture {
-            inner: Box::pin(inner),
+            state: State::Pending(Box::pin(inner)),
+        }
+    }
+
+    pub(super) fn ready(response: Response) -> Self {
+        ResponseFuture {
+            state: State::Ready(Some(response)),
         }
     }
 }
 
+// Both states are `Unpin` whatever `E` is: the pending one is boxed.
 impl<E> Future for ResponseFuture<E> {
     type Output = Result<Response, E>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+        match &mut self.state {
+            State::Ready(response) => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => panic!("ResponseFuture polled after it completed"),
+            },
+            State::Pending(inner) => inner.as_mut().poll(cx),
+        }
     }
 }
 

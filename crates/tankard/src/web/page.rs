@@ -50,6 +50,7 @@ impl From<Stored> for Wire {
                 headers: page
                     .headers
                     .iter()
+                    .filter(|(name, _)| *name != X_CACHE)
                     .map(|(name, value)| {
                         (
                             name.as_str().to_owned(),
@@ -77,13 +78,14 @@ impl TryFrom<Wire> for Stored {
                 fresh_until_ms,
             } => {
                 let status = StatusCode::from_u16(status).map_err(|e| e.to_string())?;
-                let mut map = HeaderMap::with_capacity(headers.len());
+                let mut map = HeaderMap::with_capacity(headers.len() + 1);
                 for (name, value) in headers {
                     let name =
                         HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
                     let value = HeaderValue::from_maybe_shared(value).map_err(|e| e.to_string())?;
                     map.append(name, value);
                 }
+                map.insert(X_CACHE.clone(), XCache::Hit.value());
                 Stored::Page(Page {
                     status,
                     headers: map,
@@ -138,8 +140,10 @@ impl Page {
         for name in &HOP_BY_HOP {
             headers.remove(name);
         }
-        headers.remove(&X_CACHE);
         headers.remove("keep-alive");
+        // Kept in the stored map so that a hit clones a map that needs no
+        // insertion (and so no growth); a miss or stale answer overwrites it.
+        headers.insert(X_CACHE.clone(), XCache::Hit.value());
         Page {
             status: parts.status,
             headers,
@@ -154,10 +158,18 @@ impl Page {
         if x_cache == XCache::Hit && now_ms() >= self.fresh_until_ms {
             x_cache = XCache::Stale;
         }
+        let mut res = self.respond_fresh();
+        if x_cache != XCache::Hit {
+            res.headers_mut().insert(X_CACHE.clone(), x_cache.value());
+        }
+        res
+    }
+
+    /// Builds the response of a page the cache called fresh: `X-Cache: HIT`.
+    pub(super) fn respond_fresh(&self) -> Response {
         let mut res = Response::new(Body::from(self.body.clone()));
         *res.status_mut() = self.status;
         *res.headers_mut() = self.headers.clone();
-        res.headers_mut().insert(X_CACHE.clone(), x_cache.value());
         res
     }
 

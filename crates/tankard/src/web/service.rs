@@ -143,15 +143,38 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> ResponseFuture<S::Error> {
+        if !cacheable_request(&req, self.settings) {
+            let future = self.inner.call(req);
+            return ResponseFuture::new(async move { future.await.map(into_response) });
+        }
+        let base = base_key(&req);
+        // A ready service need not be called: a hit leaves it ready for
+        // the next request.
+        #[cfg(feature = "memory")]
+        if let Some(res) = fresh_in_memory(&self.cache, &base, &req) {
+            return ResponseFuture::ready(res);
+        }
         // The clone takes the place of the service that was driven to
         // readiness; the ready one is called (at most once) in the future.
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        if !cacheable_request(&req, self.settings) {
-            let future = inner.call(req);
-            return ResponseFuture::new(async move { future.await.map(into_response) });
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::new(serve(inner, self.cache.clone(), req, base))
+    }
+}
+
+/// The whole hit path of a memory region, without a task or an await:
+/// `None` unless the page is there and fresh.
+#[cfg(feature = "memory")]
+fn fresh_in_memory<B>(cache: &Cache, base: &str, req: &Request<B>) -> Option<Response> {
+    match &*cache.try_get_fresh::<Stored>(base)? {
+        Stored::Page(page) => Some(page.respond_fresh()),
+        Stored::Vary(vary) => {
+            let key = variant_key(base, vary, req.headers());
+            match &*cache.try_get_fresh::<Stored>(&key)? {
+                Stored::Page(page) => Some(page.respond_fresh()),
+                Stored::Vary(_) => None,
+            }
         }
-        ResponseFuture::new(serve(inner, self.cache.clone(), req))
     }
 }
 
@@ -368,13 +391,13 @@ async fn serve<S, ReqBody, ResBody>(
     mut inner: S,
     cache: Cache,
     req: Request<ReqBody>,
+    base: String,
 ) -> Result<Response, S::Error>
 where
     S: Service<Request<ReqBody>, Response = http::Response<ResBody>>,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
-    let base = base_key(&req);
     let mut run = Run {
         request: Some(req),
         created: None,
@@ -403,5 +426,55 @@ where
     match stored.ok().and_then(|stored| run.answer(&stored)) {
         Some(res) => Ok(res),
         None => run.fallback(inner).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                http::header::HeaderName::from_bytes(name.as_bytes())
+                    .unwrap_or_else(|_| unreachable!()),
+                HeaderValue::from_bytes(value).unwrap_or_else(|_| unreachable!()),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn variant_keys_tell_absent_empty_repeated_and_binary_values_apart() {
+        let vary = vec!["accept".to_owned(), "x-a".to_owned()];
+        let keys = [
+            variant_key("GET /", &vary, &headers(&[])),
+            variant_key("GET /", &vary, &headers(&[("x-a", b"")])),
+            variant_key("GET /", &vary, &headers(&[("x-a", b"1, 2")])),
+            variant_key("GET /", &vary, &headers(&[("x-a", b"1"), ("x-a", b"2")])),
+            variant_key("GET /", &vary, &headers(&[("accept", b"x-a=1")])),
+            variant_key("GET /", &vary, &headers(&[("x-a", b"\xff")])),
+            variant_key("GET /", &vary, &headers(&[("x-a", b"ff")])),
+        ];
+        // Repeated values join as one list, as HTTP reads them.
+        assert_eq!(keys[2], keys[3]);
+        let mut distinct: Vec<_> = keys.iter().collect();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), keys.len() - 1, "{keys:#?}");
+    }
+
+    #[test]
+    fn base_keys_hold_method_host_path_and_query() {
+        let req = Request::get("/a?b=1")
+            .header("host", "example.org")
+            .body(())
+            .unwrap_or_else(|_| unreachable!());
+        assert_eq!(base_key(&req), "GET example.org/a?b=1");
+        let req = Request::head("http://other.org/a")
+            .body(())
+            .unwrap_or_else(|_| unreachable!());
+        assert_eq!(base_key(&req), "HEAD other.org/a");
     }
 }

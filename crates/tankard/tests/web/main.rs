@@ -1,6 +1,8 @@
 //! The page layer and the manager-as-state extractor, through a real axum
 //! server on a loopback socket and a real HTTP client.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
