@@ -13,8 +13,9 @@
 //! cargo bench -p tankard-cli --bench web
 //! cargo bench -p tankard-cli --bench web --features bench-hitbox
 //! ```
-//! `TANKARD_BENCH_REQUESTS` (default 200000) and `TANKARD_BENCH_SECONDS`
-//! (default 3) size the two measurements.
+//! `TANKARD_BENCH_REQUESTS` (default 450000) and `TANKARD_BENCH_SECONDS`
+//! (default 9) size the two measurements per row; they are split over 9
+//! interleaved rounds and each row's median round is reported.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -87,10 +88,6 @@ fn hitbox_layer() -> Router {
 
 /// Requests per second through `router` called in-process, one at a time.
 async fn service_rps(router: &Router, requests: usize) -> f64 {
-    for _ in 0..1_000 {
-        let res = router.clone().oneshot(request()).await.unwrap();
-        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), PAGE);
-    }
     let start = Instant::now();
     for _ in 0..requests {
         let res = router.clone().oneshot(request()).await.unwrap();
@@ -99,23 +96,28 @@ async fn service_rps(router: &Router, requests: usize) -> f64 {
     requests as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Requests per second through a loopback server, 8 keep-alive clients.
-async fn http_rps(router: Router, seconds: f64) -> f64 {
+async fn warm_up(router: &Router) {
+    for _ in 0..1_000 {
+        let res = router.clone().oneshot(request()).await.unwrap();
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), PAGE);
+    }
+}
+
+/// A loopback server for `router`; returns its URL.
+async fn serve(router: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hello", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    let client = reqwest::Client::new();
-    for _ in 0..100 {
-        assert_eq!(
-            client.get(&url).send().await.unwrap().text().await.unwrap(),
-            PAGE
-        );
-    }
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    url
+}
+
+/// Requests per second through a loopback server, 8 keep-alive clients.
+async fn http_rps(client: &reqwest::Client, url: &str, seconds: f64) -> f64 {
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let clients: Vec<_> = (0..8)
         .map(|_| {
-            let (client, url) = (client.clone(), url.clone());
+            let (client, url) = (client.clone(), url.to_owned());
             tokio::spawn(async move {
                 let mut n = 0u64;
                 while Instant::now() < deadline {
@@ -138,9 +140,12 @@ async fn http_rps(router: Router, seconds: f64) -> f64 {
     for c in clients {
         total += c.await.unwrap();
     }
-    let rps = total as f64 / start.elapsed().as_secs_f64();
-    server.abort();
-    rps
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
 }
 
 fn env_number(name: &str, default: f64) -> f64 {
@@ -155,14 +160,14 @@ fn main() {
     // no such flag: do a quick smoke run then.
     let full = std::env::args().any(|a| a == "--bench");
     let requests = if full {
-        env_number("TANKARD_BENCH_REQUESTS", 200_000.0) as usize
+        env_number("TANKARD_BENCH_REQUESTS", 450_000.0) as usize
     } else {
-        2_000
+        9_000
     };
     let seconds = if full {
-        env_number("TANKARD_BENCH_SECONDS", 3.0)
+        env_number("TANKARD_BENCH_SECONDS", 9.0)
     } else {
-        0.2
+        0.9
     };
     let dir = tempfile::tempdir().unwrap();
 
@@ -188,22 +193,50 @@ fn main() {
     #[cfg(not(feature = "bench-hitbox"))]
     eprintln!("(hitbox-tower row skipped: run with --features bench-hitbox)");
 
+    // Rounds interleave the rows, and each row's median is reported, so
+    // that a change in the machine's load hits every row alike.
+    let rounds = 9;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let service: Vec<f64> = rows
-        .iter()
-        .map(|(_, r)| runtime.block_on(service_rps(r, requests)))
-        .collect();
+    let mut service = vec![Vec::new(); rows.len()];
+    runtime.block_on(async {
+        for (_, router) in &rows {
+            warm_up(router).await;
+        }
+        for _ in 0..rounds {
+            for (i, (_, router)) in rows.iter().enumerate() {
+                service[i].push(service_rps(router, requests / rounds).await);
+            }
+        }
+    });
     let multi = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let http: Vec<f64> = rows
-        .iter()
-        .map(|(_, r)| multi.block_on(http_rps(r.clone(), seconds)))
-        .collect();
+    let mut http = vec![Vec::new(); rows.len()];
+    multi.block_on(async {
+        let client = reqwest::Client::new();
+        let mut urls = Vec::new();
+        for (_, router) in &rows {
+            let url = serve(router.clone()).await;
+            for _ in 0..100 {
+                assert_eq!(
+                    client.get(&url).send().await.unwrap().text().await.unwrap(),
+                    PAGE
+                );
+            }
+            urls.push(url);
+        }
+        for _ in 0..rounds {
+            for (i, url) in urls.iter().enumerate() {
+                http[i].push(http_rps(&client, url, seconds / rounds as f64).await);
+            }
+        }
+    });
+    let service: Vec<f64> = service.into_iter().map(median).collect();
+    let http: Vec<f64> = http.into_iter().map(median).collect();
 
     println!(
         "{:<40} {:>14} {:>8} {:>12} {:>8}",

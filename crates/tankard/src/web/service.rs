@@ -147,13 +147,13 @@ where
             let future = self.inner.call(req);
             return ResponseFuture::new(async move { future.await.map(into_response) });
         }
-        let base = base_key(&req);
         // A ready service need not be called: a hit leaves it ready for
         // the next request.
         #[cfg(feature = "memory")]
-        if let Some(res) = fresh_in_memory(&self.cache, &base, &req) {
+        if let Some(res) = fresh_in_memory(&self.cache, &req) {
             return ResponseFuture::ready(res);
         }
+        let base = base_key(&req);
         // The clone takes the place of the service that was driven to
         // readiness; the ready one is called (at most once) in the future.
         let clone = self.inner.clone();
@@ -165,7 +165,22 @@ where
 /// The whole hit path of a memory region, without a task or an await:
 /// `None` unless the page is there and fresh.
 #[cfg(feature = "memory")]
-fn fresh_in_memory<B>(cache: &Cache, base: &str, req: &Request<B>) -> Option<Response> {
+fn fresh_in_memory<B>(cache: &Cache, req: &Request<B>) -> Option<Response> {
+    thread_local! {
+        // The base key is built here on every request: reusing one buffer
+        // per thread keeps an allocation off the hit path.
+        static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    KEY.with(|key| {
+        let mut key = key.try_borrow_mut().ok()?;
+        key.clear();
+        push_base_key(&mut key, req);
+        fresh_page(cache, &key, req)
+    })
+}
+
+#[cfg(feature = "memory")]
+fn fresh_page<B>(cache: &Cache, base: &str, req: &Request<B>) -> Option<Response> {
     match &*cache.try_get_fresh::<Stored>(base)? {
         Stored::Page(page) => Some(page.respond_fresh()),
         Stored::Vary(vary) => {
@@ -209,20 +224,25 @@ fn push_value(key: &mut String, value: &HeaderValue) {
 /// `{method} {host}{path}?{query}`: the key of a route's page, or of its
 /// `Vary` list.
 fn base_key<B>(req: &Request<B>) -> String {
+    let mut key = String::new();
+    push_base_key(&mut key, req);
+    key
+}
+
+fn push_base_key<B>(key: &mut String, req: &Request<B>) {
     let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let mut key = String::with_capacity(path.len() + 32);
+    key.reserve(path.len() + 32);
     key.push_str(req.method().as_str());
     key.push(' ');
     match req.uri().authority() {
         Some(authority) => key.push_str(authority.as_str()),
         None => {
             if let Some(host) = req.headers().get(header::HOST) {
-                push_value(&mut key, host);
+                push_value(key, host);
             }
         }
     }
     key.push_str(path);
-    key
 }
 
 /// The base key plus, per header the route varies on, a line `name=value`
