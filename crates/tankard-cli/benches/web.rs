@@ -196,6 +196,12 @@ fn main() {
     // Rounds interleave the rows, and each row's median is reported, so
     // that a change in the machine's load hits every row alike.
     let rounds = 9;
+    // `TANKARD_BENCH_ONLY=memory` keeps the baseline and the rows whose
+    // name contains the word (for profiling one of them).
+    if let Ok(only) = std::env::var("TANKARD_BENCH_ONLY") {
+        let mut first = true;
+        rows.retain(|(name, _)| std::mem::take(&mut first) || name.contains(&only));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

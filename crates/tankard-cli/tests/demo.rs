@@ -259,3 +259,37 @@ async fn two_demos_sharing_redis_run_goodbye_once() {
         + b.counter("short_term", "creator_calls").await;
     assert_eq!(calls, 1, "one creator run across both processes");
 }
+
+#[tokio::test]
+async fn a_failing_backend_is_bypassed_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    // long_term's data_dir is a plain file: every read and write of the
+    // file backend fails, as a full or broken disk would.
+    let blocked = dir.path().join("not-a-directory");
+    std::fs::write(&blocked, "x").unwrap();
+    let config = dir.path().join("broken.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cache]\nregions = [\"short_term\", \"long_term\"]\n\
+             [cache.long_term]\ntype = \"file\"\ndata_dir = \"{}\"\nlock_dir = \"{}\"\n\
+             [cache.short_term]\ntype = \"memory\"\n",
+            blocked.display(),
+            dir.path().join("lock").display()
+        ),
+    )
+    .unwrap();
+    let demo = Demo::start(dir.path(), 50, &["--config", config.to_str().unwrap()]);
+    let (status, first) = demo.get("/hello").await;
+    assert_eq!(status, 200, "{first}");
+    assert!(first.starts_with("Hello world, its "), "{first}");
+    let errors = demo.counter("long_term", "backend_errors").await;
+    assert!(errors >= 1, "the failures are counted");
+    let (status, second) = demo.get("/hello").await;
+    assert_eq!(status, 200);
+    assert_ne!(second, first, "nothing could be stored: the work ran again");
+    assert!(
+        demo.counter("long_term", "backend_errors").await > errors,
+        "and they keep rising"
+    );
+}
