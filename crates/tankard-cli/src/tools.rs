@@ -205,6 +205,18 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Escapes control characters (other than newlines and tabs) so that a
+/// stored value cannot drive the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\t' => c.to_string(),
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
 /// `tankard get --config F --region R --namespace N KEY`.
 pub(crate) async fn get(at: &EntryArgs, key: &str) -> Outcome {
     let cache = load(&at.config.config)?;
@@ -240,7 +252,7 @@ pub(crate) async fn get(at: &EntryArgs, key: &str) -> Outcome {
         payload.len()
     );
     match info.text() {
-        Some(text) => println!("value (text): {text}"),
+        Some(text) => println!("value (text): {}", printable(&text)),
         None => println!("value (hex, postcard): {}", hex(payload)),
     }
     Ok(())

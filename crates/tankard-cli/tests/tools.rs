@@ -92,6 +92,7 @@ async fn stocked(dir: &Path) -> (std::path::PathBuf, CacheManager) {
     let views = long.namespace("views");
     views.put("page", "hello page".to_string()).await.unwrap();
     views.put("numbers", vec![1u32, 2, 3]).await.unwrap();
+    views.put("bell", "ding\u{7}".to_string()).await.unwrap();
     // Dead on arrival: no expiry left and no stale grace, so gc removes it.
     long.namespace("old")
         .expire(0)
@@ -127,6 +128,12 @@ async fn get_shows_state_times_size_and_value() {
 
     let (_, out, _) = run(dir.path(), &[&["get"][..], &at, &["numbers"]].concat());
     assert!(out.contains("value (hex, postcard): 03010203"), "{out}");
+
+    let (_, out, _) = run(dir.path(), &[&["get"][..], &at, &["bell"]].concat());
+    assert!(
+        out.contains("value (text): ding\\u{7}\n"),
+        "control characters are escaped: {out}"
+    );
 
     let (code, out, _) = run(dir.path(), &[&["get"][..], &at, &["absent"]].concat());
     assert_eq!(code, 0);

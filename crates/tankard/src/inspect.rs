@@ -64,6 +64,8 @@ pub struct EntryInfo {
     /// The stored size in bytes (the whole entry, header included); `None`
     /// in a memory region.
     pub stored_bytes: Option<usize>,
+    /// The entry's type tag (a hash of the stored Rust type's name).
+    type_tag: Option<u64>,
 }
 
 impl EntryInfo {
@@ -73,6 +75,7 @@ impl EntryInfo {
         storage_key: String,
         payload: Option<Vec<u8>>,
         stored_bytes: Option<usize>,
+        type_tag: Option<u64>,
     ) -> EntryInfo {
         let forever = |ms: u64| (ms != u64::MAX).then_some(ms);
         EntryInfo {
@@ -83,12 +86,12 @@ impl EntryInfo {
             storage_key,
             payload,
             stored_bytes,
+            type_tag,
         }
     }
 
-    /// The value as text, if the payload is exactly one encoded `String`
-    /// of printable text (control characters other than newlines and tabs
-    /// suggest another type that happens to decode, such as a `Vec<u8>`).
+    /// The value as text, if it was stored as a `String` (the entry's type
+    /// tag says so) and decodes as one.
     ///
     /// ```
     /// # tokio_test::block_on(async {
@@ -102,15 +105,11 @@ impl EntryInfo {
     /// ```
     pub fn text(&self) -> Option<String> {
         let payload = self.payload.as_deref()?;
+        if self.type_tag != Some(entry::type_tag::<String>()) {
+            return None;
+        }
         match postcard::take_from_bytes::<String>(payload) {
-            Ok((text, rest))
-                if rest.is_empty()
-                    && !text
-                        .chars()
-                        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) =>
-            {
-                Some(text)
-            }
+            Ok((text, [])) => Some(text),
             _ => None,
         }
     }
@@ -157,8 +156,11 @@ impl Cache {
                     return Ok(None);
                 };
                 let generations = region.memory_generations(&self.ns);
-                Ok(state(found.meta.freshness(&generations, &policy))
-                    .map(|state| EntryInfo::new(state, &found.meta, key.to_owned(), None, None)))
+                Ok(
+                    state(found.meta.freshness(&generations, &policy)).map(|state| {
+                        EntryInfo::new(state, &found.meta, key.to_owned(), None, None, None)
+                    }),
+                )
             }
             Store::Shared(backend) => {
                 let at = self.ns.scope.locate(key);
@@ -178,6 +180,7 @@ impl Cache {
                             at.storage_key.clone(),
                             Some(raw.payload.to_vec()),
                             Some(bytes.len()),
+                            Some(raw.type_tag),
                         )
                     }),
                 )
