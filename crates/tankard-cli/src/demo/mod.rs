@@ -97,6 +97,13 @@ pub(crate) async fn run(args: DemoArgs) -> Outcome {
     axum::serve(listener, router(demo))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
+            // In-flight pages may still be working (15 s for /hello): let a
+            // second Ctrl-C quit without waiting for them.
+            eprintln!("shutting down after the requests in flight; Ctrl-C again to quit now");
+            tokio::spawn(async {
+                let _ = tokio::signal::ctrl_c().await;
+                std::process::exit(130);
+            });
         })
         .await
         .map_err(|err| Failure::Environment(format!("the server failed: {err}")))
