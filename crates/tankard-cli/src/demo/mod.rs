@@ -364,7 +364,13 @@ async fn dashboard(State(demo): State<Shared>) -> Html<String> {
             "<td><button data-invalidate=\"{name}\">invalidate</button></td></tr>"
         );
     }
-    Html(DASHBOARD.replace("{{ROWS}}", &rows))
+    let work = |d: Duration| format!("{:.1}&nbsp;s", d.as_secs_f64());
+    Html(
+        DASHBOARD
+            .replace("{{ROWS}}", &rows)
+            .replace("{{HELLO_WORK}}", &work(demo.hello_work))
+            .replace("{{GOODBYE_WORK}}", &work(demo.goodbye_work)),
+    )
 }
 
 async fn invalidate(State(demo): State<Shared>, Path(name): Path<String>) -> Response {
