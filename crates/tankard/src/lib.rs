@@ -47,6 +47,7 @@
 //! | `file` | ✓ | one file per key, `flock` creation locks | nothing extra |
 //! | `memcached`, `redis`, `postgres`, `sqlite`, `mysql`, `dbm` | | the server and embedded backends | their client crates |
 //! | `redis-tls` | | `rediss://` URLs for `redis` (implies it) | rustls and ring |
+//! | `axum` | | `web`: the page-caching tower layer and the manager as axum state | axum-core, http, tower-layer |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
@@ -56,17 +57,23 @@ pub mod config;
 mod dogpile;
 mod entry;
 mod error;
+mod inspect;
 mod key;
 mod manager;
 mod namespace;
 mod region;
 mod stats;
 mod sync;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod web;
 
 pub use backend::Usage;
 pub use clock::Clock;
 pub use config::Config;
 pub use error::{Error, Result};
+#[doc(hidden)]
+pub use inspect::{EntryInfo, EntryState};
 pub use manager::{CacheManager, global, install};
 pub use namespace::Cache;
 pub use region::{Invalidation, Region};
