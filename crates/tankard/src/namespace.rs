@@ -244,13 +244,9 @@ impl Cache {
         if !self.region.options.enabled {
             return None;
         }
-        match self.region.lookup_memory::<T>(&self.ns, key)?.found {
-            Found::Fresh(value) => {
-                self.region.count(Event::Hit);
-                Some(value)
-            }
-            _ => None,
-        }
+        let value = self.region.fresh_memory::<T>(&self.ns, key)?;
+        self.region.count(Event::Hit);
+        Some(value)
     }
 
     /// The fresh value under `key`, if any. Runs nothing.

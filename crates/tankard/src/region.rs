@@ -477,6 +477,35 @@ impl RegionInner {
         })
     }
 
+    /// The hit path of a memory region: the fresh value or `None`, with no
+    /// `Lookup` built. The same rules as [`EntryMeta::freshness`], checked
+    /// cheapest-first.
+    #[cfg(feature = "memory")]
+    #[inline]
+    pub(crate) fn fresh_memory<T: Send + Sync + 'static>(
+        &self,
+        ns: &NamespaceState,
+        key: &str,
+    ) -> Option<Arc<T>> {
+        let Store::Memory(memory) = &self.store else {
+            return None;
+        };
+        let entry = memory.get(&MemKeyRef {
+            namespace: ns.id,
+            key,
+        })?;
+        let meta = &entry.meta;
+        let fresh = meta.namespace_gen == ns.generation.load(Ordering::Acquire)
+            && meta.region_gen == self.generation.load(Ordering::Acquire)
+            && meta.created_ms > self.soft_before_ms.load(Ordering::Acquire)
+            && meta.created_ms >= self.start_ms
+            && self.clock.recent_ms() < meta.fresh_until_ms;
+        if !fresh {
+            return None;
+        }
+        entry.value.downcast::<T>().ok()
+    }
+
     /// Reads a key: fresh, stale or missing. Backend failures are errors
     /// here; the caller decides whether to bypass.
     pub(crate) async fn lookup<T>(&self, ns: &NamespaceState, key: &str) -> Result<Lookup<T>>
