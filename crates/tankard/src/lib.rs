@@ -47,6 +47,10 @@
 #![deny(missing_docs)]
 
 mod backend;
+#[cfg(feature = "blocking")]
+#[cfg_attr(docsrs, doc(cfg(feature = "blocking")))]
+pub mod blocking;
+pub mod cache_key;
 mod clock;
 pub mod config;
 mod dogpile;
@@ -59,7 +63,14 @@ mod region;
 mod stats;
 mod sync;
 
+/// Runtime support for `#[tankard::cached]`; not a public API.
+#[cfg(feature = "macros")]
+#[doc(hidden)]
+#[path = "function.rs"]
+pub mod __private;
+
 pub use backend::Usage;
+pub use cache_key::{CacheKey, SerdeKey};
 pub use clock::Clock;
 pub use config::Config;
 pub use error::{Error, Result};
@@ -67,3 +78,8 @@ pub use manager::{CacheManager, global, install};
 pub use namespace::Cache;
 pub use region::{Invalidation, Region};
 pub use stats::Stats;
+
+#[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
+#[doc = include_str!("../docs/cached.md")]
+pub use tankard_macros::cached;
