@@ -268,19 +268,21 @@ fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     let block = &func.block;
     let start = Ident::new("__tankard_start", Span::mixed_site());
     let refresh = Ident::new("__tankard_refresh", Span::mixed_site());
+    // Spanned at the return type: an unsuitable value or error type is
+    // reported there.
     let finish = match (&mode, is_async) {
         (Mode::Plain, true) => quote_spanned!(ret.span()=>
-            #private::finish_async(#start, #private::body_async::<#ret, _, _>(move || async move #block)).await),
+            ::tankard::__private::finish_async(#start, ::tankard::__private::body_async::<#ret, _, _>(move || async move #block)).await),
         (Mode::Result, true) => quote_spanned!(ret.span()=>
-            #private::finish_result_async(#start, #private::body_async::<#ret, _, _>(move || async move #block)).await),
+            ::tankard::__private::finish_result_async(#start, ::tankard::__private::body_async::<#ret, _, _>(move || async move #block)).await),
         (Mode::Option, true) => quote_spanned!(ret.span()=>
-            #private::finish_option_async(#start, #private::body_async::<#ret, _, _>(move || async move #block)).await),
+            ::tankard::__private::finish_option_async(#start, ::tankard::__private::body_async::<#ret, _, _>(move || async move #block)).await),
         (Mode::Plain, false) => quote_spanned!(ret.span()=>
-            #private::finish_blocking(#start, move || -> #ret #block)),
+            ::tankard::__private::finish_blocking(#start, move || -> #ret #block)),
         (Mode::Result, false) => quote_spanned!(ret.span()=>
-            #private::finish_result_blocking(#start, move || -> #ret #block)),
+            ::tankard::__private::finish_result_blocking(#start, move || -> #ret #block)),
         (Mode::Option, false) => quote_spanned!(ret.span()=>
-            #private::finish_option_blocking(#start, move || -> #ret #block)),
+            ::tankard::__private::finish_option_blocking(#start, move || -> #ret #block)),
     };
 
     let attrs = &func.attrs;
@@ -320,12 +322,14 @@ fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     let asyncness = &sig.asyncness;
     let unsafety = &sig.unsafety;
     let dot_await = if is_async { quote!(.await) } else { quote!() };
+    let value_span = value_ty.span();
     let blocking = |name: &str| {
-        if is_async {
-            format_ident!("{name}")
+        let name = if is_async {
+            name.to_owned()
         } else {
-            format_ident!("{name}_blocking")
-        }
+            format!("{name}_blocking")
+        };
+        Ident::new(&name, value_span)
     };
     let locate = quote! {
         #site_static

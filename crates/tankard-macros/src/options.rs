@@ -173,7 +173,16 @@ impl Parse for Options {
                     options.skip.extend(names);
                 }
                 _ => {
-                    let hint = closest(&name, OPTIONS.iter().copied())
+                    let alias = match name.as_str() {
+                        "ttl" | "time_to_live" | "max_age" | "expiry" | "expires_in" => {
+                            Some("expire")
+                        }
+                        "ns" | "prefix" => Some("namespace"),
+                        "cache" | "cache_manager" => Some("manager"),
+                        _ => None,
+                    };
+                    let hint = alias
+                        .or_else(|| closest(&name, OPTIONS.iter().copied()))
                         .map(|c| format!("did you mean `{c}`? "))
                         .unwrap_or_default();
                     return Err(syn::Error::new_spanned(
