@@ -242,7 +242,7 @@ impl Cache {
     /// let manager = tankard::CacheManager::new(tankard::Config::memory())?;
     /// let ns = tankard::blocking::Cache::new(manager.namespace("squares"));
     /// assert_eq!(*ns.get_or_create("4", || 16u32)?, 16);
-    /// assert_eq!(*ns.get_or_create("4", || unreachable!())?, 16);
+    /// assert_eq!(*ns.get_or_create("4", || -> u32 { unreachable!() })?, 16);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn get_or_create<T, F>(&self, key: &str, creator: F) -> Result<Arc<T>>

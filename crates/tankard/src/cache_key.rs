@@ -274,6 +274,15 @@ pub fn encode_args(args: &[&dyn CacheKey]) -> Result<String> {
     Ok(out)
 }
 
+/// Writes ASCII digits produced into the tail of `digits` from `at` on.
+#[inline]
+fn push_digits(out: &mut KeyWriter<'_>, digits: &[u8]) {
+    // Only b'0'..=b'9' were written, so this is always valid UTF-8.
+    if let Ok(text) = std::str::from_utf8(digits) {
+        out.out.push_str(text);
+    }
+}
+
 fn write_u128(out: &mut KeyWriter<'_>, mut n: u128) {
     let mut digits = [0u8; 39];
     let mut at = digits.len();
@@ -285,9 +294,7 @@ fn write_u128(out: &mut KeyWriter<'_>, mut n: u128) {
             break;
         }
     }
-    for &d in &digits[at..] {
-        out.out.push(d as char);
-    }
+    push_digits(out, &digits[at..]);
 }
 
 #[inline]
@@ -302,9 +309,7 @@ fn write_u64(out: &mut KeyWriter<'_>, mut n: u64) {
             break;
         }
     }
-    for &d in &digits[at..] {
-        out.out.push(d as char);
-    }
+    push_digits(out, &digits[at..]);
 }
 
 macro_rules! unsigned {
@@ -608,6 +613,7 @@ impl<T: Serialize> CacheKey for SerdeKey<T> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -257,31 +257,6 @@ pub async fn refresh<F: Future>(call: F) -> F::Output {
     .await
 }
 
-/// Runs `f` with this thread's key buffer (or a new one if the buffer is
-/// in use: a `CacheKey` impl that calls a cached function).
-#[inline]
-fn with_key_buffer<R>(f: impl FnOnce(&mut String) -> R) -> R {
-    let mut f = Some(f);
-    let done = LOCAL.try_with(|local| {
-        let mut buf = local.key.try_borrow_mut().ok()?;
-        let f = f.take()?;
-        buf.clear();
-        let out = f(&mut buf);
-        if buf.capacity() > 4096 {
-            // One huge key must not pin its memory for the thread's life.
-            *buf = String::new();
-        }
-        Some(out)
-    });
-    if let Ok(Some(out)) = done {
-        return out;
-    }
-    match f.take() {
-        Some(f) => f(&mut String::new()),
-        None => unreachable!("the key closure runs at most once"),
-    }
-}
-
 /// Turns the attribute's `manager = …` into a manager reference.
 #[diagnostic::on_unimplemented(
     message = "`manager = ...` must be a `tankard::CacheManager`",
@@ -372,14 +347,21 @@ pub trait CacheError: From<Error> + fmt::Display {}
 
 impl<E: From<Error> + fmt::Display> CacheError for E {}
 
-/// The first half of a call: a hit, or what the slow path needs.
-pub struct Start<V> {
-    site: &'static Site,
-    state: State<V>,
+/// The first half of a call: a hit, or what the slow path needs. Kept
+/// two words wide so the hit path moves nothing else around.
+pub struct Start<V>(Begun<V>);
+
+enum Begun<V> {
+    Hit(Arc<V>),
+    Slow(Box<Slow>),
 }
 
-enum State<V> {
-    Hit(Arc<V>),
+struct Slow {
+    site: &'static Site,
+    state: SlowState,
+}
+
+enum SlowState {
     Miss(Call),
     Unavailable(Error),
 }
@@ -388,6 +370,13 @@ struct Call {
     cache: Cow<'static, Cache>,
     key: String,
     refresh: bool,
+}
+
+impl<V> Start<V> {
+    #[cold]
+    fn slow(site: &'static Site, state: SlowState) -> Start<V> {
+        Start(Begun::Slow(Box::new(Slow { site, state })))
+    }
 }
 
 #[inline]
@@ -404,32 +393,60 @@ where
 {
     let cache = match manager.and_then(|manager| site.resolve(manager, self_type)) {
         Ok(cache) => cache,
-        Err(err) => {
-            return Start {
-                site,
-                state: State::Unavailable(err),
-            };
-        }
+        Err(err) => return Start::slow(site, SlowState::Unavailable(err)),
     };
-    let state = with_key_buffer(|buf| {
-        let mut writer = KeyWriter::new(buf);
-        key(&mut writer);
-        if let Err(err) = writer.finish() {
-            return State::Unavailable(err);
+    let mut parts = Some((cache, key));
+    // This thread's key buffer, or a new one if it is in use (a `CacheKey`
+    // impl that calls a cached function) or gone (thread teardown).
+    let reused = LOCAL.try_with(|local| {
+        let mut buf = local.key.try_borrow_mut().ok()?;
+        let (cache, key) = parts.take()?;
+        buf.clear();
+        let start = lookup(site, cache, refresh, key, &mut buf);
+        if buf.capacity() > 4096 {
+            // One huge key must not pin its memory for the thread's life.
+            *buf = String::new();
         }
-        #[cfg(feature = "memory")]
-        if !refresh {
-            if let Some(value) = cache.try_get_fresh::<V>(buf) {
-                return State::Hit(value);
-            }
-        }
-        State::Miss(Call {
+        Some(start)
+    });
+    if let Ok(Some(start)) = reused {
+        return start;
+    }
+    match parts.take() {
+        Some((cache, key)) => lookup(site, cache, refresh, key, &mut String::new()),
+        None => unreachable!("the key buffer closure returns what it takes"),
+    }
+}
+
+#[inline]
+fn lookup<V, K>(
+    site: &'static Site,
+    cache: Cow<'static, Cache>,
+    refresh: bool,
+    key: K,
+    buf: &mut String,
+) -> Start<V>
+where
+    V: Send + Sync + 'static,
+    K: FnOnce(&mut KeyWriter<'_>),
+{
+    let mut writer = KeyWriter::new(buf);
+    key(&mut writer);
+    if let Err(err) = writer.finish() {
+        return Start::slow(site, SlowState::Unavailable(err));
+    }
+    #[cfg(feature = "memory")]
+    if !refresh && let Some(value) = cache.try_get_fresh::<V>(buf) {
+        return Start(Begun::Hit(value));
+    }
+    Start::slow(
+        site,
+        SlowState::Miss(Call {
             cache,
             key: buf.clone(),
             refresh,
-        })
-    });
-    Start { site, state }
+        }),
+    )
 }
 
 /// What a creator "fails" with when there is nothing to store: the
@@ -468,15 +485,25 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = V>,
 {
-    let Start { site, state } = start;
-    let call = match state {
-        State::Hit(value) => return V::clone(&value),
-        State::Unavailable(err) => {
-            site.report(&err);
-            return body().await;
-        }
-        State::Miss(call) => call,
+    let slow = match start.0 {
+        Begun::Hit(value) => return V::clone(&value),
+        Begun::Slow(slow) => *slow,
     };
+    match slow.state {
+        SlowState::Unavailable(err) => {
+            slow.site.report(&err);
+            body().await
+        }
+        SlowState::Miss(call) => miss(slow.site, call, body).await,
+    }
+}
+
+async fn miss<V, F, Fut>(site: &'static Site, call: Call, body: F) -> V
+where
+    V: CachedValue,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = V>,
+{
     if call.refresh {
         let value = body().await;
         call.store(site, &value).await;
@@ -517,12 +544,23 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<V, E>>,
 {
-    let Start { site, state } = start;
-    let call = match state {
-        State::Hit(value) => return Ok(V::clone(&value)),
-        State::Unavailable(err) => return Err(E::from(err)),
-        State::Miss(call) => call,
+    let slow = match start.0 {
+        Begun::Hit(value) => return Ok(V::clone(&value)),
+        Begun::Slow(slow) => *slow,
     };
+    match slow.state {
+        SlowState::Unavailable(err) => Err(E::from(err)),
+        SlowState::Miss(call) => miss_result(slow.site, call, body).await,
+    }
+}
+
+async fn miss_result<V, E, F, Fut>(site: &'static Site, call: Call, body: F) -> Result<V, E>
+where
+    V: CachedValue,
+    E: CacheError,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
     if call.refresh {
         let value = body().await?;
         call.store(site, &value).await;
@@ -561,15 +599,25 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Option<V>>,
 {
-    let Start { site, state } = start;
-    let call = match state {
-        State::Hit(value) => return Some(V::clone(&value)),
-        State::Unavailable(err) => {
-            site.report(&err);
-            return body().await;
-        }
-        State::Miss(call) => call,
+    let slow = match start.0 {
+        Begun::Hit(value) => return Some(V::clone(&value)),
+        Begun::Slow(slow) => *slow,
     };
+    match slow.state {
+        SlowState::Unavailable(err) => {
+            slow.site.report(&err);
+            body().await
+        }
+        SlowState::Miss(call) => miss_option(slow.site, call, body).await,
+    }
+}
+
+async fn miss_option<V, F, Fut>(site: &'static Site, call: Call, body: F) -> Option<V>
+where
+    V: CachedValue,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Option<V>>,
+{
     if call.refresh {
         let value = body().await;
         match &value {
@@ -632,24 +680,20 @@ where
     V: CachedValue,
     F: FnOnce() -> V,
 {
-    let Start { site, state } = start;
-    match state {
-        State::Hit(value) => V::clone(&value),
-        State::Unavailable(err) => {
+    let slow = match start.0 {
+        Begun::Hit(value) => return V::clone(&value),
+        Begun::Slow(slow) => *slow,
+    };
+    let site = slow.site;
+    match slow.state {
+        SlowState::Unavailable(err) => {
             site.report(&err);
             body()
         }
-        State::Miss(call) => match crate::blocking::runtime() {
-            Ok(handle) => crate::blocking::run_on(
-                handle,
-                finish_async(
-                    Start {
-                        site,
-                        state: State::Miss(call),
-                    },
-                    move || async move { body() },
-                ),
-            ),
+        SlowState::Miss(call) => match crate::blocking::runtime() {
+            Ok(handle) => {
+                crate::blocking::run_on(handle, miss(site, call, move || async move { body() }))
+            }
             Err(err) => {
                 site.report(&err);
                 body()
@@ -664,21 +708,17 @@ where
     E: CacheError,
     F: FnOnce() -> Result<V, E>,
 {
-    let Start { site, state } = start;
-    match state {
-        State::Hit(value) => Ok(V::clone(&value)),
-        State::Unavailable(err) => Err(E::from(err)),
-        State::Miss(call) => {
+    let slow = match start.0 {
+        Begun::Hit(value) => return Ok(V::clone(&value)),
+        Begun::Slow(slow) => *slow,
+    };
+    match slow.state {
+        SlowState::Unavailable(err) => Err(E::from(err)),
+        SlowState::Miss(call) => {
             let handle = crate::blocking::runtime().map_err(E::from)?;
             crate::blocking::run_on(
                 handle,
-                finish_result_async(
-                    Start {
-                        site,
-                        state: State::Miss(call),
-                    },
-                    move || async move { body() },
-                ),
+                miss_result(slow.site, call, move || async move { body() }),
             )
         }
     }
@@ -689,23 +729,20 @@ where
     V: CachedValue,
     F: FnOnce() -> Option<V>,
 {
-    let Start { site, state } = start;
-    match state {
-        State::Hit(value) => Some(V::clone(&value)),
-        State::Unavailable(err) => {
+    let slow = match start.0 {
+        Begun::Hit(value) => return Some(V::clone(&value)),
+        Begun::Slow(slow) => *slow,
+    };
+    let site = slow.site;
+    match slow.state {
+        SlowState::Unavailable(err) => {
             site.report(&err);
             body()
         }
-        State::Miss(call) => match crate::blocking::runtime() {
+        SlowState::Miss(call) => match crate::blocking::runtime() {
             Ok(handle) => crate::blocking::run_on(
                 handle,
-                finish_option_async(
-                    Start {
-                        site,
-                        state: State::Miss(call),
-                    },
-                    move || async move { body() },
-                ),
+                miss_option(site, call, move || async move { body() }),
             ),
             Err(err) => {
                 site.report(&err);

@@ -42,6 +42,8 @@
 //! |---|---|---|---|
 //! | `memory` | ✓ | the in-process backend (typed values, no encoding) | quick_cache |
 //! | `file` | ✓ | one file per key, `flock` creation locks | nothing extra |
+//! | `macros` | ✓ | [`#[tankard::cached]`](cached) (turns on `blocking`) | a proc-macro crate on syn, which serde's derive already builds |
+//! | `blocking` | with `macros` | [`blocking`]: the sync API, with or without a runtime | tokio's multi-thread scheduler code (no new crate) |
 //! | `memcached`, `redis`, `postgres`, `sqlite`, `mysql`, `dbm` | | the server and embedded backends | their client crates |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
@@ -63,7 +65,6 @@ mod region;
 mod stats;
 mod sync;
 
-/// Runtime support for `#[tankard::cached]`; not a public API.
 #[cfg(feature = "macros")]
 #[doc(hidden)]
 #[path = "function.rs"]

@@ -145,7 +145,8 @@ fn argument_lists_never_share_a_key() {
     values.extend(lists_of_texts.into_iter().map(Arg::List));
 
     // One function has one signature: check each signature's lists apart.
-    let signatures: [&[fn(&Arg) -> bool]; 4] = [
+    type Accepts = fn(&Arg) -> bool;
+    let signatures: [&[Accepts]; 4] = [
         &[|a| matches!(a, Arg::Text(_))],
         &[|a| matches!(a, Arg::Text(_)), |a| matches!(a, Arg::Text(_))],
         &[
