@@ -4,7 +4,8 @@
 //! keys; one thread and two; the sync and the async path.
 //!
 //! ```text
-//! cargo bench -p tankard --bench function            # about 20 s
+//! cargo bench -p tankard --bench function                  # about 20 s
+//! cargo bench -p tankard --bench function -- --breakdown    # core hit vs attribute overhead
 //! ```
 //!
 //! Prints nanoseconds per call (per thread) and the ratios the targets are
@@ -130,34 +131,8 @@ fn main() {
         assert_eq!(tankard_sync(3), 3u64.wrapping_mul(0x9e37_79b9));
         return;
     }
-    if std::env::args().any(|a| a == "--full-only") {
-        let full = measure(1, |k| {
-            black_box(tankard_sync(black_box(k)));
-        });
-        println!("full {full:.1} ns");
-        return;
-    }
-    if std::env::args().any(|a| a == "--parts") {
-        let ns = MANAGER.namespace(concat!(module_path!(), "::tankard_sync"));
-        let keys: Vec<String> = (0..KEYS).map(|k| k.to_string()).collect();
-        for k in 0..KEYS {
-            tankard_sync(k);
-        }
-        assert!(ns.try_get_fresh::<u64>("5").is_some());
-        let fresh = measure(1, |k| {
-            black_box(ns.try_get_fresh::<u64>(black_box(&keys[k as usize])));
-        });
-        let mut buf = String::new();
-        let cell = std::sync::Mutex::new(&mut buf);
-        let fmt = measure(1, |k| {
-            let mut b = cell.lock().unwrap();
-            b.clear();
-            black_box(tankard::cache_key::encode(&black_box(k)).unwrap());
-        });
-        let full = measure(1, |k| {
-            black_box(tankard_sync(black_box(k)));
-        });
-        println!("try_get_fresh {fresh:.1} ns, encode+alloc {fmt:.1} ns, full {full:.1} ns");
+    if std::env::args().any(|a| a == "--breakdown") {
+        breakdown();
         return;
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -235,6 +210,34 @@ fn main() {
         );
     }
     drop(rt);
+}
+
+/// Where a hit's time goes, one thread: the core's memory hit alone
+/// (`Cache::try_get_fresh` with the key already built) against the whole
+/// cached call (key encoding, handle, hit, clone out).
+fn breakdown() {
+    let ns = MANAGER.namespace(concat!(module_path!(), "::tankard_sync"));
+    let keys: Vec<String> = (0..KEYS).map(|k| k.to_string()).collect();
+    for k in 0..KEYS {
+        tankard_sync(k);
+    }
+    let core = measure(1, |k| {
+        black_box(ns.try_get_fresh::<u64>(black_box(&keys[k as usize])));
+    });
+    let encode = measure(1, |k| {
+        black_box(tankard::cache_key::encode(&black_box(k)).ok());
+    });
+    let whole = measure(1, |k| {
+        black_box(tankard_sync(black_box(k)));
+    });
+    let quick = measure(1, |k| {
+        black_box(quick_get(black_box(k)));
+    });
+    println!("quick_cache get (u64 key)            {quick:6.1} ns");
+    println!("core hit: try_get_fresh, key built   {core:6.1} ns");
+    println!("key encoding into a new String       {encode:6.1} ns");
+    println!("whole cached call                    {whole:6.1} ns");
+    println!("the attribute's share: {:.1} ns", whole - core);
 }
 
 /// Awaits a future that a memory hit completes in its first poll.

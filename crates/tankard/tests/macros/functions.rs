@@ -528,3 +528,95 @@ fn without_manager_the_installed_global_is_used() {
     let ns = global.namespace(concat!(module_path!(), "::through_the_global"));
     assert_eq!(ns.try_get_fresh::<u32>("3").as_deref(), Some(&9));
 }
+
+static HIT_MANAGER: LazyLock<CacheManager> = LazyLock::new(support::memory);
+
+#[tankard::cached(manager = HIT_MANAGER)]
+fn hit_sync(name: &str, n: u64) -> u64 {
+    name.len() as u64 + n
+}
+
+#[tankard::cached(manager = HIT_MANAGER)]
+async fn hit_async(name: &str, n: u64) -> Result<u64, tankard::Error> {
+    Ok(name.len() as u64 + n)
+}
+
+/// Polls a future once: a memory hit completes in its first poll.
+fn poll_once<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
+    }
+}
+
+#[test]
+fn a_memory_hit_allocates_nothing_and_needs_no_runtime() {
+    // Misses allocate (the entry, this thread's key buffer): do them first.
+    assert_eq!(hit_sync("abc", 1), 4);
+    assert_eq!(
+        poll_once(hit_async_peek("abc", 1)).map(|r| r.unwrap()),
+        Some(None)
+    );
+    assert!(poll_once(hit_async("abc", 1)).is_none_or(|r| r.is_ok()));
+    tankard::blocking::Cache::new(HIT_MANAGER.namespace("twin"))
+        .put("k", 5u64)
+        .unwrap();
+    let twin = tankard::blocking::Cache::new(HIT_MANAGER.namespace("twin"));
+
+    // The counter works: a String allocates.
+    let info = allocation_counter::measure(|| {
+        std::hint::black_box(String::from("x"));
+    });
+    assert_eq!(info.count_total, 1);
+    let info = allocation_counter::measure(|| {
+        assert_eq!(hit_sync("abc", 1), 4);
+    });
+    assert_eq!(info.count_total, 0, "sync hit: {info:?}");
+    let info = allocation_counter::measure(|| {
+        // Ready on the first poll, with no runtime at all: the fast path.
+        assert_eq!(poll_once(hit_async("abc", 1)).map(|r| r.unwrap()), Some(4));
+    });
+    assert_eq!(info.count_total, 0, "async hit: {info:?}");
+    let info = allocation_counter::measure(|| {
+        assert_eq!(*twin.get_or_create("k", || 0u64).unwrap(), 5);
+    });
+    assert_eq!(info.count_total, 0, "blocking twin hit: {info:?}");
+}
+
+static LONG_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[tankard::cached(manager = SEED, region = "long_term")]
+fn long_key(text: &str, n: u32) -> usize {
+    LONG_RUNS.fetch_add(1, Ordering::SeqCst);
+    text.len() + n as usize
+}
+
+#[test]
+fn long_keys_are_hashed_on_shared_backends_and_stay_distinct() {
+    let a = "a".repeat(1000);
+    let b = format!("{}b", "a".repeat(999));
+    assert_eq!(long_key(&a, 1), 1001);
+    assert_eq!(long_key(&a, 1), 1001);
+    assert_eq!(long_key(&b, 1), 1001);
+    assert_eq!(long_key(&a, 2), 1002);
+    assert_eq!(runs(&LONG_RUNS), 3);
+    assert_eq!(long_key_peek(&b, 1).unwrap(), Some(1001));
+}
+
+static FLAKY_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[tankard::cached(manager = MEM)]
+fn flaky(id: u32) -> Option<u32> {
+    // Found the first time, gone afterwards.
+    (FLAKY_RUNS.fetch_add(1, Ordering::SeqCst) == 0).then_some(id)
+}
+
+#[test]
+fn a_refresh_that_finds_nothing_removes_the_old_value() {
+    assert_eq!(flaky(7), Some(7));
+    assert_eq!(flaky_peek(7).unwrap(), Some(7));
+    assert_eq!(flaky_refresh(7), None);
+    assert_eq!(flaky_peek(7).unwrap(), None);
+}
