@@ -24,7 +24,12 @@ use tankard::{CacheManager, Config};
 
 /// Distinct keys cycled through: all cached, well under every bound.
 const KEYS: u64 = 1024;
-const CALLS: u64 = 2_000_000;
+static CALLS: LazyLock<u64> = LazyLock::new(|| {
+    std::env::var("BENCH_CALLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2_000_000)
+});
 const RUNS: usize = 3;
 
 static MANAGER: LazyLock<CacheManager> = LazyLock::new(|| {
@@ -106,7 +111,7 @@ fn measure(threads: usize, call: impl Fn(u64) + Sync) -> f64 {
                         barrier.wait();
                         let started = Instant::now();
                         let mut k = t as u64 * 97;
-                        for _ in 0..CALLS {
+                        for _ in 0..*CALLS {
                             call(k);
                             k = (k + 1) % KEYS;
                         }
@@ -122,13 +127,37 @@ fn measure(threads: usize, call: impl Fn(u64) + Sync) -> f64 {
         });
         best = best.min(elapsed);
     }
-    best.as_nanos() as f64 / CALLS as f64
+    best.as_nanos() as f64 / *CALLS as f64
 }
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs it once, quickly.
     if std::env::args().any(|a| a == "--test") {
         assert_eq!(tankard_sync(3), 3u64.wrapping_mul(0x9e37_79b9));
+        return;
+    }
+    if let Some(only) = std::env::args().skip_while(|a| a != "--only").nth(1) {
+        // For `perf stat`: one kind of call, nothing else.
+        let ns = MANAGER.namespace(concat!(module_path!(), "::tankard_sync"));
+        let keys: Vec<String> = (0..KEYS).map(|k| k.to_string()).collect();
+        for k in 0..KEYS {
+            tankard_sync(k);
+        }
+        let ns_ns = measure(1, |k| match only.as_str() {
+            "core" => {
+                black_box(ns.try_get_fresh::<u64>(black_box(&keys[k as usize])));
+            }
+            "quick" => {
+                black_box(quick_get(black_box(k)));
+            }
+            "empty" => {
+                black_box(&keys[k as usize]);
+            }
+            _ => {
+                black_box(tankard_sync(black_box(k)));
+            }
+        });
+        println!("{only}: {ns_ns:.1} ns");
         return;
     }
     if std::env::args().any(|a| a == "--breakdown") {
@@ -174,7 +203,8 @@ fn main() {
         ));
     }
     println!(
-        "function-cache hit, ns per call per thread (best of {RUNS}, {CALLS} calls, {KEYS} keys)"
+        "function-cache hit, ns per call per thread (best of {RUNS}, {} calls, {KEYS} keys)",
+        *CALLS
     );
     println!(
         "{:>7} {:>11} {:>13} {:>14} {:>13} {:>18} {:>16} {:>18}",

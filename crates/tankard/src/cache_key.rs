@@ -274,42 +274,59 @@ pub fn encode_args(args: &[&dyn CacheKey]) -> Result<String> {
     Ok(out)
 }
 
-/// Writes ASCII digits produced into the tail of `digits` from `at` on.
+/// Pairs of decimal digits, "00" to "99": two digits per division.
+const PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
 #[inline]
-fn push_digits(out: &mut KeyWriter<'_>, digits: &[u8]) {
-    // Only b'0'..=b'9' were written, so this is always valid UTF-8.
-    if let Ok(text) = std::str::from_utf8(digits) {
-        out.out.push_str(text);
-    }
+fn push_ascii(out: &mut KeyWriter<'_>, digits: &[u8]) {
+    // Pushing ASCII bytes as chars needs no UTF-8 validation or memcpy call.
+    out.out.extend(digits.iter().map(|&d| d as char));
 }
 
 fn write_u128(out: &mut KeyWriter<'_>, mut n: u128) {
+    if let Ok(small) = u64::try_from(n) {
+        return write_u64(out, small);
+    }
     let mut digits = [0u8; 39];
     let mut at = digits.len();
-    loop {
+    while n > 0 {
         at -= 1;
         digits[at] = b'0' + (n % 10) as u8;
         n /= 10;
-        if n == 0 {
-            break;
-        }
     }
-    push_digits(out, &digits[at..]);
+    push_ascii(out, &digits[at..]);
 }
 
 #[inline]
 fn write_u64(out: &mut KeyWriter<'_>, mut n: u64) {
+    if n < 10 {
+        out.out.push((b'0' + n as u8) as char);
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        at -= 2;
+        digits[at] = PAIRS[pair];
+        digits[at + 1] = PAIRS[pair + 1];
     }
-    push_digits(out, &digits[at..]);
+    if n >= 10 {
+        let pair = n as usize * 2;
+        at -= 2;
+        digits[at] = PAIRS[pair];
+        digits[at + 1] = PAIRS[pair + 1];
+    } else {
+        at -= 1;
+        digits[at] = b'0' + n as u8;
+    }
+    push_ascii(out, &digits[at..]);
 }
 
 macro_rules! unsigned {
@@ -631,6 +648,21 @@ mod tests {
             encode(&i128::MIN).unwrap(),
             "-170141183460469231731687303715884105728"
         );
+    }
+
+    #[test]
+    fn integers_match_their_display() {
+        let mut n: u64 = 1;
+        for _ in 0..64 {
+            for m in [n - 1, n, n + 1, n.wrapping_mul(7) / 3] {
+                assert_eq!(encode(&m).unwrap(), m.to_string());
+                assert_eq!(encode(&(m as i64)).unwrap(), (m as i64).to_string());
+            }
+            n = n.wrapping_mul(3).max(n + 1);
+        }
+        for m in 0..1000u32 {
+            assert_eq!(encode(&m).unwrap(), m.to_string());
+        }
     }
 
     #[test]
