@@ -7,10 +7,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where a [`CacheManager`](crate::CacheManager) reads the time from.
 ///
-/// The system clock is read on every lookup, so it must be cheap: it is the
-/// wall clock sampled once per process plus a coarse monotonic clock
-/// (`CLOCK_MONOTONIC_COARSE`, a few nanoseconds), which also keeps a wall
-/// clock step from expiring every entry at once.
+/// The system clock is the wall clock sampled once per process plus a
+/// coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`), which also keeps a
+/// wall clock step from expiring every entry at once. Lookups need the time
+/// on every hit, so they read a copy that a background thread
+/// (`tankard-clock`, started on first use) refreshes every
+/// millisecond: one atomic load instead of a clock call. Writes and
+/// invalidations read the clock itself.
 ///
 /// A manual clock moves only when told to; tests use it to walk through
 /// fresh, stale and expired states instantly.
@@ -25,6 +28,33 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Clone, Debug, Default)]
 pub struct Clock {
     manual: Option<Arc<AtomicU64>>,
+}
+
+/// The last time the ticker thread stored; 0 until it has run.
+static RECENT_MS: AtomicU64 = AtomicU64::new(0);
+const TICK: std::time::Duration = std::time::Duration::from_millis(1);
+
+fn start_ticker() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        // If no thread can be spawned, lookups keep reading the clock itself.
+        let _ = std::thread::Builder::new()
+            .name("tankard-clock".into())
+            .spawn(|| {
+                loop {
+                    RECENT_MS.store(precise_ms(), Ordering::Relaxed);
+                    std::thread::sleep(TICK);
+                }
+            });
+    });
+}
+
+fn precise_ms() -> u64 {
+    let origin = origin();
+    origin.epoch_ms
+        + coarsetime::Instant::now()
+            .duration_since(origin.instant)
+            .as_millis()
 }
 
 struct Origin {
@@ -77,13 +107,24 @@ impl Clock {
     pub fn now_ms(&self) -> u64 {
         match &self.manual {
             Some(ms) => ms.load(Ordering::Acquire),
-            None => {
-                let origin = origin();
-                origin.epoch_ms
-                    + coarsetime::Instant::now()
-                        .duration_since(origin.instant)
-                        .as_millis()
-            }
+            None => precise_ms(),
+        }
+    }
+
+    /// The time as of at most a millisecond or two ago: what lookups use to
+    /// decide fresh or stale, where that lag does not matter and the cost
+    /// of reading a clock on every hit does.
+    #[inline]
+    pub(crate) fn recent_ms(&self) -> u64 {
+        match &self.manual {
+            Some(ms) => ms.load(Ordering::Acquire),
+            None => match RECENT_MS.load(Ordering::Relaxed) {
+                0 => {
+                    start_ticker();
+                    precise_ms()
+                }
+                recent => recent,
+            },
         }
     }
 

@@ -16,12 +16,15 @@
 //! | 32..40 | region generation at write time |
 //! | 40..48 | namespace generation at write time |
 //! | 48..52 | payload length |
-//! | 52..56 | CRC-32 of every other byte before the tag |
-//! | 56.. | the stored key, then the payload (postcard), then the 32-byte HMAC-SHA256 tag when `secret` is set |
+//! | 52..60 | type tag: the first 8 bytes of BLAKE3 of the value's Rust type name |
+//! | 60..64 | CRC-32 of every other byte before the tag |
+//! | 64.. | the stored key, then the payload (postcard), then the 32-byte HMAC-SHA256 tag when `secret` is set |
 //!
 //! The key is stored so that an entry can never be mistaken for another
 //! key's (a hash collision in a file name, a foreign writer) and so that
-//! tools can list what a file holds. Every length is checked against the
+//! tools can list what a file holds. Postcard is not self-describing, so
+//! bytes written for one type can decode "successfully" as another; the
+//! type tag turns that into a miss. Every length is checked against the
 //! buffer before use: a hostile entry cannot make the decoder allocate.
 
 use hmac::{KeyInit, Mac};
@@ -33,9 +36,10 @@ use crate::config::Secret;
 const MAGIC: &[u8; 4] = b"TKRD";
 const VERSION: u8 = 1;
 const FLAG_HMAC: u8 = 1;
-const HEADER: usize = 56;
+const HEADER: usize = 64;
 const TAG: usize = 32;
-const CRC_AT: std::ops::Range<usize> = 52..56;
+const TYPE_AT: std::ops::Range<usize> = 52..60;
+const CRC_AT: std::ops::Range<usize> = 60..64;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -149,6 +153,8 @@ pub(crate) enum DecodeError {
     Tag,
     #[error("entry belongs to another key")]
     OtherKey,
+    #[error("entry holds another type than the one requested")]
+    OtherType,
     #[error("value does not decode as the requested type: {0}")]
     Payload(String),
 }
@@ -157,7 +163,16 @@ pub(crate) enum DecodeError {
 #[derive(Debug)]
 pub(crate) struct RawEntry<'a> {
     pub(crate) meta: EntryMeta,
+    pub(crate) type_tag: u64,
     pub(crate) payload: &'a [u8],
+}
+
+/// The tag that tells values of different Rust types apart.
+pub(crate) fn type_tag<T: ?Sized>() -> u64 {
+    let hash = blake3::hash(std::any::type_name::<T>().as_bytes());
+    let mut first = [0; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    u64::from_le_bytes(first)
 }
 
 /// Encodes a value for a shared backend.
@@ -168,12 +183,13 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     secret: Option<&Secret>,
 ) -> Result<Vec<u8>, postcard::Error> {
     let payload = postcard::to_allocvec(value)?;
-    Ok(encode_payload(key, meta, &payload, secret))
+    Ok(encode_payload(key, meta, type_tag::<T>(), &payload, secret))
 }
 
 pub(crate) fn encode_payload(
     key: &str,
     meta: &EntryMeta,
+    type_tag: u64,
     payload: &[u8],
     secret: Option<&Secret>,
 ) -> Vec<u8> {
@@ -195,6 +211,7 @@ pub(crate) fn encode_payload(
         out.extend_from_slice(&n.to_le_bytes());
     }
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&type_tag.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(key);
     out.extend_from_slice(payload);
@@ -253,7 +270,7 @@ pub(crate) fn open<'a>(
     if bytes.len() != expected_len {
         return Err(DecodeError::Truncated);
     }
-    let stored_crc = u32::from_le_bytes([bytes[52], bytes[53], bytes[54], bytes[55]]);
+    let stored_crc = u32::from_le_bytes([bytes[60], bytes[61], bytes[62], bytes[63]]);
     if checksum(&bytes[..body_end]) != stored_crc {
         return Err(DecodeError::Checksum);
     }
@@ -278,14 +295,40 @@ pub(crate) fn open<'a>(
             region_gen: u64_at(bytes, 32),
             namespace_gen: u64_at(bytes, 40),
         },
+        type_tag: u64_at(bytes, TYPE_AT.start),
         payload: &bytes[HEADER + key_len..body_end],
     })
 }
 
 /// Decodes a payload; serde's sequence visitors cap preallocation, so a
 /// lying length prefix cannot force a large allocation.
-pub(crate) fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
-    postcard::from_bytes(payload).map_err(|e| DecodeError::Payload(e.to_string()))
+pub(crate) fn decode_payload<T: DeserializeOwned>(raw: &RawEntry<'_>) -> Result<T, DecodeError> {
+    if raw.type_tag != type_tag::<T>() {
+        return Err(DecodeError::OtherType);
+    }
+    postcard::from_bytes(raw.payload).map_err(|e| DecodeError::Payload(e.to_string()))
+}
+
+/// Reads only an entry's timestamps, checking framing and checksum but not
+/// key or tag: enough for `gc` to decide whether an entry is dead.
+pub(crate) fn peek_meta(bytes: &[u8]) -> Option<EntryMeta> {
+    if bytes.len() < HEADER || &bytes[..4] != MAGIC || bytes[4] != VERSION {
+        return None;
+    }
+    let key_len = u16::from_le_bytes([bytes[6], bytes[7]]) as usize;
+    let payload_len = u32::from_le_bytes([bytes[48], bytes[49], bytes[50], bytes[51]]) as usize;
+    let body_end = HEADER + key_len + payload_len;
+    let stored_crc = u32::from_le_bytes([bytes[60], bytes[61], bytes[62], bytes[63]]);
+    if bytes.len() < body_end || checksum(&bytes[..body_end]) != stored_crc {
+        return None;
+    }
+    Some(EntryMeta {
+        created_ms: u64_at(bytes, 8),
+        fresh_until_ms: u64_at(bytes, 16),
+        stale_until_ms: u64_at(bytes, 24),
+        region_gen: u64_at(bytes, 32),
+        namespace_gen: u64_at(bytes, 40),
+    })
 }
 
 #[cfg(test)]
@@ -305,19 +348,26 @@ mod tests {
         )
     }
 
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn round_trip_with_and_without_secret() {
+    fn round_trip_with_and_without_secret() -> TestResult {
         for secret in [None, Some(Secret::new("s"))] {
-            let bytes = encode("k", &meta(), &"hello".to_string(), secret.as_ref()).unwrap();
-            let raw = open("k", &bytes, secret.as_ref()).unwrap();
+            let bytes = encode("k", &meta(), &"hello".to_string(), secret.as_ref())?;
+            let raw = open("k", &bytes, secret.as_ref())?;
             assert_eq!(raw.meta, meta());
-            assert_eq!(decode_payload::<String>(raw.payload).unwrap(), "hello");
+            assert_eq!(decode_payload::<String>(&raw)?, "hello");
+            assert_eq!(
+                decode_payload::<Vec<u64>>(&raw).unwrap_err(),
+                DecodeError::OtherType
+            );
         }
+        Ok(())
     }
 
     #[test]
-    fn every_truncation_and_every_flipped_bit_is_rejected() {
-        let bytes = encode("key", &meta(), &vec![1u32, 2, 3], None).unwrap();
+    fn every_truncation_and_every_flipped_bit_is_rejected() -> TestResult {
+        let bytes = encode("key", &meta(), &vec![1u32, 2, 3], None)?;
         for len in 0..bytes.len() {
             assert!(
                 open("key", &bytes[..len], None).is_err(),
@@ -331,12 +381,13 @@ mod tests {
                 assert!(open("key", &b, None).is_err(), "byte {i} bit {bit}");
             }
         }
+        Ok(())
     }
 
     #[test]
-    fn wrong_secret_other_key_and_missing_tag_are_rejected() {
+    fn wrong_secret_other_key_and_missing_tag_are_rejected() -> TestResult {
         let s = Secret::new("right");
-        let bytes = encode("k", &meta(), &1u8, Some(&s)).unwrap();
+        let bytes = encode("k", &meta(), &1u8, Some(&s))?;
         assert_eq!(
             open("k", &bytes, Some(&Secret::new("wrong"))).unwrap_err(),
             DecodeError::Tag
@@ -346,8 +397,9 @@ mod tests {
             open("other", &bytes, Some(&s)).unwrap_err(),
             DecodeError::OtherKey
         );
-        let plain = encode("k", &meta(), &1u8, None).unwrap();
+        let plain = encode("k", &meta(), &1u8, None)?;
         assert_eq!(open("k", &plain, Some(&s)).unwrap_err(), DecodeError::Tag);
+        Ok(())
     }
 
     #[test]
@@ -383,26 +435,4 @@ mod tests {
         };
         assert_eq!(m.freshness(&gens, &started), Freshness::Stale);
     }
-}
-
-/// Reads only an entry's timestamps, checking framing and checksum but not
-/// key or tag: enough for `gc` to decide whether an entry is dead.
-pub(crate) fn peek_meta(bytes: &[u8]) -> Option<EntryMeta> {
-    if bytes.len() < HEADER || &bytes[..4] != MAGIC || bytes[4] != VERSION {
-        return None;
-    }
-    let key_len = u16::from_le_bytes([bytes[6], bytes[7]]) as usize;
-    let payload_len = u32::from_le_bytes([bytes[48], bytes[49], bytes[50], bytes[51]]) as usize;
-    let body_end = HEADER + key_len + payload_len;
-    let stored_crc = u32::from_le_bytes([bytes[52], bytes[53], bytes[54], bytes[55]]);
-    if bytes.len() < body_end || checksum(&bytes[..body_end]) != stored_crc {
-        return None;
-    }
-    Some(EntryMeta {
-        created_ms: u64_at(bytes, 8),
-        fresh_until_ms: u64_at(bytes, 16),
-        stale_until_ms: u64_at(bytes, 24),
-        region_gen: u64_at(bytes, 32),
-        namespace_gen: u64_at(bytes, 40),
-    })
 }

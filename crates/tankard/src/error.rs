@@ -203,7 +203,8 @@ impl Error {
     /// assert!(err.is_creator());
     /// assert!(err.creator_error::<std::fmt::Error>().is_some());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// # }).unwrap();
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn is_creator(&self) -> bool {
         matches!(self.kind(), Kind::Creator | Kind::CreatorPanicked { .. })

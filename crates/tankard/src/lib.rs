@@ -9,10 +9,12 @@
 //! # tokio_test::block_on(async {
 //! // The seed post's regions: long_term on disk, short_term in memory here.
 //! let dir = tempfile::tempdir()?;
+//! let data_dir = dir.path().join("data").display().to_string();
+//! let lock_dir = dir.path().join("lock").display().to_string();
 //! let config = tankard::Config::from_flat([
 //!     ("cache.type", "file"),
-//!     ("cache.data_dir", dir.path().join("data").to_str().unwrap()),
-//!     ("cache.lock_dir", dir.path().join("lock").to_str().unwrap()),
+//!     ("cache.data_dir", data_dir.as_str()),
+//!     ("cache.lock_dir", lock_dir.as_str()),
 //!     ("cache.regions", "short_term, long_term"),
 //!     ("cache.short_term.type", "memory"),
 //!     ("cache.short_term.expire", "1200"),
@@ -27,7 +29,8 @@
 //!     .await?;
 //! assert_eq!(*page, "Hello world");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
-//! # }).unwrap();
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! ## The way a value travels
@@ -84,3 +87,8 @@ pub use stats::Stats;
 #[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
 #[doc = include_str!("../docs/cached.md")]
 pub use tankard_macros::cached;
+
+/// The README's examples are tests too.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

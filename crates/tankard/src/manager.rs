@@ -77,7 +77,8 @@ impl CacheManager {
     /// clock.advance(Duration::from_secs(11));
     /// assert!(ns.get::<u8>("k").await?.is_none());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// # }).unwrap();
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn with_clock(config: Config, clock: Clock) -> Result<CacheManager> {
         let default = Region::open(config.default_options().clone(), clock.clone())?;
@@ -142,7 +143,8 @@ impl CacheManager {
     /// let v = ns.get_or_create("k", || async { 5u8 }).await?;
     /// assert_eq!(*v, 5);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// # }).unwrap();
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn namespace(&self, name: &str) -> Cache {
         self.inner.default.namespace(name)

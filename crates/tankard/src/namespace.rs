@@ -47,10 +47,11 @@ use crate::stats::Event;
 /// let v = ns.get_or_create("greeting", || async { "hello".to_string() }).await?;
 /// assert_eq!(*v, "hello");
 /// // Second call: a hit; the creator does not run.
-/// let v = ns.get_or_create("greeting", || async { unreachable!() }).await?;
+/// let v = ns.get_or_create::<String, _, _>("greeting", || async { unreachable!() }).await?;
 /// assert_eq!(*v, "hello");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
-/// # }).unwrap();
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
 pub struct Cache {
@@ -70,6 +71,15 @@ impl fmt::Debug for Cache {
 }
 
 impl Cache {
+    fn call<'a>(&'a self, key: &'a str) -> dogpile::Call<'a> {
+        dogpile::Call {
+            region: &self.region,
+            ns: &self.ns,
+            key,
+            expire: self.expire_after(),
+        }
+    }
+
     pub(crate) fn new(region: Arc<RegionInner>, ns: Arc<NamespaceState>) -> Cache {
         Cache {
             region,
@@ -157,7 +167,8 @@ impl Cache {
     /// let nine = ns.get_or_create("3", || async { 3u64 * 3 }).await?;
     /// assert_eq!(*nine, 9);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// # }).unwrap();
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub async fn get_or_create<T, F, Fut>(&self, key: &str, creator: F) -> Result<Arc<T>>
     where
@@ -169,9 +180,11 @@ impl Cache {
         if let Some(value) = self.try_get_fresh::<T>(key) {
             return Ok(value);
         }
-        dogpile::get_or_create(&self.region, &self.ns, key, self.expire_after(), || async {
+        // Boxed: the miss path's state machine is large, and inlining it
+        // would make every hit move it around (measured: +180 ns a hit).
+        Box::pin(dogpile::get_or_create(self.call(key), || async {
             Ok(creator().await)
-        })
+        }))
         .await
     }
 
@@ -189,7 +202,8 @@ impl Cache {
     /// let err = ns.get_or_try_create("x", || async { "x".parse::<u32>() }).await.unwrap_err();
     /// assert!(err.creator_error::<std::num::ParseIntError>().is_some());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// # }).unwrap();
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub async fn get_or_try_create<T, E, F, Fut>(&self, key: &str, creator: F) -> Result<Arc<T>>
     where
@@ -202,9 +216,9 @@ impl Cache {
         if let Some(value) = self.try_get_fresh::<T>(key) {
             return Ok(value);
         }
-        dogpile::get_or_create(&self.region, &self.ns, key, self.expire_after(), || async {
+        Box::pin(dogpile::get_or_create(self.call(key), || async {
             creator().await.map_err(Error::creator_boxed)
-        })
+        }))
         .await
     }
 
@@ -221,7 +235,8 @@ impl Cache {
     /// ns.put("k", 7u8).await?;
     /// assert_eq!(ns.try_get_fresh::<u8>("k").as_deref(), Some(&7));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// # }).unwrap();
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[cfg(feature = "memory")]
     #[inline]
@@ -246,7 +261,8 @@ impl Cache {
     /// let ns = cache.namespace("n");
     /// assert!(ns.get::<String>("k").await?.is_none());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// # }).unwrap();
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub async fn get<T>(&self, key: &str) -> Result<Option<Arc<T>>>
     where
@@ -268,7 +284,8 @@ impl Cache {
     /// ns.put("k", 1u8).await?;
     /// assert_eq!(ns.peek::<u8>("k").await?.map(|(v, fresh)| (*v, fresh)), Some((1, true)));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// # }).unwrap();
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub async fn peek<T>(&self, key: &str) -> Result<Option<(Arc<T>, bool)>>
     where
@@ -296,7 +313,8 @@ impl Cache {
     /// ns.put("k", 1u8).await?;
     /// assert!(ns.contains::<u8>("k").await?);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// # }).unwrap();
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub async fn contains<T>(&self, key: &str) -> Result<bool>
     where
@@ -312,9 +330,10 @@ impl Cache {
     /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
     /// let ns = cache.namespace("n");
     /// ns.put("k", vec![1, 2, 3]).await?;
-    /// assert_eq!(*ns.get::<Vec<i32>>("k").await?.unwrap(), [1, 2, 3]);
+    /// assert_eq!(ns.get::<Vec<i32>>("k").await?.as_deref(), Some(&vec![1, 2, 3]));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// # }).unwrap();
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub async fn put<T>(&self, key: &str, value: T) -> Result<()>
     where
@@ -332,9 +351,11 @@ impl Cache {
     /// let ns = cache.namespace("n");
     /// let big = std::sync::Arc::new(vec![0u8; 1024]);
     /// ns.put_arc("k", big.clone()).await?;
-    /// assert!(std::sync::Arc::ptr_eq(&ns.get::<Vec<u8>>("k").await?.unwrap(), &big));
+    /// let hit = ns.get::<Vec<u8>>("k").await?.ok_or("missing")?;
+    /// assert!(std::sync::Arc::ptr_eq(&hit, &big));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// # }).unwrap();
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub async fn put_arc<T>(&self, key: &str, value: Arc<T>) -> Result<()>
     where
@@ -364,7 +385,8 @@ impl Cache {
     /// assert!(ns.remove("k").await?);
     /// assert!(!ns.remove("k").await?);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// # }).unwrap();
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub async fn remove(&self, key: &str) -> Result<bool> {
         match self.region.remove(&self.ns, key).await {
@@ -387,7 +409,8 @@ impl Cache {
     /// assert!(!a.contains::<u8>("k").await?);
     /// assert!(b.contains::<u8>("k").await?);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// # }).unwrap();
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub async fn clear(&self) -> Result<()> {
         self.region.clear(&self.ns).await

@@ -33,7 +33,8 @@ use crate::backend::memory::{MemKeyRef, MemoryStore};
 /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
 /// cache.default_region().invalidate(Invalidation::Soft).await?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
-/// # }).unwrap();
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Invalidation {
@@ -240,7 +241,8 @@ impl Region {
     /// hello.put("greeting", "hi".to_string()).await?;
     /// assert_eq!(hello.get::<String>("greeting").await?.as_deref().map(String::as_str), Some("hi"));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// # }).unwrap();
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn namespace(&self, name: &str) -> Cache {
         let state = {
@@ -273,7 +275,8 @@ impl Region {
     /// cache.default_region().invalidate(Invalidation::Hard).await?;
     /// assert!(!ns.contains::<u8>("k").await?);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// # }).unwrap();
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub async fn invalidate(&self, how: Invalidation) -> Result<()> {
         let inner = &self.inner;
@@ -313,7 +316,8 @@ impl Region {
     /// cache.namespace("n").put("k", 1u8).await?;
     /// assert_eq!(cache.default_region().usage().await?.entries, Some(1));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// # }).unwrap();
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub async fn usage(&self) -> Result<Usage> {
         match &self.inner.store {
@@ -339,7 +343,8 @@ impl Region {
     /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
     /// assert_eq!(cache.default_region().purge_expired().await?, 0);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// # }).unwrap();
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub async fn purge_expired(&self) -> Result<u64> {
         let now_ms = self.inner.clock.now_ms();
@@ -421,7 +426,7 @@ impl RegionInner {
     #[inline]
     fn read_policy(&self) -> ReadPolicy {
         ReadPolicy {
-            now_ms: self.clock.now_ms(),
+            now_ms: self.clock.recent_ms(),
             start_ms: self.start_ms,
         }
     }
@@ -518,7 +523,7 @@ impl RegionInner {
         if freshness == Freshness::Missing {
             return Found::Missing;
         }
-        match entry::decode_payload::<T>(raw.payload) {
+        match entry::decode_payload::<T>(&raw) {
             Ok(value) if freshness == Freshness::Fresh => Found::Fresh(Arc::new(value)),
             Ok(value) => Found::Stale(Arc::new(value)),
             Err(err) => {

@@ -1,14 +1,74 @@
 //! Per-region counters: hits, misses, stale values served, creator calls
 //! and failures, lock waits and backend errors.
 //!
-//! The counters sit on the hit path, so they are sharded per thread onto
-//! separate cache lines: two threads hitting the same region never bounce
-//! one line between cores. A snapshot sums the shards.
+//! The counters sit on the hit path, so a hit must not pay for an atomic
+//! read-modify-write on a line other cores write too. Each thread claims
+//! one of [`SLOTS`] exclusive slots (a row of counters on its own cache
+//! lines) for its lifetime; as the only writer of its row it counts with a
+//! plain load and store. Threads beyond the slots share one row and count
+//! with `fetch_add`. A snapshot sums every row.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-const SHARDS: usize = 16;
+/// Exclusive counter rows; more concurrent threads than this share a row.
+const SLOTS: usize = 64;
+const SHARED: usize = SLOTS;
+
+/// Which slots are taken, one bit each.
+static TAKEN: AtomicU64 = AtomicU64::new(0);
+
+/// A thread's claim on a slot, given back when the thread ends.
+struct Claim(usize);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        // Counting during the rest of this thread's teardown uses the
+        // shared row, so the slot's next owner is its only writer.
+        let _ = SLOT.try_with(|slot| slot.set(SHARED));
+        if self.0 < SLOTS {
+            TAKEN.fetch_and(!(1 << self.0), Ordering::AcqRel);
+        }
+    }
+}
+
+fn claim_slot() -> usize {
+    let mut taken = TAKEN.load(Ordering::Acquire);
+    loop {
+        let free = (!taken).trailing_zeros() as usize;
+        if free >= SLOTS {
+            return SHARED;
+        }
+        match TAKEN.compare_exchange_weak(
+            taken,
+            taken | (1 << free),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return free,
+            Err(now) => taken = now,
+        }
+    }
+}
+
+thread_local! {
+    static CLAIM: Claim = Claim(claim_slot());
+    static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+#[inline]
+fn slot() -> usize {
+    SLOT.with(|slot| {
+        let mut index = slot.get();
+        if index == usize::MAX {
+            // The claim lives in its own thread-local so its destructor
+            // returns the slot; a thread being torn down shares the row.
+            index = CLAIM.try_with(|claim| claim.0).unwrap_or(SHARED);
+            slot.set(index);
+        }
+        index
+    })
+}
 
 /// One event the cache counts.
 #[derive(Clone, Copy, Debug)]
@@ -40,31 +100,23 @@ impl std::fmt::Debug for Counters {
     }
 }
 
-fn shard_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: Cell<usize> = Cell::new(usize::MAX);
-    }
-    INDEX.with(|index| {
-        let mut i = index.get();
-        if i == usize::MAX {
-            i = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-            index.set(i);
-        }
-        i
-    })
-}
-
 impl Counters {
     pub(crate) fn new() -> Counters {
         Counters {
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            shards: (0..=SLOTS).map(|_| Shard::default()).collect(),
         }
     }
 
     #[inline]
     pub(crate) fn add(&self, event: Event) {
-        self.shards[shard_index()].0[event as usize].fetch_add(1, Ordering::Relaxed);
+        let slot = slot();
+        let counter = &self.shards[slot].0[event as usize];
+        if slot == SHARED {
+            counter.fetch_add(1, Ordering::Relaxed);
+        } else {
+            // This thread is the row's only writer: no read-modify-write needed.
+            counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        }
     }
 
     fn sum(&self, event: Event) -> u64 {
@@ -100,7 +152,8 @@ impl Counters {
 /// let stats = cache.default_region().stats();
 /// assert_eq!((stats.misses, stats.hits, stats.creator_calls), (1, 1, 1));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
-/// # }).unwrap();
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]

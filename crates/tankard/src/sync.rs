@@ -1,12 +1,6 @@
-//! The synchronization primitives the dog-pile engine is built on, swapped
-//! for shuttle's under `--cfg tankard_shuttle` so the model checker controls
-//! every interleaving (the way quick_cache's `shim` module does it).
+//! Lock helpers shared by the crate.
 
-#[cfg(not(tankard_shuttle))]
 pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
-
-#[cfg(tankard_shuttle)]
-pub(crate) use shuttle::sync::{Arc, Mutex, MutexGuard};
 
 /// Locks a mutex, recovering the data if a panicking holder poisoned it:
 /// every critical section here leaves the state consistent before it can

@@ -27,6 +27,7 @@ pub(crate) mod memory;
 
 /// Opens a backend that talks to a server or an embedded store, if its
 /// cargo feature is compiled in; `None` otherwise.
+#[allow(clippy::match_single_binding)] // one arm per backend feature
 pub(crate) fn open_remote(options: &RegionOptions) -> Option<Result<Arc<dyn Backend>>> {
     match options.backend {
         _ => None,

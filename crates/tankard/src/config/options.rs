@@ -13,7 +13,7 @@ use std::time::Duration;
 ///     ("cache.regions", "short_term"),
 ///     ("cache.short_term.expire", "1200"),
 /// ])?;
-/// let short = config.region("short_term").unwrap();
+/// let short = config.region("short_term").ok_or("no such region")?;
 /// assert_eq!(short.expire, Some(std::time::Duration::from_secs(1200)));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

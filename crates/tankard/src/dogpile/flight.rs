@@ -13,8 +13,9 @@
 //! A flight is in the map exactly while it is `Running`: the leader removes
 //! it (only if the map still holds this very flight) before publishing, so
 //! a caller arriving after completion starts from a fresh read, never from
-//! an old outcome. The model tests (`tests/shuttle.rs`, `--cfg
-//! tankard_shuttle`) check every interleaving of these steps.
+//! an old outcome. The model tests (`flight_model.rs`, which compiles
+//! this file against shuttle's primitives under the internal feature
+//! `__shuttle`) check every interleaving of these steps.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,7 +23,7 @@ use std::hash::Hash;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use crate::sync::{Arc, Mutex, lock};
+use super::sync::{Arc, Mutex, lock};
 
 /// Every flight of one region, keyed by whatever identifies an entry.
 pub(crate) struct Flights<K, V> {
@@ -92,7 +93,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
     }
 
     /// How many flights are running (for tests and invariant checks).
-    #[cfg(any(test, tankard_shuttle))]
+    #[cfg(test)]
+    #[cfg_attr(feature = "__shuttle", allow(dead_code))]
     pub(crate) fn len(&self) -> usize {
         lock(&self.running).len()
     }
@@ -160,7 +162,7 @@ impl<K, V> std::fmt::Debug for Flights<K, V> {
     }
 }
 
-#[cfg(all(test, not(tankard_shuttle)))]
+#[cfg(all(test, not(feature = "__shuttle")))]
 mod tests {
     use super::*;
 

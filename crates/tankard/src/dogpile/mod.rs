@@ -4,6 +4,8 @@
 #[cfg(feature = "file")]
 pub(crate) mod file_lock;
 pub(crate) mod flight;
+#[cfg(all(test, feature = "__shuttle"))]
+mod flight_model;
 pub(crate) mod lock;
 
 use std::any::Any;
@@ -17,8 +19,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Kind, Result};
+// `flight` takes its primitives from here, so the model test can swap them.
 use crate::region::{Found, Lookup, NamespaceState, Outcome, RegionInner};
 use crate::stats::Event;
+use crate::sync;
 use flight::Role;
 use lock::LockGuard;
 
@@ -85,10 +89,7 @@ where
 /// value, release the cross-process lock, and hand the outcome to this
 /// process's waiters (if this caller leads a flight).
 async fn create_and_store<T, F, Fut>(
-    region: &RegionInner,
-    ns: &NamespaceState,
-    key: &str,
-    expire: Option<Duration>,
+    call: &Call<'_>,
     generations: Option<crate::entry::Generations>,
     creator: F,
     guard: Option<LockGuard>,
@@ -99,11 +100,15 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
+    let region = call.region;
     let outcome = run_creator(region, creator()).await;
     let result = match outcome {
         Ok(value) => {
             let value = Arc::new(value);
-            match region.store(ns, key, &value, expire, generations).await {
+            match region
+                .store(call.ns, call.key, &value, call.expire, generations)
+                .await
+            {
                 Ok(()) => Ok(value),
                 Err(err) => region.backend_failed(&err).map(|()| value),
             }
@@ -136,21 +141,27 @@ where
     result
 }
 
+/// One `get_or_create` call: where, and how long what it stores lives.
+pub(crate) struct Call<'a> {
+    pub(crate) region: &'a RegionInner,
+    pub(crate) ns: &'a NamespaceState,
+    pub(crate) key: &'a str,
+    pub(crate) expire: Option<Duration>,
+}
+
 /// DESIGN §5: returns the fresh value, or the stale one while another
 /// caller regenerates, or the value of exactly one creator run across
 /// every caller and process sharing the backend.
-pub(crate) async fn get_or_create<T, F, Fut>(
-    region: &RegionInner,
-    ns: &NamespaceState,
-    key: &str,
-    expire: Option<Duration>,
-    creator: F,
-) -> Result<Arc<T>>
+pub(crate) async fn get_or_create<T, F, Fut>(call: Call<'_>, creator: F) -> Result<Arc<T>>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
+    let Call {
+        region, ns, key, ..
+    } = call;
+    let call = &call;
     if !region.options.enabled {
         return create_and_store_nothing(region, creator).await;
     }
@@ -166,17 +177,7 @@ where
                 }
                 _ => {
                     region.count(Event::Miss);
-                    create_and_store(
-                        region,
-                        ns,
-                        key,
-                        expire,
-                        lookup.generations,
-                        creator,
-                        None,
-                        None,
-                    )
-                    .await
+                    create_and_store(call, lookup.generations, creator, None, None).await
                 }
             };
         };
@@ -214,10 +215,7 @@ where
                     return Ok(value);
                 }
                 return create_and_store(
-                    region,
-                    ns,
-                    key,
-                    expire,
+                    call,
                     lookup.generations,
                     creator,
                     Some(guard),
@@ -274,17 +272,8 @@ where
                     }
                     return Ok(value);
                 }
-                return create_and_store(
-                    region,
-                    ns,
-                    key,
-                    expire,
-                    lookup.generations,
-                    creator,
-                    guard,
-                    Some(leader),
-                )
-                .await;
+                return create_and_store(call, lookup.generations, creator, guard, Some(leader))
+                    .await;
             }
         }
     }

@@ -1,3 +1,14 @@
-//! Core tests: config, memory and file backends, the dog-pile engine.
+//! Core tests: config, memory and file backends, the dog-pile engine,
+//! and multi-process behaviour of the file backend.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../support/stampede.rs"]
+mod stampede;
+stampede::child_entry!();
 
 mod config;
+mod conformance;
+mod counters;
+mod file;
+mod memory;
+mod multiprocess;

@@ -70,9 +70,18 @@ impl Stampede {
         let mut children: Vec<Child> = (0..self.processes)
             .map(|_| {
                 Command::new(&exe)
-                    .args(["--ignored", "--exact", "stampede_child", "--nocapture", "--test-threads=1"])
+                    .args([
+                        "--ignored",
+                        "--exact",
+                        "stampede_child",
+                        "--nocapture",
+                        "--test-threads=1",
+                    ])
                     .env("TANKARD_STAMPEDE_CONFIG", &self.config_toml)
-                    .env("TANKARD_STAMPEDE_REGION", self.region.clone().unwrap_or_default())
+                    .env(
+                        "TANKARD_STAMPEDE_REGION",
+                        self.region.clone().unwrap_or_default(),
+                    )
                     .env("TANKARD_STAMPEDE_NAMESPACE", &self.namespace)
                     .env("TANKARD_STAMPEDE_KEY", &self.key)
                     .env("TANKARD_STAMPEDE_TASKS", self.tasks_per_process.to_string())
@@ -94,8 +103,12 @@ impl Stampede {
             let mut line = String::new();
             loop {
                 line.clear();
-                assert!(reader.read_line(&mut line).expect("read child") > 0, "child exited before ready");
-                if line.trim() == "stampede:ready" {
+                assert!(
+                    reader.read_line(&mut line).expect("read child") > 0,
+                    "child exited before ready"
+                );
+                // libtest prints "test stampede_child ... " on the same line.
+                if line.contains("stampede:ready") {
                     break;
                 }
             }
@@ -110,8 +123,8 @@ impl Stampede {
         for (mut child, reader) in children.into_iter().zip(readers) {
             for line in reader.lines() {
                 let line = line.expect("read child");
-                if let Some(value) = line.strip_prefix("stampede:value=") {
-                    values.push(value.to_owned());
+                if let Some(at) = line.find("stampede:value=") {
+                    values.push(line[at + "stampede:value=".len()..].to_owned());
                 }
             }
             let status = child.wait().expect("wait child");
@@ -132,13 +145,17 @@ impl Stampede {
 /// The child's side: build the manager, say ready, wait for "go", run the
 /// tasks, print their values.
 pub fn run_child() {
-    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} not set: run only by Stampede::run"));
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| panic!("{name} not set: run only by Stampede::run"))
+    };
     let config = tankard::Config::from_toml_str(&var("TANKARD_STAMPEDE_CONFIG")).expect("config");
     let region = var("TANKARD_STAMPEDE_REGION");
     let namespace = var("TANKARD_STAMPEDE_NAMESPACE");
     let key = var("TANKARD_STAMPEDE_KEY");
     let tasks: usize = var("TANKARD_STAMPEDE_TASKS").parse().expect("tasks");
-    let creator_ms: u64 = var("TANKARD_STAMPEDE_CREATOR_MS").parse().expect("creator ms");
+    let creator_ms: u64 = var("TANKARD_STAMPEDE_CREATOR_MS")
+        .parse()
+        .expect("creator ms");
     let counter = PathBuf::from(var("TANKARD_STAMPEDE_COUNTER"));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -151,7 +168,10 @@ pub fn run_child() {
         let cache = if region.is_empty() {
             manager.namespace(&namespace)
         } else {
-            manager.region(&region).expect("region").namespace(&namespace)
+            manager
+                .region(&region)
+                .expect("region")
+                .namespace(&namespace)
         };
         println!("stampede:ready");
         let mut go = String::new();

@@ -28,12 +28,14 @@ use async_trait::async_trait;
 
 use super::{Backend, Loaded, Location, RegionScope, Scope, Usage};
 use crate::dogpile::file_lock::FileLock;
+use meta::{MetaFile, MetaLog};
+
+mod meta;
 use crate::dogpile::lock::CreationLock;
 use crate::entry::{self, Generations};
 use crate::error::{Error, Result};
 
 const ENTRY_SUFFIX: &str = "tke";
-const META_MAGIC: &[u8; 4] = b"TKMF";
 
 /// Entries and generations in a directory tree.
 #[derive(Debug)]
@@ -41,6 +43,7 @@ pub(crate) struct FileBackend {
     data_dir: PathBuf,
     lock_dir: PathBuf,
     lock: Arc<FileLock>,
+    meta: MetaLog,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -63,78 +66,11 @@ fn io_error(what: &str, path: &Path, err: io::Error) -> Error {
     )
 }
 
-/// A region's generations as stored in its meta file.
-#[derive(Debug, Default, PartialEq)]
-struct MetaFile {
-    region: u64,
-    soft_before_ms: u64,
-    namespaces: Vec<(String, u64)>,
-}
-
-impl MetaFile {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(32 + self.namespaces.len() * 40);
-        out.extend_from_slice(META_MAGIC);
-        out.extend_from_slice(&self.region.to_le_bytes());
-        out.extend_from_slice(&self.soft_before_ms.to_le_bytes());
-        out.extend_from_slice(&(self.namespaces.len() as u32).to_le_bytes());
-        for (name, generation) in &self.namespaces {
-            let name = &name.as_bytes()[..name.len().min(u16::MAX as usize)];
-            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            out.extend_from_slice(name);
-            out.extend_from_slice(&generation.to_le_bytes());
-        }
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
-    }
-
-    /// Parses a meta file; `None` if it is damaged.
-    fn decode(bytes: &[u8]) -> Option<MetaFile> {
-        let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
-        if crc32fast::hash(body).to_le_bytes() != crc || body.get(..4)? != META_MAGIC {
-            return None;
-        }
-        let mut at: usize = 4;
-        let mut take = |n: usize| -> Option<&[u8]> {
-            let slice = body.get(at..at.checked_add(n)?)?;
-            at += n;
-            Some(slice)
-        };
-        let u64_of = |s: &[u8]| s.try_into().ok().map(u64::from_le_bytes);
-        let region = u64_of(take(8)?)?;
-        let soft_before_ms = u64_of(take(8)?)?;
-        let count = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
-        let mut namespaces = Vec::new();
-        for _ in 0..count {
-            let len = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
-            let name = String::from_utf8(take(len)?.to_vec()).ok()?;
-            namespaces.push((name, u64_of(take(8)?)?));
-        }
-        Some(MetaFile {
-            region,
-            soft_before_ms,
-            namespaces,
-        })
-    }
-
-    fn generations(&self, namespace_key: &str) -> Generations {
-        Generations {
-            region: self.region,
-            soft_before_ms: self.soft_before_ms,
-            namespace: self
-                .namespaces
-                .iter()
-                .find(|(name, _)| name == namespace_key)
-                .map_or(0, |(_, g)| *g),
-        }
-    }
-}
-
 impl FileBackend {
     pub(crate) fn new(data_dir: PathBuf, lock_dir: PathBuf) -> FileBackend {
         FileBackend {
             lock: Arc::new(FileLock::new(lock_dir.clone())),
+            meta: MetaLog::default(),
             data_dir,
             lock_dir,
         }
@@ -197,23 +133,13 @@ impl FileBackend {
         })
     }
 
-    fn read_meta(&self, region: &RegionScope) -> Result<MetaFile> {
-        let path = self.meta_path(region);
-        match Self::read(&path)? {
-            None => Ok(MetaFile::default()),
-            Some(bytes) => MetaFile::decode(&bytes).ok_or_else(|| {
-                Error::backend(
-                    "file",
-                    format!(
-                        "generation file {} is damaged; `tankard clear` or an invalidation rewrites it",
-                        path.display()
-                    ),
-                )
-            }),
-        }
+    /// The region's generations: a `stat` when the meta file is unchanged
+    /// since this process last read it, a read otherwise.
+    fn read_meta(&self, region: &RegionScope) -> Result<Arc<MetaFile>> {
+        self.meta.read(&self.meta_path(region))
     }
 
-    /// Read-modify-write of a region's meta file under an exclusive flock,
+    /// Read-modify-append of a region's meta log under an exclusive flock,
     /// so concurrent clears from several processes all count.
     fn update_meta(&self, region: &RegionScope, change: impl FnOnce(&mut MetaFile)) -> Result<()> {
         fs::create_dir_all(&self.lock_dir).map_err(|e| io_error("create", &self.lock_dir, e))?;
@@ -230,18 +156,9 @@ impl FileBackend {
         lock_file
             .lock()
             .map_err(|e| io_error("lock", &lock_path, e))?;
-        // A damaged file restarts from generations no old entry can carry.
-        let mut meta = self.read_meta(region).unwrap_or_else(|_| {
-            let floor = crate::Clock::system().now_ms();
-            MetaFile {
-                region: floor,
-                soft_before_ms: floor,
-                namespaces: Vec::new(),
-            }
-        });
-        change(&mut meta);
-        Self::write_atomic(&self.meta_path(region), &meta.encode())
-        // `lock_file` drops here, releasing the flock after the rename.
+        let result = self.meta.update(&self.meta_path(region), change);
+        drop(lock_file); // releases the flock after the write
+        result
     }
 
     fn entry_files(&self) -> impl Iterator<Item = PathBuf> + use<> {
@@ -365,24 +282,5 @@ impl Backend for FileBackend {
             entries: Some(entries),
             bytes: Some(bytes),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn meta_file_round_trips_and_rejects_damage() {
-        let meta = MetaFile {
-            region: 3,
-            soft_before_ms: 99,
-            namespaces: vec![("r:a!gen".into(), 2), ("r:b!gen".into(), 5)],
-        };
-        let bytes = meta.encode();
-        assert_eq!(MetaFile::decode(&bytes), Some(meta));
-        for len in 0..bytes.len() {
-            assert_eq!(MetaFile::decode(&bytes[..len]), None);
-        }
     }
 }

@@ -1,0 +1,476 @@
+//! One suite for every backend that needs no server: each test below runs
+//! against memory and file (the `backend_tests!` macro expands it per
+//! backend). Time is a manual clock, so expiry and stale windows are
+//! walked through without sleeping.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tankard::{CacheManager, Clock, Config, Invalidation};
+use tokio::sync::oneshot;
+
+/// A manager on one backend with a manual clock (and its directory).
+pub(crate) struct Fixture {
+    pub(crate) manager: CacheManager,
+    pub(crate) clock: Clock,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+pub(crate) const START_MS: u64 = 1_700_000_000_000;
+
+pub(crate) fn fixture(backend: &str, extra: &[(&str, &str)]) -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data").display().to_string();
+    let lock = dir.path().join("lock").display().to_string();
+    let mut pairs = vec![
+        ("cache.type".to_owned(), backend.to_owned()),
+        ("cache.data_dir".to_owned(), data),
+        ("cache.lock_dir".to_owned(), lock),
+    ];
+    pairs.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let config = Config::from_flat(pairs).expect("config");
+    let clock = Clock::manual(START_MS);
+    let manager = CacheManager::with_clock(config, clock.clone()).expect("manager");
+    Fixture {
+        manager,
+        clock,
+        dir,
+    }
+}
+
+macro_rules! backend_tests {
+    ($backend:ident: $($test:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(stringify!($backend)).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! all_backends {
+    ($($test:ident),* $(,)?) => {
+        backend_tests!(memory: $($test),*);
+        backend_tests!(file: $($test),*);
+    };
+}
+
+all_backends!(
+    put_get_remove_contains,
+    get_or_create_runs_the_creator_once_then_hits,
+    unit_and_none_are_values,
+    expiry_then_stale_window_then_missing,
+    stale_is_served_while_one_caller_regenerates,
+    per_call_expiry_overrides_the_region,
+    disabled_region_runs_the_creator_every_time,
+    entries_before_starttime_are_stale,
+    clear_empties_one_namespace_only,
+    soft_invalidation_serves_stale_hard_removes,
+    concurrent_cold_calls_run_the_creator_once,
+    waiters_share_the_creators_error_and_next_call_retries,
+    waiters_get_an_error_when_the_creator_panics,
+    a_cancelled_creator_is_taken_over_by_a_waiter,
+    another_type_under_the_same_key_is_a_miss,
+    regions_keep_their_own_entries,
+);
+
+async fn put_get_remove_contains(backend: &str) {
+    let f = fixture(backend, &[]);
+    let ns = f.manager.namespace("n");
+    assert!(ns.get::<String>("k").await.unwrap().is_none());
+    ns.put("k", "v".to_string()).await.unwrap();
+    assert_eq!(*ns.get::<String>("k").await.unwrap().unwrap(), "v");
+    assert!(ns.contains::<String>("k").await.unwrap());
+    assert!(ns.remove("k").await.unwrap());
+    assert!(!ns.contains::<String>("k").await.unwrap());
+    assert!(!ns.remove("k").await.unwrap());
+    // Keys with separators, empty keys and unicode are ordinary keys.
+    for key in ["", "a:b#c!d", "späß 🍺", &"x".repeat(1000)] {
+        ns.put(key, key.len()).await.unwrap();
+        assert_eq!(
+            *ns.get::<usize>(key).await.unwrap().unwrap(),
+            key.len(),
+            "key {key:?}"
+        );
+    }
+}
+
+async fn get_or_create_runs_the_creator_once_then_hits(backend: &str) {
+    let f = fixture(backend, &[]);
+    let ns = f.manager.namespace("views::hello");
+    let calls = AtomicUsize::new(0);
+    for _ in 0..3 {
+        let v = ns
+            .get_or_create("fetch_data", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                "Hello world".to_string()
+            })
+            .await
+            .unwrap();
+        assert_eq!(*v, "Hello world");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let stats = f.manager.default_region().stats();
+    assert_eq!((stats.misses, stats.hits, stats.creator_calls), (1, 2, 1));
+}
+
+async fn unit_and_none_are_values(backend: &str) {
+    let f = fixture(backend, &[]);
+    let ns = f.manager.namespace("n");
+    let calls = AtomicUsize::new(0);
+    for _ in 0..2 {
+        ns.get_or_create("unit", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+        })
+        .await
+        .unwrap();
+        let none = ns
+            .get_or_create("none", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                None::<u32>
+            })
+            .await
+            .unwrap();
+        assert_eq!(*none, None);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+async fn expiry_then_stale_window_then_missing(backend: &str) {
+    let f = fixture(backend, &[("cache.expire", "10"), ("cache.stale", "5")]);
+    let ns = f.manager.namespace("n");
+    ns.put("k", 1u32).await.unwrap();
+    f.clock.advance(Duration::from_millis(9_999));
+    assert_eq!(
+        ns.peek::<u32>("k")
+            .await
+            .unwrap()
+            .map(|(v, fresh)| (*v, fresh)),
+        Some((1, true))
+    );
+    f.clock.advance(Duration::from_millis(1));
+    assert_eq!(
+        ns.peek::<u32>("k")
+            .await
+            .unwrap()
+            .map(|(v, fresh)| (*v, fresh)),
+        Some((1, false))
+    );
+    assert!(
+        ns.get::<u32>("k").await.unwrap().is_none(),
+        "get returns only fresh values"
+    );
+    f.clock.advance(Duration::from_secs(5));
+    assert!(
+        ns.peek::<u32>("k").await.unwrap().is_none(),
+        "past the stale window it is gone"
+    );
+    let v = ns.get_or_create("k", || async { 2u32 }).await.unwrap();
+    assert_eq!(*v, 2);
+}
+
+async fn stale_is_served_while_one_caller_regenerates(backend: &str) {
+    let f = fixture(backend, &[("cache.expire", "10"), ("cache.stale", "60")]);
+    let ns = f.manager.namespace("n");
+    ns.put("k", "old".to_string()).await.unwrap();
+    f.clock.advance(Duration::from_secs(11));
+
+    let (started_tx, started_rx) = oneshot::channel();
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let leader = tokio::spawn({
+        let ns = ns.clone();
+        async move {
+            ns.get_or_create("k", || async move {
+                let _ = started_tx.send(());
+                let _ = release_rx.await;
+                "new".to_string()
+            })
+            .await
+        }
+    });
+    started_rx.await.unwrap();
+    for _ in 0..5 {
+        let v = ns
+            .get_or_create::<String, _, _>("k", || async { panic!("only one caller regenerates") })
+            .await
+            .unwrap();
+        assert_eq!(*v, "old");
+    }
+    release_tx.send(()).unwrap();
+    assert_eq!(*leader.await.unwrap().unwrap(), "new");
+    let v = ns
+        .get_or_create::<String, _, _>("k", || async { unreachable!() })
+        .await
+        .unwrap();
+    assert_eq!(*v, "new");
+    let stats = f.manager.default_region().stats();
+    assert_eq!((stats.stale_served, stats.creator_calls), (5, 1));
+}
+
+async fn per_call_expiry_overrides_the_region(backend: &str) {
+    let f = fixture(backend, &[("cache.expire", "1000")]);
+    let short = f.manager.namespace("n").expire(5);
+    short.put("k", 1u8).await.unwrap();
+    f.clock.advance(Duration::from_secs(6));
+    assert!(short.get::<u8>("k").await.unwrap().is_none());
+    let long = f.manager.namespace("n");
+    long.put("k", 1u8).await.unwrap();
+    f.clock.advance(Duration::from_secs(6));
+    assert!(long.get::<u8>("k").await.unwrap().is_some());
+}
+
+async fn disabled_region_runs_the_creator_every_time(backend: &str) {
+    let f = fixture(backend, &[("cache.enabled", "false")]);
+    let ns = f.manager.namespace("n");
+    let calls = AtomicUsize::new(0);
+    for i in 0..3 {
+        let v = ns
+            .get_or_create("k", || async { calls.fetch_add(1, Ordering::SeqCst) })
+            .await
+            .unwrap();
+        assert_eq!(*v, i);
+    }
+    ns.put("k", 9usize).await.unwrap();
+    assert!(ns.get::<usize>("k").await.unwrap().is_none());
+}
+
+async fn entries_before_starttime_are_stale(backend: &str) {
+    let start_s = (START_MS / 1000 + 500).to_string();
+    let f = fixture(
+        backend,
+        &[("cache.starttime", &start_s), ("cache.stale", "3600")],
+    );
+    let ns = f.manager.namespace("n");
+    ns.put("k", 1u8).await.unwrap();
+    assert_eq!(
+        ns.peek::<u8>("k").await.unwrap().map(|(_, fresh)| fresh),
+        Some(false)
+    );
+    f.clock.advance(Duration::from_secs(600));
+    let v = ns.get_or_create("k", || async { 2u8 }).await.unwrap();
+    assert_eq!(*v, 2, "the stale entry was regenerated");
+    assert_eq!(
+        ns.peek::<u8>("k").await.unwrap().map(|(_, fresh)| fresh),
+        Some(true)
+    );
+}
+
+async fn clear_empties_one_namespace_only(backend: &str) {
+    let f = fixture(backend, &[]);
+    let (a, b) = (f.manager.namespace("a"), f.manager.namespace("b"));
+    a.put("k", 1u8).await.unwrap();
+    b.put("k", 2u8).await.unwrap();
+    a.clear().await.unwrap();
+    assert!(a.get::<u8>("k").await.unwrap().is_none());
+    assert_eq!(*b.get::<u8>("k").await.unwrap().unwrap(), 2);
+    a.put("k", 3u8).await.unwrap();
+    assert_eq!(
+        *a.get::<u8>("k").await.unwrap().unwrap(),
+        3,
+        "writes after a clear are visible"
+    );
+}
+
+async fn soft_invalidation_serves_stale_hard_removes(backend: &str) {
+    let f = fixture(backend, &[]);
+    let region = f.manager.default_region();
+    let ns = f.manager.namespace("n");
+    ns.put("k", 1u8).await.unwrap();
+    region.invalidate(Invalidation::Soft).await.unwrap();
+    assert_eq!(
+        ns.peek::<u8>("k")
+            .await
+            .unwrap()
+            .map(|(v, fresh)| (*v, fresh)),
+        Some((1, false))
+    );
+    // The regenerated entry is fresh even within the same millisecond.
+    let v = ns.get_or_create("k", || async { 2u8 }).await.unwrap();
+    assert_eq!(*v, 2);
+    assert_eq!(
+        ns.peek::<u8>("k").await.unwrap().map(|(_, fresh)| fresh),
+        Some(true)
+    );
+    region.invalidate(Invalidation::Hard).await.unwrap();
+    assert!(ns.peek::<u8>("k").await.unwrap().is_none());
+}
+
+async fn concurrent_cold_calls_run_the_creator_once(backend: &str) {
+    let f = fixture(backend, &[]);
+    let ns = f.manager.namespace("n");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let callers = (0..64).map(|_| {
+        let ns = ns.clone();
+        let calls = calls.clone();
+        tokio::spawn(async move {
+            ns.get_or_create("cold", || async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                for _ in 0..10 {
+                    tokio::task::yield_now().await;
+                }
+                "value".to_string()
+            })
+            .await
+        })
+    });
+    let values = futures_join_all(callers).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(values.iter().all(|v| v == "value"));
+}
+
+async fn futures_join_all(
+    handles: impl Iterator<Item = tokio::task::JoinHandle<tankard::Result<Arc<String>>>>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for handle in handles.collect::<Vec<_>>() {
+        out.push((*handle.await.unwrap().unwrap()).clone());
+    }
+    out
+}
+
+#[derive(Debug, PartialEq)]
+struct Boom;
+
+impl std::fmt::Display for Boom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("boom")
+    }
+}
+
+/// Waits until the region has counted `n` lock waits: the signal that the
+/// waiters are parked on the leader.
+async fn until_lock_waits(manager: &CacheManager, n: u64) {
+    while manager.default_region().stats().lock_waits < n {
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn waiters_share_the_creators_error_and_next_call_retries(backend: &str) {
+    let f = fixture(backend, &[]);
+    let ns = f.manager.namespace("n");
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let leader = tokio::spawn({
+        let ns = ns.clone();
+        async move {
+            ns.get_or_try_create::<u8, _, _, _>("k", || async move {
+                let _ = release_rx.await;
+                Err(Boom)
+            })
+            .await
+        }
+    });
+    tokio::task::yield_now().await;
+    let waiter = tokio::spawn({
+        let ns = ns.clone();
+        async move {
+            ns.get_or_create::<u8, _, _>("k", || async { unreachable!("waits") })
+                .await
+        }
+    });
+    until_lock_waits(&f.manager, 1).await;
+    release_tx.send(()).unwrap();
+    let leader_err = leader.await.unwrap().unwrap_err();
+    let waiter_err = waiter.await.unwrap().unwrap_err();
+    for err in [&leader_err, &waiter_err] {
+        assert!(err.is_creator());
+        assert_eq!(err.creator_error::<Boom>(), Some(&Boom));
+    }
+    // Nothing was stored; the next call runs its creator.
+    assert_eq!(*ns.get_or_create("k", || async { 7u8 }).await.unwrap(), 7);
+    assert_eq!(f.manager.default_region().stats().creator_errors, 1);
+}
+
+async fn waiters_get_an_error_when_the_creator_panics(backend: &str) {
+    let f = fixture(backend, &[]);
+    let ns = f.manager.namespace("n");
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let leader = tokio::spawn({
+        let ns = ns.clone();
+        async move {
+            ns.get_or_create::<u8, _, _>("k", || async move {
+                let _ = release_rx.await;
+                panic!("creator exploded");
+            })
+            .await
+        }
+    });
+    tokio::task::yield_now().await;
+    let waiter = tokio::spawn({
+        let ns = ns.clone();
+        async move {
+            ns.get_or_create::<u8, _, _>("k", || async { unreachable!("waits") })
+                .await
+        }
+    });
+    until_lock_waits(&f.manager, 1).await;
+    release_tx.send(()).unwrap();
+    assert!(
+        leader.await.unwrap_err().is_panic(),
+        "the panic reaches its own caller"
+    );
+    let err = waiter.await.unwrap().unwrap_err();
+    assert!(err.is_creator_panic());
+    assert!(err.to_string().contains("creator exploded"));
+    assert_eq!(*ns.get_or_create("k", || async { 1u8 }).await.unwrap(), 1);
+}
+
+async fn a_cancelled_creator_is_taken_over_by_a_waiter(backend: &str) {
+    let f = fixture(backend, &[]);
+    let ns = f.manager.namespace("n");
+    let leader = tokio::spawn({
+        let ns = ns.clone();
+        async move {
+            ns.get_or_create::<u8, _, _>("k", std::future::pending::<u8>)
+                .await
+        }
+    });
+    tokio::task::yield_now().await;
+    let waiter = tokio::spawn({
+        let ns = ns.clone();
+        async move { ns.get_or_create("k", || async { 42u8 }).await }
+    });
+    until_lock_waits(&f.manager, 1).await;
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    assert_eq!(
+        *waiter.await.unwrap().unwrap(),
+        42,
+        "the waiter ran its own creator"
+    );
+    assert_eq!(*ns.get::<u8>("k").await.unwrap().unwrap(), 42);
+}
+
+async fn another_type_under_the_same_key_is_a_miss(backend: &str) {
+    let f = fixture(backend, &[]);
+    let ns = f.manager.namespace("n");
+    ns.put("k", "text".to_string()).await.unwrap();
+    assert!(ns.get::<Vec<u64>>("k").await.unwrap().is_none());
+    assert!(f.manager.default_region().stats().decode_errors >= 1);
+}
+
+async fn regions_keep_their_own_entries(backend: &str) {
+    let f = fixture(backend, &[("cache.regions", "a, b")]);
+    let a = f.manager.region("a").unwrap().namespace("n");
+    let b = f.manager.region("b").unwrap().namespace("n");
+    a.put("k", 1u8).await.unwrap();
+    assert!(b.get::<u8>("k").await.unwrap().is_none());
+    f.manager
+        .region("a")
+        .unwrap()
+        .invalidate(Invalidation::Hard)
+        .await
+        .unwrap();
+    b.put("k", 2u8).await.unwrap();
+    assert!(a.get::<u8>("k").await.unwrap().is_none());
+    assert_eq!(*b.get::<u8>("k").await.unwrap().unwrap(), 2);
+}
+
+impl std::error::Error for Boom {}
