@@ -489,12 +489,14 @@ where
         Begun::Hit(value) => return V::clone(&value),
         Begun::Slow(slow) => *slow,
     };
+    // Boxed: the slow paths' futures would otherwise make every call's
+    // future (and every future awaiting one) as large as the biggest of them.
     match slow.state {
         SlowState::Unavailable(err) => {
             slow.site.report(&err);
-            body().await
+            Box::pin(body()).await
         }
-        SlowState::Miss(call) => miss(slow.site, call, body).await,
+        SlowState::Miss(call) => Box::pin(miss(slow.site, call, body)).await,
     }
 }
 
@@ -550,7 +552,7 @@ where
     };
     match slow.state {
         SlowState::Unavailable(err) => Err(E::from(err)),
-        SlowState::Miss(call) => miss_result(slow.site, call, body).await,
+        SlowState::Miss(call) => Box::pin(miss_result(slow.site, call, body)).await,
     }
 }
 
@@ -606,9 +608,9 @@ where
     match slow.state {
         SlowState::Unavailable(err) => {
             slow.site.report(&err);
-            body().await
+            Box::pin(body()).await
         }
-        SlowState::Miss(call) => miss_option(slow.site, call, body).await,
+        SlowState::Miss(call) => Box::pin(miss_option(slow.site, call, body)).await,
     }
 }
 
