@@ -48,6 +48,8 @@
 //! | `macros` | ✓ | [`#[tankard::cached]`](cached) (turns on `blocking`) | a proc-macro crate on syn, which serde's derive already builds |
 //! | `blocking` | with `macros` | [`blocking`]: the sync API, with or without a runtime | tokio's multi-thread scheduler code (no new crate) |
 //! | `memcached`, `redis`, `postgres`, `sqlite`, `mysql`, `dbm` | | the server and embedded backends | their client crates |
+//! | `redis-tls` | | `rediss://` URLs for `redis` (implies it) | rustls and ring |
+//! | `axum` | | `web`: the page-caching tower layer and the manager as axum state | axum-core, http, tower-layer |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
@@ -61,12 +63,16 @@ pub mod config;
 mod dogpile;
 mod entry;
 mod error;
+mod inspect;
 mod key;
 mod manager;
 mod namespace;
 mod region;
 mod stats;
 mod sync;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod web;
 
 #[cfg(feature = "macros")]
 #[doc(hidden)]
@@ -78,6 +84,8 @@ pub use cache_key::{CacheKey, SerdeKey};
 pub use clock::Clock;
 pub use config::Config;
 pub use error::{Error, Result};
+#[doc(hidden)]
+pub use inspect::{EntryInfo, EntryState};
 pub use manager::{CacheManager, global, install};
 pub use namespace::Cache;
 pub use region::{Invalidation, Region};

@@ -55,8 +55,8 @@ use crate::stats::Event;
 /// ```
 #[derive(Clone)]
 pub struct Cache {
-    region: Arc<RegionInner>,
-    ns: Arc<NamespaceState>,
+    pub(crate) region: Arc<RegionInner>,
+    pub(crate) ns: Arc<NamespaceState>,
     expire: Option<Option<Duration>>,
 }
 

@@ -424,7 +424,7 @@ impl RegionInner {
     }
 
     #[inline]
-    fn read_policy(&self) -> ReadPolicy {
+    pub(crate) fn read_policy(&self) -> ReadPolicy {
         ReadPolicy {
             now_ms: self.clock.recent_ms(),
             start_ms: self.start_ms,
@@ -433,7 +433,7 @@ impl RegionInner {
 
     #[cfg(feature = "memory")]
     #[inline]
-    fn memory_generations(&self, ns: &NamespaceState) -> Generations {
+    pub(crate) fn memory_generations(&self, ns: &NamespaceState) -> Generations {
         Generations {
             region: self.generation.load(Ordering::Acquire),
             soft_before_ms: self.soft_before_ms.load(Ordering::Acquire),

@@ -22,14 +22,26 @@ use crate::key;
 
 #[cfg(feature = "file")]
 pub(crate) mod file;
+#[cfg(feature = "memcached")]
+pub(crate) mod memcached;
 #[cfg(feature = "memory")]
 pub(crate) mod memory;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
 
 /// Opens a backend that talks to a server or an embedded store, if its
 /// cargo feature is compiled in; `None` otherwise.
 #[allow(clippy::match_single_binding)] // one arm per backend feature
 pub(crate) fn open_remote(options: &RegionOptions) -> Option<Result<Arc<dyn Backend>>> {
     match options.backend {
+        #[cfg(feature = "memcached")]
+        crate::config::BackendKind::Memcached => Some(
+            memcached::MemcachedBackend::open(options).map(|b| Arc::new(b) as Arc<dyn Backend>),
+        ),
+        #[cfg(feature = "redis")]
+        crate::config::BackendKind::Redis | crate::config::BackendKind::RedisCluster => {
+            Some(redis::open(options))
+        }
         _ => None,
     }
 }

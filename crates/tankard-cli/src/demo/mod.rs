@@ -1,0 +1,433 @@
+//! `tankard demo`: the blog post's Django app as an axum app. `/hello`
+//! works 15 s and caches in `long_term`, `/goodbye` works 4 s and caches in
+//! `short_term`; the first request is slow and the next ones are instant,
+//! and a burst of requests on a cold page runs its work once.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use tankard::{Cache, CacheManager, Config, Invalidation, Region};
+
+use crate::DemoArgs;
+use crate::failure::{Failure, Outcome};
+
+/// The configuration used without `--config`.
+pub(crate) const DEFAULT_CONFIG: &str = include_str!("default.toml");
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// The namespaces the demo's pages are cached in (for `tankard get`).
+pub(crate) const HELLO_NAMESPACE: &str = "demo::hello";
+pub(crate) const GOODBYE_NAMESPACE: &str = "demo::goodbye";
+pub(crate) const GREET_NAMESPACE: &str = "demo::greet";
+/// The key of /hello and /goodbye: the post's `fetch_data()` takes no argument.
+pub(crate) const FETCH_DATA_KEY: &str = "fetch_data";
+
+const HELLO_WORK: Duration = Duration::from_millis(15_000);
+const GOODBYE_WORK: Duration = Duration::from_millis(4_000);
+
+struct Demo {
+    cache: CacheManager,
+    hello: Cache,
+    goodbye: Cache,
+    greet: Cache,
+    hello_work: Duration,
+    goodbye_work: Duration,
+}
+
+type Shared = Arc<Demo>;
+
+fn region<'a>(cache: &'a CacheManager, name: &str) -> Outcome<&'a Region> {
+    cache.region(name).map_err(|err| {
+        Failure::User(format!(
+            "{err}\nthe demo needs the regions long_term and short_term (see `tankard demo --help`)"
+        ))
+    })
+}
+
+pub(crate) async fn run(args: DemoArgs) -> Outcome {
+    let config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::from_toml_str(DEFAULT_CONFIG)?,
+    };
+    let cache = CacheManager::new(config)?;
+    let long_term = region(&cache, "long_term")?;
+    let short_term = region(&cache, "short_term")?;
+    let work = args.work_ms.map(Duration::from_millis);
+    let demo = Arc::new(Demo {
+        hello: long_term.namespace(HELLO_NAMESPACE),
+        goodbye: short_term.namespace(GOODBYE_NAMESPACE),
+        greet: short_term.namespace(GREET_NAMESPACE),
+        hello_work: work.unwrap_or(HELLO_WORK),
+        goodbye_work: work.unwrap_or(GOODBYE_WORK),
+        cache,
+    });
+
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .map_err(|err| bind_failure(args.bind, &err))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|err| Failure::Environment(format!("cannot read the bound address: {err}")))?;
+    println!("Tankard demo: open http://{addr}/");
+    for region in demo.cache.regions() {
+        println!(
+            "  region {:<12} {:<10} expire {}",
+            region.name(),
+            region.backend_name(),
+            region
+                .options()
+                .expire
+                .map_or("never".to_owned(), |e| format!("{}s", e.as_secs()))
+        );
+    }
+    println!(
+        "  /hello works {} ms (long_term), /goodbye and /greet/{{name}} {} ms (short_term)",
+        demo.hello_work.as_millis(),
+        demo.goodbye_work.as_millis()
+    );
+    axum::serve(listener, router(demo))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+            // In-flight pages may still be working (15 s for /hello): let a
+            // second Ctrl-C quit without waiting for them.
+            eprintln!("shutting down after the requests in flight; Ctrl-C again to quit now");
+            tokio::spawn(async {
+                let _ = tokio::signal::ctrl_c().await;
+                std::process::exit(130);
+            });
+        })
+        .await
+        .map_err(|err| Failure::Environment(format!("the server failed: {err}")))
+}
+
+fn bind_failure(addr: SocketAddr, err: &std::io::Error) -> Failure {
+    let hint = match err.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "; is another demo running? pick another address with --bind"
+        }
+        std::io::ErrorKind::PermissionDenied => "; ports below 1024 need privileges",
+        _ => "",
+    };
+    Failure::Environment(format!("cannot listen on {addr}: {err}{hint}"))
+}
+
+fn router(demo: Shared) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/hello", get(hello))
+        .route("/goodbye", get(goodbye))
+        .route("/greet/{name}", get(greet))
+        .route("/stats", get(stats))
+        .route("/metrics", get(metrics))
+        .route("/invalidate/{region}", post(invalidate))
+        .fallback(not_found)
+        .with_state(demo)
+}
+
+/// `datetime.now()` as Python prints it, as in the post.
+fn now() -> String {
+    chrono::Local::now()
+        .format("%Y-%m-%d %H:%M:%S%.6f")
+        .to_string()
+}
+
+fn page(result: tankard::Result<Arc<String>>) -> Response {
+    match result {
+        Ok(text) => text.as_str().to_owned().into_response(),
+        Err(err) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cache error: {err}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn hello(State(demo): State<Shared>) -> Response {
+    let work = demo.hello_work;
+    page(
+        demo.hello
+            .get_or_create(FETCH_DATA_KEY, || async move {
+                tokio::time::sleep(work).await;
+                format!("Hello world, its {}", now())
+            })
+            .await,
+    )
+}
+
+async fn goodbye(State(demo): State<Shared>) -> Response {
+    let work = demo.goodbye_work;
+    page(
+        demo.goodbye
+            .get_or_create(FETCH_DATA_KEY, || async move {
+                tokio::time::sleep(work).await;
+                format!("Bye world, its {}", now())
+            })
+            .await,
+    )
+}
+
+/// Positional arguments key the cache: one entry per name.
+async fn greet(State(demo): State<Shared>, Path(name): Path<String>) -> Response {
+    let work = demo.goodbye_work;
+    let key = name.clone();
+    page(
+        demo.greet
+            .get_or_create(&key, || async move {
+                tokio::time::sleep(work).await;
+                format!("Hello {name}, its {}", now())
+            })
+            .await,
+    )
+}
+
+/// One region's line of `/stats`.
+#[derive(Serialize)]
+struct RegionStats {
+    backend: &'static str,
+    hits: u64,
+    misses: u64,
+    stale_served: u64,
+    creator_calls: u64,
+    creator_errors: u64,
+    lock_waits: u64,
+    backend_errors: u64,
+}
+
+#[derive(Serialize)]
+struct StatsBody {
+    regions: BTreeMap<String, RegionStats>,
+}
+
+fn region_stats(demo: &Demo) -> StatsBody {
+    let regions = demo
+        .cache
+        .regions()
+        .map(|region| {
+            let s = region.stats();
+            let line = RegionStats {
+                backend: region.backend_name(),
+                hits: s.hits,
+                misses: s.misses,
+                stale_served: s.stale_served,
+                creator_calls: s.creator_calls,
+                creator_errors: s.creator_errors,
+                lock_waits: s.lock_waits,
+                backend_errors: s.backend_errors,
+            };
+            (region.name().to_owned(), line)
+        })
+        .collect();
+    StatsBody { regions }
+}
+
+async fn stats(State(demo): State<Shared>) -> Response {
+    match serde_json::to_string(&region_stats(&demo)) {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")).into_response(),
+    }
+}
+
+/// One counter of `/metrics`: name, help, and how to read it from a snapshot.
+type Metric = (&'static str, &'static str, fn(&tankard::Stats) -> u64);
+
+const METRICS: [Metric; 8] = [
+    ("tankard_hits_total", "Fresh values returned.", |s| s.hits),
+    (
+        "tankard_misses_total",
+        "Lookups that found nothing usable.",
+        |s| s.misses,
+    ),
+    (
+        "tankard_stale_served_total",
+        "Stale values returned while another caller regenerated them.",
+        |s| s.stale_served,
+    ),
+    ("tankard_creator_calls_total", "Times a creator ran.", |s| {
+        s.creator_calls
+    }),
+    (
+        "tankard_creator_errors_total",
+        "Times a creator failed or panicked.",
+        |s| s.creator_errors,
+    ),
+    (
+        "tankard_lock_waits_total",
+        "Callers that waited on another caller's creator.",
+        |s| s.lock_waits,
+    ),
+    (
+        "tankard_backend_errors_total",
+        "Backend operations that failed or timed out.",
+        |s| s.backend_errors,
+    ),
+    (
+        "tankard_decode_errors_total",
+        "Stored entries that could not be decoded.",
+        |s| s.decode_errors,
+    ),
+];
+
+/// Escapes a Prometheus label value.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn render_metrics(regions: &[(String, &'static str, tankard::Stats)]) -> String {
+    let mut out = String::new();
+    for (name, help, read) in METRICS {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (region, backend, stats) in regions {
+            let _ = writeln!(
+                out,
+                "{name}{{region=\"{}\",backend=\"{}\"}} {}",
+                label(region),
+                label(backend),
+                read(stats)
+            );
+        }
+    }
+    out
+}
+
+async fn metrics(State(demo): State<Shared>) -> Response {
+    let regions: Vec<_> = demo
+        .cache
+        .regions()
+        .map(|r| (r.name().to_owned(), r.backend_name(), r.stats()))
+        .collect();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render_metrics(&regions),
+    )
+        .into_response()
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const COUNTERS: [&str; 7] = [
+    "hits",
+    "misses",
+    "stale_served",
+    "creator_calls",
+    "creator_errors",
+    "lock_waits",
+    "backend_errors",
+];
+
+/// The dashboard: rendered with the counters as they are now, then kept
+/// live by its script, which polls `/stats`.
+async fn dashboard(State(demo): State<Shared>) -> Html<String> {
+    let stats = region_stats(&demo);
+    let mut rows = String::new();
+    for (name, s) in &stats.regions {
+        let values = [
+            s.hits,
+            s.misses,
+            s.stale_served,
+            s.creator_calls,
+            s.creator_errors,
+            s.lock_waits,
+            s.backend_errors,
+        ];
+        let name = escape_html(name);
+        let _ = write!(
+            rows,
+            "<tr data-region=\"{name}\"><th>{name}</th><td class=\"backend\">{}</td>",
+            escape_html(s.backend)
+        );
+        for (counter, value) in COUNTERS.iter().zip(values) {
+            let _ = write!(rows, "<td data-counter=\"{counter}\">{value}</td>");
+        }
+        let _ = write!(
+            rows,
+            "<td><button data-invalidate=\"{name}\">invalidate</button></td></tr>"
+        );
+    }
+    let work = |d: Duration| format!("{:.1}&nbsp;s", d.as_secs_f64());
+    Html(
+        DASHBOARD
+            .replace("{{ROWS}}", &rows)
+            .replace("{{HELLO_WORK}}", &work(demo.hello_work))
+            .replace("{{GOODBYE_WORK}}", &work(demo.goodbye_work)),
+    )
+}
+
+async fn invalidate(State(demo): State<Shared>, Path(name): Path<String>) -> Response {
+    let region = match demo.cache.region(&name) {
+        Ok(region) => region,
+        Err(err) => return (StatusCode::NOT_FOUND, format!("{err}\n")).into_response(),
+    };
+    match region.invalidate(Invalidation::Soft).await {
+        Ok(()) => format!(
+            "soft-invalidated region {name}: its entries are stale; each is served \
+             stale while one request regenerates it\n"
+        )
+        .into_response(),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot invalidate region {name}: {err}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn not_found(uri: Uri) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        format!(
+            "no page at {}; try /, /hello, /goodbye, /greet/{{name}}, /stats or /metrics\n",
+            uri.path()
+        ),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_escape_labels_and_list_every_counter() {
+        let stats = tankard::Stats::default();
+        let text = render_metrics(&[("a\"b".to_owned(), "memory", stats)]);
+        assert!(text.contains("tankard_hits_total{region=\"a\\\"b\",backend=\"memory\"} 0"));
+        assert_eq!(text.matches("# TYPE").count(), METRICS.len());
+    }
+
+    #[test]
+    fn the_default_config_has_the_post_regions() {
+        let config = Config::from_toml_str(DEFAULT_CONFIG).unwrap();
+        let long = config.region("long_term").unwrap();
+        let short = config.region("short_term").unwrap();
+        assert_eq!(long.backend.as_str(), "file");
+        assert_eq!(long.expire, Some(Duration::from_secs(86400)));
+        assert_eq!(
+            long.data_dir.as_deref(),
+            Some(std::path::Path::new("cache/data"))
+        );
+        assert_eq!(short.backend.as_str(), "memory");
+        assert_eq!(short.expire, Some(Duration::from_secs(1200)));
+    }
+}

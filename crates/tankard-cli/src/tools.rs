@@ -1,0 +1,352 @@
+//! The commands that work on a config and its stored entries: check,
+//! stats, get, invalidate, clear and gc.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tankard::config::RegionOptions;
+use tankard::{CacheManager, Config, EntryState, Invalidation, Region};
+
+use crate::EntryArgs;
+use crate::failure::{Failure, Outcome};
+
+/// Loads a config file and opens its regions (no server is contacted yet).
+pub(crate) fn load(path: &Path) -> Outcome<CacheManager> {
+    Ok(CacheManager::new(Config::from_file(path)?)?)
+}
+
+fn region<'a>(cache: &'a CacheManager, name: &str) -> Outcome<&'a Region> {
+    Ok(cache.region(name)?)
+}
+
+/// Entries of a memory region live in the process that made them.
+fn shared(region: &Region) -> Outcome<&Region> {
+    if region.backend_name() == "memory" {
+        return Err(Failure::User(format!(
+            "region {} keeps its entries in memory, inside the process that uses it; \
+             tankard can reach only shared backends (file, dbm, memcached, redis, database)",
+            region.name()
+        )));
+    }
+    Ok(region)
+}
+
+fn duration(d: Duration) -> String {
+    format!("{d:?}")
+}
+
+fn options_table(o: &RegionOptions) -> Vec<(&'static str, String)> {
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+    vec![
+        ("type", o.backend.as_str().to_owned()),
+        ("expire", o.expire.map_or("never".to_owned(), duration)),
+        ("stale", duration(o.stale)),
+        ("url", opt(o.url.clone())),
+        (
+            "data_dir",
+            opt(o.data_dir.as_ref().map(|p| p.display().to_string())),
+        ),
+        (
+            "lock_dir",
+            opt(o.lock_dir.as_ref().map(|p| p.display().to_string())),
+        ),
+        ("lock", format!("{:?}", o.lock).to_lowercase()),
+        ("lock_timeout", duration(o.lock_timeout)),
+        ("wait_timeout", duration(o.wait_timeout)),
+        ("timeout", duration(o.timeout)),
+        ("key_length", o.key_length.to_string()),
+        ("max_entries", opt(o.max_entries.map(|n| n.to_string()))),
+        ("max_bytes", opt(o.max_bytes.map(|n| n.to_string()))),
+        (
+            "secret",
+            if o.secret.is_some() { "set" } else { "-" }.to_owned(),
+        ),
+        (
+            "on_backend_error",
+            format!("{:?}", o.on_backend_error).to_lowercase(),
+        ),
+        ("refresh", format!("{:?}", o.refresh).to_lowercase()),
+        ("prefix", format!("{:?}", o.prefix)),
+        ("enabled", o.enabled.to_string()),
+        ("starttime", opt(o.starttime.map(|n| n.to_string()))),
+    ]
+}
+
+/// `tankard check F`.
+pub(crate) fn check(file: &Path) -> Outcome {
+    let config = Config::from_file(file)?;
+    // Opening the regions catches what parsing alone cannot (lock modes a
+    // backend does not offer); it connects to nothing.
+    CacheManager::new(config.clone())?;
+    println!("{}: ok", file.display());
+    let regions = std::iter::once(config.default_options()).chain(config.regions());
+    for options in regions {
+        println!();
+        println!("[{}]", options.name);
+        for (key, value) in options_table(options) {
+            println!("  {key:<17} {value}");
+        }
+    }
+    Ok(())
+}
+
+/// One region's line of `tankard stats`.
+#[derive(Serialize)]
+struct Usage {
+    backend: &'static str,
+    /// `None` for a memory region: nothing to reach outside this process.
+    reachable: Option<bool>,
+    entries: Option<u64>,
+    bytes: Option<u64>,
+    error: Option<String>,
+}
+
+async fn usage(region: &Region) -> Usage {
+    let mut line = Usage {
+        backend: region.backend_name(),
+        reachable: None,
+        entries: None,
+        bytes: None,
+        error: None,
+    };
+    if region.backend_name() != "memory" {
+        // A read of a key nobody writes: the cheapest real round trip.
+        let probe = region
+            .namespace("tankard::probe")
+            .inspect("reachable")
+            .await;
+        line.reachable = Some(probe.is_ok());
+        line.error = probe.err().map(|e| e.to_string());
+    }
+    if line.reachable != Some(false) {
+        match region.usage().await {
+            Ok(usage) => {
+                line.entries = usage.entries;
+                line.bytes = usage.bytes;
+            }
+            Err(err) => line.error = Some(err.to_string()),
+        }
+    }
+    line
+}
+
+/// `tankard stats --config F [--json]`.
+pub(crate) async fn stats(file: &Path, json: bool) -> Outcome {
+    let cache = load(file)?;
+    let mut regions: Vec<&Region> = cache.regions().collect();
+    if regions.is_empty() {
+        regions.push(cache.default_region());
+    }
+    let mut lines = BTreeMap::new();
+    for region in regions {
+        lines.insert(region.name().to_owned(), usage(region).await);
+    }
+    if json {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            regions: &'a BTreeMap<String, Usage>,
+        }
+        let text = serde_json::to_string_pretty(&Body { regions: &lines })
+            .map_err(|e| Failure::Environment(format!("cannot print JSON: {e}")))?;
+        println!("{text}");
+    } else {
+        let opt = |v: Option<u64>| v.map_or("-".to_owned(), |n| n.to_string());
+        println!(
+            "{:<16} {:<14} {:<11} {:>9} {:>12}",
+            "region", "backend", "reachable", "entries", "bytes"
+        );
+        for (name, line) in &lines {
+            let reachable = match line.reachable {
+                None => "in-process",
+                Some(true) => "yes",
+                Some(false) => "NO",
+            };
+            println!(
+                "{name:<16} {:<14} {reachable:<11} {:>9} {:>12}",
+                line.backend,
+                opt(line.entries),
+                opt(line.bytes)
+            );
+            if let Some(error) = &line.error {
+                println!("  {error}");
+            }
+        }
+    }
+    let down: Vec<_> = lines
+        .iter()
+        .filter(|(_, line)| line.reachable == Some(false))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if down.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Environment(format!(
+            "unreachable: {}; is the server running? (the project's scripts/services starts the test servers)",
+            down.join(", ")
+        )))
+    }
+}
+
+fn time(ms: u64) -> String {
+    match chrono::DateTime::from_timestamp_millis(ms as i64) {
+        Some(t) => format!(
+            "{} ({ms})",
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S%.3f %:z")
+        ),
+        None => ms.to_string(),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Escapes control characters (other than newlines and tabs) so that a
+/// stored value cannot drive the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\t' => c.to_string(),
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// `tankard get --config F --region R --namespace N KEY`.
+pub(crate) async fn get(at: &EntryArgs, key: &str) -> Outcome {
+    let cache = load(&at.config.config)?;
+    let region = shared(region(&cache, &at.region)?)?;
+    let info = region.namespace(&at.namespace).inspect(key).await?;
+    println!("region:      {} ({})", region.name(), region.backend_name());
+    println!("namespace:   {}", at.namespace);
+    println!("key:         {key}");
+    let Some(info) = info else {
+        println!("state:       missing");
+        return Ok(());
+    };
+    let state = match info.state {
+        EntryState::Fresh => "fresh",
+        EntryState::Stale => "stale",
+    };
+    let never = || "never".to_owned();
+    println!("state:       {state}");
+    println!("stored as:   {}", info.storage_key);
+    println!("created:     {}", time(info.created_ms));
+    println!(
+        "fresh until: {}",
+        info.fresh_until_ms.map_or_else(never, time)
+    );
+    println!(
+        "stale until: {}",
+        info.stale_until_ms.map_or_else(never, time)
+    );
+    let payload = info.payload.as_deref().unwrap_or_default();
+    println!(
+        "size:        {} bytes stored, {} bytes of value",
+        info.stored_bytes.unwrap_or_default(),
+        payload.len()
+    );
+    match info.text() {
+        Some(text) => println!("value (text): {}", printable(&text)),
+        None => println!("value (hex, postcard): {}", hex(payload)),
+    }
+    Ok(())
+}
+
+/// `tankard invalidate --config F --region R [--namespace N KEY] [--hard]`.
+pub(crate) async fn invalidate(
+    file: &Path,
+    name: &str,
+    entry: Option<(&str, &str)>,
+    hard: bool,
+) -> Outcome {
+    let cache = load(file)?;
+    let region = shared(region(&cache, name)?)?;
+    match entry {
+        Some((namespace, key)) => {
+            let removed = region.namespace(namespace).remove(key).await?;
+            if removed {
+                println!("removed {key} from {name}/{namespace}");
+            } else {
+                println!("nothing stored under {key} in {name}/{namespace}");
+            }
+        }
+        None => {
+            let (how, word) = if hard {
+                (Invalidation::Hard, "hard")
+            } else {
+                (Invalidation::Soft, "soft")
+            };
+            region.invalidate(how).await?;
+            println!("{word}-invalidated region {name}");
+        }
+    }
+    Ok(())
+}
+
+/// `tankard clear --config F --region R --namespace N`.
+pub(crate) async fn clear(at: &EntryArgs) -> Outcome {
+    let cache = load(&at.config.config)?;
+    let region = shared(region(&cache, &at.region)?)?;
+    region.namespace(&at.namespace).clear().await?;
+    println!("cleared namespace {} of region {}", at.namespace, at.region);
+    Ok(())
+}
+
+/// `tankard gc --config F`.
+pub(crate) async fn gc(file: &Path) -> Outcome {
+    let cache = load(file)?;
+    let mut regions: Vec<&Region> = cache.regions().collect();
+    regions.push(cache.default_region());
+    let bar = ProgressBar::new(regions.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(100));
+    let mut total = 0;
+    let mut lines = Vec::new();
+    let mut failed = Vec::new();
+    for region in regions {
+        bar.set_message(format!("purging {}", region.name()));
+        let line = if region.backend_name() == "memory" {
+            "in memory: nothing on disk".to_owned()
+        } else {
+            match region.purge_expired().await {
+                Ok(n) => {
+                    total += n;
+                    format!("removed {n} expired entries")
+                }
+                Err(err) => {
+                    failed.push(region.name().to_owned());
+                    format!("failed: {err}")
+                }
+            }
+        };
+        lines.push(format!(
+            "{} ({}): {line}",
+            region.name(),
+            region.backend_name()
+        ));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    for line in lines {
+        println!("{line}");
+    }
+    println!("{total} expired entries removed");
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Environment(format!(
+            "gc failed for {}",
+            failed.join(", ")
+        )))
+    }
+}

@@ -1,0 +1,295 @@
+//! `tankard demo` over HTTP.
+
+use std::time::Duration;
+
+use crate::support::{Demo, config, seed_ini, tankard, text};
+
+const COUNTERS: [&str; 7] = [
+    "hits",
+    "misses",
+    "stale_served",
+    "creator_calls",
+    "creator_errors",
+    "lock_waits",
+    "backend_errors",
+];
+
+#[tokio::test]
+async fn the_seed_pages_are_slow_once_then_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    // No --config: the embedded default, long_term in ./cache.
+    let demo = Demo::start(dir.path(), 300, &[]);
+    assert!(demo.banner.contains("long_term"), "{}", demo.banner);
+    assert!(demo.banner.contains("short_term"), "{}", demo.banner);
+
+    let (status, hello) = demo.get("/hello").await;
+    assert_eq!(status, 200);
+    assert!(hello.starts_with("Hello world, its "), "{hello}");
+    assert_eq!(
+        demo.get("/hello").await.1,
+        hello,
+        "the second /hello is the cached page"
+    );
+
+    let (status, bye) = demo.get("/goodbye").await;
+    assert_eq!(status, 200);
+    assert!(bye.starts_with("Bye world, its "), "{bye}");
+    assert_eq!(demo.get("/goodbye").await.1, bye);
+
+    let fred = demo.get("/greet/fred").await.1;
+    let wilma = demo.get("/greet/wilma").await.1;
+    assert!(fred.starts_with("Hello fred, its "), "{fred}");
+    assert!(wilma.starts_with("Hello wilma, its "), "{wilma}");
+    assert_eq!(demo.get("/greet/fred").await.1, fred, "cached per name");
+
+    let stats = demo.stats().await;
+    let regions = stats["regions"].as_object().unwrap();
+    assert_eq!(regions.len(), 2, "{stats}");
+    for (region, backend) in [("long_term", "file"), ("short_term", "memory")] {
+        let line = regions[region].as_object().unwrap();
+        assert_eq!(line["backend"], backend);
+        let mut keys: Vec<_> = line.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let mut expected = COUNTERS.to_vec();
+        expected.push("backend");
+        expected.sort_unstable();
+        assert_eq!(keys, expected, "the JSON shape of DESIGN §10");
+    }
+    let long = &regions["long_term"];
+    assert_eq!(
+        (
+            long["misses"].as_u64(),
+            long["hits"].as_u64(),
+            long["creator_calls"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1))
+    );
+    let short = &regions["short_term"];
+    // /goodbye, /greet/fred, /greet/wilma were made once each.
+    assert_eq!(
+        (short["creator_calls"].as_u64(), short["hits"].as_u64()),
+        (Some(3), Some(2))
+    );
+
+    // The file region's page is on disk under the working directory.
+    assert!(dir.path().join("cache/data").is_dir());
+}
+
+#[tokio::test]
+async fn metrics_page_and_unknown_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path(), 50, &[]);
+    demo.get("/hello").await;
+
+    let (status, kind, metrics) = demo.get_with_type("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    assert!(
+        metrics.contains("# TYPE tankard_creator_calls_total counter"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tankard_creator_calls_total{region=\"long_term\",backend=\"file\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tankard_misses_total{region=\"short_term\",backend=\"memory\"} 0"),
+        "{metrics}"
+    );
+
+    let (status, kind, page) = demo.get_with_type("/").await;
+    assert_eq!(status, 200);
+    assert!(kind.starts_with("text/html"), "{kind}");
+    assert!(page.contains("data-region=\"long_term\""));
+    assert!(page.contains("data-region=\"short_term\""));
+
+    let (status, body) = demo.get("/no/such/page").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("/no/such/page"), "{body}");
+}
+
+#[tokio::test]
+async fn invalidate_a_region_and_unknown_regions_are_404() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path(), 50, &[]);
+    let first = demo.get("/hello").await.1;
+
+    let (status, body) = demo.post("/invalidate/nowhere").await;
+    assert_eq!(status, 404);
+    assert!(
+        body.contains("nowhere") && body.contains("long_term"),
+        "{body}"
+    );
+
+    let (status, body) = demo.post("/invalidate/long_term").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("long_term"), "{body}");
+    // Soft: the page is stale; this lone request regenerates it.
+    let second = demo.get("/hello").await.1;
+    assert_ne!(second, first, "a soft-invalidated page is regenerated");
+    assert_eq!(demo.counter("long_term", "creator_calls").await, 2);
+    assert_eq!(demo.get("/hello").await.1, second);
+}
+
+#[tokio::test]
+async fn a_burst_on_cold_goodbye_runs_the_work_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path(), 300, &[]);
+    let bodies = demo.burst("/goodbye", 16).await;
+    assert!(bodies.iter().all(|b| *b == bodies[0]), "{bodies:?}");
+    assert_eq!(demo.counter("short_term", "creator_calls").await, 1);
+    assert_eq!(
+        demo.counter("short_term", "misses").await + demo.counter("short_term", "hits").await,
+        16
+    );
+}
+
+#[tokio::test]
+async fn an_expired_page_is_served_stale_while_one_request_regenerates() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "type = \"memory\"\nexpire = 1\nstale = 60");
+    let demo = Demo::start(dir.path(), 1000, &["--config", config.to_str().unwrap()]);
+    let old = demo.get("/goodbye").await.1;
+    // A real wait past the 1 s expiry: this test runs the real process.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let bodies = demo.burst("/goodbye", 8).await;
+    assert!(
+        bodies.contains(&old),
+        "someone got the stale page: {bodies:?}"
+    );
+    assert!(
+        bodies.iter().any(|b| *b != old),
+        "the regenerating request got the new page: {bodies:?}"
+    );
+    assert_eq!(demo.counter("short_term", "creator_calls").await, 2);
+    assert!(demo.counter("short_term", "stale_served").await >= 1);
+    let new = demo.get("/goodbye").await.1;
+    assert_ne!(new, old);
+}
+
+#[test]
+fn a_config_that_does_not_load_exits_1_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = seed_ini();
+    let out = tankard(
+        dir.path(),
+        &[
+            "demo",
+            "--bind",
+            "127.0.0.1:0",
+            "--config",
+            seed.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cache.short_term.url") && err.contains("127.0.0.1.11211"),
+        "{err}"
+    );
+    assert!(!text(&out.stdout).contains("http://"), "it never bound");
+
+    let out = tankard(dir.path(), &["demo", "--config", "no-such-file.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no-such-file.toml"));
+
+    let no_regions = dir.path().join("plain.toml");
+    std::fs::write(&no_regions, "[cache]\ntype = \"memory\"\n").unwrap();
+    let out = tankard(
+        dir.path(),
+        &["demo", "--config", no_regions.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("long_term"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_port_in_use_exits_2_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = tankard(dir.path(), &["demo", "--bind", &addr]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains(&addr) && err.contains("in use"), "{err}");
+}
+
+/// Two demo processes sharing a Redis `short_term`: a burst spread over
+/// both runs the work once in all.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn two_demos_sharing_redis_run_goodbye_once() {
+    let url =
+        std::env::var("TANKARD_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:26379/".into());
+    let host = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        std::net::TcpStream::connect(&host).is_ok(),
+        "Redis is not reachable at {url}: run scripts/services"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // A prefix of its own, so that every run starts cold.
+    let prefix = format!(
+        "demo-test-{}-{}:",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let config = config(
+        dir.path(),
+        &format!("type = \"redis\"\nurl = \"{url}\"\nexpire = 60\nprefix = \"{prefix}\""),
+    );
+    let args = ["--config", config.to_str().unwrap()];
+    let a = Demo::start(dir.path(), 1000, &args);
+    let b = Demo::start(dir.path(), 1000, &args);
+    let (from_a, from_b) = tokio::join!(a.burst("/goodbye", 8), b.burst("/goodbye", 8));
+    let all: Vec<_> = from_a.iter().chain(&from_b).collect();
+    assert!(all.iter().all(|body| *body == all[0]), "{all:?}");
+    let calls = a.counter("short_term", "creator_calls").await
+        + b.counter("short_term", "creator_calls").await;
+    assert_eq!(calls, 1, "one creator run across both processes");
+}
+
+#[tokio::test]
+async fn a_failing_backend_is_bypassed_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    // long_term's data_dir is a plain file: every read and write of the
+    // file backend fails, as a full or broken disk would.
+    let blocked = dir.path().join("not-a-directory");
+    std::fs::write(&blocked, "x").unwrap();
+    let config = dir.path().join("broken.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cache]\nregions = [\"short_term\", \"long_term\"]\n\
+             [cache.long_term]\ntype = \"file\"\ndata_dir = \"{}\"\nlock_dir = \"{}\"\n\
+             [cache.short_term]\ntype = \"memory\"\n",
+            blocked.display(),
+            dir.path().join("lock").display()
+        ),
+    )
+    .unwrap();
+    let demo = Demo::start(dir.path(), 50, &["--config", config.to_str().unwrap()]);
+    let (status, first) = demo.get("/hello").await;
+    assert_eq!(status, 200, "{first}");
+    assert!(first.starts_with("Hello world, its "), "{first}");
+    let errors = demo.counter("long_term", "backend_errors").await;
+    assert!(errors >= 1, "the failures are counted");
+    let (status, second) = demo.get("/hello").await;
+    assert_eq!(status, 200);
+    assert_ne!(second, first, "nothing could be stored: the work ran again");
+    assert!(
+        demo.counter("long_term", "backend_errors").await > errors,
+        "and they keep rising"
+    );
+}

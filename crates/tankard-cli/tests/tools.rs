@@ -1,0 +1,328 @@
+//! `tankard check/stats/get/invalidate/clear/gc/bench` on real config
+//! files, against entries written by the library in this process.
+
+use std::path::Path;
+
+use tankard::{CacheManager, Config};
+
+use crate::support::{config, seed_ini, tankard, text};
+
+/// Runs `tankard` and returns (exit code, stdout, stderr).
+fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = tankard(dir, args);
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+#[test]
+fn check_names_the_seed_typo_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(dir.path(), &["check", seed_ini().to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains(
+            r#"cache.short_term.url: "127.0.0.1.11211" is not a memcached address; expected host:port"#
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_prints_each_region_s_resolved_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = config(dir.path(), "type = \"memory\"\nexpire = 1200\nstale = 30");
+    let (code, out, err) = run(dir.path(), &["check", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(": ok"), "{out}");
+    let section = |name: &str| {
+        let start = out
+            .find(&format!("[{name}]"))
+            .unwrap_or_else(|| panic!("no [{name}] in {out}"));
+        let rest = &out[start + 1..];
+        rest[..rest.find("\n[").unwrap_or(rest.len())].to_owned()
+    };
+    let long = section("long_term");
+    assert!(long.contains("type              file"), "{long}");
+    assert!(long.contains("expire            86400s"), "{long}");
+    assert!(
+        long.contains(&dir.path().join("cache/data").display().to_string()),
+        "{long}"
+    );
+    let short = section("short_term");
+    assert!(short.contains("type              memory"), "{short}");
+    assert!(short.contains("expire            1200s"), "{short}");
+    assert!(short.contains("stale             30s"), "{short}");
+    assert!(out.contains("[default]"));
+
+    let (code, _, err) = run(dir.path(), &["check", "missing.ini"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("missing.ini"), "{err}");
+}
+
+#[test]
+fn bad_arguments_exit_1_and_help_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(run(dir.path(), &["get"]).0, 1);
+    assert_eq!(run(dir.path(), &["frobnicate"]).0, 1);
+    assert_eq!(run(dir.path(), &["demo", "--bind", "nowhere"]).0, 1);
+    let (code, out, _) = run(dir.path(), &["--help"]);
+    assert_eq!(code, 0);
+    for command in [
+        "demo",
+        "check",
+        "stats",
+        "get",
+        "invalidate",
+        "clear",
+        "gc",
+        "bench",
+    ] {
+        assert!(out.contains(command), "{command} in {out}");
+    }
+}
+
+/// A config with a file `long_term` and entries written by the library.
+async fn stocked(dir: &Path) -> (std::path::PathBuf, CacheManager) {
+    let file = config(dir, "type = \"memory\"");
+    let cache = CacheManager::new(Config::from_file(&file).unwrap()).unwrap();
+    let long = cache.region("long_term").unwrap();
+    let views = long.namespace("views");
+    views.put("page", "hello page".to_string()).await.unwrap();
+    views.put("numbers", vec![1u32, 2, 3]).await.unwrap();
+    views.put("bell", "ding\u{7}".to_string()).await.unwrap();
+    // Dead on arrival: no expiry left and no stale grace, so gc removes it.
+    long.namespace("old")
+        .expire(0)
+        .put("gone", 1u8)
+        .await
+        .unwrap();
+    (file, cache)
+}
+
+#[tokio::test]
+async fn get_shows_state_times_size_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _cache) = stocked(dir.path()).await;
+    let f = file.to_str().unwrap();
+    let at = [
+        "--config",
+        f,
+        "--region",
+        "long_term",
+        "--namespace",
+        "views",
+    ];
+
+    let (code, out, err) = run(dir.path(), &[&["get"][..], &at, &["page"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("state:       fresh"), "{out}");
+    assert!(out.contains("value (text): hello page"), "{out}");
+    assert!(
+        out.contains("created:") && out.contains("fresh until:"),
+        "{out}"
+    );
+    assert!(out.contains("11 bytes of value"), "{out}");
+
+    let (_, out, _) = run(dir.path(), &[&["get"][..], &at, &["numbers"]].concat());
+    assert!(out.contains("value (hex, postcard): 03010203"), "{out}");
+
+    let (_, out, _) = run(dir.path(), &[&["get"][..], &at, &["bell"]].concat());
+    assert!(
+        out.contains("value (text): ding\\u{7}\n"),
+        "control characters are escaped: {out}"
+    );
+
+    let (code, out, _) = run(dir.path(), &[&["get"][..], &at, &["absent"]].concat());
+    assert_eq!(code, 0);
+    assert!(out.contains("state:       missing"), "{out}");
+}
+
+#[tokio::test]
+async fn invalidate_and_clear_change_what_the_library_sees() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, cache) = stocked(dir.path()).await;
+    let f = file.to_str().unwrap();
+    let views = cache.region("long_term").unwrap().namespace("views");
+    let at = [
+        "--config",
+        f,
+        "--region",
+        "long_term",
+        "--namespace",
+        "views",
+    ];
+
+    let (code, out, err) = run(
+        dir.path(),
+        &[&["invalidate"][..], &at, &["numbers"]].concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("removed numbers"), "{out}");
+    assert!(views.get::<Vec<u32>>("numbers").await.unwrap().is_none());
+
+    // Soft invalidation of the region: the page is stale, still readable.
+    let (code, out, _) = run(
+        dir.path(),
+        &["invalidate", "--config", f, "--region", "long_term"],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("soft-invalidated region long_term"), "{out}");
+    let (fresh, is_fresh) = views.peek::<String>("page").await.unwrap().unwrap();
+    assert_eq!((fresh.as_str(), is_fresh), ("hello page", false));
+    let (_, out, _) = run(dir.path(), &[&["get"][..], &at, &["page"]].concat());
+    assert!(out.contains("state:       stale"), "{out}");
+
+    let (code, out, _) = run(dir.path(), &[&["clear"][..], &at].concat());
+    assert_eq!(code, 0);
+    assert!(out.contains("cleared namespace views"), "{out}");
+    assert!(views.peek::<String>("page").await.unwrap().is_none());
+
+    let (code, out, _) = run(
+        dir.path(),
+        &[
+            "invalidate",
+            "--config",
+            f,
+            "--region",
+            "long_term",
+            "--hard",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("hard-invalidated"), "{out}");
+}
+
+#[tokio::test]
+async fn memory_and_unknown_regions_are_user_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _cache) = stocked(dir.path()).await;
+    let f = file.to_str().unwrap();
+    let (code, _, err) = run(
+        dir.path(),
+        &[
+            "get",
+            "--config",
+            f,
+            "--region",
+            "short_term",
+            "--namespace",
+            "n",
+            "k",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("in memory"), "{err}");
+    let (code, _, err) = run(
+        dir.path(),
+        &[
+            "clear",
+            "--config",
+            f,
+            "--region",
+            "mid_term",
+            "--namespace",
+            "n",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("mid_term"), "{err}");
+}
+
+#[tokio::test]
+async fn gc_purges_expired_entries_and_stats_reports_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, cache) = stocked(dir.path()).await;
+    let f = file.to_str().unwrap();
+    let long = cache.region("long_term").unwrap();
+    let before = long.usage().await.unwrap().entries.unwrap();
+
+    let (code, out, err) = run(dir.path(), &["gc", "--config", f]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("long_term (file): removed 1 expired entries"),
+        "{out}"
+    );
+    assert!(out.contains("1 expired entries removed"), "{out}");
+    assert_eq!(long.usage().await.unwrap().entries.unwrap(), before - 1);
+    assert!(
+        long.namespace("views")
+            .contains::<String>("page")
+            .await
+            .unwrap(),
+        "live entries stay"
+    );
+
+    let (code, out, err) = run(dir.path(), &["stats", "--config", f]);
+    assert_eq!(code, 0, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("long_term"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("file") && line.contains("yes"), "{line}");
+
+    let (code, out, _) = run(dir.path(), &["stats", "--config", f, "--json"]);
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["regions"]["long_term"]["backend"], "file");
+    assert_eq!(json["regions"]["long_term"]["reachable"], true);
+    assert_eq!(
+        json["regions"]["long_term"]["entries"].as_u64(),
+        Some(before - 1)
+    );
+    assert_eq!(json["regions"]["short_term"]["backend"], "memory");
+    assert!(json["regions"]["short_term"]["reachable"].is_null());
+}
+
+#[test]
+fn bench_prints_throughput_and_percentiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = config(dir.path(), "type = \"memory\"");
+    let f = file.to_str().unwrap();
+    for region in ["long_term", "short_term"] {
+        let (code, out, err) = run(
+            dir.path(),
+            &[
+                "bench",
+                "--config",
+                f,
+                "--region",
+                region,
+                "--duration",
+                "0.3",
+                "--keys",
+                "20",
+                "--concurrency",
+                "4",
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains("throughput:") && out.contains("ops/s"),
+            "{out}"
+        );
+        assert!(
+            out.contains("p50") && out.contains("p99") && out.contains("p999"),
+            "{out}"
+        );
+        assert!(
+            out.contains("creator calls 20"),
+            "every key was created once: {out}"
+        );
+    }
+    let (code, _, err) = run(
+        dir.path(),
+        &[
+            "bench",
+            "--config",
+            f,
+            "--region",
+            "long_term",
+            "--duration",
+            "0",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+}

@@ -1,0 +1,436 @@
+//! The Redis and Redis Cluster backends (`ext:redis`, `ext:rediscluster`;
+//! cargo feature `redis`).
+//!
+//! A region of this type owns, on the server: its entries, its namespaces'
+//! generation counters, its own generation counter and soft-invalidation
+//! time, and the creation locks of its keys. It never deletes anything it
+//! does not own: `clear` and invalidation are one `INCR` or one `SET`, and
+//! nothing here ever sends `FLUSHDB`.
+//!
+//! # Key layout
+//!
+//! With `T` = `{prefix}{region}:{namespace}` (namespace escaped as in
+//! [`crate::key`]) and `R` = `{prefix}{region}`:
+//!
+//! ```text
+//! {T}#<key>           an entry (the bytes of `entry`), PX = expire + stale
+//! {T}!h#<blake3 hex>  an entry whose key made the whole key longer than key_length
+//! {T}!gen             the namespace's generation (INCR on clear)
+//! {T}!lock#<key>      the key's creation lock (SET NX PX lock_timeout); also
+//!                     the name of the pub/sub channel its release is announced on
+//! {R}!gen             the region's generation (INCR on hard invalidation)
+//! {R}!soft            the region's soft-invalidation time, epoch ms
+//! ```
+//!
+//! The braces are Redis Cluster hash tags: only the part inside decides the
+//! slot, so an entry, its lock (and lock channel) and its namespace
+//! generation sit in one slot, on one node. Nothing needs them to be
+//! *atomic* together, but it keeps a namespace's traffic on one node and
+//! lets the lock's release script publish on a sharded channel, which
+//! Redis only allows for the script's own slot.
+//!
+//! # One round trip per lookup
+//!
+//! `load` needs four values: the region generation and soft time, the
+//! namespace generation, and the entry. On a single server it is one
+//! `MGET` of the four keys. On a cluster the region's two keys live in
+//! their own slot (they are shared by every namespace); `load` is still
+//! one `MGET`, which the cluster client splits by node and sends to both
+//! at once, so a lookup waits for one round trip to each of at most two
+//! nodes, concurrently. The alternatives were worse: a copy of the region
+//! values in every namespace's slot would make an invalidation one write
+//! per namespace (unbounded, and racy against namespaces created
+//! meanwhile), and caching them in the process would let another process's
+//! invalidation go unseen for a while.
+//!
+//! Reading the generations on every hit is what makes a `clear` or an
+//! invalidation in one process visible to the very next call in every
+//! other. Its price is a four-value reply where a plain `GET` has one,
+//! which shows in the client's CPU per hit under heavy concurrency (see
+//! `benches/redis.rs`). Server-assisted client-side caching
+//! (`CLIENT TRACKING`) could serve the generations from memory instead,
+//! but leaves a window after an invalidation in which other processes
+//! still use the old generations; not done.
+//!
+//! # Expiry
+//!
+//! An entry's server TTL is its `expire` plus `stale`, so a value past its
+//! expiry is still there to be served stale while one caller regenerates
+//! it (Beaker's Redis backend loses it at expiry). Generation keys have no
+//! TTL; run the server with `maxmemory-policy` `noeviction` or one of the
+//! `volatile-*` policies so they are never evicted (an evicted generation
+//! restarts at 0 and could make entries written before a `clear` visible
+//! again).
+//!
+//! # Connections and failures
+//!
+//! The connection opens on first use (see `conn`), reconnects by itself,
+//! and every operation is bounded by the region's `timeout`. A down or hung
+//! server therefore makes calls fail fast, and with
+//! `on_backend_error = bypass` (the default) each call runs its creator and
+//! counts a backend error; once the server answers again the cache is used
+//! again, without rebuilding the manager. The connection's driver tasks
+//! run on the tokio runtime of the first call, so a manager should be used
+//! from one runtime (as an app does).
+//!
+//! # URLs
+//!
+//! `ext:redis` takes one URL: `redis://[user:password@]host[:port][/db]`,
+//! `rediss://…` (TLS), `redis+unix:///path` or `unix:///path`.
+//! `ext:rediscluster` takes comma-separated seed URLs; the client discovers
+//! the other nodes. TLS needs the cargo feature `redis-tls` (rustls with
+//! the ring provider), which is kept out of `redis` so that plain-TCP users
+//! compile no TLS stack. Pub/sub wake-ups use RESP3, so the server must be
+//! Redis 6 or later (7 or later for a cluster, for sharded pub/sub).
+
+mod conn;
+mod lock;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use ::redis::cluster::ClusterClientBuilder;
+use ::redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, RedisError, Script, cmd};
+use async_trait::async_trait;
+
+use super::{Backend, Loaded, Location, RegionScope, Scope};
+use crate::config::{BackendKind, RegionOptions};
+use crate::dogpile::lock::CreationLock;
+use crate::entry::Generations;
+use crate::error::{ConfigError, Error, Result};
+use crate::key;
+use crate::region::option_key;
+use conn::{Link, Target, Wakeups};
+use lock::RedisLock;
+
+/// Raises the soft-invalidation time, never lowers it (two processes
+/// invalidating at once must not move it back).
+/// `KEYS[1]` soft key; `ARGV[1]` epoch ms.
+static SOFT_INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local current = tonumber(redis.call('get', KEYS[1]) or '0') or 0
+if tonumber(ARGV[1]) > current then
+  redis.call('set', KEYS[1], ARGV[1])
+end
+return 1",
+    )
+});
+
+/// A region stored in Redis or a Redis Cluster.
+pub(crate) struct RedisBackend {
+    link: Arc<Link>,
+    lock: Arc<RedisLock>,
+    /// The region's own keys (`{R}!gen`, `{R}!soft`) and `key_length`: one
+    /// backend serves one region.
+    region_gen_key: String,
+    region_soft_key: String,
+    key_length: usize,
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("link", &self.link)
+            .field("region_gen_key", &self.region_gen_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL with any password replaced by `***`, for error messages.
+fn redact(url: &str) -> String {
+    url.split(',')
+        .map(|seed| {
+            let Some((scheme, rest)) = seed.split_once("://") else {
+                return seed.to_owned();
+            };
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let user = userinfo.split_once(':').map_or("", |(user, _)| user);
+                    format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
+                }
+                None => seed.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn bad_url(options: &RegionOptions, url: &str, err: &RedisError) -> Error {
+    let tls = url
+        .split(',')
+        .any(|seed| seed.trim().to_ascii_lowercase().starts_with("rediss://"));
+    let (problem, expected) = if tls && !cfg!(feature = "redis-tls") {
+        (
+            "uses TLS, which needs the cargo feature \"redis-tls\" of tankard".to_owned(),
+            "redis://… or `tankard = { features = [\"redis-tls\"] }`",
+        )
+    } else {
+        (
+            format!("is not usable by the redis client: {err}"),
+            "redis://[user:password@]host[:port][/db] (or rediss://, redis+unix://, unix://)",
+        )
+    };
+    Error::config(ConfigError::BadValue {
+        key: option_key(options, "url"),
+        value: redact(url),
+        problem,
+        expected: expected.to_owned(),
+    })
+}
+
+/// Opens a Redis or Redis Cluster region. No connection is made here: the
+/// first operation connects.
+pub(crate) fn open(options: &RegionOptions) -> Result<Arc<dyn Backend>> {
+    let url = options.url.as_deref().ok_or_else(|| {
+        Error::config(ConfigError::Missing {
+            key: option_key(options, "url"),
+            message: "missing; the redis backends need url = \"redis://host:port\"".to_owned(),
+        })
+    })?;
+    #[cfg(feature = "redis-tls")]
+    {
+        // rustls needs a process-wide crypto provider; an application that
+        // installed its own keeps it.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let wakeups = Arc::new(Wakeups::default());
+    let timeout = options.timeout;
+    let (name, target) = if options.backend == BackendKind::RedisCluster {
+        let seeds: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let push = wakeups.clone();
+        let client = ClusterClientBuilder::new(seeds)
+            .use_protocol(ProtocolVersion::RESP3)
+            .push_sender(move |info: PushInfo| {
+                push.on_push(info);
+                Ok::<(), RedisError>(())
+            })
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .build()
+            .map_err(|err| bad_url(options, url, &err))?;
+        ("redis-cluster", Target::Cluster(client))
+    } else {
+        let info = url
+            .into_connection_info()
+            .map_err(|err| bad_url(options, url, &err))?;
+        // RESP3 lets lock waiters receive pub/sub messages on the same
+        // multiplexed connection as the commands.
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = ::redis::Client::open(info.set_redis_settings(settings))
+            .map_err(|err| bad_url(options, url, &err))?;
+        ("redis", Target::Single(client))
+    };
+    let link = Arc::new(Link::new(name, target, timeout, wakeups));
+    let region = RegionScope::new(options);
+    Ok(Arc::new(RedisBackend {
+        lock: Arc::new(RedisLock::new(
+            link.clone(),
+            options.prefix.clone(),
+            options.lock_timeout,
+        )),
+        link,
+        region_gen_key: tagged(&region.generation_key, "!gen"),
+        region_soft_key: tagged(&region.soft_key, "!soft"),
+        key_length: options.key_length,
+    }))
+}
+
+/// A core bookkeeping key (`key.rs`) with the part before `suffix` in a
+/// hash tag: `{prefix}{region}!gen` becomes `{{prefix}{region}}!gen`.
+fn tagged(core_key: &str, suffix: &str) -> String {
+    match core_key.strip_suffix(suffix) {
+        Some(base) => format!("{{{base}}}{suffix}"),
+        None => format!("{{{core_key}}}{suffix}"),
+    }
+}
+
+/// `{prefix}{region}:{namespace}` in braces (the namespace escaped as in
+/// `key.rs`): the hash tag of a namespace.
+fn namespace_tag(scope: &Scope) -> String {
+    let base = scope
+        .generation_key
+        .strip_suffix("!gen")
+        .unwrap_or(&scope.generation_key);
+    format!("{{{base}}}")
+}
+
+fn namespace_gen_key(tag: &str) -> String {
+    format!("{tag}!gen")
+}
+
+/// The entry's key; hashed (inside its namespace's slot) when longer than
+/// `key_length`.
+fn entry_key(tag: &str, key: &str, key_length: usize) -> String {
+    let full = format!("{tag}#{key}");
+    if full.len() <= key_length {
+        return full;
+    }
+    key::limit_length(&format!("{tag}!h"), full, key_length)
+}
+
+impl RedisBackend {
+    /// Parses a generation counter; `0` when absent.
+    fn generation(&self, key: &str, value: Option<Vec<u8>>) -> Result<u64> {
+        let Some(bytes) = value else { return Ok(0) };
+        std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| {
+                Error::backend(
+                    self.link.name,
+                    format!(
+                        "key {key} holds {:?}, not a generation counter; delete it (DEL {key})",
+                        String::from_utf8_lossy(&bytes[..bytes.len().min(40)])
+                    ),
+                )
+            })
+    }
+
+    /// Reads the three generations and, with `entry`, the entry: one MGET.
+    async fn read(&self, scope: &Scope, entry: Option<&str>) -> Result<Loaded> {
+        let ns_gen_key = namespace_gen_key(&namespace_tag(scope));
+        let mut mget = cmd("MGET");
+        mget.arg(&self.region_gen_key)
+            .arg(&self.region_soft_key)
+            .arg(&ns_gen_key);
+        if let Some(entry) = entry {
+            mget.arg(entry);
+        }
+        let values: Vec<Option<Vec<u8>>> = self.link.query("read", &mget).await?;
+        let expected = 3 + usize::from(entry.is_some());
+        if values.len() != expected {
+            return Err(Error::backend(
+                self.link.name,
+                format!("MGET of {expected} keys returned {} values", values.len()),
+            ));
+        }
+        let mut values = values.into_iter();
+        let mut next = || values.next().flatten();
+        Ok(Loaded {
+            generations: Generations {
+                region: self.generation(&self.region_gen_key, next())?,
+                soft_before_ms: self.generation(&self.region_soft_key, next())?,
+                namespace: self.generation(&ns_gen_key, next())?,
+            },
+            bytes: next(),
+        })
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    fn name(&self) -> &'static str {
+        self.link.name
+    }
+
+    async fn load(&self, at: &Location<'_>) -> Result<Loaded> {
+        let key = entry_key(&namespace_tag(at.scope), at.key, self.key_length);
+        self.read(at.scope, Some(&key)).await
+    }
+
+    async fn generations(&self, scope: &Scope) -> Result<Generations> {
+        Ok(self.read(scope, None).await?.generations)
+    }
+
+    async fn store(&self, at: &Location<'_>, entry: Vec<u8>, ttl: Option<Duration>) -> Result<()> {
+        let key = entry_key(&namespace_tag(at.scope), at.key, self.key_length);
+        let mut set = cmd("SET");
+        set.arg(&key).arg(entry);
+        if let Some(ttl) = ttl {
+            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            set.arg("PX").arg(ms);
+        }
+        self.link.query::<()>("write", &set).await
+    }
+
+    async fn remove(&self, at: &Location<'_>) -> Result<bool> {
+        let key = entry_key(&namespace_tag(at.scope), at.key, self.key_length);
+        let removed: i64 = self.link.query("remove", cmd("DEL").arg(&key)).await?;
+        Ok(removed > 0)
+    }
+
+    async fn bump_namespace(&self, scope: &Scope) -> Result<()> {
+        let key = namespace_gen_key(&namespace_tag(scope));
+        self.link
+            .query::<i64>("clear", cmd("INCR").arg(&key))
+            .await?;
+        Ok(())
+    }
+
+    async fn bump_region(&self, _region: &RegionScope) -> Result<()> {
+        // One backend serves one region: its keys were computed at open.
+        self.link
+            .query::<i64>("invalidate", cmd("INCR").arg(&self.region_gen_key))
+            .await?;
+        Ok(())
+    }
+
+    async fn soft_invalidate(&self, _region: &RegionScope, at_ms: u64) -> Result<()> {
+        let mut invocation = SOFT_INVALIDATE.prepare_invoke();
+        invocation.key(&self.region_soft_key).arg(at_ms);
+        self.link
+            .script::<i64>("soft invalidate", &invocation)
+            .await?;
+        Ok(())
+    }
+
+    fn creation_lock(&self) -> Arc<dyn CreationLock> {
+        self.lock.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_put_an_entry_and_its_namespace_in_one_slot() {
+        let options = RegionOptions {
+            prefix: "app/".into(),
+            ..RegionOptions::defaults("short_term")
+        };
+        let scope = Scope::new(Arc::new(RegionScope::new(&options)), "views::a#b");
+        let tag = namespace_tag(&scope);
+        assert_eq!(tag, "{app/short_term:views::a%23b}");
+        assert_eq!(entry_key(&tag, "k", 250), "{app/short_term:views::a%23b}#k");
+        assert_eq!(namespace_gen_key(&tag), "{app/short_term:views::a%23b}!gen");
+        assert_eq!(
+            tagged(&scope.region.soft_key, "!soft"),
+            "{app/short_term}!soft"
+        );
+        let long = entry_key(&tag, &"x".repeat(300), 250);
+        assert!(
+            long.starts_with("{app/short_term:views::a%23b}!h#"),
+            "{long}"
+        );
+        assert_eq!(long.len(), tag.len() + 3 + 64);
+        // The lock of the same key carries the same hash tag.
+        assert_eq!(
+            lock::redis_lock_key("app/", &scope.lock_key("k")),
+            "{app/short_term:views::a%23b}!lock#k"
+        );
+    }
+
+    #[test]
+    fn passwords_never_reach_error_messages() {
+        assert_eq!(
+            redact("redis://user:hunter2@h:1/2"),
+            "redis://user:***@h:1/2"
+        );
+        assert_eq!(
+            redact("redis://:pw@h,redis://h2"),
+            "redis://:***@h,redis://h2"
+        );
+        assert_eq!(redact("redis://h:1/0"), "redis://h:1/0");
+    }
+}

@@ -1,0 +1,529 @@
+//! The page layer and the manager-as-state extractor, through a real axum
+//! server on a loopback socket and a real HTTP client.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::extract::{FromRef, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tankard::web::CachePageLayer;
+use tankard::{Cache, CacheManager, Config};
+use tokio::sync::{Notify, Semaphore};
+
+/// Counts handler runs per test.
+#[derive(Clone, Default)]
+struct Calls(Arc<AtomicUsize>);
+
+impl Calls {
+    fn bump(&self) -> usize {
+        self.0.fetch_add(1, Ordering::SeqCst) + 1
+    }
+    fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A running app and a client for it.
+struct App {
+    base: String,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl App {
+    async fn start(router: Router, dir: tempfile::TempDir) -> App {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        App {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        Reply::from(
+            self.client
+                .get(format!("{}{path}", self.base))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn get_with(&self, path: &str, name: &str, value: &str) -> Reply {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        Reply::from(res).await
+    }
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    x_cache: Option<String>,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    async fn from(res: reqwest::Response) -> Reply {
+        let status = StatusCode::from_u16(res.status().as_u16()).unwrap();
+        let mut headers = HeaderMap::new();
+        for (name, value) in res.headers() {
+            headers.append(
+                header::HeaderName::from_bytes(name.as_str().as_bytes()).unwrap(),
+                header::HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+            );
+        }
+        let x_cache = headers
+            .get("x-cache")
+            .map(|v| v.to_str().unwrap().to_owned());
+        Reply {
+            status,
+            x_cache,
+            headers,
+            body: res.text().await.unwrap(),
+        }
+    }
+
+    fn x(&self) -> &str {
+        self.x_cache.as_deref().unwrap_or("<none>")
+    }
+}
+
+/// Which region the pages live in: the memory backend keeps typed pages,
+/// the file backend round-trips them through their serialized form.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Memory,
+    File,
+}
+
+fn pages(backend: Backend, extra: &[(&str, &str)]) -> (Cache, tempfile::TempDir) {
+    let (cache, dir) = manager(backend, extra);
+    (cache.namespace("pages"), dir)
+}
+
+fn manager(backend: Backend, extra: &[(&str, &str)]) -> (CacheManager, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut flat: Vec<(String, String)> = match backend {
+        Backend::Memory => vec![("cache.type".into(), "memory".into())],
+        Backend::File => vec![
+            ("cache.type".into(), "file".into()),
+            ("cache.data_dir".into(), data.to_str().unwrap().into()),
+        ],
+    };
+    flat.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    (
+        CacheManager::new(Config::from_flat(flat).unwrap()).unwrap(),
+        dir,
+    )
+}
+
+/// A router whose routes count their runs; the layer wraps all of them.
+fn counted_app(calls: Calls, layer: CachePageLayer) -> Router {
+    let c = calls.clone();
+    let plain = get(move || {
+        let n = c.bump();
+        async move { format!("plain #{n}") }
+    });
+    let c = calls.clone();
+    let vary = get(move |headers: HeaderMap| {
+        let n = c.bump();
+        async move {
+            let lang = headers
+                .get(header::ACCEPT_LANGUAGE)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (
+                [(header::VARY, "Accept-Language")],
+                format!("lang {lang} #{n}"),
+            )
+        }
+    });
+    let c = calls.clone();
+    let cookie = get(move || {
+        let n = c.bump();
+        async move {
+            (
+                [(header::SET_COOKIE, "session=abc")],
+                format!("cookie #{n}"),
+            )
+        }
+    });
+    let c = calls.clone();
+    let private = get(move || {
+        let n = c.bump();
+        async move {
+            (
+                [(header::CACHE_CONTROL, "max-age=60, private")],
+                format!("private #{n}"),
+            )
+        }
+    });
+    let c = calls.clone();
+    let no_store = get(move || {
+        let n = c.bump();
+        async move {
+            (
+                [(header::CACHE_CONTROL, "no-store")],
+                format!("no-store #{n}"),
+            )
+        }
+    });
+    let c = calls.clone();
+    let missing = get(move || {
+        let n = c.bump();
+        async move { (StatusCode::NOT_FOUND, format!("missing #{n}")) }
+    });
+    let c = calls.clone();
+    let vary_star = get(move || {
+        let n = c.bump();
+        async move { ([(header::VARY, "*")], format!("star #{n}")) }
+    });
+    let c = calls;
+    let post = axum::routing::post(move || {
+        let n = c.bump();
+        async move { format!("post #{n}") }
+    })
+    .get(|| async { "get" });
+    Router::new()
+        .route("/plain", plain)
+        .route("/vary", vary)
+        .route("/cookie", cookie)
+        .route("/private", private)
+        .route("/no-store", no_store)
+        .route("/missing", missing)
+        .route("/vary-star", vary_star)
+        .route("/post", post)
+        .layer(layer)
+}
+
+async fn counted(backend: Backend) -> (App, Calls) {
+    let (cache, dir) = pages(backend, &[("cache.expire", "60")]);
+    let calls = Calls::default();
+    let app = App::start(counted_app(calls.clone(), CachePageLayer::new(cache)), dir).await;
+    (app, calls)
+}
+
+const BACKENDS: [Backend; 2] = [Backend::Memory, Backend::File];
+
+#[tokio::test]
+async fn second_request_is_a_hit_with_the_same_page() {
+    for backend in BACKENDS {
+        let (app, calls) = counted(backend).await;
+        let first = app.get("/plain").await;
+        let second = app.get("/plain").await;
+        assert_eq!(
+            (first.status, first.x()),
+            (StatusCode::OK, "MISS"),
+            "{backend:?}"
+        );
+        assert_eq!(
+            (second.status, second.x()),
+            (StatusCode::OK, "HIT"),
+            "{backend:?}"
+        );
+        assert_eq!(first.body, "plain #1");
+        assert_eq!(second.body, "plain #1");
+        assert_eq!(
+            second.headers[header::CONTENT_TYPE],
+            "text/plain; charset=utf-8",
+            "{backend:?}: stored headers are replayed"
+        );
+        assert_eq!(calls.get(), 1);
+    }
+}
+
+#[tokio::test]
+async fn the_query_is_part_of_the_key() {
+    let (app, calls) = counted(Backend::Memory).await;
+    assert_eq!(app.get("/plain?a=1").await.x(), "MISS");
+    assert_eq!(app.get("/plain?a=2").await.x(), "MISS");
+    let again = app.get("/plain?a=1").await;
+    assert_eq!((again.x(), again.body.as_str()), ("HIT", "plain #1"));
+    assert_eq!(calls.get(), 2);
+}
+
+#[tokio::test]
+async fn vary_keys_pages_by_the_named_request_headers() {
+    for backend in BACKENDS {
+        let (app, calls) = counted(backend).await;
+        let en = app.get_with("/vary", "accept-language", "en").await;
+        let fr = app.get_with("/vary", "accept-language", "fr").await;
+        let en2 = app.get_with("/vary", "accept-language", "en").await;
+        let fr2 = app.get_with("/vary", "accept-language", "fr").await;
+        let none = app.get("/vary").await;
+        assert_eq!(
+            (en.x(), en.body.as_str()),
+            ("MISS", "lang en #1"),
+            "{backend:?}"
+        );
+        assert_eq!(
+            (fr.x(), fr.body.as_str()),
+            ("MISS", "lang fr #2"),
+            "{backend:?}"
+        );
+        assert_eq!(
+            (en2.x(), en2.body.as_str()),
+            ("HIT", "lang en #1"),
+            "{backend:?}"
+        );
+        assert_eq!(
+            (fr2.x(), fr2.body.as_str()),
+            ("HIT", "lang fr #2"),
+            "{backend:?}"
+        );
+        assert_eq!(
+            (none.x(), none.body.as_str()),
+            ("MISS", "lang  #3"),
+            "{backend:?}"
+        );
+        assert_eq!(en2.headers[header::VARY], "Accept-Language");
+        assert_eq!(calls.get(), 3);
+    }
+}
+
+#[tokio::test]
+async fn responses_setting_cookies_or_private_are_never_stored() {
+    for backend in BACKENDS {
+        let (app, calls) = counted(backend).await;
+        for path in ["/cookie", "/private", "/no-store", "/vary-star"] {
+            let before = calls.get();
+            let a = app.get(path).await;
+            let b = app.get(path).await;
+            assert_eq!((a.x(), b.x()), ("MISS", "MISS"), "{backend:?} {path}");
+            assert_ne!(a.body, b.body, "{backend:?} {path}: the handler ran twice");
+            assert_eq!(calls.get(), before + 2, "{backend:?} {path}");
+        }
+        let cookie = app.get("/cookie").await;
+        assert_eq!(cookie.headers[header::SET_COOKIE], "session=abc");
+    }
+}
+
+#[tokio::test]
+async fn non_200_responses_are_not_stored() {
+    let (app, calls) = counted(Backend::Memory).await;
+    let a = app.get("/missing").await;
+    let b = app.get("/missing").await;
+    assert_eq!(
+        (a.status, b.status),
+        (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND)
+    );
+    assert_eq!(
+        (a.body.as_str(), b.body.as_str()),
+        ("missing #1", "missing #2")
+    );
+    assert_eq!(calls.get(), 2);
+}
+
+#[tokio::test]
+async fn only_get_and_head_are_cached() {
+    let (app, calls) = counted(Backend::Memory).await;
+    for n in 1..=2 {
+        let res = app
+            .client
+            .post(format!("{}/post", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.headers().get("x-cache").is_none());
+        assert_eq!(res.text().await.unwrap(), format!("post #{n}"));
+    }
+    assert_eq!(calls.get(), 2);
+}
+
+#[tokio::test]
+async fn head_requests_are_cached_under_their_own_key() {
+    let (app, calls) = counted(Backend::Memory).await;
+    let head = |app: &App| app.client.head(format!("{}/plain", app.base)).send();
+    let first = head(&app).await.unwrap();
+    let second = head(&app).await.unwrap();
+    assert_eq!(first.headers()["x-cache"], "MISS");
+    assert_eq!(second.headers()["x-cache"], "HIT");
+    assert_eq!(second.headers()[header::CONTENT_LENGTH], "8");
+    assert_eq!(second.text().await.unwrap(), "");
+    // A GET is another key: the handler runs for it.
+    let get = app.get("/plain").await;
+    assert_eq!((get.x(), get.body.as_str()), ("MISS", "plain #2"));
+    assert_eq!(calls.get(), 2);
+}
+
+#[tokio::test]
+async fn requests_with_authorization_skip_the_cache_unless_allowed() {
+    for allow in [false, true] {
+        let (cache, dir) = pages(Backend::Memory, &[]);
+        let calls = Calls::default();
+        let layer = CachePageLayer::new(cache).allow_authorization(allow);
+        let app = App::start(counted_app(calls.clone(), layer), dir).await;
+        let a = app.get_with("/plain", "authorization", "Bearer x").await;
+        let b = app.get_with("/plain", "authorization", "Bearer x").await;
+        if allow {
+            assert_eq!((a.x(), b.x()), ("MISS", "HIT"));
+            assert_eq!(calls.get(), 1);
+        } else {
+            assert_eq!((a.x_cache.as_deref(), b.x_cache.as_deref()), (None, None));
+            assert_eq!((a.body.as_str(), b.body.as_str()), ("plain #1", "plain #2"));
+            // ... and they neither read nor fill the cache for others.
+            assert_eq!(app.get("/plain").await.x(), "MISS");
+            assert_eq!(calls.get(), 3);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_on_a_cold_route_runs_the_handler_once() {
+    for backend in BACKENDS {
+        let (manager, dir) = manager(backend, &[("cache.expire", "60")]);
+        let cache = manager.namespace("pages");
+        let calls = Calls::default();
+        // The handler holds until every request of the burst has arrived.
+        let arrived = Arc::new(Semaphore::new(0));
+        let c = calls.clone();
+        let gate = arrived.clone();
+        let router = Router::new()
+            .route(
+                "/slow",
+                get(move || {
+                    let n = c.bump();
+                    let gate = gate.clone();
+                    async move {
+                        let _ = gate.acquire_many(1).await;
+                        format!("slow #{n}")
+                    }
+                }),
+            )
+            .layer(CachePageLayer::new(cache));
+        let app = Arc::new(App::start(router, dir).await);
+        let burst: Vec<_> = (0..16)
+            .map(|_| {
+                let app = app.clone();
+                tokio::spawn(async move { app.get("/slow").await })
+            })
+            .collect();
+        // Release the handler once the other 15 wait on its flight.
+        let region = manager.default_region().clone();
+        tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while region.stats().lock_waits < 15 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("15 requests wait on the first one's handler");
+        arrived.add_permits(1);
+        let mut misses = 0;
+        for reply in burst {
+            let reply = reply.await.unwrap();
+            assert_eq!(reply.body, "slow #1", "{backend:?}");
+            misses += usize::from(reply.x() == "MISS");
+        }
+        assert_eq!(calls.get(), 1, "{backend:?}: the handler ran once");
+        assert_eq!(misses, 1, "{backend:?}: one request ran it");
+    }
+}
+
+#[tokio::test]
+async fn an_expired_page_is_served_stale_while_one_request_regenerates() {
+    // expire 0: every page is stale at once, and served as such for 60 s.
+    let (cache, dir) = pages(Backend::Memory, &[("cache.stale", "60")]);
+    let cache = cache.expire(0);
+    let calls = Calls::default();
+    let entered = Arc::new(Notify::new());
+    let release = Arc::new(Semaphore::new(0));
+    let (c, e, r) = (calls.clone(), entered.clone(), release.clone());
+    let router = Router::new()
+        .route(
+            "/page",
+            get(move || {
+                let n = c.bump();
+                let (e, r) = (e.clone(), r.clone());
+                async move {
+                    if n == 2 {
+                        e.notify_one();
+                        let _ = r.acquire().await;
+                    }
+                    format!("page #{n}")
+                }
+            }),
+        )
+        .layer(CachePageLayer::new(cache));
+    let app = Arc::new(App::start(router, dir).await);
+    let first = app.get("/page").await;
+    assert_eq!((first.x(), first.body.as_str()), ("MISS", "page #1"));
+    let regenerating = {
+        let app = app.clone();
+        tokio::spawn(async move { app.get("/page").await })
+    };
+    entered.notified().await;
+    let stale = app.get("/page").await;
+    assert_eq!((stale.x(), stale.body.as_str()), ("STALE", "page #1"));
+    release.add_permits(1);
+    let fresh = regenerating.await.unwrap();
+    assert_eq!((fresh.x(), fresh.body.as_str()), ("MISS", "page #2"));
+    assert_eq!(calls.get(), 2);
+}
+
+#[derive(Clone, FromRef)]
+struct AppState {
+    cache: CacheManager,
+    motto: String,
+}
+
+async fn regions(cache: CacheManager, State(motto): State<String>) -> impl IntoResponse {
+    let names: Vec<_> = cache.regions().map(|r| r.name().to_owned()).collect();
+    format!("{motto}: {}", names.join(","))
+}
+
+async fn greet(cache: CacheManager, Path(name): Path<String>) -> String {
+    let ns = cache.region("short_term").unwrap().namespace("greet");
+    let page = ns
+        .get_or_create(&name, || async { format!("hello {name}") })
+        .await
+        .unwrap();
+    page.to_string()
+}
+
+#[tokio::test]
+async fn the_manager_is_extracted_from_the_app_state() {
+    let config = Config::from_flat([
+        ("cache.type", "memory"),
+        ("cache.regions", "short_term, long_term"),
+    ])
+    .unwrap();
+    let cache = CacheManager::new(config).unwrap();
+    let state = AppState {
+        cache: cache.clone(),
+        motto: "regions".into(),
+    };
+    let router = Router::new()
+        .route("/regions", get(regions))
+        .route("/greet/{name}", get(greet))
+        .with_state(state);
+    let app = App::start(router, tempfile::tempdir().unwrap()).await;
+    assert_eq!(
+        app.get("/regions").await.body,
+        "regions: long_term,short_term"
+    );
+    assert_eq!(app.get("/greet/fred").await.body, "hello fred");
+    app.get("/greet/fred").await;
+    let stats = cache.region("short_term").unwrap().stats();
+    assert_eq!(
+        (stats.misses, stats.hits),
+        (1, 1),
+        "the handlers share the app's manager"
+    );
+}
