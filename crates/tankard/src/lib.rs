@@ -45,6 +45,8 @@
 //! |---|---|---|---|
 //! | `memory` | ✓ | the in-process backend (typed values, no encoding) | quick_cache |
 //! | `file` | ✓ | one file per key, `flock` creation locks | nothing extra |
+//! | `macros` | ✓ | [`#[tankard::cached]`](cached) (turns on `blocking`) | a proc-macro crate on syn, which serde's derive already builds |
+//! | `blocking` | with `macros` | [`blocking`]: the sync API, with or without a runtime | tokio's multi-thread scheduler code (no new crate) |
 //! | `memcached`, `redis`, `postgres`, `sqlite`, `mysql`, `dbm` | | the server and embedded backends | their client crates |
 //! | `redis-tls` | | `rediss://` URLs for `redis` (implies it) | rustls and ring |
 //! | `axum` | | `web`: the page-caching tower layer and the manager as axum state | axum-core, http, tower-layer |
@@ -52,6 +54,10 @@
 #![deny(missing_docs)]
 
 mod backend;
+#[cfg(feature = "blocking")]
+#[cfg_attr(docsrs, doc(cfg(feature = "blocking")))]
+pub mod blocking;
+pub mod cache_key;
 mod clock;
 pub mod config;
 mod dogpile;
@@ -68,7 +74,13 @@ mod sync;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod web;
 
+#[cfg(feature = "macros")]
+#[doc(hidden)]
+#[path = "function.rs"]
+pub mod __private;
+
 pub use backend::Usage;
+pub use cache_key::{CacheKey, SerdeKey};
 pub use clock::Clock;
 pub use config::Config;
 pub use error::{Error, Result};
@@ -78,6 +90,11 @@ pub use manager::{CacheManager, global, install};
 pub use namespace::Cache;
 pub use region::{Invalidation, Region};
 pub use stats::Stats;
+
+#[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
+#[doc = include_str!("../docs/cached.md")]
+pub use tankard_macros::cached;
 
 /// The README's examples are tests too.
 #[cfg(doctest)]

@@ -1,0 +1,4 @@
+#[tankard::cached]
+struct Hello;
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[tankard::cached]
+fn log(line: &str) {
+    println!("{line}");
+}
+
+fn main() {}

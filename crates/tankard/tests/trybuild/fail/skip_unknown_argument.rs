@@ -1,0 +1,6 @@
+#[tankard::cached(skip(conection))]
+fn rows(connection: &str, table: &str) -> usize {
+    connection.len() + table.len()
+}
+
+fn main() {}
