@@ -19,6 +19,7 @@ both!(
     damaged_or_foreign_bytes_are_a_counted_miss,
     a_wrong_secret_is_a_miss,
     long_keys_are_hashed_in_their_namespace_slot,
+    an_evicted_generation_never_brings_back_cleared_entries,
 );
 
 async fn put_get_remove_contains_clear(kind: Kind) {
@@ -262,4 +263,36 @@ async fn long_keys_are_hashed_in_their_namespace_slot(kind: Kind) {
         );
     }
     assert_ne!(stored[0], stored[1]);
+}
+
+/// If the server evicts a generation counter, the next `clear` must not
+/// land on a value that entries from before an earlier clear carry (a
+/// plain `INCR` would restart at 1 and bring them back).
+async fn an_evicted_generation_never_brings_back_cleared_entries(kind: Kind) {
+    let prefix = unique_prefix("evicted-gen");
+    let cache = manager(&toml(kind, &prefix, ""));
+    let ns = cache.namespace("n");
+    let mut raw = Raw::connect(kind).await;
+    let generation = format!("{{{prefix}default:n}}!gen");
+
+    ns.clear().await.unwrap();
+    ns.put("k", "before the second clear".to_string())
+        .await
+        .unwrap();
+    ns.clear().await.unwrap();
+    assert!(ns.get::<String>("k").await.unwrap().is_none());
+    // Evicted, as a server under memory pressure may do; crossing a
+    // millisecond makes the restarted counter differ from the first one.
+    raw.query::<i64>(redis::cmd("DEL").arg(&generation)).await;
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    ns.clear().await.unwrap();
+    assert!(
+        ns.get::<String>("k").await.unwrap().is_none(),
+        "an entry cleared before the eviction came back"
+    );
+    let restarted: u64 = raw.query(redis::cmd("GET").arg(&generation)).await;
+    assert!(
+        restarted > 1_600_000_000_000,
+        "restarted at {restarted}, not at the current time"
+    );
 }

@@ -15,7 +15,7 @@
 //! ```text
 //! {T}#<key>           an entry (the bytes of `entry`), PX = expire + stale
 //! {T}!h#<blake3 hex>  an entry whose key made the whole key longer than key_length
-//! {T}!gen             the namespace's generation (INCR on clear)
+//! {T}!gen             the namespace's generation (bumped on clear; a missing counter restarts at the current time in ms)
 //! {T}!lock#<key>      the key's creation lock (SET NX PX lock_timeout); also
 //!                     the name of the pub/sub channel its release is announced on
 //! {R}!gen             the region's generation (INCR on hard invalidation)
@@ -108,6 +108,19 @@ use lock::RedisLock;
 /// Raises the soft-invalidation time, never lowers it (two processes
 /// invalidating at once must not move it back).
 /// `KEYS[1]` soft key; `ARGV[1]` epoch ms.
+/// Bumps a generation counter. A missing counter (never set, or evicted by
+/// a server that evicts) starts at the current time in milliseconds rather
+/// than at 1, so it can never come back to a value an old entry carries.
+static BUMP_GENERATION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('exists', KEYS[1]) == 1 then
+  return redis.call('incr', KEYS[1])
+end
+redis.call('set', KEYS[1], ARGV[1])
+return tonumber(ARGV[1])",
+    )
+});
+
 static SOFT_INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"local current = tonumber(redis.call('get', KEYS[1]) or '0') or 0
@@ -361,18 +374,12 @@ impl Backend for RedisBackend {
 
     async fn bump_namespace(&self, scope: &Scope) -> Result<()> {
         let key = namespace_gen_key(&namespace_tag(scope));
-        self.link
-            .query::<i64>("clear", cmd("INCR").arg(&key))
-            .await?;
-        Ok(())
+        self.bump("clear", &key).await
     }
 
     async fn bump_region(&self, _region: &RegionScope) -> Result<()> {
         // One backend serves one region: its keys were computed at open.
-        self.link
-            .query::<i64>("invalidate", cmd("INCR").arg(&self.region_gen_key))
-            .await?;
-        Ok(())
+        self.bump("invalidate", &self.region_gen_key).await
     }
 
     async fn soft_invalidate(&self, _region: &RegionScope, at_ms: u64) -> Result<()> {
@@ -386,6 +393,15 @@ impl Backend for RedisBackend {
 
     fn creation_lock(&self) -> Arc<dyn CreationLock> {
         self.lock.clone()
+    }
+}
+
+impl RedisBackend {
+    async fn bump(&self, operation: &'static str, key: &str) -> Result<()> {
+        let mut invocation = BUMP_GENERATION.prepare_invoke();
+        invocation.key(key).arg(crate::Clock::system().now_ms());
+        self.link.script::<i64>(operation, &invocation).await?;
+        Ok(())
     }
 }
 
