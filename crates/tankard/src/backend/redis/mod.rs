@@ -18,7 +18,7 @@
 //! {T}!gen             the namespace's generation (bumped on clear; a missing counter restarts at the current time in ms)
 //! {T}!lock#<key>      the key's creation lock (SET NX PX lock_timeout); also
 //!                     the name of the pub/sub channel its release is announced on
-//! {R}!gen             the region's generation (INCR on hard invalidation)
+//! {R}!gen             the region's generation (bumped on hard invalidation, likewise)
 //! {R}!soft            the region's soft-invalidation time, epoch ms
 //! ```
 //!
