@@ -546,6 +546,13 @@ fn resolve(
     Ok((options, missing_feature))
 }
 
+/// A whole non-negative number (`expire`, `stale`, `key_length`, `starttime`).
+fn whole(key: &str, raw: &str, value: &str, problem: &str) -> Result<u64> {
+    value
+        .parse::<u64>()
+        .map_err(|_| bad(key, raw, problem, "a whole non-negative number"))
+}
+
 fn bad(key: &str, value: &str, problem: &str, expected: &str) -> Error {
     ConfigError::BadValue {
         key: key.to_owned(),
@@ -587,26 +594,16 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
             })?;
         }
         "expire" => {
-            let secs = value.parse::<u64>().map_err(|_| {
-                bad(
-                    key,
-                    raw,
-                    "is not a number of seconds",
-                    "a whole non-negative number",
-                )
-            })?;
-            options.expire = Some(Duration::from_secs(secs));
+            options.expire = Some(Duration::from_secs(whole(
+                key,
+                raw,
+                value,
+                "is not a number of seconds",
+            )?));
         }
         "stale" => {
-            let secs = value.parse::<u64>().map_err(|_| {
-                bad(
-                    key,
-                    raw,
-                    "is not a number of seconds",
-                    "a whole non-negative number",
-                )
-            })?;
-            options.stale = Duration::from_secs(secs);
+            options.stale =
+                Duration::from_secs(whole(key, raw, value, "is not a number of seconds")?);
         }
         "data_dir" | "lock_dir" => {
             if value.is_empty() {
@@ -626,25 +623,16 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
                 parse_bool(value).ok_or_else(|| bad(key, raw, "is not a boolean", BOOLEANS))?;
         }
         "key_length" => {
-            options.key_length = value.parse::<usize>().map_err(|_| {
-                bad(
-                    key,
-                    raw,
-                    "is not a whole number",
-                    "a whole non-negative number",
-                )
-            })?;
+            let length = whole(key, raw, value, "is not a whole number")?;
+            options.key_length = usize::try_from(length).unwrap_or(usize::MAX);
         }
         "starttime" => {
-            let secs = value.parse::<u64>().map_err(|_| {
-                bad(
-                    key,
-                    raw,
-                    "is not a number of seconds since the epoch",
-                    "a whole non-negative number",
-                )
-            })?;
-            options.starttime = Some(secs);
+            options.starttime = Some(whole(
+                key,
+                raw,
+                value,
+                "is not a number of seconds since the epoch",
+            )?);
         }
         "lock_timeout" | "wait_timeout" | "timeout" => {
             let duration = parse_duration(value).map_err(|problem| {
