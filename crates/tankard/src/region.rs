@@ -478,8 +478,7 @@ impl RegionInner {
     }
 
     /// The hit path of a memory region: the fresh value or `None`, with no
-    /// `Lookup` built. The same rules as [`EntryMeta::freshness`], checked
-    /// cheapest-first.
+    /// `Lookup` built.
     #[cfg(feature = "memory")]
     #[inline]
     pub(crate) fn fresh_memory<T: Send + Sync + 'static>(
@@ -494,13 +493,11 @@ impl RegionInner {
             namespace: ns.id,
             key,
         })?;
-        let meta = &entry.meta;
-        let fresh = meta.namespace_gen == ns.generation.load(Ordering::Acquire)
-            && meta.region_gen == self.generation.load(Ordering::Acquire)
-            && meta.created_ms > self.soft_before_ms.load(Ordering::Acquire)
-            && meta.created_ms >= self.start_ms
-            && self.clock.recent_ms() < meta.fresh_until_ms;
-        if !fresh {
+        if entry
+            .meta
+            .freshness(&self.memory_generations(ns), &self.read_policy())
+            != Freshness::Fresh
+        {
             return None;
         }
         entry.value.downcast::<T>().ok()
