@@ -231,10 +231,8 @@ fn checksum(bytes: &[u8]) -> u32 {
 }
 
 fn mac(secret: &Secret) -> HmacSha256 {
-    // HMAC accepts keys of any length, so this cannot fail; the fallback
-    // keeps the code free of panics all the same.
     HmacSha256::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| HmacSha256::new_from_slice(&[0]).unwrap_or_else(|_| unreachable!()))
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
 }
 
 fn tag(secret: &Secret, bytes: &[u8]) -> [u8; TAG] {
