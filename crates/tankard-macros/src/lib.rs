@@ -333,7 +333,7 @@ fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     };
     let locate = quote! {
         #site_static
-        #private::locate(&#site, #manager, #self_type, #key_closure)?
+        #private::locate::<#value_ty, _>(&#site, #manager, #self_type, #key_closure)?
     };
     let value_name = if idents.iter().any(|i| *i == "value") {
         format_ident!("new_value")

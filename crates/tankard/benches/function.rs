@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo bench -p tankard --bench function                  # about 20 s
-//! cargo bench -p tankard --bench function -- --breakdown    # core hit vs attribute overhead
+//! cargo bench -p tankard --bench function -- --breakdown    # quick_cache, namespace hit, key text, whole call
 //! BENCH_CALLS=100000 valgrind --tool=callgrind target/release/deps/function-* --only whole
 //!                                    # one kind of call (core, quick, empty, whole) for a profiler
 //! ```
@@ -141,10 +141,13 @@ fn main() {
     }
     if let Some(only) = std::env::args().skip_while(|a| a != "--only").nth(1) {
         // For a profiler: one kind of call, nothing else.
-        let ns = MANAGER.namespace(concat!(module_path!(), "::tankard_sync"));
+        let ns = MANAGER.namespace("profile");
         let keys: Vec<String> = (0..KEYS).map(|k| k.to_string()).collect();
-        for k in 0..KEYS {
-            tankard_sync(k);
+        for (k, key) in keys.iter().enumerate() {
+            tankard::blocking::Cache::new(ns.clone())
+                .put(key, k as u64)
+                .expect("put");
+            tankard_sync(k as u64);
         }
         let ns_ns = measure(1, |k| match only.as_str() {
             "core" => {
@@ -245,15 +248,22 @@ fn main() {
     drop(rt);
 }
 
-/// Where a hit's time goes, one thread: the core's memory hit alone
-/// (`Cache::try_get_fresh` with the key already built) against the whole
-/// cached call (key encoding, handle, hit, clone out).
+/// Where a hit's time goes, one thread: quick_cache's own `get`, the
+/// namespace API's memory hit (`Cache::try_get_fresh`, key already built),
+/// building a text key, and the whole cached call (compact key, typed map,
+/// freshness, counter, clone out).
 fn breakdown() {
-    let ns = MANAGER.namespace(concat!(module_path!(), "::tankard_sync"));
+    let ns = MANAGER.namespace("breakdown");
     let keys: Vec<String> = (0..KEYS).map(|k| k.to_string()).collect();
-    for k in 0..KEYS {
-        tankard_sync(k);
+    for (k, key) in keys.iter().enumerate() {
+        tankard::blocking::Cache::new(ns.clone())
+            .put(key, k as u64)
+            .expect("put");
+        tankard_sync(k as u64);
     }
+    let quick = measure(1, |k| {
+        black_box(quick_get(black_box(k)));
+    });
     let core = measure(1, |k| {
         black_box(ns.try_get_fresh::<u64>(black_box(&keys[k as usize])));
     });
@@ -263,14 +273,10 @@ fn breakdown() {
     let whole = measure(1, |k| {
         black_box(tankard_sync(black_box(k)));
     });
-    let quick = measure(1, |k| {
-        black_box(quick_get(black_box(k)));
-    });
-    println!("quick_cache get (u64 key)            {quick:6.1} ns");
-    println!("core hit: try_get_fresh, key built   {core:6.1} ns");
-    println!("key encoding into a new String       {encode:6.1} ns");
-    println!("whole cached call                    {whole:6.1} ns");
-    println!("the attribute's share: {:.1} ns", whole - core);
+    println!("quick_cache get (u64 key)                  {quick:6.1} ns");
+    println!("namespace memory hit, text key built       {core:6.1} ns");
+    println!("text key encoding into a new String        {encode:6.1} ns");
+    println!("whole cached call (typed map)              {whole:6.1} ns");
 }
 
 /// Awaits a future that a memory hit completes in its first poll.

@@ -43,8 +43,9 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
+use std::hash::BuildHasher;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde::Serialize;
 
@@ -122,13 +123,242 @@ pub trait CacheKey {
 /// ```
 #[derive(Debug)]
 pub struct KeyWriter<'a> {
-    out: &'a mut String,
+    out: &'a mut KeyBuf,
     args: usize,
     failed: Option<String>,
 }
 
+/// Key bytes kept on the stack: a cached function's key is built on every
+/// call, and almost every key is shorter than this.
+const INLINE_KEY: usize = 64;
+
+/// In a compact key, the byte before a `u64` written as 8 little-endian bytes.
+const U64_MARK: u8 = 0xff;
+/// In a compact key, the byte before a `u128` written as 16 little-endian bytes.
+const U128_MARK: u8 = 0xfe;
+
+/// A key being written: on the stack while it is short, on the heap after.
+///
+/// A *text* key is the format above. A *compact* key, which only a memory
+/// map of this process ever sees, is the same with every integer's digits
+/// replaced by a mark byte and its fixed-width little-endian bytes (no
+/// formatting on the hit path). Marks are bytes that UTF-8 never uses and
+/// each is followed by a known number of bytes, so a compact key reads back
+/// into exactly one text key ([`KeyBuf::text`]): two argument lists with
+/// the same compact key have the same text key, hence are the same.
+///
+/// The inline bytes past the end stay zero, which lets a typed map take a
+/// short key's first bytes as a fixed-size array.
+///
+/// A compact key also keeps a running hash of what is pushed, mixed from
+/// the pushed values themselves: hashing the finished bytes would read
+/// back memory just written in pieces, which stalls the CPU for longer
+/// than the rest of a hit takes.
+#[derive(Debug)]
+pub(crate) struct KeyBuf {
+    len: usize,
+    short: [u8; INLINE_KEY],
+    long: Option<Vec<u8>>,
+    compact: bool,
+    hash: u64,
+}
+
+/// The process's hash keys, random so that nobody can aim arguments at one
+/// hash bucket.
+static HASH_KEYS: LazyLock<[u64; 2]> = LazyLock::new(|| {
+    let random = std::collections::hash_map::RandomState::new();
+    [random.hash_one(1u8), random.hash_one(2u8) | 1]
+});
+
+/// The 64 high and 64 low bits of the product, folded together (as in
+/// foldhash): one multiplication mixes every input bit into every output bit.
+#[inline]
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
+impl KeyBuf {
+    /// An empty text key.
+    #[inline]
+    pub(crate) fn new() -> KeyBuf {
+        KeyBuf {
+            len: 0,
+            short: [0; INLINE_KEY],
+            long: None,
+            compact: false,
+            hash: 0,
+        }
+    }
+
+    /// An empty compact key.
+    #[inline]
+    pub(crate) fn compact() -> KeyBuf {
+        KeyBuf {
+            compact: true,
+            hash: HASH_KEYS[0],
+            ..KeyBuf::new()
+        }
+    }
+
+    #[inline]
+    fn mix(&mut self, word: u64) {
+        self.hash = fold_mul(self.hash ^ word, HASH_KEYS[1]);
+    }
+
+    /// The hash of a compact key: the same for the same pushes.
+    #[inline]
+    pub(crate) fn hash(&self) -> u64 {
+        fold_mul(self.hash ^ self.len as u64, HASH_KEYS[1])
+    }
+
+    #[inline]
+    fn push_bytes(&mut self, bytes: &[u8]) {
+        if self.compact {
+            let (words, tail) = bytes.as_chunks::<8>();
+            for word in words {
+                self.mix(u64::from_le_bytes(*word));
+            }
+            let mut last = [0u8; 8];
+            last[..tail.len()].copy_from_slice(tail);
+            self.mix(u64::from_le_bytes(last) ^ (tail.len() as u64) << 56);
+        }
+        self.append(bytes);
+    }
+
+    #[inline]
+    fn append(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        match (&mut self.long, self.short.get_mut(self.len..end)) {
+            (None, Some(room)) => room.copy_from_slice(bytes),
+            (Some(long), _) => long.extend_from_slice(bytes),
+            (None, None) => self.spill().extend_from_slice(bytes),
+        }
+        self.len = end;
+    }
+
+    #[inline]
+    fn push(&mut self, c: char) {
+        if self.compact {
+            self.mix(u64::from(c) | 1 << 63);
+        }
+        self.append(c.encode_utf8(&mut [0; 4]).as_bytes());
+    }
+
+    #[inline(always)]
+    fn push_u64(&mut self, n: u64) {
+        if !self.compact {
+            return self.push_decimal(n);
+        }
+        self.mix(n);
+        let end = self.len + 9;
+        match self.short.get_mut(self.len..end) {
+            Some([mark, bytes @ ..]) if self.long.is_none() => {
+                *mark = U64_MARK;
+                bytes.copy_from_slice(&n.to_le_bytes());
+                self.len = end;
+            }
+            _ => self.append_u64_slow(n),
+        }
+    }
+
+    #[cold]
+    fn append_u64_slow(&mut self, n: u64) {
+        self.append(&[U64_MARK]);
+        self.append(&n.to_le_bytes());
+    }
+
+    fn push_u128(&mut self, n: u128) {
+        if self.compact {
+            self.mix(n as u64);
+            self.mix((n >> 64) as u64);
+            self.append(&[U128_MARK]);
+            self.append(&n.to_le_bytes());
+        } else {
+            self.push_decimal(n);
+        }
+    }
+
+    fn push_decimal(&mut self, n: impl fmt::Display) {
+        // Writing to a `KeyBuf` cannot fail.
+        let _ = fmt::Write::write_fmt(self, format_args!("{n}"));
+    }
+
+    #[cold]
+    fn spill(&mut self) -> &mut Vec<u8> {
+        let mut long = Vec::with_capacity(INLINE_KEY * 2);
+        long.extend_from_slice(&self.short[..self.len]);
+        self.long.insert(long)
+    }
+
+    /// The key's bytes.
+    #[inline]
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match &self.long {
+            Some(long) => long,
+            None => &self.short[..self.len],
+        }
+    }
+
+    /// The first `N` bytes, zero past the end of a key shorter than `N`;
+    /// for a longer key, meaningless (and not to be used).
+    #[inline]
+    pub(crate) fn padded<const N: usize>(&self) -> &[u8; N] {
+        const { assert!(N <= INLINE_KEY) };
+        match self.short.first_chunk() {
+            Some(head) => head,
+            None => unreachable!("N <= INLINE_KEY is checked at compile time"),
+        }
+    }
+
+    /// The text key: as written, or read back from a compact key.
+    pub(crate) fn text(&self) -> Cow<'_, str> {
+        if self.compact {
+            return Cow::Owned(text_of_compact(self.as_bytes()));
+        }
+        // Only whole `str`s and `char`s were pushed: this cannot fail.
+        String::from_utf8_lossy(self.as_bytes())
+    }
+}
+
+impl fmt::Write for KeyBuf {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        self.push_bytes(text.as_bytes());
+        Ok(())
+    }
+}
+
+/// The text key a compact key was written for (see [`KeyBuf`]).
+pub(crate) fn text_of_compact(mut rest: &[u8]) -> String {
+    let mut text = KeyBuf::new();
+    while let Some((&first, tail)) = rest.split_first() {
+        rest = match first {
+            U64_MARK => match tail.split_first_chunk::<8>() {
+                Some((n, tail)) => {
+                    text.push_decimal(u64::from_le_bytes(*n));
+                    tail
+                }
+                None => break,
+            },
+            U128_MARK => match tail.split_first_chunk::<16>() {
+                Some((n, tail)) => {
+                    text.push_decimal(u128::from_le_bytes(*n));
+                    tail
+                }
+                None => break,
+            },
+            byte => {
+                text.push_bytes(&[byte]);
+                tail
+            }
+        };
+    }
+    text.text().into_owned()
+}
+
 impl<'a> KeyWriter<'a> {
-    pub(crate) fn new(out: &'a mut String) -> KeyWriter<'a> {
+    #[inline]
+    pub(crate) fn new(out: &'a mut KeyBuf) -> KeyWriter<'a> {
         KeyWriter {
             out,
             args: 0,
@@ -149,7 +379,7 @@ impl<'a> KeyWriter<'a> {
     /// ```
     #[inline]
     pub fn push_str(&mut self, text: &str) {
-        self.out.push_str(text);
+        self.out.push_bytes(text.as_bytes());
     }
 
     /// Appends one raw character.
@@ -188,7 +418,7 @@ impl<'a> KeyWriter<'a> {
         }
     }
 
-    /// What has been written so far.
+    /// What has been written so far, as key text.
     ///
     /// ```
     /// # use tankard::cache_key::KeyWriter;
@@ -196,14 +426,14 @@ impl<'a> KeyWriter<'a> {
     /// impl tankard::CacheKey for Twice {
     ///     fn write_key(&self, out: &mut KeyWriter<'_>) {
     ///         self.0.write_key(out);
-    ///         assert!(out.as_str().ends_with('7'));
+    ///         assert!(out.text().ends_with('7'));
     ///     }
     /// }
     /// assert_eq!(tankard::cache_key::encode(&Twice(7))?, "7");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn as_str(&self) -> &str {
-        self.out
+    pub fn text(&self) -> Cow<'_, str> {
+        self.out.text()
     }
 
     /// Writes one argument of an argument list: `,` before every argument
@@ -218,6 +448,7 @@ impl<'a> KeyWriter<'a> {
     }
 
     /// The error of a value that failed to encode, if any.
+    #[inline]
     pub(crate) fn finish(self) -> Result<()> {
         match self.failed {
             None => Ok(()),
@@ -244,11 +475,11 @@ fn key_error(reason: String) -> Error {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn encode<K: CacheKey + ?Sized>(value: &K) -> Result<String> {
-    let mut out = String::new();
+    let mut out = KeyBuf::new();
     let mut writer = KeyWriter::new(&mut out);
     value.write_key(&mut writer);
     writer.finish()?;
-    Ok(out)
+    Ok(out.text().into_owned())
 }
 
 /// The key of an argument list: what `#[tankard::cached]` builds from a
@@ -265,68 +496,13 @@ pub fn encode<K: CacheKey + ?Sized>(value: &K) -> Result<String> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn encode_args(args: &[&dyn CacheKey]) -> Result<String> {
-    let mut out = String::new();
+    let mut out = KeyBuf::new();
     let mut writer = KeyWriter::new(&mut out);
     for arg in args {
         writer.arg(*arg);
     }
     writer.finish()?;
-    Ok(out)
-}
-
-/// Pairs of decimal digits, "00" to "99": two digits per division.
-const PAIRS: &[u8; 200] = b"\
-0001020304050607080910111213141516171819\
-2021222324252627282930313233343536373839\
-4041424344454647484950515253545556575859\
-6061626364656667686970717273747576777879\
-8081828384858687888990919293949596979899";
-
-#[inline]
-fn push_ascii(out: &mut KeyWriter<'_>, digits: &[u8]) {
-    // Pushing ASCII bytes as chars needs no UTF-8 validation or memcpy call.
-    out.out.extend(digits.iter().map(|&d| d as char));
-}
-
-fn write_u128(out: &mut KeyWriter<'_>, mut n: u128) {
-    if let Ok(small) = u64::try_from(n) {
-        return write_u64(out, small);
-    }
-    let mut digits = [0u8; 39];
-    let mut at = digits.len();
-    while n > 0 {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-    push_ascii(out, &digits[at..]);
-}
-
-#[inline]
-fn write_u64(out: &mut KeyWriter<'_>, mut n: u64) {
-    if n < 10 {
-        out.out.push((b'0' + n as u8) as char);
-        return;
-    }
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    while n >= 100 {
-        let pair = (n % 100) as usize * 2;
-        n /= 100;
-        at -= 2;
-        digits[at] = PAIRS[pair];
-        digits[at + 1] = PAIRS[pair + 1];
-    }
-    if n >= 10 {
-        let pair = n as usize * 2;
-        at -= 2;
-        digits[at] = PAIRS[pair];
-        digits[at + 1] = PAIRS[pair + 1];
-    } else {
-        at -= 1;
-        digits[at] = b'0' + n as u8;
-    }
-    push_ascii(out, &digits[at..]);
+    Ok(out.text().into_owned())
 }
 
 macro_rules! unsigned {
@@ -334,7 +510,7 @@ macro_rules! unsigned {
         impl CacheKey for $t {
             #[inline]
             fn write_key(&self, out: &mut KeyWriter<'_>) {
-                write_u64(out, *self as u64);
+                out.out.push_u64(*self as u64);
             }
         }
     )*};
@@ -349,7 +525,7 @@ macro_rules! signed {
                 if *self < 0 {
                     out.push('-');
                 }
-                write_u64(out, self.unsigned_abs() as u64);
+                out.out.push_u64(self.unsigned_abs() as u64);
             }
         }
     )*};
@@ -358,7 +534,7 @@ signed!(i8, i16, i32, i64, isize);
 
 impl CacheKey for u128 {
     fn write_key(&self, out: &mut KeyWriter<'_>) {
-        write_u128(out, *self);
+        out.out.push_u128(*self);
     }
 }
 
@@ -367,7 +543,7 @@ impl CacheKey for i128 {
         if *self < 0 {
             out.push('-');
         }
-        write_u128(out, self.unsigned_abs());
+        out.out.push_u128(self.unsigned_abs());
     }
 }
 
@@ -669,5 +845,46 @@ mod tests {
     fn strings_escape_only_quote_and_backslash() {
         assert_eq!(encode("a\"b\\c,d").unwrap(), r#""a\"b\\c,d""#);
         assert_eq!(encode("").unwrap(), r#""""#);
+    }
+
+    fn both(args: &[&dyn CacheKey]) -> (String, KeyBuf) {
+        let mut compact = KeyBuf::compact();
+        let mut writer = KeyWriter::new(&mut compact);
+        for arg in args {
+            writer.arg(*arg);
+        }
+        writer.finish().unwrap();
+        (encode_args(args).unwrap(), compact)
+    }
+
+    #[test]
+    fn a_compact_key_reads_back_as_its_text_key() {
+        let long = "ÿ\u{fe}".repeat(40);
+        let lists: [&[&dyn CacheKey]; 9] = [
+            &[],
+            &[&0u8],
+            &[&u64::MAX, &-1i64],
+            &[&i128::MIN, &u128::MAX],
+            &[&"a,b", &'"', &"\u{ff}"],
+            &[&Some((255u16, "x")), &None::<u8>],
+            &[&vec![0xfeu32, 0xff], &true],
+            &[&long.as_str(), &1u64],
+            &[&SerdeKey(("k", 7u8)), &()],
+        ];
+        let mut compact_keys = std::collections::HashSet::new();
+        for args in lists {
+            let (text, compact) = both(args);
+            assert_eq!(compact.text(), text);
+            assert!(compact_keys.insert(compact.as_bytes().to_vec()));
+        }
+    }
+
+    #[test]
+    fn compact_keys_hash_alike_when_written_alike_only() {
+        let (_, a) = both(&[&1u64, &"x"]);
+        let (_, b) = both(&[&1u64, &"x"]);
+        let (_, c) = both(&[&1u64, &"y"]);
+        assert_eq!(a.hash(), b.hash());
+        assert_ne!(a.hash(), c.hash());
     }
 }

@@ -111,6 +111,14 @@ impl Clock {
         }
     }
 
+    /// Starts the ticker a system clock's [`recent_ms`](Clock::recent_ms)
+    /// reads, so that the first hit does not (it spawns a thread).
+    pub(crate) fn start_ticking(&self) {
+        if self.manual.is_none() {
+            start_ticker();
+        }
+    }
+
     /// The time as of at most a millisecond or two ago: what lookups use to
     /// decide fresh or stale, where that lag does not matter and the cost
     /// of reading a clock on every hit does.

@@ -6,8 +6,9 @@
 //!
 //! 1. [`take_refresh`]: whether `<fn>_refresh` called it;
 //! 2. [`start`]: resolve the handle (a pointer compare once bound), write
-//!    the key into a thread-local buffer, and try the memory fast path
-//!    ([`Cache::try_get_fresh`]): a hit allocates nothing and awaits nothing;
+//!    the key on the stack, and, on a memory region, look in the
+//!    function's typed map (`TypedCache`): a hit clones the value out,
+//!    allocates nothing and awaits nothing;
 //! 3. a `finish_*` function: the hit's clone, or the slow path through
 //!    [`Cache::get_or_try_create`] (on a private runtime for sync functions,
 //!    see [`crate::blocking`]).
@@ -28,8 +29,8 @@
 
 #![allow(missing_docs, missing_debug_implementations)]
 
-use std::borrow::Cow;
-use std::cell::{Cell, RefCell};
+use std::any::Any;
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,11 +39,13 @@ use std::sync::{Arc, LazyLock, OnceLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cache_key::CacheKey;
 pub use crate::cache_key::KeyWriter;
+use crate::cache_key::{CacheKey, KeyBuf};
 use crate::error::{Error, Kind, Result};
 use crate::manager::CacheManager;
 use crate::namespace::Cache;
+#[cfg(feature = "memory")]
+use crate::namespace::typed::TypedCache;
 use crate::region::Region;
 
 /// Lets `std::io::Result` functions be cached: a cache failure becomes an
@@ -81,9 +84,71 @@ struct Bound {
     manager: Region,
     self_type: Option<&'static str>,
     cache: Cache,
+    /// The function's [`TypedCache`] on a memory region.
+    typed: Option<Box<dyn Any + Send + Sync>>,
+}
+
+/// A call's cache: the site's bound one, or one opened for this call (a
+/// call through another manager or implementing type than the first).
+enum Handle<V: 'static> {
+    Bound(&'static Bound),
+    Opened(Box<Opened<V>>),
+}
+
+struct Opened<V> {
+    cache: Cache,
+    #[cfg(feature = "memory")]
+    typed: Option<TypedCache<V>>,
+    #[cfg(not(feature = "memory"))]
+    typed: std::marker::PhantomData<V>,
+}
+
+impl<V: CachedValue> Handle<V> {
+    #[inline]
+    fn cache(&self) -> &Cache {
+        match self {
+            Handle::Bound(bound) => &bound.cache,
+            Handle::Opened(opened) => &opened.cache,
+        }
+    }
+
+    #[cfg(feature = "memory")]
+    #[inline]
+    fn typed(&self) -> Option<&TypedCache<V>> {
+        match self {
+            Handle::Bound(bound) => bound.typed(),
+            Handle::Opened(opened) => opened.typed.as_ref(),
+        }
+    }
+
+    /// An empty key for this handle: compact for a typed map.
+    #[inline]
+    fn new_key(&self) -> KeyBuf {
+        #[cfg(feature = "memory")]
+        if self.typed().is_some() {
+            return KeyBuf::compact();
+        }
+        KeyBuf::new()
+    }
+
+    fn opened(cache: Cache) -> Handle<V> {
+        Handle::Opened(Box::new(Opened {
+            #[cfg(feature = "memory")]
+            typed: TypedCache::of(&cache),
+            #[cfg(not(feature = "memory"))]
+            typed: std::marker::PhantomData,
+            cache,
+        }))
+    }
 }
 
 impl Bound {
+    #[cfg(feature = "memory")]
+    #[inline]
+    fn typed<V: CachedValue>(&self) -> Option<&TypedCache<V>> {
+        self.typed.as_ref()?.downcast_ref()
+    }
+
     #[inline]
     fn matches(&self, manager: &CacheManager, self_type: Option<&'static str>) -> bool {
         Arc::ptr_eq(&self.manager.inner, &manager.default_region().inner)
@@ -110,31 +175,46 @@ impl Site {
     /// The cache handle for `manager`: the bound one (no clone), or a fresh
     /// one when the call uses another manager than the first call did.
     #[inline]
-    fn resolve(
+    fn resolve<V: CachedValue>(
         &'static self,
         manager: &CacheManager,
         self_type: Option<&'static str>,
-    ) -> Result<Cow<'static, Cache>> {
+    ) -> Result<Handle<V>> {
         if let Some(bound) = self.bound.get() {
             if bound.matches(manager, self_type) {
-                return Ok(Cow::Borrowed(&bound.cache));
+                return Ok(Handle::Bound(bound));
             }
-            return self.open(manager, self_type).map(Cow::Owned);
+            return self.open(manager, self_type).map(Handle::opened);
         }
+        self.bind::<V>(manager, self_type)
+    }
+
+    #[cold]
+    fn bind<V: CachedValue>(
+        &'static self,
+        manager: &CacheManager,
+        self_type: Option<&'static str>,
+    ) -> Result<Handle<V>> {
+        let cache = self.open(manager, self_type)?;
         let bound = Bound {
             manager: manager.default_region().clone(),
             self_type,
-            cache: self.open(manager, self_type)?,
+            #[cfg(feature = "memory")]
+            typed: TypedCache::<V>::of(&cache)
+                .map(|typed| Box::new(typed) as Box<dyn Any + Send + Sync>),
+            #[cfg(not(feature = "memory"))]
+            typed: None,
+            cache,
         };
         match self.bound.set(bound) {
             Ok(()) => match self.bound.get() {
-                Some(bound) => Ok(Cow::Borrowed(&bound.cache)),
-                None => self.open(manager, self_type).map(Cow::Owned),
+                Some(bound) => Ok(Handle::Bound(bound)),
+                None => self.open(manager, self_type).map(Handle::opened),
             },
             // Another thread bound it first, maybe to another manager.
             Err(ours) => match self.bound.get() {
-                Some(bound) if bound.matches(manager, self_type) => Ok(Cow::Borrowed(&bound.cache)),
-                _ => Ok(Cow::Owned(ours.cache)),
+                Some(bound) if bound.matches(manager, self_type) => Ok(Handle::Bound(bound)),
+                _ => Ok(Handle::opened(ours.cache)),
             },
         }
     }
@@ -198,31 +278,22 @@ impl Site {
     }
 }
 
-struct Local {
-    key: RefCell<String>,
-    refresh: Cell<bool>,
-}
-
 thread_local! {
-    static LOCAL: Local = const {
-        Local {
-            key: RefCell::new(String::new()),
-            refresh: Cell::new(false),
-        }
-    };
+    /// Set by `<fn>_refresh` around the call it makes.
+    static REFRESH: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Whether the call was made by `<fn>_refresh`; clears the flag, so calls
 /// made by the function's body are ordinary calls.
 #[inline]
 pub fn take_refresh() -> bool {
-    LOCAL
-        .try_with(|local| local.refresh.replace(false))
+    REFRESH
+        .try_with(|refresh| refresh.replace(false))
         .unwrap_or(false)
 }
 
 fn set_refresh(on: bool) {
-    let _ = LOCAL.try_with(|local| local.refresh.set(on));
+    let _ = REFRESH.try_with(|refresh| refresh.set(on));
 }
 
 /// Runs `call` (a cached function's call) in refresh mode.
@@ -347,35 +418,49 @@ pub trait CacheError: From<Error> + fmt::Display {}
 
 impl<E: From<Error> + fmt::Display> CacheError for E {}
 
-/// The first half of a call: a hit, or what the slow path needs. Kept
-/// two words wide so the hit path moves nothing else around.
-pub struct Start<V>(Begun<V>);
+/// The first half of a call: a hit, or what the slow path needs. The
+/// slow path is boxed so the hit path moves nothing else around.
+pub struct Start<V: 'static>(Begun<V>);
 
-enum Begun<V> {
-    Hit(Arc<V>),
-    Slow(Box<Slow>),
+enum Begun<V: 'static> {
+    Hit(V),
+    Slow(Box<Slow<V>>),
 }
 
-struct Slow {
+struct Slow<V: 'static> {
     site: &'static Site,
-    state: SlowState,
+    state: SlowState<V>,
 }
 
-enum SlowState {
-    Miss(Call),
+enum SlowState<V: 'static> {
+    Miss(Call<V>),
     Unavailable(Error),
 }
 
-struct Call {
-    cache: Cow<'static, Cache>,
-    key: String,
+/// A miss: the handle and the key of one argument list (compact if the
+/// handle has a typed map, see [`KeyBuf`]).
+struct Call<V: 'static> {
+    handle: Handle<V>,
+    key: KeyBuf,
     refresh: bool,
 }
 
 impl<V> Start<V> {
     #[cold]
-    fn slow(site: &'static Site, state: SlowState) -> Start<V> {
+    fn slow(site: &'static Site, state: SlowState<V>) -> Start<V> {
         Start(Begun::Slow(Box::new(Slow { site, state })))
+    }
+
+    #[cold]
+    fn miss(site: &'static Site, handle: Handle<V>, key: KeyBuf, refresh: bool) -> Start<V> {
+        Start::slow(
+            site,
+            SlowState::Miss(Call {
+                handle,
+                key,
+                refresh,
+            }),
+        )
     }
 }
 
@@ -388,65 +473,64 @@ pub fn start<V, K>(
     key: K,
 ) -> Start<V>
 where
-    V: Send + Sync + 'static,
+    V: CachedValue,
     K: FnOnce(&mut KeyWriter<'_>),
 {
-    let cache = match manager.and_then(|manager| site.resolve(manager, self_type)) {
-        Ok(cache) => cache,
-        Err(err) => return Start::slow(site, SlowState::Unavailable(err)),
-    };
-    let mut parts = Some((cache, key));
-    // This thread's key buffer, or a new one if it is in use (a `CacheKey`
-    // impl that calls a cached function) or gone (thread teardown).
-    let reused = LOCAL.try_with(|local| {
-        let mut buf = local.key.try_borrow_mut().ok()?;
-        let (cache, key) = parts.take()?;
-        buf.clear();
-        let start = lookup(site, cache, refresh, key, &mut buf);
-        if buf.capacity() > 4096 {
-            // One huge key must not pin its memory for the thread's life.
-            *buf = String::new();
+    // The hit path: a bound site on a memory region.
+    #[cfg(feature = "memory")]
+    if let Ok(manager) = manager
+        && let Some(bound) = site.bound.get()
+        && bound.matches(manager, self_type)
+        && let Some(typed) = bound.typed::<V>()
+    {
+        let mut buf = KeyBuf::compact();
+        if let Err(err) = write_key(&mut buf, key) {
+            return Start::slow(site, SlowState::Unavailable(err));
         }
-        Some(start)
-    });
-    if let Ok(Some(start)) = reused {
-        return start;
+        if !refresh && let Some(value) = typed.fresh(&typed.key(&buf)) {
+            return Start(Begun::Hit(value));
+        }
+        return Start::miss(site, Handle::Bound(bound), buf, refresh);
     }
-    match parts.take() {
-        Some((cache, key)) => lookup(site, cache, refresh, key, &mut String::new()),
-        None => unreachable!("the key buffer closure returns what it takes"),
-    }
+    start_slow(site, manager, self_type, refresh, key)
 }
 
-#[inline]
-fn lookup<V, K>(
+/// [`start`] for every other case: the first call, a call through another
+/// manager or implementing type, a region that is not in memory.
+fn start_slow<V, K>(
     site: &'static Site,
-    cache: Cow<'static, Cache>,
+    manager: Result<&CacheManager>,
+    self_type: Option<&'static str>,
     refresh: bool,
     key: K,
-    buf: &mut String,
 ) -> Start<V>
 where
-    V: Send + Sync + 'static,
+    V: CachedValue,
     K: FnOnce(&mut KeyWriter<'_>),
 {
-    let mut writer = KeyWriter::new(buf);
-    key(&mut writer);
-    if let Err(err) = writer.finish() {
+    let handle = match manager.and_then(|manager| site.resolve::<V>(manager, self_type)) {
+        Ok(handle) => handle,
+        Err(err) => return Start::slow(site, SlowState::Unavailable(err)),
+    };
+    let mut buf = handle.new_key();
+    if let Err(err) = write_key(&mut buf, key) {
         return Start::slow(site, SlowState::Unavailable(err));
     }
     #[cfg(feature = "memory")]
-    if !refresh && let Some(value) = cache.try_get_fresh::<V>(buf) {
+    if !refresh
+        && let Some(typed) = handle.typed()
+        && let Some(value) = typed.fresh(&typed.key(&buf))
+    {
         return Start(Begun::Hit(value));
     }
-    Start::slow(
-        site,
-        SlowState::Miss(Call {
-            cache,
-            key: buf.clone(),
-            refresh,
-        }),
-    )
+    Start::miss(site, handle, buf, refresh)
+}
+
+#[inline]
+fn write_key<K: FnOnce(&mut KeyWriter<'_>)>(buf: &mut KeyBuf, key: K) -> Result<()> {
+    let mut writer = KeyWriter::new(buf);
+    key(&mut writer);
+    writer.finish()
 }
 
 /// What a creator "fails" with when there is nothing to store: the
@@ -471,12 +555,50 @@ impl fmt::Display for Outcome {
 
 impl std::error::Error for Outcome {}
 
-impl Call {
-    async fn store<V: CachedValue>(&self, site: &Site, value: &V) {
-        if let Err(err) = self.cache.put(&self.key, value.clone()).await {
+impl<V: CachedValue> Call<V> {
+    /// The dog-pile engine on this call's key, in the typed map if there
+    /// is one.
+    async fn get_or_create<F, Fut>(&self, creator: F) -> Result<Arc<V>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, Outcome>>,
+    {
+        #[cfg(feature = "memory")]
+        if let Some(typed) = self.handle.typed() {
+            return typed
+                .get_or_create(&self.key.text(), &typed.key(&self.key), || async {
+                    creator().await.map_err(Error::creator_boxed)
+                })
+                .await;
+        }
+        self.handle
+            .cache()
+            .get_or_try_create(&self.key.text(), creator)
+            .await
+    }
+
+    async fn store(&self, site: &Site, value: &V) {
+        if let Err(err) = put(&self.handle, &self.key, value).await {
             site.report(&err);
         }
     }
+}
+
+async fn put<V: CachedValue>(handle: &Handle<V>, key: &KeyBuf, value: &V) -> Result<()> {
+    #[cfg(feature = "memory")]
+    if let Some(typed) = handle.typed() {
+        typed.put(&typed.key(key), value.clone());
+        return Ok(());
+    }
+    handle.cache().put(&key.text(), value.clone()).await
+}
+
+async fn remove<V: CachedValue>(handle: &Handle<V>, key: &KeyBuf) -> Result<bool> {
+    #[cfg(feature = "memory")]
+    if let Some(typed) = handle.typed() {
+        return Ok(typed.remove(&typed.key(key)));
+    }
+    handle.cache().remove(&key.text()).await
 }
 
 pub async fn finish_async<V, F, Fut>(start: Start<V>, body: F) -> V
@@ -486,7 +608,7 @@ where
     Fut: Future<Output = V>,
 {
     let slow = match start.0 {
-        Begun::Hit(value) => return V::clone(&value),
+        Begun::Hit(value) => return value,
         Begun::Slow(slow) => *slow,
     };
     // Boxed: the slow paths' futures would otherwise make every call's
@@ -500,7 +622,7 @@ where
     }
 }
 
-async fn miss<V, F, Fut>(site: &'static Site, call: Call, body: F) -> V
+async fn miss<V, F, Fut>(site: &'static Site, call: Call<V>, body: F) -> V
 where
     V: CachedValue,
     F: FnOnce() -> Fut,
@@ -515,8 +637,7 @@ where
     let mut kept = None;
     let (body_slot, kept_slot) = (&mut body, &mut kept);
     let result = call
-        .cache
-        .get_or_try_create(&call.key, move || async move {
+        .get_or_create(move || async move {
             let body = body_slot.take().ok_or(Outcome::RanTwice)?;
             let value = body().await;
             *kept_slot = Some(value.clone());
@@ -547,7 +668,7 @@ where
     Fut: Future<Output = Result<V, E>>,
 {
     let slow = match start.0 {
-        Begun::Hit(value) => return Ok(V::clone(&value)),
+        Begun::Hit(value) => return Ok(value),
         Begun::Slow(slow) => *slow,
     };
     match slow.state {
@@ -556,7 +677,7 @@ where
     }
 }
 
-async fn miss_result<V, E, F, Fut>(site: &'static Site, call: Call, body: F) -> Result<V, E>
+async fn miss_result<V, E, F, Fut>(site: &'static Site, call: Call<V>, body: F) -> Result<V, E>
 where
     V: CachedValue,
     E: CacheError,
@@ -572,8 +693,7 @@ where
     let mut failed = None;
     let (kept_slot, failed_slot) = (&mut kept, &mut failed);
     let result = call
-        .cache
-        .get_or_try_create(&call.key, move || async move {
+        .get_or_create(move || async move {
             match body().await {
                 Ok(value) => {
                     *kept_slot = Some(value.clone());
@@ -602,7 +722,7 @@ where
     Fut: Future<Output = Option<V>>,
 {
     let slow = match start.0 {
-        Begun::Hit(value) => return Some(V::clone(&value)),
+        Begun::Hit(value) => return Some(value),
         Begun::Slow(slow) => *slow,
     };
     match slow.state {
@@ -614,7 +734,7 @@ where
     }
 }
 
-async fn miss_option<V, F, Fut>(site: &'static Site, call: Call, body: F) -> Option<V>
+async fn miss_option<V, F, Fut>(site: &'static Site, call: Call<V>, body: F) -> Option<V>
 where
     V: CachedValue,
     F: FnOnce() -> Fut,
@@ -626,7 +746,7 @@ where
             Some(value) => call.store(site, value).await,
             // No value to keep: the old one must not outlive the refresh.
             None => {
-                if let Err(err) = call.cache.remove(&call.key).await {
+                if let Err(err) = remove(&call.handle, &call.key).await {
                     site.report(&err);
                 }
             }
@@ -638,8 +758,7 @@ where
     let mut got_none = false;
     let (body_slot, kept_slot, none_slot) = (&mut body, &mut kept, &mut got_none);
     let result = call
-        .cache
-        .get_or_try_create(&call.key, move || async move {
+        .get_or_create(move || async move {
             let body = body_slot.take().ok_or(Outcome::RanTwice)?;
             match body().await {
                 Some(value) => {
@@ -677,15 +796,23 @@ where
     }
 }
 
+#[inline]
 pub fn finish_blocking<V, F>(start: Start<V>, body: F) -> V
 where
     V: CachedValue,
     F: FnOnce() -> V,
 {
-    let slow = match start.0 {
-        Begun::Hit(value) => return V::clone(&value),
-        Begun::Slow(slow) => *slow,
-    };
+    match start.0 {
+        Begun::Hit(value) => value,
+        Begun::Slow(slow) => slow_blocking(*slow, body),
+    }
+}
+
+fn slow_blocking<V, F>(slow: Slow<V>, body: F) -> V
+where
+    V: CachedValue,
+    F: FnOnce() -> V,
+{
     let site = slow.site;
     match slow.state {
         SlowState::Unavailable(err) => {
@@ -704,16 +831,25 @@ where
     }
 }
 
+#[inline]
 pub fn finish_result_blocking<V, E, F>(start: Start<V>, body: F) -> Result<V, E>
 where
     V: CachedValue,
     E: CacheError,
     F: FnOnce() -> Result<V, E>,
 {
-    let slow = match start.0 {
-        Begun::Hit(value) => return Ok(V::clone(&value)),
-        Begun::Slow(slow) => *slow,
-    };
+    match start.0 {
+        Begun::Hit(value) => Ok(value),
+        Begun::Slow(slow) => slow_result_blocking(*slow, body),
+    }
+}
+
+fn slow_result_blocking<V, E, F>(slow: Slow<V>, body: F) -> Result<V, E>
+where
+    V: CachedValue,
+    E: CacheError,
+    F: FnOnce() -> Result<V, E>,
+{
     match slow.state {
         SlowState::Unavailable(err) => Err(E::from(err)),
         SlowState::Miss(call) => {
@@ -726,15 +862,23 @@ where
     }
 }
 
+#[inline]
 pub fn finish_option_blocking<V, F>(start: Start<V>, body: F) -> Option<V>
 where
     V: CachedValue,
     F: FnOnce() -> Option<V>,
 {
-    let slow = match start.0 {
-        Begun::Hit(value) => return Some(V::clone(&value)),
-        Begun::Slow(slow) => *slow,
-    };
+    match start.0 {
+        Begun::Hit(value) => Some(value),
+        Begun::Slow(slow) => slow_option_blocking(*slow, body),
+    }
+}
+
+fn slow_option_blocking<V, F>(slow: Slow<V>, body: F) -> Option<V>
+where
+    V: CachedValue,
+    F: FnOnce() -> Option<V>,
+{
     let site = slow.site;
     match slow.state {
         SlowState::Unavailable(err) => {
@@ -755,41 +899,47 @@ where
 }
 
 /// A companion's target: the handle and the key of one argument list.
-pub struct Located {
-    cache: Cow<'static, Cache>,
-    key: String,
+pub struct Located<V: 'static> {
+    handle: Handle<V>,
+    key: KeyBuf,
 }
 
-pub fn locate<K>(
+pub fn locate<V, K>(
     site: &'static Site,
     manager: Result<&CacheManager>,
     self_type: Option<&'static str>,
     key: K,
-) -> Result<Located>
+) -> Result<Located<V>>
 where
+    V: CachedValue,
     K: FnOnce(&mut KeyWriter<'_>),
 {
-    let cache = site.resolve(manager?, self_type)?;
-    let mut buf = String::new();
+    let handle = site.resolve::<V>(manager?, self_type)?;
+    let mut buf = handle.new_key();
     let mut writer = KeyWriter::new(&mut buf);
     key(&mut writer);
     writer.finish()?;
-    Ok(Located { cache, key: buf })
+    Ok(Located { handle, key: buf })
 }
 
-impl Located {
+impl<V: CachedValue> Located<V> {
     pub async fn remove(self) -> Result<bool> {
-        self.cache.remove(&self.key).await
+        remove(&self.handle, &self.key).await
     }
 
-    pub async fn set<V: CachedValue>(self, value: &V) -> Result<()> {
-        self.cache.put(&self.key, value.clone()).await
+    pub async fn set(self, value: &V) -> Result<()> {
+        put(&self.handle, &self.key, value).await
     }
 
-    pub async fn peek<V: CachedValue>(self) -> Result<Option<V>> {
+    pub async fn peek(self) -> Result<Option<V>> {
+        #[cfg(feature = "memory")]
+        if let Some(typed) = self.handle.typed() {
+            return Ok(typed.get(&typed.key(&self.key)));
+        }
         Ok(self
-            .cache
-            .get::<V>(&self.key)
+            .handle
+            .cache()
+            .get::<V>(&self.key.text())
             .await?
             .map(|value| V::clone(&value)))
     }
@@ -798,11 +948,11 @@ impl Located {
         crate::blocking::block_on(self.remove())?
     }
 
-    pub fn set_blocking<V: CachedValue>(self, value: &V) -> Result<()> {
+    pub fn set_blocking(self, value: &V) -> Result<()> {
         crate::blocking::block_on(self.set(value))?
     }
 
-    pub fn peek_blocking<V: CachedValue>(self) -> Result<Option<V>> {
+    pub fn peek_blocking(self) -> Result<Option<V>> {
         crate::blocking::block_on(self.peek())?
     }
 }

@@ -81,6 +81,7 @@ impl CacheManager {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn with_clock(config: Config, clock: Clock) -> Result<CacheManager> {
+        clock.start_ticking();
         let default = Region::open(config.default_options().clone(), clock.clone())?;
         let mut regions = BTreeMap::new();
         for options in config.regions() {

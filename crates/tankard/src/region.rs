@@ -23,7 +23,7 @@ use crate::stats::{Counters, Event, Stats};
 use crate::sync::lock;
 
 #[cfg(feature = "memory")]
-use crate::backend::memory::{MemKeyRef, MemoryStore};
+use crate::backend::memory::{MemKeyRef, MemoryStore, encoded_len};
 
 /// How [`Region::invalidate`] treats the region's entries.
 ///
@@ -65,6 +65,11 @@ pub(crate) struct NamespaceState {
     pub(crate) scope: Scope,
     /// The namespace generation, for memory regions (shared backends keep it in the backend).
     pub(crate) generation: AtomicU64,
+    /// Moves on after every change that can make a memory entry of this
+    /// namespace less than fresh (its clear, the region's invalidations),
+    /// so a hit on an entry stamped with the current epoch only needs to
+    /// check its expiry.
+    pub(crate) epoch: AtomicU64,
 }
 
 /// What a lookup found.
@@ -255,6 +260,7 @@ impl Region {
                         id: next_id,
                         scope: Scope::new(self.inner.scope.clone(), name),
                         generation: AtomicU64::new(0),
+                        epoch: AtomicU64::new(0),
                     })
                 })
                 .clone()
@@ -288,10 +294,12 @@ impl Region {
             (Store::Shared(backend), Invalidation::Hard) => backend.bump_region(&inner.scope).await,
             (_, Invalidation::Soft) => {
                 inner.soft_before_ms.fetch_max(now_ms, Ordering::AcqRel);
+                inner.next_epochs();
                 Ok(())
             }
             (_, Invalidation::Hard) => {
                 inner.generation.fetch_add(1, Ordering::AcqRel);
+                inner.next_epochs();
                 Ok(())
             }
         }
@@ -418,6 +426,13 @@ fn open_store(options: &RegionOptions) -> Result<Store> {
 }
 
 impl RegionInner {
+    /// Moves every namespace's epoch on, after a region invalidation.
+    fn next_epochs(&self) {
+        for ns in lock(&self.namespaces).values() {
+            ns.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
     #[inline]
     pub(crate) fn count(&self, event: Event) {
         self.counters.add(event);
@@ -431,6 +446,15 @@ impl RegionInner {
         }
     }
 
+    /// The policy an entry created at `created_ms` was read under then.
+    #[cfg(feature = "memory")]
+    pub(crate) fn policy_at(&self, created_ms: u64) -> ReadPolicy {
+        ReadPolicy {
+            now_ms: created_ms,
+            start_ms: self.start_ms,
+        }
+    }
+
     #[cfg(feature = "memory")]
     #[inline]
     pub(crate) fn memory_generations(&self, ns: &NamespaceState) -> Generations {
@@ -439,6 +463,19 @@ impl RegionInner {
             soft_before_ms: self.soft_before_ms.load(Ordering::Acquire),
             namespace: ns.generation.load(Ordering::Acquire),
         }
+    }
+
+    /// The metadata of a memory entry created now, stamped with
+    /// `generations` (read before its creator ran) or the current ones.
+    #[cfg(feature = "memory")]
+    pub(crate) fn memory_meta(
+        &self,
+        ns: &NamespaceState,
+        expire: Option<Duration>,
+        generations: Option<Generations>,
+    ) -> EntryMeta {
+        let generations = generations.unwrap_or_else(|| self.memory_generations(ns));
+        EntryMeta::new(self.clock.now_ms(), expire, self.options.stale, generations)
     }
 
     /// The memory fast path: no await, no allocation. `None` if the region
@@ -577,16 +614,14 @@ impl RegionInner {
         match &self.store {
             #[cfg(feature = "memory")]
             Store::Memory(memory) => {
-                let generations = generations.unwrap_or_else(|| self.memory_generations(ns));
-                let meta = EntryMeta::new(now_ms, expire, self.options.stale, generations);
                 memory.insert(
                     MemKeyRef {
                         namespace: ns.id,
                         key,
                     },
                     value.clone() as Arc<dyn Any + Send + Sync>,
-                    meta,
-                    || postcard::experimental::serialized_size(&**value).map_or(0, |n| n as u64),
+                    self.memory_meta(ns, expire, generations),
+                    || encoded_len(&**value),
                 );
                 Ok(())
             }
@@ -631,6 +666,7 @@ impl RegionInner {
             Store::Shared(backend) => backend.bump_namespace(&ns.scope).await,
             _ => {
                 ns.generation.fetch_add(1, Ordering::AcqRel);
+                ns.epoch.fetch_add(1, Ordering::AcqRel);
                 Ok(())
             }
         }

@@ -18,6 +18,7 @@ use futures_util::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::entry::Generations;
 use crate::error::{Error, Kind, Result};
 // `flight` takes its primitives from here, so the model test can swap them.
 use crate::region::{Found, Lookup, NamespaceState, Outcome, RegionInner};
@@ -64,16 +65,16 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Reads `key`, bypassing the backend (and counting) if it fails.
-async fn lookup_or_bypass<T>(
-    region: &RegionInner,
-    ns: &NamespaceState,
-    key: &str,
-) -> Result<Lookup<T>>
+/// Reads the call's key, bypassing the backend (and counting) if it fails.
+async fn lookup_or_bypass<T>(call: &Call<'_, T>) -> Result<Lookup<T>>
 where
     T: DeserializeOwned + Send + Sync + 'static,
 {
-    match region.lookup::<T>(ns, key).await {
+    let region = call.region;
+    if let Some(place) = call.place {
+        return Ok(place.lookup());
+    }
+    match region.lookup::<T>(call.ns, call.key).await {
         Ok(lookup) => Ok(lookup),
         Err(err) => {
             region.backend_failed(&err)?;
@@ -89,8 +90,8 @@ where
 /// value, release the cross-process lock, and hand the outcome to this
 /// process's waiters (if this caller leads a flight).
 async fn create_and_store<T, F, Fut>(
-    call: &Call<'_>,
-    generations: Option<crate::entry::Generations>,
+    call: &Call<'_, T>,
+    generations: Option<Generations>,
     creator: F,
     guard: Option<LockGuard>,
     leader: Option<flight::Leader<'_, crate::region::FlightKey, Outcome>>,
@@ -105,10 +106,18 @@ where
     let result = match outcome {
         Ok(value) => {
             let value = Arc::new(value);
-            match region
-                .store(call.ns, call.key, &value, call.expire, generations)
-                .await
-            {
+            let stored = match call.place {
+                Some(place) => {
+                    place.store(&value, call.expire, generations);
+                    Ok(())
+                }
+                None => {
+                    region
+                        .store(call.ns, call.key, &value, call.expire, generations)
+                        .await
+                }
+            };
+            match stored {
                 Ok(()) => Ok(value),
                 Err(err) => region.backend_failed(&err).map(|()| value),
             }
@@ -142,17 +151,29 @@ where
 }
 
 /// One `get_or_create` call: where, and how long what it stores lives.
-pub(crate) struct Call<'a> {
+pub(crate) struct Call<'a, T> {
     pub(crate) region: &'a RegionInner,
     pub(crate) ns: &'a NamespaceState,
     pub(crate) key: &'a str,
     pub(crate) expire: Option<Duration>,
+    /// Where the entry lives if not in the region's store.
+    pub(crate) place: Option<&'a dyn Place<T>>,
+}
+
+/// Where a call's entry lives when it is not in the region's own store: a
+/// cached function's typed map on a memory region. Never fails.
+pub(crate) trait Place<T>: Sync {
+    /// Reads the entry.
+    fn lookup(&self) -> Lookup<T>;
+    /// Stores a value created now, stamped with `generations` (read before
+    /// the creator ran) when given.
+    fn store(&self, value: &Arc<T>, expire: Option<Duration>, generations: Option<Generations>);
 }
 
 /// DESIGN §5: returns the fresh value, or the stale one while another
 /// caller regenerates, or the value of exactly one creator run across
 /// every caller and process sharing the backend.
-pub(crate) async fn get_or_create<T, F, Fut>(call: Call<'_>, creator: F) -> Result<Arc<T>>
+pub(crate) async fn get_or_create<T, F, Fut>(call: Call<'_, T>, creator: F) -> Result<Arc<T>>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
     F: FnOnce() -> Fut,
@@ -167,7 +188,7 @@ where
     }
     let mut counted_miss = false;
     loop {
-        let lookup = lookup_or_bypass::<T>(region, ns, key).await?;
+        let lookup = lookup_or_bypass(call).await?;
         let Some(lock) = region.lock.clone() else {
             // `lock = none`: every caller that misses creates.
             return match lookup.found {
@@ -207,7 +228,7 @@ where
                     }
                 };
                 // Rule 4: someone may have stored a fresh value meanwhile.
-                let lookup = lookup_or_bypass::<T>(region, ns, key).await?;
+                let lookup = lookup_or_bypass(call).await?;
                 if let Found::Fresh(value) = lookup.found {
                     leader.complete(Ok(value.clone()));
                     guard.release().await;
@@ -264,7 +285,7 @@ where
                     }
                 };
                 // Rule 4: the holder we waited for has probably stored it.
-                let lookup = lookup_or_bypass::<T>(region, ns, key).await?;
+                let lookup = lookup_or_bypass(call).await?;
                 if let Found::Fresh(value) = lookup.found {
                     leader.complete(Ok(value.clone()));
                     if let Some(guard) = guard {

@@ -52,13 +52,22 @@ async fn an_async_function_runs_once_per_argument_list() {
 }
 
 #[test]
-fn the_default_namespace_is_the_module_path_and_the_key_the_arguments() {
+fn the_default_namespace_is_the_module_path() {
     assert_eq!(slow_sum(40, 2), 42);
+    assert_eq!(slow_sum_peek(40, 2).unwrap(), Some(42));
+    // On a memory region the function keeps its results in its own map,
+    // which the namespace's clear reaches.
     let ns = MEM.namespace(concat!(module_path!(), "::slow_sum"));
-    let stored = tankard::blocking::Cache::new(ns)
-        .get::<u64>("40,2")
+    tankard::blocking::Cache::new(ns.clone()).clear().unwrap();
+    assert_eq!(slow_sum_peek(40, 2).unwrap(), None);
+    let before = runs(&SUM_RUNS);
+    assert_eq!(slow_sum(40, 2), 42);
+    assert_eq!(runs(&SUM_RUNS), before + 1);
+    // Another namespace's clear does not.
+    tankard::blocking::Cache::new(MEM.namespace("elsewhere"))
+        .clear()
         .unwrap();
-    assert_eq!(stored.as_deref(), Some(&42));
+    assert_eq!(slow_sum_peek(40, 2).unwrap(), Some(42));
 }
 
 static TWIN_RUNS: AtomicU32 = AtomicU32::new(0);
@@ -418,12 +427,28 @@ fn region_and_namespace_choose_where_values_live() {
     assert_eq!(SEED.region("long_term").unwrap().backend_name(), "file");
     assert!(SEED.region("long_term").unwrap().stats().hits >= 1);
 
-    assert_eq!(in_memory("Fred"), "memory Fred");
-    let ns = SEED.region("short_term").unwrap().namespace("views::hello");
+    // On a shared backend the key is the argument list's text (DESIGN §6).
+    let ns = SEED
+        .region("long_term")
+        .unwrap()
+        .namespace(concat!(module_path!(), "::on_disk"));
     let stored = tankard::blocking::Cache::new(ns)
         .get::<String>(r#""Fred""#)
         .unwrap();
-    assert_eq!(stored.as_deref().map(String::as_str), Some("memory Fred"));
+    assert_eq!(stored.as_deref().map(String::as_str), Some("disk Fred"));
+
+    assert_eq!(in_memory("Fred"), "memory Fred");
+    assert_eq!(
+        in_memory_peek("Fred").unwrap().as_deref(),
+        Some("memory Fred")
+    );
+    let short_term = SEED.region("short_term").unwrap();
+    assert_eq!(short_term.backend_name(), "memory");
+    assert!(short_term.stats().misses >= 1);
+    tankard::blocking::Cache::new(short_term.namespace("views::hello"))
+        .clear()
+        .unwrap();
+    assert_eq!(in_memory_peek("Fred").unwrap(), None);
 }
 
 static CLOCK: LazyLock<Clock> = LazyLock::new(|| Clock::manual(1_000_000));
@@ -525,8 +550,10 @@ fn through_the_global(n: u32) -> u32 {
 fn without_manager_the_installed_global_is_used() {
     let global = support::install_global();
     assert_eq!(through_the_global(3), 9);
+    assert_eq!(through_the_global_peek(3).unwrap(), Some(9));
     let ns = global.namespace(concat!(module_path!(), "::through_the_global"));
-    assert_eq!(ns.try_get_fresh::<u32>("3").as_deref(), Some(&9));
+    tankard::blocking::Cache::new(ns).clear().unwrap();
+    assert_eq!(through_the_global_peek(3).unwrap(), None);
 }
 
 static HIT_MANAGER: LazyLock<CacheManager> = LazyLock::new(support::memory);
@@ -553,7 +580,7 @@ fn poll_once<F: std::future::Future>(future: F) -> Option<F::Output> {
 
 #[test]
 fn a_memory_hit_allocates_nothing_and_needs_no_runtime() {
-    // Misses allocate (the entry, this thread's key buffer): do them first.
+    // Misses allocate (the entry, the key kept for the slow path): do them first.
     assert_eq!(hit_sync("abc", 1), 4);
     assert_eq!(
         poll_once(hit_async_peek("abc", 1)).map(|r| r.unwrap()),

@@ -14,3 +14,4 @@ mod dogpile;
 mod failures;
 mod functions;
 mod keys;
+mod memory;

@@ -1,5 +1,10 @@
 //! A namespace: one group of keys inside a region, and the API a caller
 //! uses (`get_or_create`, `get`, `put`, `remove`, `contains`, `clear`).
+//! [`typed`] is the same for one value type on a memory region, which is
+//! what cached functions use there.
+
+#[cfg(feature = "memory")]
+pub(crate) mod typed;
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -71,12 +76,13 @@ impl fmt::Debug for Cache {
 }
 
 impl Cache {
-    fn call<'a>(&'a self, key: &'a str) -> dogpile::Call<'a> {
+    fn call<'a, T>(&'a self, key: &'a str) -> dogpile::Call<'a, T> {
         dogpile::Call {
             region: &self.region,
             ns: &self.ns,
             key,
             expire: self.expire_after(),
+            place: None,
         }
     }
 

@@ -5,14 +5,22 @@
 //! clone, and a freshness check against the entry's own timestamps. The map
 //! is bounded by entry count or by bytes (`max_entries`, `max_bytes`; the
 //! config always sets one), and evicts with quick_cache's CLOCK-Pro.
+//!
+//! Cached functions keep their results in [`typed`] maps beside it, one
+//! per function, which the store counts and purges with its own.
 
-use std::any::Any;
+pub(crate) mod typed;
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use quick_cache::{Equivalent, Weighter};
 
 use crate::entry::EntryMeta;
+use crate::sync::lock;
+use typed::{Shelf, TypedMap};
 
 /// An entry's address: the namespace's id in its region, and the caller's key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,7 +77,33 @@ impl Weighter<MemKey, MemEntry> for EntryWeighter {
 /// The map behind a memory region.
 pub(crate) struct MemoryStore {
     map: quick_cache::sync::Cache<MemKey, MemEntry, EntryWeighter>,
-    by_bytes: bool,
+    bounds: Bounds,
+    /// Cached functions' maps, by namespace id and value type.
+    typed: Mutex<HashMap<(u64, TypeId), Arc<dyn Shelf>>>,
+}
+
+/// How a map is sized: from the region's `max_entries` / `max_bytes`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bounds {
+    pub(crate) capacity: u64,
+    pub(crate) by_bytes: bool,
+    pub(crate) estimated_items: usize,
+}
+
+impl Bounds {
+    /// Bounded by `max_bytes` if given, else by `max_entries`.
+    pub(crate) fn of(max_entries: Option<u64>, max_bytes: Option<u64>) -> Bounds {
+        let (capacity, by_bytes, estimated_items) = match (max_bytes, max_entries) {
+            (Some(bytes), entries) => (bytes, true, entries.unwrap_or(bytes / 256).max(16)),
+            (None, Some(entries)) => (entries, false, entries),
+            (None, None) => (10_000, false, 10_000),
+        };
+        Bounds {
+            capacity: capacity.max(1),
+            by_bytes,
+            estimated_items: estimated_items.min(1 << 24) as usize,
+        }
+    }
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -81,25 +115,44 @@ impl std::fmt::Debug for MemoryStore {
     }
 }
 
+/// What a value weighs in a map bounded by bytes: its encoded size.
+pub(crate) fn encoded_len<T: serde::Serialize + ?Sized>(value: &T) -> u64 {
+    postcard::experimental::serialized_size(value).map_or(0, |n| n as u64)
+}
+
 /// Bytes an entry costs besides its value: key, metadata and map overhead.
-const ENTRY_OVERHEAD: u64 = 96;
+pub(crate) const ENTRY_OVERHEAD: u64 = 96;
 
 impl MemoryStore {
     /// A store bounded by `max_bytes` if given, else by `max_entries`.
     pub(crate) fn new(max_entries: Option<u64>, max_bytes: Option<u64>) -> MemoryStore {
-        let (capacity, by_bytes, estimated_items) = match (max_bytes, max_entries) {
-            (Some(bytes), entries) => (bytes, true, entries.unwrap_or(bytes / 256).max(16)),
-            (None, Some(entries)) => (entries, false, entries),
-            (None, None) => (10_000, false, 10_000),
-        };
+        let bounds = Bounds::of(max_entries, max_bytes);
         MemoryStore {
             map: quick_cache::sync::Cache::with_weighter(
-                estimated_items.min(1 << 24) as usize,
-                capacity.max(1),
+                bounds.estimated_items,
+                bounds.capacity,
                 EntryWeighter,
             ),
-            by_bytes,
+            bounds,
+            typed: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The typed map of namespace `namespace` for values of type `V`,
+    /// made on first use.
+    pub(crate) fn typed_map<V: Clone + Send + Sync + 'static>(
+        &self,
+        namespace: u64,
+    ) -> Option<Arc<TypedMap<V>>> {
+        let shelf = lock(&self.typed)
+            .entry((namespace, TypeId::of::<V>()))
+            .or_insert_with(|| Arc::new(TypedMap::<V>::new(self.bounds)))
+            .clone();
+        shelf.into_any().downcast::<TypedMap<V>>().ok()
+    }
+
+    fn shelves(&self) -> Vec<Arc<dyn Shelf>> {
+        lock(&self.typed).values().cloned().collect()
     }
 
     #[inline]
@@ -116,7 +169,7 @@ impl MemoryStore {
         meta: EntryMeta,
         encoded_len: impl FnOnce() -> u64,
     ) {
-        let weight = if self.by_bytes {
+        let weight = if self.bounds.by_bytes {
             encoded_len() + key.key.len() as u64 + ENTRY_OVERHEAD
         } else {
             1
@@ -138,23 +191,35 @@ impl MemoryStore {
         self.map.remove(key).is_some()
     }
 
-    /// Drops entries that can no longer be served; returns how many.
+    /// Drops entries that can no longer be served, in this map and every
+    /// typed one; returns how many.
     pub(crate) fn purge_expired(&self, now_ms: u64) -> u64 {
         let before = self.map.len();
         self.map
             .retain(|_, entry| entry.meta.stale_until_ms > now_ms);
-        before.saturating_sub(self.map.len()) as u64
+        let purged = before.saturating_sub(self.map.len()) as u64;
+        self.shelves()
+            .iter()
+            .fold(purged, |sum, shelf| sum + shelf.purge_expired(now_ms))
     }
 
+    /// Entries held, typed maps included.
     pub(crate) fn len(&self) -> u64 {
-        self.map.len() as u64
+        let own = self.map.len() as u64;
+        self.shelves()
+            .iter()
+            .fold(own, |sum, shelf| sum + shelf.len())
     }
 
+    /// Weight held (bytes when bounded by bytes), typed maps included.
     pub(crate) fn weight(&self) -> u64 {
-        self.map.weight()
+        let own = self.map.weight();
+        self.shelves()
+            .iter()
+            .fold(own, |sum, shelf| sum + shelf.weight())
     }
 
     pub(crate) fn by_bytes(&self) -> bool {
-        self.by_bytes
+        self.bounds.by_bytes
     }
 }

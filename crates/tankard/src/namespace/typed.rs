@@ -1,0 +1,170 @@
+//! A namespace's values of one type on a memory region: what a cached
+//! function on a memory region reads and writes.
+//!
+//! [`TypedCache<V>`] follows the same rules as [`Cache`] (freshness,
+//! generations, stale serving, the dog-pile engine, counters) over a
+//! [`TypedMap<V>`] instead of the region's shared map, so a hit clones the
+//! `V` out of the map and touches no shared reference count.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::Cache;
+use crate::backend::memory::encoded_len;
+use crate::backend::memory::typed::{NO_EPOCH, TypedKeyRef, TypedMap};
+use crate::cache_key::KeyBuf;
+use crate::dogpile::{self, Place};
+use crate::entry::{Freshness, Generations};
+use crate::error::Result;
+use crate::region::{Found, Lookup, Store};
+use crate::stats::Event;
+
+/// One namespace's typed map for values of type `V`.
+pub(crate) struct TypedCache<V> {
+    cache: Cache,
+    map: Arc<TypedMap<V>>,
+}
+
+impl<V> TypedCache<V>
+where
+    V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// The typed map of `cache`'s namespace, or `None` unless it is on an
+    /// enabled memory region (other regions go through [`Cache`]).
+    pub(crate) fn of(cache: &Cache) -> Option<TypedCache<V>> {
+        if !cache.region.options.enabled {
+            return None;
+        }
+        let Store::Memory(memory) = &cache.region.store else {
+            return None;
+        };
+        Some(TypedCache {
+            map: memory.typed_map::<V>(cache.ns.id)?,
+            cache: cache.clone(),
+        })
+    }
+
+    /// The lookup key of a compact key.
+    #[inline]
+    pub(crate) fn key<'a>(&self, buf: &'a KeyBuf) -> TypedKeyRef<'a> {
+        TypedKeyRef::new(buf.hash(), buf.as_bytes(), buf.padded())
+    }
+
+    /// The hit path: the fresh value, counted as a hit, or `None`.
+    #[inline]
+    pub(crate) fn fresh(&self, key: &TypedKeyRef<'_>) -> Option<V> {
+        let value = self.get(key)?;
+        self.cache.region.count(Event::Hit);
+        Some(value)
+    }
+
+    /// The fresh value, counting nothing.
+    #[inline]
+    pub(crate) fn get(&self, key: &TypedKeyRef<'_>) -> Option<V> {
+        let region = &self.cache.region;
+        let entry = self.map.get(key)?;
+        let policy = region.read_policy();
+        // Nothing has happened to the namespace since the entry was stored
+        // fresh: only its expiry can have changed.
+        if entry.epoch == self.cache.ns.epoch.load(Ordering::Acquire) {
+            return (policy.now_ms < entry.meta.fresh_until_ms).then_some(entry.value);
+        }
+        let generations = region.memory_generations(&self.cache.ns);
+        (entry.meta.freshness(&generations, &policy) == Freshness::Fresh).then_some(entry.value)
+    }
+
+    /// [`Cache::get_or_try_create`] on this map: `key` is looked up, and
+    /// `text` (its text form) names the call to the single-flight map.
+    pub(crate) async fn get_or_create<F, Fut>(
+        &self,
+        text: &str,
+        key: &TypedKeyRef<'_>,
+        creator: F,
+    ) -> Result<Arc<V>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V>>,
+    {
+        let slot = Slot { typed: self, key };
+        let call = dogpile::Call {
+            region: &self.cache.region,
+            ns: &self.cache.ns,
+            key: text,
+            expire: self.cache.expire_after(),
+            place: Some(&slot),
+        };
+        Box::pin(dogpile::get_or_create(call, creator)).await
+    }
+
+    /// Stores `value`, as [`Cache::put`].
+    pub(crate) fn put(&self, key: &TypedKeyRef<'_>, value: V) {
+        self.store(key, value, self.cache.expire_after(), None);
+    }
+
+    /// Removes the value; `true` if there was one.
+    pub(crate) fn remove(&self, key: &TypedKeyRef<'_>) -> bool {
+        self.map.remove(key)
+    }
+
+    fn store(
+        &self,
+        key: &TypedKeyRef<'_>,
+        value: V,
+        expire: Option<Duration>,
+        generations: Option<Generations>,
+    ) {
+        let (region, ns) = (&self.cache.region, &self.cache.ns);
+        // The epoch first: a change after this read moves it on, and one
+        // before it shows in the generations read next.
+        let epoch = ns.epoch.load(Ordering::Acquire);
+        let current = region.memory_generations(ns);
+        let meta = region.memory_meta(ns, expire, Some(generations.unwrap_or(current)));
+        let fresh_now = meta.freshness(&current, &region.policy_at(meta.created_ms));
+        let epoch = if fresh_now == Freshness::Fresh {
+            epoch
+        } else {
+            NO_EPOCH
+        };
+        self.map.insert(key, value, meta, epoch, encoded_len);
+    }
+}
+
+/// A typed map's key as a place for the dog-pile engine.
+struct Slot<'a, 'k, V> {
+    typed: &'a TypedCache<V>,
+    key: &'a TypedKeyRef<'k>,
+}
+
+impl<V> Place<V> for Slot<'_, '_, V>
+where
+    V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    fn lookup(&self) -> Lookup<V> {
+        let region = &self.typed.cache.region;
+        // Read before the entry, so a clear between the two hides what the
+        // creator stores with them.
+        let generations = region.memory_generations(&self.typed.cache.ns);
+        let found = match self.typed.map.get(self.key) {
+            None => Found::Missing,
+            Some(entry) => match entry.meta.freshness(&generations, &region.read_policy()) {
+                Freshness::Fresh => Found::Fresh(Arc::new(entry.value)),
+                Freshness::Stale => Found::Stale(Arc::new(entry.value)),
+                Freshness::Missing => Found::Missing,
+            },
+        };
+        Lookup {
+            found,
+            generations: Some(generations),
+        }
+    }
+
+    fn store(&self, value: &Arc<V>, expire: Option<Duration>, generations: Option<Generations>) {
+        self.typed
+            .store(self.key, V::clone(value), expire, generations);
+    }
+}

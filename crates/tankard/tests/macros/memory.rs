@@ -1,0 +1,170 @@
+//! Cached functions on memory regions, whose results live in the
+//! function's own typed map: the region's invalidations, `starttime`, its
+//! bounds, `usage` and `purge_expired` must reach that map as they reach
+//! the region's own.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Barrier, LazyLock};
+use std::time::Duration;
+
+use tankard::{CacheManager, Clock, Config, Invalidation, blocking};
+
+fn runs(counter: &AtomicU32) -> u32 {
+    counter.load(Ordering::SeqCst)
+}
+
+fn memory_with(clock: &Clock, options: &[(&str, &str)]) -> CacheManager {
+    let mut flat = vec![("cache.type", "memory")];
+    flat.extend_from_slice(options);
+    CacheManager::with_clock(Config::from_flat(flat).unwrap(), clock.clone()).unwrap()
+}
+
+static SOFT_CLOCK: LazyLock<Clock> = LazyLock::new(|| Clock::manual(1_000_000));
+static SOFT: LazyLock<CacheManager> = LazyLock::new(|| memory_with(&SOFT_CLOCK, &[]));
+static SOFT_RUNS: AtomicU32 = AtomicU32::new(0);
+/// The regenerating body and the test meet here twice: once when the body
+/// has started, once to let it finish.
+static SOFT_GATE: Barrier = Barrier::new(2);
+
+#[tankard::cached(manager = SOFT)]
+fn gated(n: u8) -> u32 {
+    let run = SOFT_RUNS.fetch_add(1, Ordering::SeqCst) + 1;
+    if run == 2 {
+        SOFT_GATE.wait();
+        SOFT_GATE.wait();
+    }
+    u32::from(n) * 100 + run
+}
+
+#[test]
+fn a_soft_invalidation_serves_the_old_value_while_one_caller_regenerates() {
+    assert_eq!(gated(1), 101);
+    SOFT_CLOCK.advance(Duration::from_millis(1));
+    blocking::block_on(SOFT.default_region().invalidate(Invalidation::Soft))
+        .unwrap()
+        .unwrap();
+    assert_eq!(gated_peek(1).unwrap(), None, "stale is not fresh");
+    let leader = std::thread::spawn(|| gated(1));
+    SOFT_GATE.wait(); // the leader's body is running
+    assert_eq!(
+        gated(1),
+        101,
+        "a second caller gets the stale value at once"
+    );
+    assert_eq!(SOFT.default_region().stats().stale_served, 1);
+    SOFT_GATE.wait();
+    assert_eq!(leader.join().unwrap(), 102);
+    assert_eq!(gated(1), 102);
+    assert_eq!(runs(&SOFT_RUNS), 2);
+}
+
+static HARD: LazyLock<CacheManager> = LazyLock::new(|| memory_with(&Clock::manual(5_000), &[]));
+static HARD_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[tankard::cached(manager = HARD)]
+fn hard(n: u8) -> u8 {
+    HARD_RUNS.fetch_add(1, Ordering::SeqCst);
+    n
+}
+
+#[test]
+fn a_hard_invalidation_makes_every_result_missing() {
+    assert_eq!(hard(1), 1);
+    assert_eq!(hard(2), 2);
+    assert_eq!(runs(&HARD_RUNS), 2);
+    blocking::block_on(HARD.default_region().invalidate(Invalidation::Hard))
+        .unwrap()
+        .unwrap();
+    assert_eq!(hard_peek(1).unwrap(), None);
+    assert_eq!(hard(1), 1);
+    assert_eq!(hard(2), 2);
+    assert_eq!(runs(&HARD_RUNS), 4);
+    assert_eq!(hard(1), 1);
+    assert_eq!(runs(&HARD_RUNS), 4);
+}
+
+static START_CLOCK: LazyLock<Clock> = LazyLock::new(|| Clock::manual(10_000));
+/// `starttime` is in seconds: results made before 20 s are stale.
+static STARTING: LazyLock<CacheManager> =
+    LazyLock::new(|| memory_with(&START_CLOCK, &[("cache.starttime", "20")]));
+static START_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[tankard::cached(manager = STARTING)]
+fn started(n: u8) -> u8 {
+    START_RUNS.fetch_add(1, Ordering::SeqCst);
+    n
+}
+
+#[test]
+fn results_made_before_starttime_are_never_fresh() {
+    assert_eq!(started(1), 1);
+    assert_eq!(started(1), 1);
+    assert_eq!(runs(&START_RUNS), 2, "stale from the start: made again");
+    START_CLOCK.advance(Duration::from_secs(11));
+    assert_eq!(started(1), 1);
+    assert_eq!(started(1), 1);
+    assert_eq!(runs(&START_RUNS), 3);
+}
+
+static BOUND_CLOCK: LazyLock<Clock> = LazyLock::new(|| Clock::manual(50_000));
+static BOUNDED: LazyLock<CacheManager> = LazyLock::new(|| {
+    memory_with(
+        &BOUND_CLOCK,
+        &[("cache.max_entries", "20"), ("cache.expire", "10")],
+    )
+});
+
+#[tankard::cached(manager = BOUNDED)]
+fn bounded(n: u32) -> u32 {
+    n
+}
+
+#[tankard::cached(manager = BOUNDED)]
+fn long_keyed(name: &str) -> usize {
+    name.len()
+}
+
+#[test]
+fn usage_bounds_and_purge_reach_the_functions_maps() {
+    let region = BOUNDED.default_region();
+    let entries = || blocking::block_on(region.usage()).unwrap().unwrap().entries;
+    assert_eq!(entries(), Some(0));
+    bounded(1);
+    long_keyed(&"x".repeat(100));
+    assert_eq!(entries(), Some(2));
+    for n in 0..500 {
+        assert_eq!(bounded(n), n);
+    }
+    let held = entries().unwrap();
+    assert!(held <= 25, "max_entries = 20 per function map, held {held}");
+    BOUND_CLOCK.advance(Duration::from_secs(11));
+    let purged = blocking::block_on(region.purge_expired()).unwrap().unwrap();
+    assert_eq!(purged, held);
+    assert_eq!(entries(), Some(0));
+}
+
+static FIRST: LazyLock<CacheManager> = LazyLock::new(|| memory_with(&Clock::manual(1), &[]));
+static SECOND: LazyLock<CacheManager> = LazyLock::new(|| memory_with(&Clock::manual(1), &[]));
+static PICKED_RUNS: AtomicU32 = AtomicU32::new(0);
+
+fn pick(first: bool) -> &'static CacheManager {
+    if first { &FIRST } else { &SECOND }
+}
+
+#[tankard::cached(manager = pick(first), key = n)]
+fn picked(first: bool, n: u8) -> u8 {
+    PICKED_RUNS.fetch_add(1, Ordering::SeqCst);
+    n
+}
+
+#[test]
+fn one_function_on_two_managers_keeps_a_map_in_each() {
+    assert_eq!(picked(true, 1), 1);
+    assert_eq!(picked(false, 1), 1);
+    assert_eq!(runs(&PICKED_RUNS), 2, "each manager made its own");
+    assert_eq!(picked(true, 1), 1);
+    assert_eq!(picked(false, 1), 1);
+    assert_eq!(runs(&PICKED_RUNS), 2, "and each kept it");
+    assert_eq!(FIRST.default_region().stats().hits, 1);
+    assert_eq!(SECOND.default_region().stats().hits, 1);
+}
