@@ -56,7 +56,7 @@ where
     }
 
     /// The hit path: the fresh value, counted as a hit, or `None`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn fresh(&self, key: &TypedKeyRef<'_>) -> Option<V> {
         let value = self.get(key)?;
         self.cache.region.count(Event::Hit);
@@ -64,7 +64,7 @@ where
     }
 
     /// The fresh value, counting nothing.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get(&self, key: &TypedKeyRef<'_>) -> Option<V> {
         let region = &self.cache.region;
         let entry = self.map.get(key)?;
