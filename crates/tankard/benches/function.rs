@@ -32,7 +32,7 @@ static CALLS: LazyLock<u64> = LazyLock::new(|| {
         .and_then(|n| n.parse().ok())
         .unwrap_or(2_000_000)
 });
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 
 static MANAGER: LazyLock<CacheManager> = LazyLock::new(|| {
     let config = Config::from_flat([("cache.type", "memory"), ("cache.max_entries", "100000")])

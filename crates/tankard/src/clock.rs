@@ -11,9 +11,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`), which also keeps a
 /// wall clock step from expiring every entry at once. Lookups need the time
 /// on every hit, so they read a copy that a background thread
-/// (`tankard-clock`, started on first use) refreshes every
-/// millisecond: one atomic load instead of a clock call. Writes and
-/// invalidations read the clock itself.
+/// (`tankard-clock`, started with the first manager) refreshes every
+/// millisecond: one atomic load instead of a clock call. Entries are
+/// stamped from the same copy, so a lookup never sees an entry made after
+/// the time it read as fresh; invalidations read the clock itself, which
+/// errs toward stale.
 ///
 /// A manual clock moves only when told to; tests use it to walk through
 /// fresh, stale and expired states instantly.

@@ -23,7 +23,7 @@ use crate::stats::{Counters, Event, Stats};
 use crate::sync::lock;
 
 #[cfg(feature = "memory")]
-use crate::backend::memory::{MemKeyRef, MemoryStore, encoded_len};
+use crate::backend::memory::{MemKeyRef, MemoryStore, NO_EPOCH, encoded_len};
 
 /// How [`Region::invalidate`] treats the region's entries.
 ///
@@ -446,15 +446,6 @@ impl RegionInner {
         }
     }
 
-    /// The policy an entry created at `created_ms` was read under then.
-    #[cfg(feature = "memory")]
-    pub(crate) fn policy_at(&self, created_ms: u64) -> ReadPolicy {
-        ReadPolicy {
-            now_ms: created_ms,
-            start_ms: self.start_ms,
-        }
-    }
-
     #[cfg(feature = "memory")]
     #[inline]
     pub(crate) fn memory_generations(&self, ns: &NamespaceState) -> Generations {
@@ -466,16 +457,51 @@ impl RegionInner {
     }
 
     /// The metadata of a memory entry created now, stamped with
-    /// `generations` (read before its creator ran) or the current ones.
+    /// `generations` (read before its creator ran) or the current ones,
+    /// and the namespace epoch it is fresh under ([`NO_EPOCH`] if it is
+    /// not fresh even now).
     #[cfg(feature = "memory")]
-    pub(crate) fn memory_meta(
+    pub(crate) fn memory_stamp(
         &self,
         ns: &NamespaceState,
         expire: Option<Duration>,
         generations: Option<Generations>,
-    ) -> EntryMeta {
-        let generations = generations.unwrap_or_else(|| self.memory_generations(ns));
-        EntryMeta::new(self.clock.now_ms(), expire, self.options.stale, generations)
+    ) -> (EntryMeta, u64) {
+        // The epoch first: a change after this read moves it on, and one
+        // before it shows in the generations read next.
+        let epoch = ns.epoch.load(Ordering::Acquire);
+        let current = self.memory_generations(ns);
+        let meta = EntryMeta::new(
+            self.clock.recent_ms(),
+            expire,
+            self.options.stale,
+            generations.unwrap_or(current),
+        );
+        let policy = ReadPolicy {
+            now_ms: meta.created_ms,
+            start_ms: self.start_ms,
+        };
+        match meta.freshness(&current, &policy) {
+            Freshness::Fresh => (meta, epoch),
+            _ => (meta, NO_EPOCH),
+        }
+    }
+
+    /// Whether a memory entry is fresh. While the namespace's epoch is the
+    /// one the entry was stamped with, nothing has happened to it but time.
+    #[cfg(feature = "memory")]
+    #[inline(always)]
+    pub(crate) fn fresh_in_memory(
+        &self,
+        ns: &NamespaceState,
+        meta: &EntryMeta,
+        epoch: u64,
+    ) -> bool {
+        let policy = self.read_policy();
+        if epoch == ns.epoch.load(Ordering::Acquire) {
+            return policy.now_ms < meta.fresh_until_ms;
+        }
+        meta.freshness(&self.memory_generations(ns), &policy) == Freshness::Fresh
     }
 
     /// The memory fast path: no await, no allocation. `None` if the region
@@ -530,11 +556,7 @@ impl RegionInner {
             namespace: ns.id,
             key,
         })?;
-        if entry
-            .meta
-            .freshness(&self.memory_generations(ns), &self.read_policy())
-            != Freshness::Fresh
-        {
+        if !self.fresh_in_memory(ns, &entry.meta, entry.epoch) {
             return None;
         }
         entry.value.downcast::<T>().ok()
@@ -610,17 +632,21 @@ impl RegionInner {
     where
         T: Serialize + Send + Sync + 'static,
     {
-        let now_ms = self.clock.now_ms();
+        // The clock lookups read: an entry must never look fresh to a
+        // lookup that read the time before the entry was made.
+        let now_ms = self.clock.recent_ms();
         match &self.store {
             #[cfg(feature = "memory")]
             Store::Memory(memory) => {
+                let (meta, epoch) = self.memory_stamp(ns, expire, generations);
                 memory.insert(
                     MemKeyRef {
                         namespace: ns.id,
                         key,
                     },
                     value.clone() as Arc<dyn Any + Send + Sync>,
-                    self.memory_meta(ns, expire, generations),
+                    meta,
+                    epoch,
                     || encoded_len(&**value),
                 );
                 Ok(())

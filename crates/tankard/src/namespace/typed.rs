@@ -8,7 +8,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -16,7 +15,7 @@ use serde::de::DeserializeOwned;
 
 use super::Cache;
 use crate::backend::memory::encoded_len;
-use crate::backend::memory::typed::{NO_EPOCH, TypedKeyRef, TypedMap};
+use crate::backend::memory::typed::{TypedKeyRef, TypedMap};
 use crate::cache_key::KeyBuf;
 use crate::dogpile::{self, Place};
 use crate::entry::{Freshness, Generations};
@@ -66,16 +65,11 @@ where
     /// The fresh value, counting nothing.
     #[inline(always)]
     pub(crate) fn get(&self, key: &TypedKeyRef<'_>) -> Option<V> {
-        let region = &self.cache.region;
         let entry = self.map.get(key)?;
-        let policy = region.read_policy();
-        // Nothing has happened to the namespace since the entry was stored
-        // fresh: only its expiry can have changed.
-        if entry.epoch == self.cache.ns.epoch.load(Ordering::Acquire) {
-            return (policy.now_ms < entry.meta.fresh_until_ms).then_some(entry.value);
-        }
-        let generations = region.memory_generations(&self.cache.ns);
-        (entry.meta.freshness(&generations, &policy) == Freshness::Fresh).then_some(entry.value)
+        self.cache
+            .region
+            .fresh_in_memory(&self.cache.ns, &entry.meta, entry.epoch)
+            .then_some(entry.value)
     }
 
     /// [`Cache::get_or_try_create`] on this map: `key` is looked up, and
@@ -118,18 +112,10 @@ where
         expire: Option<Duration>,
         generations: Option<Generations>,
     ) {
-        let (region, ns) = (&self.cache.region, &self.cache.ns);
-        // The epoch first: a change after this read moves it on, and one
-        // before it shows in the generations read next.
-        let epoch = ns.epoch.load(Ordering::Acquire);
-        let current = region.memory_generations(ns);
-        let meta = region.memory_meta(ns, expire, Some(generations.unwrap_or(current)));
-        let fresh_now = meta.freshness(&current, &region.policy_at(meta.created_ms));
-        let epoch = if fresh_now == Freshness::Fresh {
-            epoch
-        } else {
-            NO_EPOCH
-        };
+        let (meta, epoch) = self
+            .cache
+            .region
+            .memory_stamp(&self.cache.ns, expire, generations);
         self.map.insert(key, value, meta, epoch, encoded_len);
     }
 }

@@ -62,8 +62,14 @@ impl Equivalent<MemKey> for MemKeyRef<'_> {
 pub(crate) struct MemEntry {
     pub(crate) value: Arc<dyn Any + Send + Sync>,
     pub(crate) meta: EntryMeta,
+    /// The namespace epoch the entry was stored fresh under, or [`NO_EPOCH`].
+    pub(crate) epoch: u64,
     weight: u64,
 }
+
+/// An epoch no namespace reaches: the entry always takes the full
+/// freshness check.
+pub(crate) const NO_EPOCH: u64 = u64::MAX;
 
 #[derive(Clone, Debug)]
 struct EntryWeighter;
@@ -167,6 +173,7 @@ impl MemoryStore {
         key: MemKeyRef<'_>,
         value: Arc<dyn Any + Send + Sync>,
         meta: EntryMeta,
+        epoch: u64,
         encoded_len: impl FnOnce() -> u64,
     ) {
         let weight = if self.bounds.by_bytes {
@@ -182,6 +189,7 @@ impl MemoryStore {
             MemEntry {
                 value,
                 meta,
+                epoch,
                 weight,
             },
         );

@@ -26,6 +26,8 @@ use std::sync::Arc;
 use quick_cache::sync::Cache as QuickCache;
 use quick_cache::{Equivalent, Weighter};
 
+#[cfg(test)]
+use super::NO_EPOCH;
 use super::{Bounds, ENTRY_OVERHEAD};
 use crate::entry::EntryMeta;
 
@@ -154,9 +156,6 @@ pub(crate) struct TypedEntry<V> {
     pub(crate) epoch: u64,
     weight: u64,
 }
-
-/// An epoch no namespace reaches: the entry always takes the full check.
-pub(crate) const NO_EPOCH: u64 = u64::MAX;
 
 #[derive(Clone, Copy, Debug)]
 struct TypedWeighter;
