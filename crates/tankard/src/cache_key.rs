@@ -45,7 +45,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::hash::BuildHasher;
 use std::rc::Rc;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -161,14 +161,27 @@ pub(crate) struct KeyBuf {
     long: Option<Vec<u8>>,
     compact: bool,
     hash: u64,
+    multiplier: u64,
 }
 
-/// The process's hash keys, random so that nobody can aim arguments at one
-/// hash bucket.
-static HASH_KEYS: LazyLock<[u64; 2]> = LazyLock::new(|| {
-    let random = std::collections::hash_map::RandomState::new();
-    [random.hash_one(1u8), random.hash_one(2u8) | 1]
-});
+/// The keys a compact key is hashed with: random, per typed map, so that
+/// nobody can aim arguments at one hash bucket.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HashKeys {
+    seed: u64,
+    /// Odd, so that multiplying by it loses no bits.
+    multiplier: u64,
+}
+
+impl HashKeys {
+    pub(crate) fn random() -> HashKeys {
+        let random = std::collections::hash_map::RandomState::new();
+        HashKeys {
+            seed: random.hash_one(1u8),
+            multiplier: random.hash_one(2u8) | 1,
+        }
+    }
+}
 
 /// The 64 high and 64 low bits of the product, folded together (as in
 /// foldhash): one multiplication mixes every input bit into every output bit.
@@ -188,28 +201,30 @@ impl KeyBuf {
             long: None,
             compact: false,
             hash: 0,
+            multiplier: 1,
         }
     }
 
-    /// An empty compact key.
+    /// An empty compact key, hashed with `keys`.
     #[inline]
-    pub(crate) fn compact() -> KeyBuf {
+    pub(crate) fn compact(keys: HashKeys) -> KeyBuf {
         KeyBuf {
             compact: true,
-            hash: HASH_KEYS[0],
+            hash: keys.seed,
+            multiplier: keys.multiplier,
             ..KeyBuf::new()
         }
     }
 
     #[inline]
     fn mix(&mut self, word: u64) {
-        self.hash = fold_mul(self.hash ^ word, HASH_KEYS[1]);
+        self.hash = fold_mul(self.hash ^ word, self.multiplier);
     }
 
-    /// The hash of a compact key: the same for the same pushes.
+    /// The hash of a compact key: the same for the same pushes and keys.
     #[inline]
     pub(crate) fn hash(&self) -> u64 {
-        fold_mul(self.hash ^ self.len as u64, HASH_KEYS[1])
+        fold_mul(self.hash ^ self.len as u64, self.multiplier)
     }
 
     #[inline]
@@ -847,8 +862,13 @@ mod tests {
         assert_eq!(encode("").unwrap(), r#""""#);
     }
 
+    const KEYS: HashKeys = HashKeys {
+        seed: 7,
+        multiplier: 0x9e37_79b9_7f4a_7c15,
+    };
+
     fn both(args: &[&dyn CacheKey]) -> (String, KeyBuf) {
-        let mut compact = KeyBuf::compact();
+        let mut compact = KeyBuf::compact(KEYS);
         let mut writer = KeyWriter::new(&mut compact);
         for arg in args {
             writer.arg(*arg);

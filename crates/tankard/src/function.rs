@@ -125,8 +125,8 @@ impl<V: CachedValue> Handle<V> {
     #[inline]
     fn new_key(&self) -> KeyBuf {
         #[cfg(feature = "memory")]
-        if self.typed().is_some() {
-            return KeyBuf::compact();
+        if let Some(typed) = self.typed() {
+            return typed.new_key();
         }
         KeyBuf::new()
     }
@@ -483,7 +483,7 @@ where
         && bound.matches(manager, self_type)
         && let Some(typed) = bound.typed::<V>()
     {
-        let mut buf = KeyBuf::compact();
+        let mut buf = typed.new_key();
         if let Err(err) = write_key(&mut buf, key) {
             return Start::slow(site, SlowState::Unavailable(err));
         }

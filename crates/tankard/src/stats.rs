@@ -56,18 +56,21 @@ thread_local! {
     static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
-#[inline]
+#[inline(always)]
 fn slot() -> usize {
-    SLOT.with(|slot| {
-        let mut index = slot.get();
-        if index == usize::MAX {
-            // The claim lives in its own thread-local so its destructor
-            // returns the slot; a thread being torn down shares the row.
-            index = CLAIM.try_with(|claim| claim.0).unwrap_or(SHARED);
-            slot.set(index);
-        }
-        index
-    })
+    match SLOT.with(Cell::get) {
+        usize::MAX => first_slot(),
+        index => index,
+    }
+}
+
+#[cold]
+fn first_slot() -> usize {
+    // The claim lives in its own thread-local so its destructor returns
+    // the slot; a thread being torn down shares the row.
+    let index = CLAIM.try_with(|claim| claim.0).unwrap_or(SHARED);
+    SLOT.with(|slot| slot.set(index));
+    index
 }
 
 /// One event the cache counts.

@@ -48,6 +48,12 @@ where
         })
     }
 
+    /// An empty compact key for this map.
+    #[inline]
+    pub(crate) fn new_key(&self) -> KeyBuf {
+        KeyBuf::compact(self.map.hash_keys())
+    }
+
     /// The lookup key of a compact key.
     #[inline]
     pub(crate) fn key<'a>(&self, buf: &'a KeyBuf) -> TypedKeyRef<'a> {

@@ -29,6 +29,7 @@ use quick_cache::{Equivalent, Weighter};
 #[cfg(test)]
 use super::NO_EPOCH;
 use super::{Bounds, ENTRY_OVERHEAD};
+use crate::cache_key::HashKeys;
 use crate::entry::EntryMeta;
 
 /// Keys up to this many bytes are [`ShortKey`]s.
@@ -183,6 +184,7 @@ pub(crate) struct TypedMap<V> {
     short: Map<ShortKey, V>,
     long: Map<LongKey, V>,
     by_bytes: bool,
+    hash_keys: HashKeys,
 }
 
 impl<V: Clone> std::fmt::Debug for TypedMap<V> {
@@ -200,7 +202,14 @@ impl<V: Clone + Send + Sync + 'static> TypedMap<V> {
             short: map(bounds),
             long: map(bounds),
             by_bytes: bounds.by_bytes,
+            hash_keys: HashKeys::random(),
         }
+    }
+
+    /// The keys this map's keys are hashed with.
+    #[inline]
+    pub(crate) fn hash_keys(&self) -> HashKeys {
+        self.hash_keys
     }
 
     #[inline]
