@@ -7,7 +7,7 @@
 //! cargo bench -p tankard --bench function                  # about 20 s
 //! cargo bench -p tankard --bench function -- --breakdown    # quick_cache, namespace hit, key text, whole call
 //! BENCH_CALLS=100000 valgrind --tool=callgrind target/release/deps/function-* --only whole
-//!                                    # one kind of call (core, quick, empty, whole) for a profiler
+//!                                    # one kind of call (core, quick, empty, async, whole) for a profiler
 //! ```
 //!
 //! Prints nanoseconds per call (per thread) and the ratios the targets are
@@ -149,7 +149,16 @@ fn main() {
                 .expect("put");
             tankard_sync(k as u64);
         }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        for k in 0..KEYS {
+            rt.block_on(tankard_async(k));
+        }
         let ns_ns = measure(1, |k| match only.as_str() {
+            "async" => {
+                black_box(rt_poll(&rt, tankard_async(black_box(k))));
+            }
             "core" => {
                 black_box(ns.try_get_fresh::<u64>(black_box(&keys[k as usize])));
             }

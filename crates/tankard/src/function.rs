@@ -607,18 +607,30 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = V>,
 {
-    let slow = match start.0 {
-        Begun::Hit(value) => return value,
-        Begun::Slow(slow) => *slow,
-    };
-    // Boxed: the slow paths' futures would otherwise make every call's
-    // future (and every future awaiting one) as large as the biggest of them.
-    match slow.state {
+    match start.0 {
+        Begun::Hit(value) => value,
+        // Boxed, the whole slow path: its state would otherwise make every
+        // call's future (and every future awaiting one) as large as itself,
+        // and a hit would move it around. The benchmark's async function:
+        // a 240-byte future and 38.6 ns a hit before, 80 bytes and 35.8 ns
+        // after.
+        Begun::Slow(slow) => Box::pin(slow_async(slow, body)).await,
+    }
+}
+
+async fn slow_async<V, F, Fut>(slow: Box<Slow<V>>, body: F) -> V
+where
+    V: CachedValue,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = V>,
+{
+    let Slow { site, state } = *slow;
+    match state {
         SlowState::Unavailable(err) => {
-            slow.site.report(&err);
-            Box::pin(body()).await
+            site.report(&err);
+            body().await
         }
-        SlowState::Miss(call) => Box::pin(miss(slow.site, call, body)).await,
+        SlowState::Miss(call) => miss(site, call, body).await,
     }
 }
 
@@ -667,13 +679,23 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<V, E>>,
 {
-    let slow = match start.0 {
-        Begun::Hit(value) => return Ok(value),
-        Begun::Slow(slow) => *slow,
-    };
-    match slow.state {
+    match start.0 {
+        Begun::Hit(value) => Ok(value),
+        Begun::Slow(slow) => Box::pin(slow_result_async(slow, body)).await,
+    }
+}
+
+async fn slow_result_async<V, E, F, Fut>(slow: Box<Slow<V>>, body: F) -> Result<V, E>
+where
+    V: CachedValue,
+    E: CacheError,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+{
+    let Slow { site, state } = *slow;
+    match state {
         SlowState::Unavailable(err) => Err(E::from(err)),
-        SlowState::Miss(call) => Box::pin(miss_result(slow.site, call, body)).await,
+        SlowState::Miss(call) => miss_result(site, call, body).await,
     }
 }
 
@@ -721,16 +743,25 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Option<V>>,
 {
-    let slow = match start.0 {
-        Begun::Hit(value) => return Some(value),
-        Begun::Slow(slow) => *slow,
-    };
-    match slow.state {
+    match start.0 {
+        Begun::Hit(value) => Some(value),
+        Begun::Slow(slow) => Box::pin(slow_option_async(slow, body)).await,
+    }
+}
+
+async fn slow_option_async<V, F, Fut>(slow: Box<Slow<V>>, body: F) -> Option<V>
+where
+    V: CachedValue,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Option<V>>,
+{
+    let Slow { site, state } = *slow;
+    match state {
         SlowState::Unavailable(err) => {
-            slow.site.report(&err);
-            Box::pin(body()).await
+            site.report(&err);
+            body().await
         }
-        SlowState::Miss(call) => Box::pin(miss_option(slow.site, call, body)).await,
+        SlowState::Miss(call) => miss_option(site, call, body).await,
     }
 }
 
