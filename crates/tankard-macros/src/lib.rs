@@ -8,7 +8,8 @@
 //!     a + b
 //! }
 //!
-//! tankard::install(tankard::CacheManager::new(tankard::Config::memory())?).unwrap();
+//! tankard::install(tankard::CacheManager::new(tankard::Config::memory())?)
+//!     .map_err(|_| "a manager is already installed")?;
 //! assert_eq!(slow_sum(1, 2), 3);
 //! assert_eq!(slow_sum_peek(1, 2)?, Some(3));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -35,7 +36,8 @@ use options::Options;
 ///     n * 2
 /// }
 ///
-/// tankard::install(tankard::CacheManager::new(tankard::Config::memory())?).unwrap();
+/// tankard::install(tankard::CacheManager::new(tankard::Config::memory())?)
+///     .map_err(|_| "a manager is already installed")?;
 /// assert_eq!(double(21), 42);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

@@ -356,7 +356,7 @@ impl Cache {
     /// let manager = tankard::CacheManager::new(tankard::Config::memory())?;
     /// let ns = tankard::blocking::Cache::new(manager.namespace("n"));
     /// ns.put("k", vec![1, 2, 3])?;
-    /// assert_eq!(*ns.get::<Vec<i32>>("k")?.unwrap(), [1, 2, 3]);
+    /// assert_eq!(*ns.get::<Vec<i32>>("k")?.ok_or("missing")?, [1, 2, 3]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn put<T>(&self, key: &str, value: T) -> Result<()>
@@ -373,7 +373,7 @@ impl Cache {
     /// let ns = tankard::blocking::Cache::new(manager.namespace("n"));
     /// let big = std::sync::Arc::new(vec![0u8; 1024]);
     /// ns.put_arc("k", big.clone())?;
-    /// assert!(std::sync::Arc::ptr_eq(&ns.get::<Vec<u8>>("k")?.unwrap(), &big));
+    /// assert!(std::sync::Arc::ptr_eq(&ns.get::<Vec<u8>>("k")?.ok_or("missing")?, &big));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn put_arc<T>(&self, key: &str, value: Arc<T>) -> Result<()>

@@ -33,16 +33,17 @@ pub enum EntryState {
 /// let dir = tempfile::tempdir()?;
 /// let config = tankard::Config::from_flat([
 ///     ("cache.type", "file"),
-///     ("cache.data_dir", dir.path().to_str().unwrap()),
+///     ("cache.data_dir", dir.path().to_str().ok_or("temporary directory path is not UTF-8")?),
 /// ])?;
 /// let cache = tankard::CacheManager::new(config)?;
 /// let ns = cache.namespace("n");
 /// ns.put("k", "hi".to_string()).await?;
-/// let info = ns.inspect("k").await?.unwrap();
+/// let info = ns.inspect("k").await?.ok_or("no entry")?;
 /// assert_eq!(info.state, tankard::EntryState::Fresh);
 /// assert_eq!(info.text().as_deref(), Some("hi"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
-/// # }).unwrap();
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -96,12 +97,13 @@ impl EntryInfo {
     /// ```
     /// # tokio_test::block_on(async {
     /// let dir = tempfile::tempdir()?;
-    /// let config = tankard::Config::from_flat([("cache.type", "file"), ("cache.data_dir", dir.path().to_str().unwrap())])?;
+    /// let config = tankard::Config::from_flat([("cache.type", "file"), ("cache.data_dir", dir.path().to_str().ok_or("temporary directory path is not UTF-8")?)])?;
     /// let ns = tankard::CacheManager::new(config)?.namespace("n");
     /// ns.put("n", vec![1u32, 2, 3]).await?;
-    /// assert_eq!(ns.inspect("n").await?.unwrap().text(), None);
+    /// assert_eq!(ns.inspect("n").await?.ok_or("no entry")?.text(), None);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// # }).unwrap();
+    /// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn text(&self) -> Option<String> {
         let payload = self.payload.as_deref()?;
@@ -133,9 +135,10 @@ impl Cache {
     /// let ns = cache.namespace("n");
     /// assert!(ns.inspect("k").await?.is_none());
     /// ns.put("k", 1u8).await?;
-    /// assert!(ns.inspect("k").await?.unwrap().payload.is_none());
+    /// assert!(ns.inspect("k").await?.ok_or("no entry")?.payload.is_none());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// # }).unwrap();
+    /// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[doc(hidden)]
     pub async fn inspect(&self, key: &str) -> Result<Option<EntryInfo>> {

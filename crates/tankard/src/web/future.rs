@@ -25,7 +25,8 @@ type Boxed<E> = Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>;
 /// let future: tankard::web::ResponseFuture<_> = svc.ready().await?.call(http::Request::new(String::new()));
 /// assert_eq!(future.await?.headers()["x-cache"], "MISS");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
-/// # }).unwrap();
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct ResponseFuture<E> {
     state: State<E>,

@@ -41,7 +41,8 @@ pub(super) struct Settings {
 /// assert_eq!(first.headers()["x-cache"], "MISS");
 /// assert_eq!(second.headers()["x-cache"], "HIT");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
-/// # }).unwrap();
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct CachePage<S> {
