@@ -141,14 +141,7 @@ fn main() {
     }
     if let Some(only) = std::env::args().skip_while(|a| a != "--only").nth(1) {
         // For a profiler: one kind of call, nothing else.
-        let ns = MANAGER.namespace("profile");
-        let keys: Vec<String> = (0..KEYS).map(|k| k.to_string()).collect();
-        for (k, key) in keys.iter().enumerate() {
-            tankard::blocking::Cache::new(ns.clone())
-                .put(key, k as u64)
-                .expect("put");
-            tankard_sync(k as u64);
-        }
+        let (ns, keys) = warm("profile");
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime");
@@ -257,19 +250,26 @@ fn main() {
     drop(rt);
 }
 
+/// A namespace holding every key's value under its text key, for the
+/// namespace API's hit, and the cached function's every key made: the
+/// hits `--only` and `--breakdown` measure.
+fn warm(namespace: &str) -> (tankard::Cache, Vec<String>) {
+    let ns = MANAGER.namespace(namespace);
+    let keys: Vec<String> = (0..KEYS).map(|k| k.to_string()).collect();
+    let blocking = tankard::blocking::Cache::new(ns.clone());
+    for (k, key) in keys.iter().enumerate() {
+        blocking.put(key, k as u64).expect("put");
+        tankard_sync(k as u64);
+    }
+    (ns, keys)
+}
+
 /// Where a hit's time goes, one thread: quick_cache's own `get`, the
 /// namespace API's memory hit (`Cache::try_get_fresh`, key already built),
 /// building a text key, and the whole cached call (compact key, typed map,
 /// freshness, counter, clone out).
 fn breakdown() {
-    let ns = MANAGER.namespace("breakdown");
-    let keys: Vec<String> = (0..KEYS).map(|k| k.to_string()).collect();
-    for (k, key) in keys.iter().enumerate() {
-        tankard::blocking::Cache::new(ns.clone())
-            .put(key, k as u64)
-            .expect("put");
-        tankard_sync(k as u64);
-    }
+    let (ns, keys) = warm("breakdown");
     let quick = measure(1, |k| {
         black_box(quick_get(black_box(k)));
     });
