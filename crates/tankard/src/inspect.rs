@@ -103,7 +103,7 @@ impl EntryInfo {
     /// assert_eq!(ns.inspect("n").await?.ok_or("no entry")?.text(), None);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # })?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn text(&self) -> Option<String> {
         let payload = self.payload.as_deref()?;
@@ -138,7 +138,7 @@ impl Cache {
     /// assert!(ns.inspect("k").await?.ok_or("no entry")?.payload.is_none());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # })?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[doc(hidden)]
     pub async fn inspect(&self, key: &str) -> Result<Option<EntryInfo>> {
