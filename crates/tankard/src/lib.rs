@@ -89,7 +89,7 @@ pub use inspect::{EntryInfo, EntryState};
 pub use manager::{CacheManager, global, install};
 pub use namespace::Cache;
 pub use region::{Invalidation, Region};
-pub use stats::Stats;
+pub use stats::{Counter, Stats};
 
 #[cfg(feature = "macros")]
 #[cfg_attr(docsrs, doc(cfg(feature = "macros")))]

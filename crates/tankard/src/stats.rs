@@ -179,7 +179,112 @@ pub struct Stats {
     pub decode_errors: u64,
 }
 
+/// One of a region's counters: its names and what it counts. The list is
+/// [`Stats::COUNTERS`]; exporters read it instead of spelling the names out.
+///
+/// ```
+/// let stats = tankard::Stats::default();
+/// for counter in tankard::Stats::COUNTERS {
+///     assert!(counter.metric.starts_with("tankard_"));
+///     assert_eq!(counter.read(&stats), 0);
+/// }
+/// ```
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct Counter {
+    /// The field of [`Stats`]: `hits`, `misses`, …
+    pub name: &'static str,
+    /// Its name in the `metrics` facade and in Prometheus: `tankard_hits_total`, …
+    pub metric: &'static str,
+    /// What it counts, in one sentence.
+    pub help: &'static str,
+    value: fn(&Stats) -> u64,
+}
+
+impl Counter {
+    /// This counter's value in a snapshot.
+    ///
+    /// ```
+    /// let hits = tankard::Stats::COUNTERS[0];
+    /// assert_eq!((hits.name, hits.read(&tankard::Stats::default())), ("hits", 0));
+    /// ```
+    pub fn read(&self, stats: &Stats) -> u64 {
+        (self.value)(stats)
+    }
+}
+
+const fn counter(
+    name: &'static str,
+    metric: &'static str,
+    help: &'static str,
+    value: fn(&Stats) -> u64,
+) -> Counter {
+    Counter {
+        name,
+        metric,
+        help,
+        value,
+    }
+}
+
 impl Stats {
+    /// Every counter, in the order of the fields.
+    ///
+    /// ```
+    /// let names: Vec<_> = tankard::Stats::COUNTERS.iter().map(|c| c.name).collect();
+    /// assert_eq!(names[..2], ["hits", "misses"]);
+    /// ```
+    pub const COUNTERS: [Counter; 8] = [
+        counter(
+            "hits",
+            "tankard_hits_total",
+            "Fresh values returned.",
+            |s| s.hits,
+        ),
+        counter(
+            "misses",
+            "tankard_misses_total",
+            "Lookups that found nothing usable.",
+            |s| s.misses,
+        ),
+        counter(
+            "stale_served",
+            "tankard_stale_served_total",
+            "Stale values returned while another caller regenerated them.",
+            |s| s.stale_served,
+        ),
+        counter(
+            "creator_calls",
+            "tankard_creator_calls_total",
+            "Times a creator ran.",
+            |s| s.creator_calls,
+        ),
+        counter(
+            "creator_errors",
+            "tankard_creator_errors_total",
+            "Times a creator failed or panicked.",
+            |s| s.creator_errors,
+        ),
+        counter(
+            "lock_waits",
+            "tankard_lock_waits_total",
+            "Callers that waited on another caller's creator.",
+            |s| s.lock_waits,
+        ),
+        counter(
+            "backend_errors",
+            "tankard_backend_errors_total",
+            "Backend operations that failed or timed out.",
+            |s| s.backend_errors,
+        ),
+        counter(
+            "decode_errors",
+            "tankard_decode_errors_total",
+            "Stored entries that could not be decoded.",
+            |s| s.decode_errors,
+        ),
+    ];
+
     /// Publishes this snapshot through the [`metrics`] facade as absolute
     /// counters named `tankard_<counter>_total` with a `region` label.
     /// Call it where the recorder is read (a `/metrics` handler, a timer):
@@ -189,18 +294,9 @@ impl Stats {
     /// tankard::Stats::default().publish("docs");
     /// ```
     pub fn publish(&self, region: &str) {
-        let rows = [
-            ("tankard_hits_total", self.hits),
-            ("tankard_misses_total", self.misses),
-            ("tankard_stale_served_total", self.stale_served),
-            ("tankard_creator_calls_total", self.creator_calls),
-            ("tankard_creator_errors_total", self.creator_errors),
-            ("tankard_lock_waits_total", self.lock_waits),
-            ("tankard_backend_errors_total", self.backend_errors),
-            ("tankard_decode_errors_total", self.decode_errors),
-        ];
-        for (name, value) in rows {
-            metrics::counter!(name, "region" => region.to_owned()).absolute(value);
+        for counter in Stats::COUNTERS {
+            metrics::counter!(counter.metric, "region" => region.to_owned())
+                .absolute(counter.read(self));
         }
     }
 }

@@ -236,46 +236,6 @@ async fn stats(State(demo): State<Shared>) -> Response {
     }
 }
 
-/// One counter of `/metrics`: name, help, and how to read it from a snapshot.
-type Metric = (&'static str, &'static str, fn(&tankard::Stats) -> u64);
-
-const METRICS: [Metric; 8] = [
-    ("tankard_hits_total", "Fresh values returned.", |s| s.hits),
-    (
-        "tankard_misses_total",
-        "Lookups that found nothing usable.",
-        |s| s.misses,
-    ),
-    (
-        "tankard_stale_served_total",
-        "Stale values returned while another caller regenerated them.",
-        |s| s.stale_served,
-    ),
-    ("tankard_creator_calls_total", "Times a creator ran.", |s| {
-        s.creator_calls
-    }),
-    (
-        "tankard_creator_errors_total",
-        "Times a creator failed or panicked.",
-        |s| s.creator_errors,
-    ),
-    (
-        "tankard_lock_waits_total",
-        "Callers that waited on another caller's creator.",
-        |s| s.lock_waits,
-    ),
-    (
-        "tankard_backend_errors_total",
-        "Backend operations that failed or timed out.",
-        |s| s.backend_errors,
-    ),
-    (
-        "tankard_decode_errors_total",
-        "Stored entries that could not be decoded.",
-        |s| s.decode_errors,
-    ),
-];
-
 /// Escapes a Prometheus label value.
 fn label(value: &str) -> String {
     value
@@ -286,8 +246,9 @@ fn label(value: &str) -> String {
 
 fn render_metrics(regions: &[(String, &'static str, tankard::Stats)]) -> String {
     let mut out = String::new();
-    for (name, help, read) in METRICS {
-        let _ = writeln!(out, "# HELP {name} {help}");
+    for counter in tankard::Stats::COUNTERS {
+        let name = counter.metric;
+        let _ = writeln!(out, "# HELP {name} {}", counter.help);
         let _ = writeln!(out, "# TYPE {name} counter");
         for (region, backend, stats) in regions {
             let _ = writeln!(
@@ -295,7 +256,7 @@ fn render_metrics(regions: &[(String, &'static str, tankard::Stats)]) -> String 
                 "{name}{{region=\"{}\",backend=\"{}\"}} {}",
                 label(region),
                 label(backend),
-                read(stats)
+                counter.read(stats)
             );
         }
     }
@@ -413,7 +374,11 @@ mod tests {
         let stats = tankard::Stats::default();
         let text = render_metrics(&[("a\"b".to_owned(), "memory", stats)]);
         assert!(text.contains("tankard_hits_total{region=\"a\\\"b\",backend=\"memory\"} 0"));
-        assert_eq!(text.matches("# TYPE").count(), METRICS.len());
+        assert_eq!(
+            text.matches("# TYPE").count(),
+            tankard::Stats::COUNTERS.len()
+        );
+        assert!(text.contains("# HELP tankard_decode_errors_total Stored entries"));
     }
 
     #[test]
