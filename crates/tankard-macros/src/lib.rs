@@ -244,19 +244,28 @@ fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     };
 
     let writer = Ident::new("__tankard_key", Span::mixed_site());
-    let key_writes = match &options.key {
-        Some(expr) => {
-            quote_spanned!(expr.span()=> #private::key_arg(#writer, &(#expr));)
-        }
+    // A `key = …` expression is evaluated once, into `key_value`, and read
+    // by both the word key and the key writer.
+    let key_value = Ident::new("__tankard_key_value", Span::mixed_site());
+    let (key_binding, words, key_writes) = match &options.key {
+        Some(expr) => (
+            quote_spanned!(expr.span()=> let #key_value = &(#expr);),
+            quote!([#private::word_of(#key_value)]),
+            quote_spanned!(expr.span()=> #private::key_arg(#writer, #key_value);),
+        ),
         None => {
-            let writes = keyed
+            let idents: Vec<_> = keyed
                 .iter()
                 .filter(|arg| !options.skip.contains(&arg.ident))
-                .map(|arg| {
-                    let ident = &arg.ident;
-                    quote_spanned!(arg.ty.span()=> #private::key_arg(#writer, &#ident);)
-                });
-            quote!(#(#writes)*)
+                .map(|arg| (&arg.ident, arg.ty.span()))
+                .collect();
+            let words = idents
+                .iter()
+                .map(|(ident, span)| quote_spanned!(*span=> #private::word_of(&#ident)));
+            let writes = idents
+                .iter()
+                .map(|(ident, span)| quote_spanned!(*span=> #private::key_arg(#writer, &#ident);));
+            (quote!(), quote!([#(#words),*]), quote!(#(#writes)*))
         }
     };
     let key_closure = quote!(|#writer: &mut #private::KeyWriter<'_>| { #key_writes });
@@ -294,7 +303,10 @@ fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
         #vis #sig {
             #site_static
             let #refresh = #private::take_refresh();
-            let #start = #private::start(&#site, #manager, #self_type, #refresh, #key_closure);
+            let #start = {
+                #key_binding
+                #private::start(&#site, #manager, #self_type, #refresh, #words, #key_closure)
+            };
             #finish
         }
     };
@@ -335,7 +347,8 @@ fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     };
     let locate = quote! {
         #site_static
-        #private::locate::<#value_ty, _>(&#site, #manager, #self_type, #key_closure)?
+        #key_binding
+        #private::locate::<#value_ty, _, _>(&#site, #manager, #self_type, #words, #key_closure)?
     };
     let value_name = if idents.iter().any(|i| *i == "value") {
         format_ident!("new_value")

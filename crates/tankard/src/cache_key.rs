@@ -43,7 +43,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -102,6 +102,98 @@ pub trait CacheKey {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     fn write_key(&self, out: &mut KeyWriter<'_>);
+
+    /// The value as one [`Word`], for the types whose key is one integer
+    /// (up to 64 bits), `bool` or `char`, and references to them. Tankard's
+    /// own; leave it out of your impls.
+    #[doc(hidden)]
+    #[inline]
+    fn word(&self) -> Option<Word> {
+        None
+    }
+}
+
+/// One argument as a machine word: what a memory region's cached function
+/// is looked up by when its key is one or two integers, `bool`s or `char`s
+/// (see [`WordKey`]). Not a public API.
+///
+/// The kind says which text the value stands for, so two words are equal
+/// exactly when the arguments' text keys are: `5u8` and `5i64` are both
+/// the text `5`, `-5` is another kind.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Word {
+    kind: WordKind,
+    value: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum WordKind {
+    /// The decimal digits of `value`.
+    Natural = 1,
+    /// `-` and the decimal digits of `value`.
+    Negative = 2,
+    Bool = 3,
+    Char = 4,
+}
+
+impl Word {
+    #[inline]
+    fn new(kind: WordKind, value: u64) -> Option<Word> {
+        Some(Word { kind, value })
+    }
+
+    #[inline]
+    fn integer(negative: bool, magnitude: u64) -> Option<Word> {
+        let kind = if negative {
+            WordKind::Negative
+        } else {
+            WordKind::Natural
+        };
+        Word::new(kind, magnitude)
+    }
+}
+
+/// The key of an argument list of at most two [`Word`]s: the words and
+/// their kinds, no text. A function's arguments have the same types on
+/// every call, so its keys all have one shape; equal word keys have equal
+/// text keys, so a word key names the same entry its text key does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WordKey {
+    words: [u64; 2],
+    /// The argument count and each argument's kind, a byte each.
+    shape: u64,
+}
+
+impl WordKey {
+    /// The word key of an argument list, or `None` if it has more than
+    /// two arguments or one that is not a word.
+    #[inline(always)]
+    pub(crate) fn of<const N: usize>(args: [Option<Word>; N]) -> Option<WordKey> {
+        if N > 2 {
+            return None;
+        }
+        let mut key = WordKey {
+            words: [0; 2],
+            shape: N as u64,
+        };
+        for (i, arg) in args.into_iter().enumerate() {
+            let word = arg?;
+            key.words[i % 2] = word.value;
+            key.shape |= (word.kind as u64) << (8 * (i + 1));
+        }
+        Some(key)
+    }
+}
+
+// Hashed with a map's `HashKeys`, both words in one multiplication.
+impl Hash for WordKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let [first, second] = self.words;
+        state.write_u128(u128::from(first) | u128::from(second ^ self.shape) << 64);
+    }
 }
 
 /// Where a key is written: a string buffer that remembers whether some
@@ -160,8 +252,9 @@ pub(crate) struct KeyBuf {
     short: [u8; INLINE_KEY],
     long: Option<Vec<u8>>,
     compact: bool,
-    hash: u64,
-    multiplier: u64,
+    hasher: KeyHasher,
+    /// The same key as words, when it is one (see [`WordKey`]).
+    word: Option<WordKey>,
 }
 
 /// The keys a compact key is hashed with: random, per typed map, so that
@@ -183,6 +276,57 @@ impl HashKeys {
     }
 }
 
+/// A map keyed by [`WordKey`]s hashes with its own keys.
+impl BuildHasher for HashKeys {
+    type Hasher = KeyHasher;
+
+    #[inline]
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher {
+            hash: self.seed,
+            multiplier: self.multiplier,
+        }
+    }
+}
+
+/// [`HashKeys`]' hasher, also a compact key's running hash.
+#[derive(Clone, Debug)]
+pub(crate) struct KeyHasher {
+    hash: u64,
+    multiplier: u64,
+}
+
+impl Hasher for KeyHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+
+    #[inline]
+    fn write_u64(&mut self, word: u64) {
+        self.hash = fold_mul(self.hash ^ word, self.multiplier);
+    }
+
+    /// Two words in one multiplication, each under its own key (as
+    /// foldhash hashes 128 bits).
+    #[inline]
+    fn write_u128(&mut self, words: u128) {
+        let (low, high) = (words as u64, (words >> 64) as u64);
+        self.hash = fold_mul(self.hash ^ low, self.multiplier ^ high);
+    }
+
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let (words, tail) = bytes.as_chunks::<8>();
+        for word in words {
+            self.write_u64(u64::from_le_bytes(*word));
+        }
+        let mut last = [0u8; 8];
+        last[..tail.len()].copy_from_slice(tail);
+        self.write_u64(u64::from_le_bytes(last) ^ (tail.len() as u64) << 56);
+    }
+}
+
 /// The 64 high and 64 low bits of the product, folded together (as in
 /// foldhash): one multiplication mixes every input bit into every output bit.
 #[inline]
@@ -200,8 +344,11 @@ impl KeyBuf {
             short: [0; INLINE_KEY],
             long: None,
             compact: false,
-            hash: 0,
-            multiplier: 1,
+            hasher: KeyHasher {
+                hash: 0,
+                multiplier: 1,
+            },
+            word: None,
         }
     }
 
@@ -210,33 +357,28 @@ impl KeyBuf {
     pub(crate) fn compact(keys: HashKeys) -> KeyBuf {
         KeyBuf {
             compact: true,
-            hash: keys.seed,
-            multiplier: keys.multiplier,
+            hasher: keys.build_hasher(),
             ..KeyBuf::new()
         }
     }
 
     #[inline]
     fn mix(&mut self, word: u64) {
-        self.hash = fold_mul(self.hash ^ word, self.multiplier);
+        self.hasher.write_u64(word);
     }
 
     /// The hash of a compact key: the same for the same pushes and keys.
     #[inline]
     pub(crate) fn hash(&self) -> u64 {
-        fold_mul(self.hash ^ self.len as u64, self.multiplier)
+        let mut hasher = self.hasher.clone();
+        hasher.write_u64(self.len as u64);
+        hasher.finish()
     }
 
     #[inline]
     fn push_bytes(&mut self, bytes: &[u8]) {
         if self.compact {
-            let (words, tail) = bytes.as_chunks::<8>();
-            for word in words {
-                self.mix(u64::from_le_bytes(*word));
-            }
-            let mut last = [0u8; 8];
-            last[..tail.len()].copy_from_slice(tail);
-            self.mix(u64::from_le_bytes(last) ^ (tail.len() as u64) << 56);
+            self.hasher.write(bytes);
         }
         self.append(bytes);
     }
@@ -304,6 +446,18 @@ impl KeyBuf {
         let mut long = Vec::with_capacity(INLINE_KEY * 2);
         long.extend_from_slice(&self.short[..self.len]);
         self.long.insert(long)
+    }
+
+    /// Records that this key is also `word` (written by the same arguments).
+    #[inline]
+    pub(crate) fn set_word(&mut self, word: Option<WordKey>) {
+        self.word = word;
+    }
+
+    /// The key as words, if it is one.
+    #[inline]
+    pub(crate) fn word(&self) -> Option<WordKey> {
+        self.word
     }
 
     /// The key's bytes.
@@ -527,6 +681,11 @@ macro_rules! unsigned {
             fn write_key(&self, out: &mut KeyWriter<'_>) {
                 out.out.push_u64(*self as u64);
             }
+
+            #[inline]
+            fn word(&self) -> Option<Word> {
+                Word::integer(false, *self as u64)
+            }
         }
     )*};
 }
@@ -541,6 +700,11 @@ macro_rules! signed {
                     out.push('-');
                 }
                 out.out.push_u64(self.unsigned_abs() as u64);
+            }
+
+            #[inline]
+            fn word(&self) -> Option<Word> {
+                Word::integer(*self < 0, self.unsigned_abs() as u64)
             }
         }
     )*};
@@ -567,6 +731,11 @@ impl CacheKey for bool {
     fn write_key(&self, out: &mut KeyWriter<'_>) {
         out.push_str(if *self { "true" } else { "false" });
     }
+
+    #[inline]
+    fn word(&self) -> Option<Word> {
+        Word::new(WordKind::Bool, u64::from(*self))
+    }
 }
 
 impl CacheKey for char {
@@ -576,6 +745,11 @@ impl CacheKey for char {
         out.push('\'');
         out.push(*self);
         out.push('\'');
+    }
+
+    #[inline]
+    fn word(&self) -> Option<Word> {
+        Word::new(WordKind::Char, u64::from(*self))
     }
 }
 
@@ -628,12 +802,22 @@ impl<T: CacheKey + ?Sized> CacheKey for &T {
     fn write_key(&self, out: &mut KeyWriter<'_>) {
         (**self).write_key(out);
     }
+
+    #[inline]
+    fn word(&self) -> Option<Word> {
+        (**self).word()
+    }
 }
 
 impl<T: CacheKey + ?Sized> CacheKey for &mut T {
     #[inline]
     fn write_key(&self, out: &mut KeyWriter<'_>) {
         (**self).write_key(out);
+    }
+
+    #[inline]
+    fn word(&self) -> Option<Word> {
+        (**self).word()
     }
 }
 
@@ -642,12 +826,22 @@ impl<T: CacheKey + ?Sized> CacheKey for Box<T> {
     fn write_key(&self, out: &mut KeyWriter<'_>) {
         (**self).write_key(out);
     }
+
+    #[inline]
+    fn word(&self) -> Option<Word> {
+        (**self).word()
+    }
 }
 
 impl<T: CacheKey + ?Sized> CacheKey for Rc<T> {
     #[inline]
     fn write_key(&self, out: &mut KeyWriter<'_>) {
         (**self).write_key(out);
+    }
+
+    #[inline]
+    fn word(&self) -> Option<Word> {
+        (**self).word()
     }
 }
 
@@ -656,12 +850,22 @@ impl<T: CacheKey + ?Sized> CacheKey for Arc<T> {
     fn write_key(&self, out: &mut KeyWriter<'_>) {
         (**self).write_key(out);
     }
+
+    #[inline]
+    fn word(&self) -> Option<Word> {
+        (**self).word()
+    }
 }
 
 impl<B: CacheKey + ToOwned + ?Sized> CacheKey for Cow<'_, B> {
     #[inline]
     fn write_key(&self, out: &mut KeyWriter<'_>) {
         (**self).write_key(out);
+    }
+
+    #[inline]
+    fn word(&self) -> Option<Word> {
+        (**self).word()
     }
 }
 
@@ -906,5 +1110,78 @@ mod tests {
         let (_, c) = both(&[&1u64, &"y"]);
         assert_eq!(a.hash(), b.hash());
         assert_ne!(a.hash(), c.hash());
+    }
+
+    fn word_key(args: &[&dyn CacheKey]) -> Option<WordKey> {
+        match args {
+            [] => WordKey::of([]),
+            [a] => WordKey::of([a.word()]),
+            [a, b] => WordKey::of([a.word(), b.word()]),
+            [a, b, c] => WordKey::of([a.word(), b.word(), c.word()]),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn word_keys_are_equal_exactly_when_text_keys_are() {
+        let lists: Vec<Vec<&dyn CacheKey>> = vec![
+            vec![],
+            vec![&5u8],
+            vec![&5i64],
+            vec![&5usize],
+            vec![&-5i8],
+            vec![&-5i64],
+            vec![&0u32],
+            vec![&0i32],
+            vec![&u64::MAX],
+            vec![&i64::MIN],
+            vec![&(i64::MIN as u64)],
+            vec![&true],
+            vec![&1u8],
+            vec![&false],
+            vec![&0u8],
+            vec![&'1'],
+            vec![&'\u{1}'],
+            vec![&1u8, &2u8],
+            vec![&2u8, &1u8],
+            vec![&1u8, &true],
+            vec![&1u8, &1u8],
+            vec![&1u16, &1i64],
+            vec![&1u8, &-1i8],
+        ];
+        for a in &lists {
+            let (text_a, word_a) = (encode_args(a).unwrap(), word_key(a).unwrap());
+            for b in &lists {
+                let (text_b, word_b) = (encode_args(b).unwrap(), word_key(b).unwrap());
+                assert_eq!(
+                    word_a == word_b,
+                    text_a == text_b,
+                    "{text_a:?} and {text_b:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_short_lists_of_words_have_word_keys() {
+        assert!(word_key(&[&1u8, &2u8, &3u8]).is_none());
+        assert!(word_key(&[&"1"]).is_none());
+        assert!(word_key(&[&1u8, &"1"]).is_none());
+        assert!(word_key(&[&1u128]).is_none());
+        assert!(word_key(&[&Some(1u8)]).is_none());
+        // References and smart pointers are their target.
+        let boxed: Box<u8> = Box::new(7);
+        assert_eq!(word_key(&[&&7u8]), word_key(&[&boxed]));
+        assert_eq!(word_key(&[&Arc::new('x')]), word_key(&[&'x']));
+    }
+
+    #[test]
+    fn word_keys_hash_by_every_word_and_the_shape() {
+        let hash = |args: &[&dyn CacheKey]| KEYS.hash_one(word_key(args).unwrap());
+        assert_eq!(hash(&[&1u8, &2u8]), hash(&[&1u64, &2u32]));
+        assert_ne!(hash(&[&1u8, &2u8]), hash(&[&1u8, &3u8]));
+        assert_ne!(hash(&[&1u8, &2u8]), hash(&[&2u8, &2u8]));
+        assert_ne!(hash(&[&1u8]), hash(&[&-1i8]));
+        assert_ne!(hash(&[&1u8]), hash(&[&true]));
     }
 }

@@ -36,6 +36,14 @@ pub struct Clock {
 static RECENT_MS: AtomicU64 = AtomicU64::new(0);
 const TICK: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// [`Clock::recent_ms`] before the ticker runs (a clock used without a
+/// manager): start it, and read the system clock this once.
+#[cold]
+fn first_recent_ms() -> u64 {
+    start_ticker();
+    precise_ms()
+}
+
 fn start_ticker() {
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
@@ -124,15 +132,12 @@ impl Clock {
     /// The time as of at most a millisecond or two ago: what lookups use to
     /// decide fresh or stale, where that lag does not matter and the cost
     /// of reading a clock on every hit does.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn recent_ms(&self) -> u64 {
         match &self.manual {
             Some(ms) => ms.load(Ordering::Acquire),
             None => match RECENT_MS.load(Ordering::Relaxed) {
-                0 => {
-                    start_ticker();
-                    precise_ms()
-                }
+                0 => first_recent_ms(),
                 recent => recent,
             },
         }

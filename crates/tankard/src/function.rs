@@ -40,7 +40,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use crate::cache_key::KeyWriter;
-use crate::cache_key::{CacheKey, KeyBuf};
+use crate::cache_key::{CacheKey, KeyBuf, Word, WordKey};
 use crate::error::{Error, Kind, Result};
 use crate::manager::CacheManager;
 use crate::namespace::Cache;
@@ -451,6 +451,26 @@ impl<V> Start<V> {
         Start(Begun::Slow(Box::new(Slow { site, state })))
     }
 
+    /// A miss on a word key: the key's text is written only now, for the
+    /// slow path.
+    #[cold]
+    fn miss_with<K: FnOnce(&mut KeyWriter<'_>)>(
+        site: &'static Site,
+        handle: Handle<V>,
+        word: Option<WordKey>,
+        key: K,
+        refresh: bool,
+    ) -> Start<V>
+    where
+        V: CachedValue,
+    {
+        let mut buf = handle.new_key();
+        match write_key(&mut buf, word, key) {
+            Ok(()) => Start::miss(site, handle, buf, refresh),
+            Err(err) => Start::slow(site, SlowState::Unavailable(err)),
+        }
+    }
+
     #[cold]
     fn miss(site: &'static Site, handle: Handle<V>, key: KeyBuf, refresh: bool) -> Start<V> {
         Start::slow(
@@ -465,11 +485,12 @@ impl<V> Start<V> {
 }
 
 #[inline]
-pub fn start<V, K>(
+pub fn start<V, K, const N: usize>(
     site: &'static Site,
     manager: Result<&CacheManager>,
     self_type: Option<&'static str>,
     refresh: bool,
+    words: [Option<Word>; N],
     key: K,
 ) -> Start<V>
 where
@@ -483,8 +504,14 @@ where
         && bound.matches(manager, self_type)
         && let Some(typed) = bound.typed::<V>()
     {
+        if let Some(word) = WordKey::of(words) {
+            if !refresh && let Some(value) = typed.fresh_word(&word) {
+                return Start(Begun::Hit(value));
+            }
+            return Start::miss_with(site, Handle::Bound(bound), Some(word), key, refresh);
+        }
         let mut buf = typed.new_key();
-        if let Err(err) = write_key(&mut buf, key) {
+        if let Err(err) = write_key(&mut buf, None, key) {
             return Start::slow(site, SlowState::Unavailable(err));
         }
         if !refresh && let Some(value) = typed.fresh(&typed.key(&buf)) {
@@ -492,7 +519,7 @@ where
         }
         return Start::miss(site, Handle::Bound(bound), buf, refresh);
     }
-    start_slow(site, manager, self_type, refresh, key)
+    start_slow(site, manager, self_type, refresh, WordKey::of(words), key)
 }
 
 /// [`start`] for every other case: the first call, a call through another
@@ -502,6 +529,7 @@ fn start_slow<V, K>(
     manager: Result<&CacheManager>,
     self_type: Option<&'static str>,
     refresh: bool,
+    word: Option<WordKey>,
     key: K,
 ) -> Start<V>
 where
@@ -513,7 +541,7 @@ where
         Err(err) => return Start::slow(site, SlowState::Unavailable(err)),
     };
     let mut buf = handle.new_key();
-    if let Err(err) = write_key(&mut buf, key) {
+    if let Err(err) = write_key(&mut buf, word, key) {
         return Start::slow(site, SlowState::Unavailable(err));
     }
     #[cfg(feature = "memory")]
@@ -526,11 +554,23 @@ where
     Start::miss(site, handle, buf, refresh)
 }
 
+/// Writes an argument list's key into `buf`; `word` is the same key as
+/// words, when it is one.
 #[inline]
-fn write_key<K: FnOnce(&mut KeyWriter<'_>)>(buf: &mut KeyBuf, key: K) -> Result<()> {
+fn write_key<K: FnOnce(&mut KeyWriter<'_>)>(
+    buf: &mut KeyBuf,
+    word: Option<WordKey>,
+    key: K,
+) -> Result<()> {
+    buf.set_word(word);
     let mut writer = KeyWriter::new(buf);
     key(&mut writer);
     writer.finish()
+}
+
+#[inline]
+pub fn word_of<K: CacheKey + ?Sized>(value: &K) -> Option<Word> {
+    value.word()
 }
 
 /// What a creator "fails" with when there is nothing to store: the
@@ -935,10 +975,11 @@ pub struct Located<V: 'static> {
     key: KeyBuf,
 }
 
-pub fn locate<V, K>(
+pub fn locate<V, K, const N: usize>(
     site: &'static Site,
     manager: Result<&CacheManager>,
     self_type: Option<&'static str>,
+    words: [Option<Word>; N],
     key: K,
 ) -> Result<Located<V>>
 where
@@ -947,9 +988,7 @@ where
 {
     let handle = site.resolve::<V>(manager?, self_type)?;
     let mut buf = handle.new_key();
-    let mut writer = KeyWriter::new(&mut buf);
-    key(&mut writer);
-    writer.finish()?;
+    write_key(&mut buf, WordKey::of(words), key)?;
     Ok(Located { handle, key: buf })
 }
 

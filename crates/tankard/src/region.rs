@@ -433,7 +433,7 @@ impl RegionInner {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn count(&self, event: Event) {
         self.counters.add(event);
     }
@@ -497,11 +497,20 @@ impl RegionInner {
         meta: &EntryMeta,
         epoch: u64,
     ) -> bool {
-        let policy = self.read_policy();
         if epoch == ns.epoch.load(Ordering::Acquire) {
-            return policy.now_ms < meta.fresh_until_ms;
+            return self.clock.recent_ms() < meta.fresh_until_ms;
         }
-        meta.freshness(&self.memory_generations(ns), &policy) == Freshness::Fresh
+        self.fresh_after_invalidation(ns, meta)
+    }
+
+    /// [`fresh_in_memory`](Self::fresh_in_memory) for an entry stamped
+    /// before the namespace's last invalidation (or never fresh under an
+    /// epoch): the whole rule. Kept out of line, so a hit does not carry it.
+    #[cfg(feature = "memory")]
+    #[cold]
+    #[inline(never)]
+    fn fresh_after_invalidation(&self, ns: &NamespaceState, meta: &EntryMeta) -> bool {
+        meta.freshness(&self.memory_generations(ns), &self.read_policy()) == Freshness::Fresh
     }
 
     /// The memory fast path: no await, no allocation. `None` if the region

@@ -94,7 +94,7 @@ struct Shard([AtomicU64; EVENTS]);
 
 /// The live counters of one region.
 pub(crate) struct Counters {
-    shards: Box<[Shard]>,
+    shards: Box<[Shard; SLOTS + 1]>,
 }
 
 impl std::fmt::Debug for Counters {
@@ -106,13 +106,13 @@ impl std::fmt::Debug for Counters {
 impl Counters {
     pub(crate) fn new() -> Counters {
         Counters {
-            shards: (0..=SLOTS).map(|_| Shard::default()).collect(),
+            shards: Box::new(std::array::from_fn(|_| Shard::default())),
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn add(&self, event: Event) {
-        let slot = slot();
+        let slot = slot().min(SHARED);
         let counter = &self.shards[slot].0[event as usize];
         if slot == SHARED {
             counter.fetch_add(1, Ordering::Relaxed);

@@ -15,8 +15,9 @@ use serde::de::DeserializeOwned;
 
 use super::Cache;
 use crate::backend::memory::encoded_len;
-use crate::backend::memory::typed::{TypedKeyRef, TypedMap};
+use crate::backend::memory::typed::{TypedEntry, TypedKeyRef, TypedMap};
 use crate::cache_key::KeyBuf;
+use crate::cache_key::WordKey;
 use crate::dogpile::{self, Place};
 use crate::entry::{Freshness, Generations};
 use crate::error::Result;
@@ -54,10 +55,13 @@ where
         KeyBuf::compact(self.map.hash_keys())
     }
 
-    /// The lookup key of a compact key.
+    /// The lookup key of a compact key: its words, if it is one.
     #[inline]
     pub(crate) fn key<'a>(&self, buf: &'a KeyBuf) -> TypedKeyRef<'a> {
-        TypedKeyRef::new(buf.hash(), buf.as_bytes(), buf.padded())
+        match buf.word() {
+            Some(word) => TypedKeyRef::Word(word),
+            None => TypedKeyRef::new(buf.hash(), buf.as_bytes(), buf.padded()),
+        }
     }
 
     /// The hit path: the fresh value, counted as a hit, or `None`.
@@ -68,14 +72,38 @@ where
         Some(value)
     }
 
+    /// [`fresh`](Self::fresh) for a word key, which it takes by reference
+    /// as written: copying it into a [`TypedKeyRef`] first reads back in
+    /// one load what was just stored in two, a stall longer than a hit.
+    #[inline(always)]
+    pub(crate) fn fresh_word(&self, key: &WordKey) -> Option<V> {
+        let found = self.map.get_word(key);
+        let entry = found.as_ref()?;
+        if !self.is_fresh(entry) {
+            return None;
+        }
+        self.cache.region.count(Event::Hit);
+        found.map(|entry| entry.value)
+    }
+
     /// The fresh value, counting nothing.
     #[inline(always)]
     pub(crate) fn get(&self, key: &TypedKeyRef<'_>) -> Option<V> {
-        let entry = self.map.get(key)?;
+        let found = self.map.get(key);
+        let entry = found.as_ref()?;
+        if !self.is_fresh(entry) {
+            return None;
+        }
+        found.map(|entry| entry.value)
+    }
+
+    // The entry is read where `get` left it: moving it first costs more
+    // than the rest of the check (its parts were stored separately).
+    #[inline(always)]
+    fn is_fresh(&self, entry: &TypedEntry<V>) -> bool {
         self.cache
             .region
             .fresh_in_memory(&self.cache.ns, &entry.meta, entry.epoch)
-            .then_some(entry.value)
     }
 
     /// [`Cache::get_or_try_create`] on this map: `key` is looked up, and

@@ -168,3 +168,63 @@ fn one_function_on_two_managers_keeps_a_map_in_each() {
     assert_eq!(FIRST.default_region().stats().hits, 1);
     assert_eq!(SECOND.default_region().stats().hits, 1);
 }
+
+// Keys of one or two integers, `bool`s or `char`s are looked up as words,
+// without their text; they must still name the entry their text key does.
+static WORDS: LazyLock<CacheManager> = LazyLock::new(|| memory_with(&Clock::manual(9_000), &[]));
+static NARROW_RUNS: AtomicU32 = AtomicU32::new(0);
+static KEY_EVALUATIONS: AtomicU32 = AtomicU32::new(0);
+
+#[tankard::cached(manager = WORDS, namespace = "words::shared")]
+fn narrow(n: u8, flag: bool) -> String {
+    NARROW_RUNS.fetch_add(1, Ordering::SeqCst);
+    format!("narrow {n} {flag}")
+}
+
+#[tankard::cached(manager = WORDS, namespace = "words::shared")]
+fn wide(n: i64, flag: bool) -> String {
+    format!("wide {n} {flag}")
+}
+
+fn counted_key(n: u32) -> u32 {
+    KEY_EVALUATIONS.fetch_add(1, Ordering::SeqCst);
+    n / 10
+}
+
+#[tankard::cached(manager = WORDS, key = counted_key(n))]
+fn by_tens(n: u32) -> u32 {
+    n
+}
+
+#[test]
+fn word_keys_name_the_entries_their_text_keys_name() {
+    // `5u8,true` and `5i64,true` are both the text `5,true`: one entry.
+    assert_eq!(narrow(5, true), "narrow 5 true");
+    assert_eq!(wide(5, true), "narrow 5 true");
+    assert_eq!(
+        wide_peek(5, true).unwrap().as_deref(),
+        Some("narrow 5 true")
+    );
+    // `-5` is another text, and so is `5,false`.
+    assert_eq!(wide(-5, true), "wide -5 true");
+    assert_eq!(narrow(5, false), "narrow 5 false");
+    assert_eq!(runs(&NARROW_RUNS), 2);
+
+    // The companions reach the same entries.
+    assert!(wide_invalidate(5, true).unwrap());
+    assert_eq!(narrow_peek(5, true).unwrap(), None);
+    narrow_set(7, true, &"set".to_owned()).unwrap();
+    assert_eq!(wide(7, true), "set");
+    assert_eq!(narrow(5, true), "narrow 5 true");
+    assert_eq!(runs(&NARROW_RUNS), 3);
+}
+
+#[test]
+fn a_key_expression_is_evaluated_once_a_call() {
+    assert_eq!(by_tens(12), 12);
+    assert_eq!(KEY_EVALUATIONS.load(Ordering::SeqCst), 1, "miss");
+    assert_eq!(by_tens(15), 12, "same key, 1");
+    assert_eq!(KEY_EVALUATIONS.load(Ordering::SeqCst), 2, "hit");
+    assert_eq!(by_tens_peek(19).unwrap(), Some(12));
+    assert_eq!(KEY_EVALUATIONS.load(Ordering::SeqCst), 3, "companion");
+}

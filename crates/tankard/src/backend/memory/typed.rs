@@ -6,7 +6,9 @@
 //! out a clone of it, without touching a reference count that other cores
 //! write too.
 //!
-//! Keys are the function's compact argument keys (see
+//! A function whose key is one or two integers, `bool`s or `char`s is
+//! looked up by its [`WordKey`]: the argument values themselves, no key
+//! bytes written. Other keys are the function's compact argument keys (see
 //! [`KeyBuf`](crate::cache_key::KeyBuf)), hashed by the caller while it
 //! wrote them. A key of up to [`SHORT_KEY`] bytes is stored in a 32-byte
 //! [`ShortKey`] (hash, length and bytes, compared in place); a longer one
@@ -29,7 +31,7 @@ use quick_cache::{Equivalent, Weighter};
 #[cfg(test)]
 use super::NO_EPOCH;
 use super::{Bounds, ENTRY_OVERHEAD};
-use crate::cache_key::HashKeys;
+use crate::cache_key::{HashKeys, WordKey};
 use crate::entry::EntryMeta;
 
 /// Keys up to this many bytes are [`ShortKey`]s.
@@ -53,6 +55,7 @@ pub(crate) struct LongKey {
 /// A key to look up.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum TypedKeyRef<'a> {
+    Word(WordKey),
     Short(ShortKey),
     Long(LongKeyRef<'a>),
 }
@@ -80,6 +83,7 @@ impl<'a> TypedKeyRef<'a> {
 
     fn len(&self) -> usize {
         match self {
+            TypedKeyRef::Word(_) => size_of::<WordKey>(),
             TypedKeyRef::Short(key) => usize::from(key.bytes[SHORT_KEY]),
             TypedKeyRef::Long(key) => key.bytes.len(),
         }
@@ -167,20 +171,24 @@ impl<K, V> Weighter<K, TypedEntry<V>> for TypedWeighter {
     }
 }
 
-type Map<K, V> = QuickCache<K, TypedEntry<V>, TypedWeighter, PassThrough>;
+type Map<K, V, H = PassThrough> = QuickCache<K, TypedEntry<V>, TypedWeighter, H>;
 
-fn map<K: Clone + Eq + Hash, V: Clone>(bounds: Bounds) -> Map<K, V> {
+fn map<K: Clone + Eq + Hash, V: Clone, H: BuildHasher + Clone>(
+    bounds: Bounds,
+    hasher: H,
+) -> Map<K, V, H> {
     QuickCache::with(
         bounds.estimated_items,
         bounds.capacity,
         TypedWeighter,
-        PassThrough,
+        hasher,
         Default::default(),
     )
 }
 
 /// One cached function's results in one memory region.
 pub(crate) struct TypedMap<V> {
+    words: Map<WordKey, V, HashKeys>,
     short: Map<ShortKey, V>,
     long: Map<LongKey, V>,
     by_bytes: bool,
@@ -190,7 +198,10 @@ pub(crate) struct TypedMap<V> {
 impl<V: Clone> std::fmt::Debug for TypedMap<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TypedMap")
-            .field("entries", &(self.short.len() + self.long.len()))
+            .field(
+                "entries",
+                &(self.words.len() + self.short.len() + self.long.len()),
+            )
             .field("by_bytes", &self.by_bytes)
             .finish()
     }
@@ -198,11 +209,13 @@ impl<V: Clone> std::fmt::Debug for TypedMap<V> {
 
 impl<V: Clone + Send + Sync + 'static> TypedMap<V> {
     pub(crate) fn new(bounds: Bounds) -> TypedMap<V> {
+        let hash_keys = HashKeys::random();
         TypedMap {
-            short: map(bounds),
-            long: map(bounds),
+            words: map(bounds, hash_keys),
+            short: map(bounds, PassThrough),
+            long: map(bounds, PassThrough),
             by_bytes: bounds.by_bytes,
-            hash_keys: HashKeys::random(),
+            hash_keys,
         }
     }
 
@@ -213,8 +226,14 @@ impl<V: Clone + Send + Sync + 'static> TypedMap<V> {
     }
 
     #[inline]
+    pub(crate) fn get_word(&self, key: &WordKey) -> Option<TypedEntry<V>> {
+        self.words.get(key)
+    }
+
+    #[inline]
     pub(crate) fn get(&self, key: &TypedKeyRef<'_>) -> Option<TypedEntry<V>> {
         match key {
+            TypedKeyRef::Word(key) => self.words.get(key),
             TypedKeyRef::Short(key) => self.short.get(key),
             TypedKeyRef::Long(key) => self.long.get(key),
         }
@@ -242,6 +261,7 @@ impl<V: Clone + Send + Sync + 'static> TypedMap<V> {
             weight,
         };
         match key {
+            TypedKeyRef::Word(key) => self.words.insert(*key, entry),
             TypedKeyRef::Short(key) => self.short.insert(*key, entry),
             TypedKeyRef::Long(key) => self.long.insert(
                 LongKey {
@@ -255,6 +275,7 @@ impl<V: Clone + Send + Sync + 'static> TypedMap<V> {
 
     pub(crate) fn remove(&self, key: &TypedKeyRef<'_>) -> bool {
         match key {
+            TypedKeyRef::Word(key) => self.words.remove(key).is_some(),
             TypedKeyRef::Short(key) => self.short.remove(key).is_some(),
             TypedKeyRef::Long(key) => self.long.remove(key).is_some(),
         }
@@ -271,15 +292,17 @@ pub(crate) trait Shelf: Send + Sync {
 
 impl<V: Clone + Send + Sync + 'static> Shelf for TypedMap<V> {
     fn len(&self) -> u64 {
-        (self.short.len() + self.long.len()) as u64
+        (self.words.len() + self.short.len() + self.long.len()) as u64
     }
 
     fn weight(&self) -> u64 {
-        self.short.weight() + self.long.weight()
+        self.words.weight() + self.short.weight() + self.long.weight()
     }
 
     fn purge_expired(&self, now_ms: u64) -> u64 {
         let before = self.len();
+        self.words
+            .retain(|_, entry| entry.meta.stale_until_ms > now_ms);
         self.short
             .retain(|_, entry| entry.meta.stale_until_ms > now_ms);
         self.long
