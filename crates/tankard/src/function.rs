@@ -519,6 +519,9 @@ where
         }
         return Start::miss(site, Handle::Bound(bound), buf, refresh);
     }
+    // `WordKey::of` again rather than once above: computed up front, the
+    // key escapes into this call and stays in memory, and the hit path
+    // tests its presence at run time instead of at compile time.
     start_slow(site, manager, self_type, refresh, WordKey::of(words), key)
 }
 

@@ -77,33 +77,32 @@ where
     /// one load what was just stored in two, a stall longer than a hit.
     #[inline(always)]
     pub(crate) fn fresh_word(&self, key: &WordKey) -> Option<V> {
-        let found = self.map.get_word(key);
-        let entry = found.as_ref()?;
-        if !self.is_fresh(entry) {
-            return None;
-        }
+        let value = self.value_if_fresh(self.map.get_word(key))?;
         self.cache.region.count(Event::Hit);
-        found.map(|entry| entry.value)
+        Some(value)
     }
 
     /// The fresh value, counting nothing.
     #[inline(always)]
     pub(crate) fn get(&self, key: &TypedKeyRef<'_>) -> Option<V> {
-        let found = self.map.get(key);
+        self.value_if_fresh(self.map.get(key))
+    }
+
+    /// The value of what a lookup found, if it is fresh. The entry is
+    /// checked where the map's `get` left it: moving it out first read its
+    /// parts back in other widths than they were stored in, which stalled
+    /// longer than the rest of the check.
+    #[inline(always)]
+    fn value_if_fresh(&self, found: Option<TypedEntry<V>>) -> Option<V> {
         let entry = found.as_ref()?;
-        if !self.is_fresh(entry) {
+        let fresh = self
+            .cache
+            .region
+            .fresh_in_memory(&self.cache.ns, &entry.meta, entry.epoch);
+        if !fresh {
             return None;
         }
         found.map(|entry| entry.value)
-    }
-
-    // The entry is read where `get` left it: moving it first costs more
-    // than the rest of the check (its parts were stored separately).
-    #[inline(always)]
-    fn is_fresh(&self, entry: &TypedEntry<V>) -> bool {
-        self.cache
-            .region
-            .fresh_in_memory(&self.cache.ns, &entry.meta, entry.epoch)
     }
 
     /// [`Cache::get_or_try_create`] on this map: `key` is looked up, and
