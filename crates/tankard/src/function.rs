@@ -497,18 +497,24 @@ where
     V: CachedValue,
     K: FnOnce(&mut KeyWriter<'_>),
 {
+    // Taken apart first: a `Result` still whole at the end of the hit
+    // path is tested again there, for a drop that cannot happen.
+    let manager = match manager {
+        Ok(manager) => manager,
+        Err(err) => return Start::slow(site, SlowState::Unavailable(err)),
+    };
     // The hit path: a bound site on a memory region.
     #[cfg(feature = "memory")]
-    if let Ok(manager) = manager
-        && let Some(bound) = site.bound.get()
+    if let Some(bound) = site.bound.get()
         && bound.matches(manager, self_type)
         && let Some(typed) = bound.typed::<V>()
     {
-        if let Some(word) = WordKey::of(words) {
-            if !refresh && let Some(value) = typed.fresh_word(&word) {
+        let word = WordKey::of(words);
+        if let Some(found) = &word {
+            if !refresh && let Some(value) = typed.fresh_word(found) {
                 return Start(Begun::Hit(value));
             }
-            return Start::miss_with(site, Handle::Bound(bound), Some(word), key, refresh);
+            return Start::miss_with(site, Handle::Bound(bound), word, key, refresh);
         }
         let mut buf = typed.new_key();
         if let Err(err) = write_key(&mut buf, None, key) {
@@ -529,7 +535,7 @@ where
 /// manager or implementing type, a region that is not in memory.
 fn start_slow<V, K>(
     site: &'static Site,
-    manager: Result<&CacheManager>,
+    manager: &CacheManager,
     self_type: Option<&'static str>,
     refresh: bool,
     word: Option<WordKey>,
@@ -539,7 +545,7 @@ where
     V: CachedValue,
     K: FnOnce(&mut KeyWriter<'_>),
 {
-    let handle = match manager.and_then(|manager| site.resolve::<V>(manager, self_type)) {
+    let handle = match site.resolve::<V>(manager, self_type) {
         Ok(handle) => handle,
         Err(err) => return Start::slow(site, SlowState::Unavailable(err)),
     };

@@ -112,14 +112,25 @@ impl Counters {
 
     #[inline(always)]
     pub(crate) fn add(&self, event: Event) {
-        let slot = slot().min(SHARED);
-        let counter = &self.shards[slot].0[event as usize];
-        if slot == SHARED {
-            counter.fetch_add(1, Ordering::Relaxed);
-        } else {
+        let slot = SLOT.with(Cell::get);
+        if slot < SLOTS {
             // This thread is the row's only writer: no read-modify-write needed.
+            let counter = &self.shards[slot].0[event as usize];
             counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        } else {
+            self.add_first_or_shared(event);
         }
+    }
+
+    /// [`add`](Self::add) on a thread's first count, or on a thread that
+    /// shares the last row.
+    #[cold]
+    #[inline(never)]
+    fn add_first_or_shared(&self, event: Event) {
+        // On the shared row other threads add too; on a row just claimed
+        // the read-modify-write is merely unneeded.
+        let row = &self.shards[slot().min(SHARED)];
+        row.0[event as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     fn sum(&self, event: Event) -> u64 {
@@ -298,5 +309,39 @@ impl Stats {
             metrics::counter!(counter.metric, "region" => region.to_owned())
                 .absolute(counter.read(self));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Barrier;
+
+    use super::*;
+
+    /// More threads at once than there are exclusive rows: the first
+    /// count of each thread, the counts on its own row and those on the
+    /// shared row are all kept.
+    #[test]
+    fn every_count_is_kept_by_more_threads_than_rows() {
+        const THREADS: usize = SLOTS + 16;
+        const COUNTS: u64 = 1_000;
+        let counters = Counters::new();
+        let all_alive = Barrier::new(THREADS);
+        std::thread::scope(|scope| {
+            for _ in 0..THREADS {
+                scope.spawn(|| {
+                    counters.add(Event::Miss);
+                    // Every thread holds its row (or none) before any ends.
+                    all_alive.wait();
+                    for _ in 0..COUNTS {
+                        counters.add(Event::Hit);
+                    }
+                });
+            }
+        });
+        let stats = counters.snapshot();
+        assert_eq!(stats.misses, THREADS as u64);
+        assert_eq!(stats.hits, THREADS as u64 * COUNTS);
+        assert_eq!(stats.creator_calls, 0);
     }
 }
