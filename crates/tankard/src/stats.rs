@@ -6,7 +6,9 @@
 //! one of [`SLOTS`] exclusive slots (a row of counters on its own cache
 //! lines) for its lifetime; as the only writer of its row it counts with a
 //! plain load and store. Threads beyond the slots share one row and count
-//! with `fetch_add`. A snapshot sums every row.
+//! with `fetch_add`; that, and a thread's first count (which claims its
+//! row), are out of line, so a hit carries only the own-row case. A
+//! snapshot sums every row.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
