@@ -20,6 +20,20 @@ use crate::entry::Generations;
 use crate::error::Result;
 use crate::key;
 
+/// Where a server's generation counter starts when it is missing (never
+/// set, or evicted by a server that evicts): the wall clock in
+/// microseconds. A counter moves on by one a `clear`, and a `clear` is a
+/// round trip far longer than a microsecond, so a counter started anew
+/// lands past every value it held before, and the entries stamped with
+/// those stay invisible. (The coarse millisecond clock could hand out the
+/// very value the counter started at a few milliseconds earlier.)
+#[cfg(any(feature = "memcached", feature = "redis"))]
+pub(crate) fn generation_start() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_micros() as u64)
+}
+
 #[cfg(feature = "file")]
 pub(crate) mod file;
 #[cfg(feature = "memcached")]

@@ -1,6 +1,7 @@
 //! One process against the shared servers: the cache operations, stale
-//! serving, invalidation seen by a second manager, damaged entries, keys
-//! memcached refuses, TTLs, and the seed's configuration.
+//! serving, invalidation seen by a second manager, damaged entries and
+//! counters, an evicted counter, keys memcached refuses, TTLs, and the
+//! seed's configuration.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -231,6 +232,46 @@ async fn junk_under_a_key_is_a_counted_miss() {
     }
     ns.clear().await.unwrap();
     assert!(!ns.contains::<String>("k").await.unwrap());
+    assert_eq!(cache.default_region().stats().backend_errors, 0);
+}
+
+/// memcached evicts what it likes, generation counters included: the next
+/// `clear` must start the counter past every value it held, or the
+/// entries of an earlier clear come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_generation_never_brings_back_cleared_entries() {
+    let servers = servers();
+    let prefix = unique_prefix("evicted-gen");
+    let cache = CacheManager::new(config(&url(), &prefix, &[("cache.expire", "300")])).unwrap();
+    let ns = cache.namespace("n");
+    let counter = format!("{prefix}default:n!gen");
+    let read_counter = || -> u64 {
+        let held = find(&servers, &counter);
+        assert_eq!(held.len(), 1, "the counter lives on one server: {held:?}");
+        String::from_utf8_lossy(&held[0].1).trim().parse().unwrap()
+    };
+
+    ns.clear().await.unwrap();
+    ns.put("k", "before the second clear".to_string())
+        .await
+        .unwrap();
+    ns.clear().await.unwrap();
+    assert_eq!(text(ns.get("k").await.unwrap()), None);
+    let before = read_counter();
+    for server in &servers {
+        Raw::connect(server).unwrap().delete(&counter);
+    }
+    ns.clear().await.unwrap();
+    assert_eq!(
+        text(ns.get("k").await.unwrap()),
+        None,
+        "an entry cleared before the eviction came back"
+    );
+    let restarted = read_counter();
+    assert!(
+        restarted > before && restarted > 1_600_000_000_000_000,
+        "restarted at {restarted} (was {before}), not at the current time in µs"
+    );
     assert_eq!(cache.default_region().stats().backend_errors, 0);
 }
 

@@ -30,9 +30,9 @@
 //! collision would read as a miss, never as another key's value.
 //!
 //! Counter values are decimal text (what `incr` needs). A counter created by
-//! a first `clear` starts at the current unix time in ms rather than 1, so a
-//! counter that is evicted and created again never comes back to a value
-//! that old entries carry.
+//! a first `clear` starts at the current unix time in microseconds rather
+//! than 1, so a counter that is evicted and created again never comes back
+//! to a value that old entries carry.
 //!
 //! # Placement and failures
 //!
@@ -123,7 +123,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{Backend, Loaded, Location, RegionScope, Scope};
+use super::{Backend, Loaded, Location, RegionScope, Scope, generation_start};
 use crate::config::RegionOptions;
 use crate::dogpile::lock::CreationLock;
 use crate::entry::Generations;
@@ -226,7 +226,7 @@ impl MemcachedBackend {
     }
 
     /// Moves a counter on: `incr`, or create it with `add` if missing
-    /// (starting at the current time in ms, see the module docs).
+    /// (starting at [`generation_start`]).
     async fn bump(&self, key: &str, route: u64, operation: &'static str) -> Result<()> {
         let deadline = self.deadline();
         let key = self.key(key);
@@ -241,7 +241,7 @@ impl MemcachedBackend {
                 Ok(other) => return Err(unexpected(operation, other)),
                 // Not a number (written by someone else): start it afresh.
                 Err(err) if err.to_string().contains("non-numeric") => {
-                    let start = crate::Clock::system().now_ms().to_string();
+                    let start = generation_start().to_string();
                     let set = Request::Store {
                         verb: Verb::Set,
                         key: &key,
@@ -255,7 +255,7 @@ impl MemcachedBackend {
                 }
                 Err(err) => return Err(err),
             }
-            let start = crate::Clock::system().now_ms().to_string();
+            let start = generation_start().to_string();
             let add = Request::Store {
                 verb: Verb::Add,
                 key: &key,

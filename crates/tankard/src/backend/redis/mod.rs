@@ -15,7 +15,7 @@
 //! ```text
 //! {T}#<key>           an entry (the bytes of `entry`), PX = expire + stale
 //! {T}!h#<blake3 hex>  an entry whose key made the whole key longer than key_length
-//! {T}!gen             the namespace's generation (bumped on clear; a missing counter restarts at the current time in ms)
+//! {T}!gen             the namespace's generation (bumped on clear; a missing counter restarts at the current time in µs)
 //! {T}!lock#<key>      the key's creation lock (SET NX PX lock_timeout); also
 //!                     the name of the pub/sub channel its release is announced on
 //! {R}!gen             the region's generation (bumped on hard invalidation, likewise)
@@ -58,9 +58,9 @@
 //! expiry is still there to be served stale while one caller regenerates
 //! it (Beaker's Redis backend loses it at expiry). Generation keys have no
 //! TTL; run the server with `maxmemory-policy` `noeviction` or one of the
-//! `volatile-*` policies so they are never evicted (an evicted generation
-//! restarts at 0 and could make entries written before a `clear` visible
-//! again).
+//! `volatile-*` policies so they are never evicted. If one is evicted
+//! anyway, the next bump restarts it at the current time in microseconds,
+//! past every value it held, so entries cleared before stay cleared.
 //!
 //! # Connections and failures
 //!
@@ -95,7 +95,7 @@ use ::redis::cluster::ClusterClientBuilder;
 use ::redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, RedisError, Script, cmd};
 use async_trait::async_trait;
 
-use super::{Backend, Loaded, Location, RegionScope, Scope};
+use super::{Backend, Loaded, Location, RegionScope, Scope, generation_start};
 use crate::config::{BackendKind, RegionOptions};
 use crate::dogpile::lock::CreationLock;
 use crate::entry::Generations;
@@ -109,8 +109,8 @@ use lock::RedisLock;
 /// invalidating at once must not move it back).
 /// `KEYS[1]` soft key; `ARGV[1]` epoch ms.
 /// Bumps a generation counter. A missing counter (never set, or evicted by
-/// a server that evicts) starts at the current time in milliseconds rather
-/// than at 1, so it can never come back to a value an old entry carries.
+/// a server that evicts) starts at `ARGV[1]`, [`generation_start`]: never
+/// at 1, so it cannot come back to a value an old entry carries.
 static BUMP_GENERATION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"if redis.call('exists', KEYS[1]) == 1 then
@@ -399,7 +399,7 @@ impl Backend for RedisBackend {
 impl RedisBackend {
     async fn bump(&self, operation: &'static str, key: &str) -> Result<()> {
         let mut invocation = BUMP_GENERATION.prepare_invoke();
-        invocation.key(key).arg(crate::Clock::system().now_ms());
+        invocation.key(key).arg(generation_start());
         self.link.script::<i64>(operation, &invocation).await?;
         Ok(())
     }
