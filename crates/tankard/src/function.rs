@@ -41,6 +41,7 @@ use serde::de::DeserializeOwned;
 
 pub use crate::cache_key::KeyWriter;
 use crate::cache_key::{CacheKey, KeyBuf, Word, WordKey};
+use crate::dogpile::Declined;
 use crate::error::{Error, Kind, Result};
 use crate::manager::CacheManager;
 use crate::namespace::Cache;
@@ -596,13 +597,26 @@ impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Outcome::LeaderFailed(message) => f.write_str(message),
-            Outcome::NoneReturned => f.write_str("the function returned None, which is not cached"),
+            Outcome::NoneReturned => f.write_str(NONE_RETURNED.0),
             Outcome::RanTwice => f.write_str("a cached function's body was asked to run twice"),
         }
     }
 }
 
 impl std::error::Error for Outcome {}
+
+impl Outcome {
+    /// The creator error it becomes: an `Option` body's `None` is declined
+    /// (nothing went wrong, so no creator error is counted).
+    fn into_source(self) -> Box<dyn std::error::Error + Send + Sync> {
+        match self {
+            Outcome::NoneReturned => Box::new(NONE_RETURNED),
+            failed => Box::new(failed),
+        }
+    }
+}
+
+const NONE_RETURNED: Declined = Declined("the function returned None, which is not cached");
 
 impl<V: CachedValue> Call<V> {
     /// The dog-pile engine on this call's key, in the typed map if there
@@ -616,13 +630,17 @@ impl<V: CachedValue> Call<V> {
         if let Some(typed) = self.handle.typed() {
             return typed
                 .get_or_create(&self.key.text(), &typed.key(&self.key), || async {
-                    creator().await.map_err(Error::creator_boxed)
+                    creator()
+                        .await
+                        .map_err(|outcome| Error::creator_boxed(outcome.into_source()))
                 })
                 .await;
         }
         self.handle
             .cache()
-            .get_or_try_create(&self.key.text(), creator)
+            .get_or_try_create(&self.key.text(), || async {
+                creator().await.map_err(Outcome::into_source)
+            })
             .await
     }
 
@@ -859,11 +877,7 @@ where
         (_, Some(value)) => Some(value),
         (Ok(value), None) => Some(V::clone(&value)),
         // The leader we waited on got None.
-        (Err(err), None)
-            if matches!(err.creator_error::<Outcome>(), Some(Outcome::NoneReturned)) =>
-        {
-            None
-        }
+        (Err(err), None) if err.creator_error::<Declined>().is_some() => None,
         (Err(err), None) => {
             if !err.is_creator_panic() {
                 site.report(&err);

@@ -182,7 +182,9 @@ pub struct Stats {
     pub stale_served: u64,
     /// Times a creator ran.
     pub creator_calls: u64,
-    /// Times a creator failed or panicked.
+    /// Times a creator failed or panicked. A creator that ran and made
+    /// nothing to store (a `#[tankard::cached]` function's `None`, a page
+    /// the page layer may not keep) is a call, not an error.
     pub creator_errors: u64,
     /// Callers that waited on another caller's creator (in this process or another).
     pub lock_waits: u64,

@@ -12,6 +12,7 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -26,6 +27,14 @@ use crate::stats::Event;
 use crate::sync;
 use flight::Role;
 use lock::LockGuard;
+
+/// What a creator fails with when it ran and made nothing to store: an
+/// `Option` function's `None`, a page the page layer may not keep. It is
+/// handed to waiters like any creator error, but counted as a creator
+/// call only, not as a creator error: nothing went wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Declined(pub(crate) &'static str);
 
 /// How a creator run ended, short of success.
 enum Failure {
@@ -45,7 +54,9 @@ where
     match AssertUnwindSafe(creator).catch_unwind().await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => {
-            region.count(Event::CreatorError);
+            if err.creator_error::<Declined>().is_none() {
+                region.count(Event::CreatorError);
+            }
             Err(Failure::Error(err))
         }
         Err(panic) => {
@@ -158,6 +169,21 @@ pub(crate) struct Call<'a, T> {
     pub(crate) expire: Option<Duration>,
     /// Where the entry lives if not in the region's store.
     pub(crate) place: Option<&'a dyn Place<T>>,
+    /// Set when the call is answered with a stale value (the page layer
+    /// labels such a page `STALE`).
+    pub(crate) served_stale: Option<&'a AtomicBool>,
+}
+
+impl<T> Call<'_, T> {
+    /// Answers with a stale value while another caller or process
+    /// regenerates it.
+    fn serve_stale(&self, stale: Arc<T>) -> Result<Arc<T>> {
+        self.region.count(Event::StaleServed);
+        if let Some(served_stale) = self.served_stale {
+            served_stale.store(true, Ordering::Relaxed);
+        }
+        Ok(stale)
+    }
 }
 
 /// Where a call's entry lives when it is not in the region's own store: a
@@ -210,21 +236,18 @@ where
             }
             Found::Stale(stale) => {
                 let Role::Leader(leader) = region.flights.join_or_lead(&flight_key) else {
-                    region.count(Event::StaleServed);
-                    return Ok(stale);
+                    return call.serve_stale(stale);
                 };
                 let lock_key = ns.scope.lock_key(key);
                 let guard = match lock.try_acquire(&lock_key).await {
                     Ok(Some(guard)) => guard,
                     Ok(None) => {
                         // Another process is regenerating it.
-                        region.count(Event::StaleServed);
-                        return Ok(stale);
+                        return call.serve_stale(stale);
                     }
                     Err(err) => {
                         region.backend_failed(&err)?;
-                        region.count(Event::StaleServed);
-                        return Ok(stale);
+                        return call.serve_stale(stale);
                     }
                 };
                 // Rule 4: someone may have stored a fresh value meanwhile.

@@ -83,6 +83,7 @@ impl Cache {
             key,
             expire: self.expire_after(),
             place: None,
+            served_stale: None,
         }
     }
 
@@ -218,11 +219,49 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<T, E>>,
     {
+        self.get_or_try_create_with(self.call(key), creator).await
+    }
+
+    /// [`get_or_try_create`](Cache::get_or_try_create) that also says
+    /// whether the value is a stale one, served while another caller or
+    /// process regenerates it.
+    #[cfg(feature = "axum")]
+    pub(crate) async fn get_or_try_create_served<T, E, F, Fut>(
+        &self,
+        key: &str,
+        creator: F,
+    ) -> (Result<Arc<T>>, bool)
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        E: Into<Box<dyn StdError + Send + Sync>>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+    {
+        let served_stale = std::sync::atomic::AtomicBool::new(false);
+        let call = dogpile::Call {
+            served_stale: Some(&served_stale),
+            ..self.call(key)
+        };
+        let result = self.get_or_try_create_with(call, creator).await;
+        (result, served_stale.into_inner())
+    }
+
+    async fn get_or_try_create_with<T, E, F, Fut>(
+        &self,
+        call: dogpile::Call<'_, T>,
+        creator: F,
+    ) -> Result<Arc<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        E: Into<Box<dyn StdError + Send + Sync>>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+    {
         #[cfg(feature = "memory")]
-        if let Some(value) = self.try_get_fresh::<T>(key) {
+        if let Some(value) = self.try_get_fresh::<T>(call.key) {
             return Ok(value);
         }
-        Box::pin(dogpile::get_or_create(self.call(key), || async {
+        Box::pin(dogpile::get_or_create(call, || async {
             creator().await.map_err(Error::creator_boxed)
         }))
         .await

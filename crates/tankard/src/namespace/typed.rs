@@ -124,6 +124,7 @@ where
             key: text,
             expire: self.cache.expire_after(),
             place: Some(&slot),
+            served_stale: None,
         };
         Box::pin(dogpile::get_or_create(call, creator)).await
     }

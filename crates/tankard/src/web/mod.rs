@@ -51,13 +51,14 @@
 //! - a request carrying `Authorization` goes straight to the handler unless
 //!   [`CachePageLayer::allow_authorization`] says otherwise;
 //! - responses go out with `X-Cache: HIT`, `MISS` (the handler ran for this
-//!   request) or `STALE` (an expired page served while another request
-//!   regenerates it);
+//!   request) or `STALE` (a page past its expiry, or made before a soft
+//!   invalidation, served while another request regenerates it);
 //! - the dog-pile rules of the namespace apply: a burst of requests on a
 //!   cold route runs the handler once, and the others are handed its page.
 //!
-//! A response the layer refuses to store counts as a creator error in the
-//! region's [`Stats`](crate::Stats): the handler ran and nothing was cached.
+//! A response the layer refuses to store counts as a creator call in the
+//! region's [`Stats`](crate::Stats), not as a creator error: the handler
+//! ran, nothing went wrong, and nothing was cached.
 //! Cached bodies are buffered in full, so put the layer only on routes whose
 //! responses are finite.
 //!

@@ -16,6 +16,7 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::layer::CachePageLayer;
 use super::page::{Page, Stored, X_CACHE, XCache, now_ms, storable};
+use crate::dogpile::Declined;
 use crate::namespace::Cache;
 
 /// What a [`CachePageLayer`] was told beyond its namespace.
@@ -264,11 +265,10 @@ fn variant_key(base: &str, vary: &[String], headers: &HeaderMap) -> String {
     key
 }
 
-/// The creator's error: why nothing was stored under the key asked for.
-/// What the request gets instead is left in its [`Run`].
-#[derive(Debug, thiserror::Error)]
-#[error("the response was not stored under this key")]
-struct NotStored;
+/// The creator's answer when nothing is stored under the key asked for
+/// (what the request gets instead is left in its [`Run`]): declined, not
+/// failed, so the region counts no creator error for it.
+const NOT_STORED: Declined = Declined("the response was not stored under this key");
 
 /// One request's way through the cache.
 struct Run<ReqBody, E> {
@@ -308,31 +308,31 @@ impl<ReqBody, E> Run<ReqBody, E> {
         cache: &Cache,
         base: &str,
         expected: Option<&[String]>,
-    ) -> Result<Stored, NotStored>
+    ) -> Result<Stored, Declined>
     where
         S: Service<Request<ReqBody>, Response = http::Response<ResBody>, Error = E>,
         ResBody: http_body::Body<Data = Bytes> + Send + 'static,
         ResBody::Error: Into<BoxError>,
     {
-        let req = self.request.take().ok_or(NotStored)?;
+        let req = self.request.take().ok_or(NOT_STORED)?;
         let headers = req.headers().clone();
         let res = match inner.call(req).await {
             Ok(res) => res,
             Err(err) => {
                 self.passed = Some(Err(err));
-                return Err(NotStored);
+                return Err(NOT_STORED);
             }
         };
         let (parts, body) = res.into_parts();
         if !storable(&parts) {
             self.passed = Some(Ok(Response::from_parts(parts, Body::new(body))));
-            return Err(NotStored);
+            return Err(NOT_STORED);
         }
         let bytes = match body.collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(_) => {
                 self.passed = Some(Ok(body_failed()));
-                return Err(NotStored);
+                return Err(NOT_STORED);
             }
         };
         let page = Page::new(parts, bytes, fresh_until(cache));
@@ -357,19 +357,25 @@ impl<ReqBody, E> Run<ReqBody, E> {
                     let _ = cache.put(&key, Stored::Page(page)).await;
                     let _ = cache.put(base, Stored::Vary(vary)).await;
                 }
-                Err(NotStored)
+                Err(NOT_STORED)
             }
         }
     }
 
     /// The answer after the cache returned a value: `MISS` when this
-    /// request's handler made it.
-    fn answer(&mut self, stored: &Stored) -> Option<Response> {
+    /// request's handler made it, `STALE` when the cache served it stale
+    /// while another request regenerates it.
+    fn answer(&mut self, stored: &Stored, served_stale: bool) -> Option<Response> {
         if let Some(page) = self.created.take() {
             return Some(page.respond(XCache::Miss));
         }
+        let x_cache = if served_stale {
+            XCache::Stale
+        } else {
+            XCache::Hit
+        };
         match stored {
-            Stored::Page(page) => Some(page.respond(XCache::Hit)),
+            Stored::Page(page) => Some(page.respond(x_cache)),
             Stored::Vary(_) => None,
         }
     }
@@ -424,11 +430,11 @@ where
         created: None,
         passed: None,
     };
-    let stored = cache
-        .get_or_try_create(&base, || run.create(&mut inner, &cache, &base, None))
+    let (stored, served_stale) = cache
+        .get_or_try_create_served(&base, || run.create(&mut inner, &cache, &base, None))
         .await;
     let vary = match stored {
-        Ok(stored) => match run.answer(&stored) {
+        Ok(stored) => match run.answer(&stored, served_stale) {
             Some(res) => return Ok(res),
             None => match &*stored {
                 Stored::Vary(vary) => vary.clone(),
@@ -441,10 +447,13 @@ where
         return run.fallback(inner).await;
     };
     let key = variant_key(&base, &vary, req.headers());
-    let stored: Result<Arc<Stored>, _> = cache
-        .get_or_try_create(&key, || run.create(&mut inner, &cache, &base, Some(&vary)))
+    let (stored, served_stale): (Result<Arc<Stored>, _>, _) = cache
+        .get_or_try_create_served(&key, || run.create(&mut inner, &cache, &base, Some(&vary)))
         .await;
-    match stored.ok().and_then(|stored| run.answer(&stored)) {
+    match stored
+        .ok()
+        .and_then(|stored| run.answer(&stored, served_stale))
+    {
         Some(res) => Ok(res),
         None => run.fallback(inner).await,
     }

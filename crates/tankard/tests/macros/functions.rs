@@ -355,6 +355,25 @@ fn an_option_function_caches_none_only_when_asked() {
     assert_eq!(find_remembering_none_peek(50).unwrap(), Some(None));
 }
 
+/// A manager of its own: the test reads its region's counters.
+static DECLINING: LazyLock<CacheManager> = LazyLock::new(support::memory);
+
+#[tankard::cached(manager = DECLINING)]
+fn find_declining(id: u32) -> Option<String> {
+    (id < 10).then(|| format!("item {id}"))
+}
+
+#[test]
+fn a_none_counts_as_a_creator_call_not_a_creator_error() {
+    assert_eq!(find_declining(50), None);
+    assert_eq!(find_declining(50), None);
+    assert_eq!(find_declining(1).as_deref(), Some("item 1"));
+    assert_eq!(find_declining(1).as_deref(), Some("item 1"));
+    let stats = DECLINING.default_region().stats();
+    assert_eq!((stats.creator_calls, stats.creator_errors), (3, 0));
+    assert_eq!((stats.misses, stats.hits), (3, 1));
+}
+
 static COMPANION_RUNS: AtomicU32 = AtomicU32::new(0);
 
 #[tankard::cached(manager = MEM)]

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tankard::web::CachePageLayer;
-use tankard::{Cache, CacheManager, Config};
+use tankard::{Cache, CacheManager, Config, Invalidation};
 use tokio::sync::{Notify, Semaphore};
 
 /// Counts handler runs per test.
@@ -436,11 +436,16 @@ async fn a_burst_on_a_cold_route_runs_the_handler_once() {
     }
 }
 
-#[tokio::test]
-async fn an_expired_page_is_served_stale_while_one_request_regenerates() {
-    // expire 0: every page is stale at once, and served as such for 60 s.
-    let (cache, dir) = pages(Backend::Memory, &[("cache.stale", "60")]);
-    let cache = cache.expire(0);
+/// A route whose second run waits: `entered` is notified when it starts,
+/// and it finishes when `release` gets a permit. It serves `page #n`.
+struct SecondRunWaits {
+    router: Router,
+    calls: Calls,
+    entered: Arc<Notify>,
+    release: Arc<Semaphore>,
+}
+
+fn second_run_waits(cache: Cache) -> SecondRunWaits {
     let calls = Calls::default();
     let entered = Arc::new(Notify::new());
     let release = Arc::new(Semaphore::new(0));
@@ -461,20 +466,93 @@ async fn an_expired_page_is_served_stale_while_one_request_regenerates() {
             }),
         )
         .layer(CachePageLayer::new(cache));
-    let app = Arc::new(App::start(router, dir).await);
-    let first = app.get("/page").await;
-    assert_eq!((first.x(), first.body.as_str()), ("MISS", "page #1"));
-    let regenerating = {
-        let app = app.clone();
-        tokio::spawn(async move { app.get("/page").await })
-    };
-    entered.notified().await;
-    let stale = app.get("/page").await;
-    assert_eq!((stale.x(), stale.body.as_str()), ("STALE", "page #1"));
-    release.add_permits(1);
-    let fresh = regenerating.await.unwrap();
-    assert_eq!((fresh.x(), fresh.body.as_str()), ("MISS", "page #2"));
-    assert_eq!(calls.get(), 2);
+    SecondRunWaits {
+        router,
+        calls,
+        entered,
+        release,
+    }
+}
+
+impl SecondRunWaits {
+    /// Starts the app with a first page in the cache, then, while a second
+    /// request regenerates it, asks a third time: the third answer is the
+    /// first page, which the caller checks. `before_second` runs before
+    /// the second request (to make the first page stale).
+    async fn third_answer_while_the_second_regenerates(
+        self,
+        dir: tempfile::TempDir,
+        before_second: impl std::future::Future<Output = ()>,
+    ) -> (Reply, Arc<App>) {
+        let app = Arc::new(App::start(self.router, dir).await);
+        let first = app.get("/page").await;
+        assert_eq!((first.x(), first.body.as_str()), ("MISS", "page #1"));
+        before_second.await;
+        let regenerating = {
+            let app = app.clone();
+            tokio::spawn(async move { app.get("/page").await })
+        };
+        self.entered.notified().await;
+        let third = app.get("/page").await;
+        self.release.add_permits(1);
+        let second = regenerating.await.unwrap();
+        assert_eq!((second.x(), second.body.as_str()), ("MISS", "page #2"));
+        assert_eq!(self.calls.get(), 2);
+        (third, app)
+    }
+}
+
+#[tokio::test]
+async fn an_expired_page_is_served_stale_while_one_request_regenerates() {
+    // expire 0: every page is stale at once, and served as such for 60 s.
+    let (cache, dir) = pages(Backend::Memory, &[("cache.stale", "60")]);
+    let route = second_run_waits(cache.expire(0));
+    let (third, _app) = route
+        .third_answer_while_the_second_regenerates(dir, async {})
+        .await;
+    assert_eq!((third.x(), third.body.as_str()), ("STALE", "page #1"));
+}
+
+#[tokio::test]
+async fn a_soft_invalidated_page_is_served_stale_while_one_request_regenerates() {
+    for backend in BACKENDS {
+        // The page itself is fresh for a minute: only the invalidation
+        // makes it stale.
+        let (cache, dir) = manager(backend, &[("cache.expire", "60")]);
+        let route = second_run_waits(cache.namespace("pages"));
+        let region = cache.default_region();
+        let invalidate = async {
+            region.invalidate(Invalidation::Soft).await.unwrap();
+        };
+        let (third, app) = route
+            .third_answer_while_the_second_regenerates(dir, invalidate)
+            .await;
+        assert_eq!(
+            (third.x(), third.body.as_str()),
+            ("STALE", "page #1"),
+            "{backend:?}"
+        );
+        let after = app.get("/page").await;
+        assert_eq!(
+            (after.x(), after.body.as_str()),
+            ("HIT", "page #2"),
+            "{backend:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_response_that_may_not_be_stored_is_no_creator_error() {
+    let (cache, dir) = manager(Backend::Memory, &[("cache.expire", "60")]);
+    let calls = Calls::default();
+    let layer = CachePageLayer::new(cache.namespace("pages"));
+    let app = App::start(counted_app(calls.clone(), layer), dir).await;
+    for path in ["/cookie", "/no-store", "/missing", "/vary-star"] {
+        assert_eq!(app.get(path).await.x(), "MISS", "{path}");
+    }
+    let stats = cache.default_region().stats();
+    assert_eq!((stats.creator_calls, stats.creator_errors), (4, 0));
+    assert_eq!(calls.get(), 4);
 }
 
 #[derive(Clone, FromRef)]
