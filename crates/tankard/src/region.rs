@@ -561,14 +561,18 @@ impl RegionInner {
         let Store::Memory(memory) = &self.store else {
             return None;
         };
-        let entry = memory.get(&MemKeyRef {
+        // Checked where `get` left it: moving the entry out first reads it
+        // back in wider loads than `get` stored it with, a store-forwarding
+        // stall on every hit (as on a function's typed map).
+        let found = memory.get(&MemKeyRef {
             namespace: ns.id,
             key,
-        })?;
+        });
+        let entry = found.as_ref()?;
         if !self.fresh_in_memory(ns, &entry.meta, entry.epoch) {
             return None;
         }
-        entry.value.downcast::<T>().ok()
+        found?.value.downcast::<T>().ok()
     }
 
     /// Reads a key: fresh, stale or missing. Backend failures are errors
