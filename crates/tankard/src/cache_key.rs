@@ -170,6 +170,7 @@ impl WordKey {
     /// The word key of an argument list, or `None` if it has more than
     /// two arguments or one that is not a word.
     #[inline(always)]
+    #[cfg_attr(not(feature = "macros"), allow(dead_code))]
     pub(crate) fn of<const N: usize>(args: [Option<Word>; N]) -> Option<WordKey> {
         if N > 2 {
             return None;
@@ -254,11 +255,13 @@ pub(crate) struct KeyBuf {
     compact: bool,
     hasher: KeyHasher,
     /// The same key as words, when it is one (see [`WordKey`]).
+    #[cfg_attr(not(feature = "macros"), allow(dead_code))]
     word: Option<WordKey>,
 }
 
 /// The keys a compact key is hashed with: random, per typed map, so that
 /// nobody can aim arguments at one hash bucket.
+#[cfg_attr(not(all(feature = "memory", feature = "macros")), allow(dead_code))]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct HashKeys {
     seed: u64,
@@ -267,6 +270,7 @@ pub(crate) struct HashKeys {
 }
 
 impl HashKeys {
+    #[cfg_attr(not(all(feature = "memory", feature = "macros")), allow(dead_code))]
     pub(crate) fn random() -> HashKeys {
         let random = std::collections::hash_map::RandomState::new();
         HashKeys {
@@ -354,6 +358,7 @@ impl KeyBuf {
 
     /// An empty compact key, hashed with `keys`.
     #[inline]
+    #[cfg_attr(not(all(feature = "memory", feature = "macros")), allow(dead_code))]
     pub(crate) fn compact(keys: HashKeys) -> KeyBuf {
         KeyBuf {
             compact: true,
@@ -369,6 +374,7 @@ impl KeyBuf {
 
     /// The hash of a compact key: the same for the same pushes and keys.
     #[inline]
+    #[cfg_attr(not(all(feature = "memory", feature = "macros")), allow(dead_code))]
     pub(crate) fn hash(&self) -> u64 {
         let mut hasher = self.hasher.clone();
         hasher.write_u64(self.len as u64);
@@ -450,12 +456,14 @@ impl KeyBuf {
 
     /// Records that this key is also `word` (written by the same arguments).
     #[inline]
+    #[cfg_attr(not(feature = "macros"), allow(dead_code))]
     pub(crate) fn set_word(&mut self, word: Option<WordKey>) {
         self.word = word;
     }
 
     /// The key as words, if it is one.
     #[inline]
+    #[cfg_attr(not(all(feature = "memory", feature = "macros")), allow(dead_code))]
     pub(crate) fn word(&self) -> Option<WordKey> {
         self.word
     }
@@ -472,6 +480,7 @@ impl KeyBuf {
     /// The first `N` bytes, zero past the end of a key shorter than `N`;
     /// for a longer key, meaningless (and not to be used).
     #[inline]
+    #[cfg_attr(not(all(feature = "memory", feature = "macros")), allow(dead_code))]
     pub(crate) fn padded<const N: usize>(&self) -> &[u8; N] {
         const { assert!(N <= INLINE_KEY) };
         match self.short.first_chunk() {

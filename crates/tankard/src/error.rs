@@ -42,6 +42,10 @@ pub(crate) enum Kind {
     /// A configuration key had a bad value, or a key was unknown.
     Config(ConfigError),
     /// A backend could not be reached or answered with an error.
+    #[cfg_attr(
+        not(any(feature = "file", feature = "memcached", feature = "redis")),
+        allow(dead_code)
+    )]
     Backend {
         backend: &'static str,
         message: String,
@@ -128,6 +132,10 @@ impl Error {
         Error::new(Kind::Config(err))
     }
 
+    #[cfg_attr(
+        not(any(feature = "file", feature = "memcached", feature = "redis")),
+        allow(dead_code)
+    )]
     pub(crate) fn backend(backend: &'static str, message: impl Into<String>) -> Self {
         Error::new(Kind::Backend {
             backend,
@@ -135,6 +143,10 @@ impl Error {
         })
     }
 
+    #[cfg_attr(
+        not(any(feature = "file", feature = "memcached", feature = "redis")),
+        allow(dead_code)
+    )]
     pub(crate) fn backend_source(
         backend: &'static str,
         message: impl Into<String>,

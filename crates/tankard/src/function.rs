@@ -86,6 +86,7 @@ struct Bound {
     self_type: Option<&'static str>,
     cache: Cache,
     /// The function's [`TypedCache`] on a memory region.
+    #[cfg_attr(not(feature = "memory"), allow(dead_code))]
     typed: Option<Box<dyn Any + Send + Sync>>,
 }
 
@@ -424,6 +425,8 @@ impl<E: From<Error> + fmt::Display> CacheError for E {}
 pub struct Start<V: 'static>(Begun<V>);
 
 enum Begun<V: 'static> {
+    /// Answered on the calling thread: only a memory region can.
+    #[cfg_attr(not(feature = "memory"), allow(dead_code))]
     Hit(V),
     Slow(Box<Slow<V>>),
 }
@@ -455,6 +458,7 @@ impl<V> Start<V> {
     /// A miss on a word key: the key's text is written only now, for the
     /// slow path.
     #[cold]
+    #[cfg_attr(not(feature = "memory"), allow(dead_code))]
     fn miss_with<K: FnOnce(&mut KeyWriter<'_>)>(
         site: &'static Site,
         handle: Handle<V>,

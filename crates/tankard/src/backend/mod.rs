@@ -66,6 +66,10 @@ pub(crate) struct RegionScope {
     pub(crate) prefix: String,
     pub(crate) region: String,
     pub(crate) key_length: usize,
+    #[cfg_attr(
+        not(any(feature = "file", feature = "memcached", feature = "redis")),
+        allow(dead_code)
+    )]
     pub(crate) generation_key: String,
     #[cfg_attr(not(any(feature = "redis", feature = "memcached")), allow(dead_code))]
     pub(crate) soft_key: String,
@@ -88,6 +92,10 @@ impl RegionScope {
 pub(crate) struct Scope {
     pub(crate) region: Arc<RegionScope>,
     pub(crate) namespace: String,
+    #[cfg_attr(
+        not(any(feature = "file", feature = "memcached", feature = "redis")),
+        allow(dead_code)
+    )]
     pub(crate) generation_key: String,
 }
 
@@ -133,6 +141,10 @@ impl Scope {
 /// One entry's address: its namespace and its storage key.
 #[derive(Debug)]
 pub(crate) struct Location<'a> {
+    #[cfg_attr(
+        not(any(feature = "file", feature = "memcached", feature = "redis")),
+        allow(dead_code)
+    )]
     pub(crate) scope: &'a Scope,
     /// The caller's key, before prefixing and hashing.
     #[allow(dead_code)]

@@ -45,6 +45,10 @@ impl fmt::Debug for LockGuard {
 }
 
 impl LockGuard {
+    #[cfg_attr(
+        not(any(feature = "file", feature = "memcached", feature = "redis")),
+        allow(dead_code)
+    )]
     pub(crate) fn new(held: impl HeldLock + 'static) -> LockGuard {
         LockGuard {
             held: Some(Box::new(held)),

@@ -4,6 +4,8 @@
 //! what cached functions use there.
 
 #[cfg(feature = "memory")]
+// Used by `#[tankard::cached]` only.
+#[cfg_attr(not(feature = "macros"), allow(dead_code))]
 pub(crate) mod typed;
 
 use std::error::Error as StdError;
@@ -18,6 +20,7 @@ use serde::de::DeserializeOwned;
 use crate::dogpile;
 use crate::error::{Error, Result};
 use crate::region::{Found, NamespaceState, RegionInner};
+#[cfg(feature = "memory")]
 use crate::stats::Event;
 
 /// One namespace inside a region: Beaker's `Cache` object. Cheap to clone;

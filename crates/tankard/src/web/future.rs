@@ -34,6 +34,7 @@ pub struct ResponseFuture<E> {
 
 enum State<E> {
     /// A page found without waiting (a fresh hit in a memory region).
+    #[cfg_attr(not(feature = "memory"), allow(dead_code))]
     Ready(Option<Response>),
     Pending(Boxed<E>),
 }
@@ -45,6 +46,7 @@ impl<E> ResponseFuture<E> {
         }
     }
 
+    #[cfg_attr(not(feature = "memory"), allow(dead_code))]
     pub(super) fn ready(response: Response) -> Self {
         ResponseFuture {
             state: State::Ready(Some(response)),

@@ -9,6 +9,8 @@
 //! Cached functions keep their results in [`typed`] maps beside it, one
 //! per function, which the store counts and purges with its own.
 
+// Used by `#[tankard::cached]` only.
+#[cfg_attr(not(feature = "macros"), allow(dead_code))]
 pub(crate) mod typed;
 
 use std::any::{Any, TypeId};
@@ -146,6 +148,7 @@ impl MemoryStore {
 
     /// The typed map of namespace `namespace` for values of type `V`,
     /// made on first use.
+    #[cfg_attr(not(feature = "macros"), allow(dead_code))]
     pub(crate) fn typed_map<V: Clone + Send + Sync + 'static>(
         &self,
         namespace: u64,
