@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::backend::{Backend, Location, RegionScope, Scope, Usage};
 use crate::clock::Clock;
-use crate::config::{BackendKind, LockMode, OnBackendError, RegionOptions};
+use crate::config::{BackendKind, LockMode, OnBackendError, Refresh, RegionOptions};
 use crate::dogpile::flight::Flights;
 use crate::dogpile::lock::{CreationLock, LocalOnly};
 use crate::entry::{self, EntryMeta, Freshness, Generations, ReadPolicy};
@@ -185,6 +185,15 @@ impl Region {
                 return Err(lock_error(&options, &value, store_name(store)));
             }
         };
+        if options.refresh == Refresh::Background {
+            tracing::warn!(
+                region = %options.name,
+                "{} = background is not built yet: the caller that regenerates a stale \
+                 value waits for it, as with foreground (every other caller still gets \
+                 the stale value at once)",
+                option_key(&options, "refresh"),
+            );
+        }
         Ok(Region {
             inner: Arc::new(RegionInner {
                 scope: Arc::new(RegionScope::new(&options)),

@@ -162,6 +162,11 @@ pub enum OnBackendError {
 
 /// Key `refresh`: who waits for a stale entry's regeneration.
 ///
+/// Only [`Foreground`](Refresh::Foreground) is built so far: a region set
+/// to `background` works as `foreground` and says so in a warning when it
+/// opens (running a creator in a task needs a `'static` creator, which
+/// `get_or_create` does not ask for).
+///
 /// ```
 /// assert_eq!(tankard::config::Refresh::default(), tankard::config::Refresh::Foreground);
 /// ```
@@ -171,8 +176,9 @@ pub enum Refresh {
     /// The caller that takes the lock runs the creator and gets the new value.
     #[default]
     Foreground,
-    /// The caller that takes the lock gets the stale value too; the creator
-    /// runs in a spawned task.
+    /// Planned (DESIGN §5.3): the caller that takes the lock gets the stale
+    /// value too, and the creator runs in a spawned task. Not built yet:
+    /// it works as [`Foreground`](Refresh::Foreground), with a warning.
     Background,
 }
 

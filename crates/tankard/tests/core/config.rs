@@ -7,6 +7,8 @@ use std::time::Duration;
 use tankard::Config;
 use tankard::config::{BackendKind, LockMode, OnBackendError, Refresh, RegionOptions};
 
+use crate::logs::Logs;
+
 /// The error message of a config that must fail.
 #[track_caller]
 fn err(config: tankard::Result<Config>) -> String {
@@ -1033,4 +1035,26 @@ fn unreadable_file_names_the_path() {
         message.starts_with("/no/such/dir/tankard.ini: cannot read the config file: "),
         "{message}"
     );
+}
+
+#[test]
+fn refresh_background_is_accepted_and_warns_that_the_caller_regenerates() {
+    let config = ok(flat_memory(&[
+        ("cache.regions", "pages, data"),
+        ("cache.pages.refresh", "background"),
+    ]));
+    let logs = Logs::default();
+    let manager = logs.capture(|| {
+        let manager = tankard::CacheManager::new(config).unwrap();
+        manager.region("pages").unwrap();
+        manager.region("data").unwrap();
+        manager
+    });
+    let warnings = logs.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("cache.pages.refresh = background is not built yet"),
+        "{warnings:?}"
+    );
+    assert_eq!(manager.region("pages").unwrap().name(), "pages");
 }
