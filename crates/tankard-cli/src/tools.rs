@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use tankard::config::RegionOptions;
+use tankard::config::{Refresh, RegionOptions};
 use tankard::{CacheManager, Config, EntryState, Invalidation, Region};
 
 use crate::EntryArgs;
@@ -68,7 +68,13 @@ fn options_table(o: &RegionOptions) -> Vec<(&'static str, String)> {
             "on_backend_error",
             format!("{:?}", o.on_backend_error).to_lowercase(),
         ),
-        ("refresh", format!("{:?}", o.refresh).to_lowercase()),
+        (
+            "refresh",
+            match o.refresh {
+                Refresh::Background => "background (not built yet: works as foreground)".to_owned(),
+                other => format!("{other:?}").to_lowercase(),
+            },
+        ),
         ("prefix", format!("{:?}", o.prefix)),
         ("enabled", o.enabled.to_string()),
         ("starttime", opt(o.starttime.map(|n| n.to_string()))),

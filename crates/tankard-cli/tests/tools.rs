@@ -33,7 +33,10 @@ fn check_names_the_seed_typo_and_exits_1() {
 #[test]
 fn check_prints_each_region_s_resolved_options() {
     let dir = tempfile::tempdir().unwrap();
-    let file = config(dir.path(), "type = \"memory\"\nexpire = 1200\nstale = 30");
+    let file = config(
+        dir.path(),
+        "type = \"memory\"\nexpire = 1200\nstale = 30\nrefresh = \"background\"",
+    );
     let (code, out, err) = run(dir.path(), &["check", file.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(": ok"), "{out}");
@@ -55,6 +58,11 @@ fn check_prints_each_region_s_resolved_options() {
     assert!(short.contains("type              memory"), "{short}");
     assert!(short.contains("expire            1200s"), "{short}");
     assert!(short.contains("stale             30s"), "{short}");
+    assert!(
+        short.contains("refresh           background (not built yet: works as foreground)"),
+        "{short}"
+    );
+    assert!(long.contains("refresh           foreground"), "{long}");
     assert!(out.contains("[default]"));
 
     let (code, _, err) = run(dir.path(), &["check", "missing.ini"]);
