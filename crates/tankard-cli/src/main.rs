@@ -157,14 +157,14 @@ fn run(command: Command) -> Outcome {
         .enable_all()
         .build()
         .map_err(|e| Failure::Environment(format!("cannot start the async runtime: {e}")))?;
+    // Every command: what the library warns about (a backend that fails,
+    // an option that is not built) goes to stderr, never into the output.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .init();
     match command {
-        Command::Demo(args) => {
-            tracing_subscriber::fmt()
-                .with_writer(std::io::stderr)
-                .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
-                .init();
-            runtime.block_on(demo::run(args))
-        }
+        Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::Check { file } => tools::check(&file),
         Command::Stats { config, json } => runtime.block_on(tools::stats(&config.config, json)),
         Command::Get { at, key } => runtime.block_on(tools::get(&at, &key)),

@@ -63,6 +63,12 @@ fn check_prints_each_region_s_resolved_options() {
         "{short}"
     );
     assert!(long.contains("refresh           foreground"), "{long}");
+    // The library's warning reaches stderr, never the table.
+    assert!(
+        err.contains("cache.short_term.refresh = background is not built yet"),
+        "{err}"
+    );
+    assert!(!out.contains("WARN"), "{out}");
     assert!(out.contains("[default]"));
 
     let (code, _, err) = run(dir.path(), &["check", "missing.ini"]);
