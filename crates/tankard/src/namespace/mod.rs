@@ -222,12 +222,21 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<T, E>>,
     {
-        self.get_or_try_create_with(self.call(key), creator).await
+        #[cfg(feature = "memory")]
+        if let Some(value) = self.try_get_fresh::<T>(key) {
+            return Ok(value);
+        }
+        Box::pin(dogpile::get_or_create(self.call(key), || async {
+            creator().await.map_err(Error::creator_boxed)
+        }))
+        .await
     }
 
     /// [`get_or_try_create`](Cache::get_or_try_create) that also says
     /// whether the value is a stale one, served while another caller or
-    /// process regenerates it.
+    /// process regenerates it. No fast path of its own: the page layer has
+    /// tried the memory hit already, and the dog-pile engine reads a fresh
+    /// value first anyway.
     #[cfg(feature = "axum")]
     pub(crate) async fn get_or_try_create_served<T, E, F, Fut>(
         &self,
@@ -245,29 +254,11 @@ impl Cache {
             served_stale: Some(&served_stale),
             ..self.call(key)
         };
-        let result = self.get_or_try_create_with(call, creator).await;
-        (result, served_stale.into_inner())
-    }
-
-    async fn get_or_try_create_with<T, E, F, Fut>(
-        &self,
-        call: dogpile::Call<'_, T>,
-        creator: F,
-    ) -> Result<Arc<T>>
-    where
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
-        E: Into<Box<dyn StdError + Send + Sync>>,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<T, E>>,
-    {
-        #[cfg(feature = "memory")]
-        if let Some(value) = self.try_get_fresh::<T>(call.key) {
-            return Ok(value);
-        }
-        Box::pin(dogpile::get_or_create(call, || async {
+        let result = Box::pin(dogpile::get_or_create(call, || async {
             creator().await.map_err(Error::creator_boxed)
         }))
-        .await
+        .await;
+        (result, served_stale.into_inner())
     }
 
     /// The fresh value of a memory region, without waiting for anything:
