@@ -228,14 +228,15 @@ where
                 }
             };
         };
-        let flight_key = (ns.id, Box::<str>::from(key));
+        // Built only past a fresh hit: it allocates.
+        let flight_key = || (ns.id, Box::<str>::from(key));
         match lookup.found {
             Found::Fresh(value) => {
                 region.count(Event::Hit);
                 return Ok(value);
             }
             Found::Stale(stale) => {
-                let Role::Leader(leader) = region.flights.join_or_lead(&flight_key) else {
+                let Role::Leader(leader) = region.flights.join_or_lead(&flight_key()) else {
                     return call.serve_stale(stale);
                 };
                 let lock_key = ns.scope.lock_key(key);
@@ -272,7 +273,7 @@ where
                     region.count(Event::Miss);
                     counted_miss = true;
                 }
-                let leader = match region.flights.join_or_lead(&flight_key) {
+                let leader = match region.flights.join_or_lead(&flight_key()) {
                     Role::Leader(leader) => leader,
                     Role::Waiter(wait) => {
                         region.count(Event::LockWait);
