@@ -57,9 +57,11 @@ fn options_table(o: &RegionOptions) -> Vec<(&'static str, String)> {
         ("lock_timeout", duration(o.lock_timeout)),
         ("wait_timeout", duration(o.wait_timeout)),
         ("timeout", duration(o.timeout)),
+        ("retry_after", duration(o.retry_after)),
         ("key_length", o.key_length.to_string()),
         ("max_entries", opt(o.max_entries.map(|n| n.to_string()))),
         ("max_bytes", opt(o.max_bytes.map(|n| n.to_string()))),
+        ("max_entry_bytes", o.max_entry_bytes.to_string()),
         (
             "secret",
             if o.secret.is_some() { "set" } else { "-" }.to_owned(),

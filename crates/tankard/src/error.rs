@@ -56,6 +56,12 @@ pub(crate) enum Kind {
         backend: &'static str,
         operation: &'static str,
     },
+    /// The backend was not asked: a recent connection failure opened its
+    /// circuit breaker (`retry_after`), so calls step around it at once.
+    #[allow(dead_code)] // used by the network backends' breaker
+    Unavailable { backend: &'static str },
+    /// An entry larger than `max_entry_bytes` was refused.
+    TooLarge { size: u64, max: u64 },
     /// The creator returned an error; the source is the creator's own error.
     Creator,
     /// The creator panicked; callers waiting on it receive this.
@@ -161,6 +167,15 @@ impl Error {
         )
     }
 
+    #[allow(dead_code)] // used by the network backends' breaker
+    pub(crate) fn unavailable(backend: &'static str) -> Self {
+        Error::new(Kind::Unavailable { backend })
+    }
+
+    pub(crate) fn too_large(size: u64, max: u64) -> Self {
+        Error::new(Kind::TooLarge { size, max })
+    }
+
     #[cfg_attr(not(any(feature = "redis", feature = "memcached")), allow(dead_code))]
     pub(crate) fn timeout(backend: &'static str, operation: &'static str) -> Self {
         Error::new(Kind::Timeout { backend, operation })
@@ -187,7 +202,33 @@ impl Error {
     /// assert!(!err.is_backend());
     /// ```
     pub fn is_backend(&self) -> bool {
-        matches!(self.kind(), Kind::Backend { .. } | Kind::Timeout { .. })
+        matches!(
+            self.kind(),
+            Kind::Backend { .. } | Kind::Timeout { .. } | Kind::Unavailable { .. }
+        )
+    }
+
+    /// The backend was skipped without being asked: a connection failure
+    /// within the last `retry_after` opened its circuit breaker. Also
+    /// [`is_backend`](Error::is_backend).
+    ///
+    /// ```
+    /// let err = tankard::Config::from_flat([("cache.type", "floppy")]).unwrap_err();
+    /// assert!(!err.is_unavailable());
+    /// ```
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self.kind(), Kind::Unavailable { .. })
+    }
+
+    /// A value was larger than the region's `max_entry_bytes` once encoded;
+    /// nothing was stored.
+    ///
+    /// ```
+    /// let err = tankard::Config::from_flat([("cache.type", "floppy")]).unwrap_err();
+    /// assert!(!err.is_too_large());
+    /// ```
+    pub fn is_too_large(&self) -> bool {
+        matches!(self.kind(), Kind::TooLarge { .. })
     }
 
     /// A backend operation took longer than its timeout.
@@ -278,6 +319,15 @@ impl fmt::Display for Error {
             Kind::Timeout { backend, operation } => write!(
                 f,
                 "{backend} backend: {operation} timed out; raise cache.timeout or check the server"
+            ),
+            Kind::Unavailable { backend } => write!(
+                f,
+                "{backend} backend: skipped after a recent connection failure; \
+                 it is tried again after cache.retry_after"
+            ),
+            Kind::TooLarge { size, max } => write!(
+                f,
+                "the entry is {size} bytes, over cache.max_entry_bytes ({max}); nothing was stored"
             ),
             Kind::Creator => match &self.inner.source {
                 Some(source) => write!(f, "the creator failed: {source}"),

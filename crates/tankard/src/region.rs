@@ -602,6 +602,15 @@ impl RegionInner {
         };
         let at = ns.scope.locate(key);
         let loaded = backend.load(&at).await?;
+        if let Some(size) = loaded.oversized {
+            self.count(Event::DecodeError);
+            tracing::debug!(
+                region = %self.options.name,
+                key = %at.storage_key,
+                "entry ignored: {size} bytes, over max_entry_bytes ({})",
+                self.options.max_entry_bytes,
+            );
+        }
         let found = match loaded.bytes {
             None => Found::Missing,
             Some(bytes) => self.decode(&at, &bytes, &loaded.generations),
@@ -691,6 +700,10 @@ impl RegionInner {
                         message: err.to_string(),
                     })
                 })?;
+                let size = bytes.len() as u64;
+                if size > self.options.max_entry_bytes {
+                    return Err(Error::too_large(size, self.options.max_entry_bytes));
+                }
                 backend.store(&at, bytes, meta.ttl(now_ms)).await
             }
             Store::Null => Ok(()),

@@ -158,6 +158,10 @@ pub(crate) struct Location<'a> {
 pub(crate) struct Loaded {
     pub(crate) generations: Generations,
     pub(crate) bytes: Option<Vec<u8>>,
+    /// The size of an entry found larger than `max_entry_bytes`, which
+    /// the backend did not read (`bytes` is then `None`): a miss, counted
+    /// as a decode error.
+    pub(crate) oversized: Option<u64>,
 }
 
 /// How much a backend holds, where it can tell.

@@ -52,6 +52,15 @@ pub struct RegionOptions {
     pub wait_timeout: Duration,
     /// Key `timeout`: the limit on one remote backend operation.
     pub timeout: Duration,
+    /// Key `retry_after`: after a backend operation fails for connection
+    /// reasons (refused, reset, timed out), how long the region skips its
+    /// backend: calls bypass it at once instead of paying a timeout each,
+    /// and one probe call per `retry_after` finds it back (default 1 s).
+    pub retry_after: Duration,
+    /// Key `max_entry_bytes`: the largest entry read or written (default
+    /// 16 MiB). A larger value stored is refused with an error; a larger
+    /// entry found is a miss, never read whole into memory.
+    pub max_entry_bytes: u64,
     /// Key `max_entries`: bound of the memory backend by count.
     pub max_entries: Option<u64>,
     /// Key `max_bytes`: bound of the memory backend by encoded size.

@@ -39,6 +39,8 @@ pub(crate) const OPTION_NAMES: &[&str] = &[
     "lock_timeout",
     "wait_timeout",
     "timeout",
+    "retry_after",
+    "max_entry_bytes",
     "max_entries",
     "max_bytes",
     "secret",
@@ -54,6 +56,11 @@ const PREFIXES: [&str; 2] = ["beaker.cache.", "cache."];
 /// The bound given to a memory backend configured without one: Beaker's
 /// memory backend grows without limit, Tankard's never does.
 const DEFAULT_MAX_ENTRIES: u64 = 10_000;
+
+/// The largest entry read or written unless `max_entry_bytes` says
+/// otherwise: far above any page or query result worth caching, far below
+/// what a foreign value at an entry's key could cost a process to read.
+const DEFAULT_MAX_ENTRY_BYTES: u64 = 16 * 1024 * 1024;
 
 /// A value before coercion. Only TOML can produce the non-text variants.
 #[derive(Debug)]
@@ -634,7 +641,7 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
                 "is not a number of seconds since the epoch",
             )?);
         }
-        "lock_timeout" | "wait_timeout" | "timeout" => {
+        "lock_timeout" | "wait_timeout" | "timeout" | "retry_after" => {
             let duration = parse_duration(value).map_err(|problem| {
                 bad(
                     key,
@@ -646,10 +653,11 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
             match opt {
                 "lock_timeout" => options.lock_timeout = duration,
                 "wait_timeout" => options.wait_timeout = duration,
+                "retry_after" => options.retry_after = duration,
                 _ => options.timeout = duration,
             }
         }
-        "max_entries" | "max_bytes" => {
+        "max_entries" | "max_bytes" | "max_entry_bytes" => {
             // Zero would make a cache that stores nothing; `type = null` says
             // that on purpose.
             let bound = value
@@ -664,10 +672,10 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
                         "a whole number above 0 (use type = null to store nothing)",
                     )
                 })?;
-            if opt == "max_entries" {
-                options.max_entries = Some(bound);
-            } else {
-                options.max_bytes = Some(bound);
+            match opt {
+                "max_entries" => options.max_entries = Some(bound),
+                "max_bytes" => options.max_bytes = Some(bound),
+                _ => options.max_entry_bytes = bound,
             }
         }
         "secret" => {
@@ -1060,6 +1068,8 @@ impl RegionOptions {
             lock_timeout: std::time::Duration::from_secs(30),
             wait_timeout: std::time::Duration::from_secs(60),
             timeout: std::time::Duration::from_secs(2),
+            retry_after: std::time::Duration::from_secs(1),
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
             max_entries: None,
             max_bytes: None,
             secret: None,

@@ -205,6 +205,7 @@ impl Backend for FileBackend {
         Ok(Loaded {
             generations: meta.generations(&at.scope.generation_key),
             bytes: Self::read(&self.entry_path(&at.storage_key))?,
+            oversized: None,
         })
     }
 

@@ -289,6 +289,7 @@ impl Backend for MemcachedBackend {
         Ok(Loaded {
             generations,
             bytes: entry.map(|item| item.data),
+            oversized: None,
         })
     }
 

@@ -336,6 +336,7 @@ impl RedisBackend {
                 namespace: self.generation(&ns_gen_key, next())?,
             },
             bytes: next(),
+            oversized: None,
         })
     }
 }
