@@ -32,6 +32,13 @@ pub struct Clock {
     manual: Option<Arc<AtomicU64>>,
 }
 
+/// The milliseconds in `d`, at most `u64::MAX` (585 million years): what
+/// every duration added to an epoch-millisecond time goes through, since
+/// `as_millis() as u64` would wrap a long duration to a short one.
+pub(crate) fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The last time the ticker thread stored; 0 until it has run.
 static RECENT_MS: AtomicU64 = AtomicU64::new(0);
 const TICK: std::time::Duration = std::time::Duration::from_millis(1);
@@ -152,7 +159,11 @@ impl Clock {
     /// ```
     pub fn advance(&self, by: std::time::Duration) {
         if let Some(ms) = &self.manual {
-            ms.fetch_add(by.as_millis() as u64, Ordering::AcqRel);
+            let by = millis(by);
+            // Saturates at the end of time rather than wrapping to the epoch.
+            let _ = ms.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                Some(now.saturating_add(by))
+            });
         }
     }
 

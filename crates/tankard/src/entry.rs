@@ -91,20 +91,20 @@ impl EntryMeta {
         gens: Generations,
     ) -> EntryMeta {
         let fresh_until_ms = match expire {
-            Some(expire) => now_ms.saturating_add(expire.as_millis() as u64),
+            Some(expire) => now_ms.saturating_add(crate::clock::millis(expire)),
             None => u64::MAX,
         };
         // An entry made after a soft invalidation must be newer than it,
         // even within the same millisecond.
         let created_ms = if gens.soft_before_ms > 0 {
-            now_ms.max(gens.soft_before_ms + 1)
+            now_ms.max(gens.soft_before_ms.saturating_add(1))
         } else {
             now_ms
         };
         EntryMeta {
             created_ms,
             fresh_until_ms,
-            stale_until_ms: fresh_until_ms.saturating_add(stale.as_millis() as u64),
+            stale_until_ms: fresh_until_ms.saturating_add(crate::clock::millis(stale)),
             region_gen: gens.region,
             namespace_gen: gens.namespace,
         }

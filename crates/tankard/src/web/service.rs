@@ -293,9 +293,9 @@ where
 }
 
 fn fresh_until(cache: &Cache) -> u64 {
-    cache
-        .expire_after()
-        .map_or(u64::MAX, |d| now_ms().saturating_add(d.as_millis() as u64))
+    cache.expire_after().map_or(u64::MAX, |d| {
+        now_ms().saturating_add(crate::clock::millis(d))
+    })
 }
 
 impl<ReqBody, E> Run<ReqBody, E> {
