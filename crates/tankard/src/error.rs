@@ -22,7 +22,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// assert!(err.is_config());
 /// assert_eq!(
 ///     err.to_string(),
-///     r#"cache.expire: "soon" is not a number of seconds; expected a whole non-negative number"#
+///     r#"cache.expire: "soon" is not a duration; expected a number of seconds ("30", "2.5") or a number with a unit ("250ms", "20m", "1h")"#
 /// );
 /// ```
 #[derive(Clone)]

@@ -59,7 +59,9 @@ impl Config {
     /// if that was used), the value and what was expected: a key without the
     /// prefix, an unknown option (with a "did you mean" hint), a region key
     /// for a region missing from `cache.regions`, a value that does not
-    /// coerce, a url that does not fit the region's backend, a missing
+    /// coerce or is past its key's largest (named in the error: every
+    /// duration and number is bounded, so that no setting can overflow
+    /// later), a url that does not fit the region's backend, a missing
     /// `url`/`data_dir`, or a backend whose cargo feature is off. Value and
     /// url errors are reported before missing features, so a typo reads the
     /// same whatever features are compiled in.
@@ -95,7 +97,10 @@ impl Config {
     ///
     /// Everything [`Config::from_flat`] rejects, a TOML syntax error (with
     /// `<toml>` as the file name, and the line and column), and a document
-    /// without a `[cache]` table.
+    /// without a `[cache]` table. A number too large for TOML itself
+    /// (`expire = 99999999999999999999`) is reported under its key, as a
+    /// flat map's would be. An empty `[cache]` table is accepted with a
+    /// warning (`tracing`): it leaves every option at its default.
     ///
     /// ```
     /// let config = tankard::Config::from_toml_str(r#"
@@ -139,6 +144,11 @@ impl Config {
     /// blank, a comment, a section header nor `key = value` (named by its
     /// line number: such a line is more likely a typo than another reader's
     /// syntax).
+    ///
+    /// Two things parse but log a warning (`tracing`), since they are
+    /// rarely meant: text with no cache key at all (every option stays at
+    /// its default), and an option set twice, under either prefix or in
+    /// two sections (the later line wins, as in [`Config::from_flat`]).
     ///
     /// ```
     /// let config = tankard::Config::from_ini_str("

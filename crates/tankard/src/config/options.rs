@@ -25,7 +25,9 @@ pub struct RegionOptions {
     pub name: String,
     /// Key `type`: which backend stores the entries.
     pub backend: BackendKind,
-    /// Key `expire`: how long an entry is fresh; `None` = forever.
+    /// Key `expire`: how long an entry is fresh; `None` = forever. Like every
+    /// duration key it takes seconds (`30`, `2.5`) or a unit (`250ms`,
+    /// `20m`, `1h`); at most 100 years.
     pub expire: Option<Duration>,
     /// Key `data_dir`: where the file and dbm backends keep entries.
     pub data_dir: Option<PathBuf>,
@@ -36,34 +38,39 @@ pub struct RegionOptions {
     pub url: Option<String>,
     /// Key `enabled`: `false` runs the creator every time and stores nothing.
     pub enabled: bool,
-    /// Key `key_length`: full keys longer than this are replaced by a hash.
+    /// Key `key_length`: full keys longer than this are replaced by a hash
+    /// (at most 65535, the longest key an entry header holds).
     pub key_length: usize,
     /// Key `starttime`: epoch seconds; entries created before it are stale.
+    /// At most 4102444800 (2100-01-01), which catches milliseconds.
     pub starttime: Option<u64>,
     /// Key `stale`: how long past `expire` an entry may still be served stale
-    /// while one caller regenerates it.
+    /// while one caller regenerates it (at most 100 years).
     pub stale: Duration,
     /// Key `lock`: which creation lock guards regeneration.
     pub lock: LockMode,
-    /// Key `lock_timeout`: how long a distributed creation lock lives without renewal.
+    /// Key `lock_timeout`: how long a distributed creation lock lives without
+    /// renewal (at most 24 h).
     pub lock_timeout: Duration,
     /// Key `wait_timeout`: how long a caller waits on another's creation before
-    /// running the creator itself.
+    /// running the creator itself (at most 24 h).
     pub wait_timeout: Duration,
-    /// Key `timeout`: the limit on one remote backend operation.
+    /// Key `timeout`: the limit on one remote backend operation (at most 1 h).
     pub timeout: Duration,
     /// Key `retry_after`: after a backend operation fails for connection
     /// reasons (refused, reset, timed out), how long the region skips its
     /// backend: calls bypass it at once instead of paying a timeout each,
-    /// and one probe call per `retry_after` finds it back (default 1 s).
+    /// and one probe call per `retry_after` finds it back (default 1 s, at
+    /// most 1 h).
     pub retry_after: Duration,
     /// Key `max_entry_bytes`: the largest entry read or written (default
-    /// 16 MiB). A larger value stored is refused with an error; a larger
-    /// entry found is a miss, never read whole into memory.
+    /// 16 MiB, at most 1 GiB). A larger value stored is refused with an
+    /// error; a larger entry found is a miss, never read whole into memory.
     pub max_entry_bytes: u64,
-    /// Key `max_entries`: bound of the memory backend by count.
+    /// Key `max_entries`: bound of the memory backend by count (at most 10⁹).
     pub max_entries: Option<u64>,
-    /// Key `max_bytes`: bound of the memory backend by encoded size.
+    /// Key `max_bytes`: bound of the memory backend by encoded size (at most
+    /// 1 TiB).
     pub max_bytes: Option<u64>,
     /// Key `secret`: when set, entries are authenticated with HMAC-SHA256.
     pub secret: Option<Secret>,

@@ -13,6 +13,7 @@
 //! override wins, and the `regions` list may come after the region keys.
 
 use std::collections::BTreeMap;
+use std::num::IntErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +50,9 @@ pub(crate) const OPTION_NAMES: &[&str] = &[
     "prefix",
 ];
 
+/// What a config file without options gets, for the warning that says so.
+const DEFAULTS: &str = "in-process memory, no regions";
+
 /// The two prefixes Beaker accepts; the longer one is tried first because
 /// `beaker.cache.` does not start with `cache.`.
 const PREFIXES: [&str; 2] = ["beaker.cache.", "cache."];
@@ -61,6 +65,71 @@ const DEFAULT_MAX_ENTRIES: u64 = 10_000;
 /// otherwise: far above any page or query result worth caching, far below
 /// what a foreign value at an entry's key could cost a process to read.
 const DEFAULT_MAX_ENTRY_BYTES: u64 = 16 * 1024 * 1024;
+
+// ---------------------------------------------------------------------------
+// Bounds
+//
+// Every number a config holds has a largest value, checked here, so that a
+// config `tankard check` accepts can never overflow later: a duration added
+// to an `Instant`, milliseconds added to the clock, a length in an entry
+// header. Each bound is far past any sensible setting, so that a value above
+// it is a typo (a unit forgotten, milliseconds written for seconds).
+
+/// `timeout` and `retry_after`, the limit on one backend operation and the
+/// pause after a connection failure: a server that takes longer than an
+/// hour is down, not slow.
+const MAX_OPERATION: DurationBound = DurationBound {
+    max: Duration::from_secs(3600),
+    shown: "1h",
+};
+
+/// `lock_timeout` and `wait_timeout`, how long one creator may hold its
+/// lock and a caller wait for it: a creator still running after a day has
+/// crashed or hung. A day also stays inside memcached's relative lifetimes
+/// (30 days, after which it reads the number as a date).
+const MAX_CREATION: DurationBound = DurationBound {
+    max: Duration::from_secs(24 * 3600),
+    shown: "24h",
+};
+
+/// `expire` and `stale`: a hundred years is "forever" for a cache, and
+/// keeps the clock's milliseconds plus both (the entry's timestamps, Redis's
+/// signed 64-bit `PX`) nowhere near an overflow. No `expire` at all is the
+/// way to say "never".
+const MAX_LIFETIME: DurationBound = DurationBound {
+    max: Duration::from_secs(100 * 365 * 24 * 3600),
+    shown: "876000h (100 years)",
+};
+
+/// `starttime`, in seconds since the epoch: 2100-01-01. The mistake this
+/// catches is a time in milliseconds (13 digits), which would make every
+/// entry stale for the next fifty thousand years.
+const MAX_STARTTIME: u64 = 4_102_444_800;
+
+/// `key_length`: the entry header stores the key's length in 16 bits, so a
+/// longer cap would let through keys whose entries can never match.
+const MAX_KEY_LENGTH: u64 = u16::MAX as u64;
+
+/// `max_entry_bytes`: the entry header stores the value's length in 32 bits,
+/// and no server stores more than 1 GiB in one item (memcached's largest;
+/// Redis's is 512 MiB).
+const MAX_ENTRY_BYTES: u64 = 1 << 30;
+
+/// `max_entries` of a memory region: a billion entries cost nearly a
+/// hundred GB in bookkeeping alone, past any process this crate targets.
+const MAX_ENTRIES: u64 = 1_000_000_000;
+
+/// `max_bytes` of a memory region: 1 TiB, past any process this crate
+/// targets, and far from u64 overflow in the store's weight sums.
+const MAX_BYTES: u64 = 1 << 40;
+
+/// The largest value of a duration key and how an error writes it.
+#[derive(Clone, Copy, Debug)]
+struct DurationBound {
+    max: Duration,
+    /// In the syntax the key takes, so the user can paste it.
+    shown: &'static str,
+}
 
 /// A value before coercion. Only TOML can produce the non-text variants.
 #[derive(Debug)]
@@ -174,6 +243,8 @@ fn file_error(path: &str, message: impl Into<String>) -> Error {
 /// more likely a typo than something another reader understands.
 fn parse_ini(text: &str, path: &str) -> Result<Config> {
     let mut entries = Vec::new();
+    // Where each option was set, to warn when a later line replaces it.
+    let mut lines: BTreeMap<String, (usize, String)> = BTreeMap::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty()
@@ -194,12 +265,30 @@ fn parse_ini(text: &str, path: &str) -> Result<Config> {
         };
         let key = key.trim();
         if let Some(rest) = strip_prefix(key) {
+            if let Some((earlier, earlier_key)) =
+                lines.insert(rest.to_owned(), (index + 1, key.to_owned()))
+            {
+                // No values in the message: one of them may be the secret.
+                tracing::warn!(
+                    "{path}: line {}: {key} sets the same option as line {earlier} ({earlier_key}); the value on line {} wins",
+                    index + 1,
+                    index + 1
+                );
+            }
             entries.push(Entry {
                 key: key.to_owned(),
                 rest: rest.to_owned(),
                 value: Raw::Text(value.trim().to_owned()),
             });
         }
+    }
+    if entries.is_empty() {
+        let what = if text.trim().is_empty() {
+            "the file is empty"
+        } else {
+            "no cache.* or beaker.cache.* key"
+        };
+        tracing::warn!("{path}: {what}, so the cache is the default one: {DEFAULTS}");
     }
     build(entries)
 }
@@ -208,19 +297,21 @@ fn parse_ini(text: &str, path: &str) -> Result<Config> {
 // TOML
 
 fn parse_toml(text: &str, path: &str) -> Result<Config> {
-    let doc: toml::Table = text.parse().map_err(|err: toml::de::Error| {
-        let location = match err.span() {
-            Some(span) => {
-                let before = &text[..span.start.min(text.len())];
-                let line = before.matches('\n').count() + 1;
-                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                format!("line {line}, column {column}: ")
-            }
-            None => String::new(),
+    let doc: toml::Table = text.parse().map_err(|err| toml_error(text, path, &err))?;
+    let entries = toml_entries(&doc, path)?;
+    if entries.is_empty() {
+        let table = if doc.contains_key("cache") {
+            "[cache]"
+        } else {
+            "[beaker.cache]"
         };
-        file_error(path, format!("{location}{}", err.message().trim_end()))
-    })?;
+        tracing::warn!("{path}: {table} has no keys, so the cache is the default one: {DEFAULTS}");
+    }
+    build(entries)
+}
 
+/// The options of the `[cache]` and `[beaker.cache]` tables.
+fn toml_entries(doc: &toml::Table, path: &str) -> Result<Vec<Entry>> {
     let mut tables = Vec::new();
     if let Some(value) = doc.get("cache") {
         tables.push(("cache.", value));
@@ -267,7 +358,66 @@ fn parse_toml(text: &str, path: &str) -> Result<Config> {
             }
         }
     }
-    build(entries)
+    Ok(entries)
+}
+
+/// A TOML syntax error, with its line and column; but when toml refuses a
+/// value it cannot hold (an integer past 64 bits, a float past f64), the
+/// error of the key it belongs to, as a flat map would give it: the value,
+/// quoted, goes through the usual checks, so the error names the key and
+/// the largest allowed. A refused value outside Tankard's tables (or any
+/// other syntax error) stays toml's own error.
+fn toml_error(text: &str, path: &str, err: &toml::de::Error) -> Error {
+    let location = match err.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: ")
+        }
+        None => String::new(),
+    };
+    let syntax = file_error(path, format!("{location}{}", err.message().trim_end()));
+    // Each round quotes one more value, so a file with several refused
+    // numbers is still named by key; the cap only bounds the work.
+    let mut text = quote_number(text, err);
+    for _ in 0..64 {
+        let Some(quoted) = text else { break };
+        match quoted.parse::<toml::Table>() {
+            Ok(doc) => {
+                return match toml_entries(&doc, path).and_then(build) {
+                    Err(named) => named,
+                    Ok(_) => syntax,
+                };
+            }
+            Err(next) => text = quote_number(&quoted, &next),
+        }
+    }
+    syntax
+}
+
+/// `text` with the value an error points at turned into a string, when that
+/// value is a number after `key =`: digits, signs, `.`, `_`, letters (`e`,
+/// `0x`, `inf`) and nothing toml would read differently inside quotes.
+/// Underscores go, as toml would drop them from the number.
+fn quote_number(text: &str, err: &toml::de::Error) -> Option<String> {
+    let span = err.span()?;
+    let literal = text.get(span.clone())?;
+    let number = literal.starts_with(|c: char| c.is_ascii_digit() || c == '+' || c == '-')
+        && literal
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_' | ':'));
+    let after_equals = text[..span.start]
+        .trim_end_matches([' ', '\t'])
+        .ends_with('=');
+    (number && after_equals).then(|| {
+        format!(
+            "{}\"{}\"{}",
+            &text[..span.start],
+            literal.replace('_', ""),
+            &text[span.end..]
+        )
+    })
 }
 
 fn toml_raw(value: &toml::Value) -> Raw {
@@ -553,11 +703,66 @@ fn resolve(
     Ok((options, missing_feature))
 }
 
-/// A whole non-negative number (`expire`, `stale`, `key_length`, `starttime`).
-fn whole(key: &str, raw: &str, value: &str, problem: &str) -> Result<u64> {
-    value
-        .parse::<u64>()
-        .map_err(|_| bad(key, raw, problem, "a whole non-negative number"))
+/// Why a number or duration was refused.
+#[derive(Debug)]
+enum Refused {
+    /// Well written, but past the key's largest (however many digits).
+    TooLarge,
+    /// Not a number (or duration) at all.
+    Malformed,
+}
+
+/// A whole number from 0 to `max`.
+fn parse_whole(value: &str, max: u64) -> std::result::Result<u64, Refused> {
+    match value.parse::<u64>() {
+        Ok(n) if n <= max => Ok(n),
+        Ok(_) => Err(Refused::TooLarge),
+        Err(e) if *e.kind() == IntErrorKind::PosOverflow => Err(Refused::TooLarge),
+        Err(_) => Err(Refused::Malformed),
+    }
+}
+
+/// The error for a number past its key's largest; `note` follows the
+/// largest, to say what it is.
+fn too_large(key: &str, raw: &str, max: u64, note: &str) -> Error {
+    bad(key, raw, "is too large", &format!("at most {max}{note}"))
+}
+
+/// A whole number from 0 to `max` (`key_length`, `starttime`).
+fn whole(key: &str, raw: &str, value: &str, problem: &str, max: u64, note: &str) -> Result<u64> {
+    parse_whole(value, max).map_err(|why| match why {
+        Refused::TooLarge => too_large(key, raw, max, note),
+        Refused::Malformed => bad(key, raw, problem, "a whole non-negative number"),
+    })
+}
+
+/// A duration key: `expire` and `stale` (`zero_ok`: 0 means at once)
+/// and the timeouts (which must be positive), all with the same syntax.
+fn duration(
+    key: &str,
+    raw: &str,
+    value: &str,
+    bound: DurationBound,
+    zero_ok: bool,
+) -> Result<Duration> {
+    let expected = if zero_ok {
+        "a number of seconds (\"30\", \"2.5\") or a number with a unit (\"250ms\", \"20m\", \"1h\")"
+    } else {
+        "a positive number of seconds (\"0.5\", \"30\") or a number with a unit (\"250ms\", \"2s\", \"20m\", \"1h\")"
+    };
+    match parse_duration(value, bound.max) {
+        Ok(d) if d.is_zero() && !zero_ok => {
+            Err(bad(key, raw, "is not a positive duration", expected))
+        }
+        Ok(d) => Ok(d),
+        Err(Refused::TooLarge) => Err(bad(
+            key,
+            raw,
+            "is too long",
+            &format!("at most {}", bound.shown),
+        )),
+        Err(Refused::Malformed) => Err(bad(key, raw, "is not a duration", expected)),
+    }
 }
 
 fn bad(key: &str, value: &str, problem: &str, expected: &str) -> Error {
@@ -600,18 +805,8 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
                 )
             })?;
         }
-        "expire" => {
-            options.expire = Some(Duration::from_secs(whole(
-                key,
-                raw,
-                value,
-                "is not a number of seconds",
-            )?));
-        }
-        "stale" => {
-            options.stale =
-                Duration::from_secs(whole(key, raw, value, "is not a number of seconds")?);
-        }
+        "expire" => options.expire = Some(duration(key, raw, value, MAX_LIFETIME, true)?),
+        "stale" => options.stale = duration(key, raw, value, MAX_LIFETIME, true)?,
         "data_dir" | "lock_dir" => {
             if value.is_empty() {
                 return Err(bad(key, raw, "is empty", "a directory path"));
@@ -630,7 +825,8 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
                 parse_bool(value).ok_or_else(|| bad(key, raw, "is not a boolean", BOOLEANS))?;
         }
         "key_length" => {
-            let length = whole(key, raw, value, "is not a whole number")?;
+            let length = whole(key, raw, value, "is not a whole number", MAX_KEY_LENGTH, "")?;
+            // At most u16::MAX, so it fits any usize.
             options.key_length = usize::try_from(length).unwrap_or(usize::MAX);
         }
         "starttime" => {
@@ -639,39 +835,34 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
                 raw,
                 value,
                 "is not a number of seconds since the epoch",
+                MAX_STARTTIME,
+                " (2100-01-01, in seconds since the epoch)",
             )?);
         }
-        "lock_timeout" | "wait_timeout" | "timeout" | "retry_after" => {
-            let duration = parse_duration(value).map_err(|problem| {
-                bad(
-                    key,
-                    raw,
-                    problem,
-                    "a positive number of seconds (\"0.5\", \"30\") or a number with a unit (\"250ms\", \"2s\", \"1m\")",
-                )
-            })?;
-            match opt {
-                "lock_timeout" => options.lock_timeout = duration,
-                "wait_timeout" => options.wait_timeout = duration,
-                "retry_after" => options.retry_after = duration,
-                _ => options.timeout = duration,
-            }
-        }
+        "timeout" => options.timeout = duration(key, raw, value, MAX_OPERATION, false)?,
+        "retry_after" => options.retry_after = duration(key, raw, value, MAX_OPERATION, false)?,
+        "lock_timeout" => options.lock_timeout = duration(key, raw, value, MAX_CREATION, false)?,
+        "wait_timeout" => options.wait_timeout = duration(key, raw, value, MAX_CREATION, false)?,
         "max_entries" | "max_bytes" | "max_entry_bytes" => {
+            let max = match opt {
+                "max_entries" => MAX_ENTRIES,
+                "max_bytes" => MAX_BYTES,
+                _ => MAX_ENTRY_BYTES,
+            };
             // Zero would make a cache that stores nothing; `type = null` says
             // that on purpose.
-            let bound = value
-                .parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| {
-                    bad(
+            let bound = match parse_whole(value, max) {
+                Ok(n) if n > 0 => n,
+                Err(Refused::TooLarge) => return Err(too_large(key, raw, max, "")),
+                _ => {
+                    return Err(bad(
                         key,
                         raw,
                         "is not a bound",
                         "a whole number above 0 (use type = null to store nothing)",
-                    )
-                })?;
+                    ));
+                }
+            };
             match opt {
                 "max_entries" => options.max_entries = Some(bound),
                 "max_bytes" => options.max_bytes = Some(bound),
@@ -766,33 +957,55 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
-/// Seconds as a plain decimal, or a number with `ms`, `s` or `m`. Only
-/// digits and one dot are accepted, so `inf`, `1e9` and `-1` never slip
-/// through `f64::from_str`.
-fn parse_duration(value: &str) -> std::result::Result<Duration, &'static str> {
-    let (number, scale) = if let Some(n) = value.strip_suffix("ms") {
-        (n, 0.001)
+/// Seconds as a decimal (`30`, `2.5`), or a decimal with a unit: `ms`, `s`,
+/// `m` or `h`, from 0 to `max`. Only digits and one
+/// dot are accepted, so `inf`, `1e9` and `-1` never slip through, and the
+/// decimal is read exactly, in integers (`0.1` is 100 ms, not a float's
+/// nearest): digits past the nanosecond are dropped.
+fn parse_duration(value: &str, max: Duration) -> std::result::Result<Duration, Refused> {
+    const NANOS: u128 = 1_000_000_000;
+    let (number, unit_nanos) = if let Some(n) = value.strip_suffix("ms") {
+        (n, NANOS / 1000)
     } else if let Some(n) = value.strip_suffix('s') {
-        (n, 1.0)
+        (n, NANOS)
     } else if let Some(n) = value.strip_suffix('m') {
-        (n, 60.0)
+        (n, 60 * NANOS)
+    } else if let Some(n) = value.strip_suffix('h') {
+        (n, 3600 * NANOS)
     } else {
-        (value, 1.0)
+        (value, NANOS)
     };
     let number = number.trim();
-    let well_formed = !number.is_empty()
-        && number.chars().all(|c| c.is_ascii_digit() || c == '.')
-        && number.matches('.').count() <= 1
-        && number != ".";
-    if !well_formed {
-        return Err("is not a duration");
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.len() + fraction.len() == 0 || !digits(whole) || !digits(fraction) {
+        return Err(Refused::Malformed);
     }
-    let secs = number.parse::<f64>().map_err(|_| "is not a duration")? * scale;
-    let duration = Duration::try_from_secs_f64(secs).map_err(|_| "is too long a duration")?;
-    if duration.is_zero() {
-        return Err("is not a positive duration");
+    // The number in billionths of the unit: the whole part, then the first
+    // nine digits of the fraction, padded.
+    let mut billionths: u128 = 0;
+    for digit in whole
+        .bytes()
+        .chain(fraction.bytes().chain(std::iter::repeat(b'0')).take(9))
+    {
+        billionths = match billionths
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u128::from(digit - b'0')))
+        {
+            Some(n) => n,
+            None => return Err(Refused::TooLarge),
+        };
     }
-    Ok(duration)
+    let nanos = match billionths.checked_mul(unit_nanos) {
+        Some(n) => n / NANOS,
+        None => return Err(Refused::TooLarge),
+    };
+    if nanos > max.as_nanos() {
+        return Err(Refused::TooLarge);
+    }
+    // Under `max`, so the seconds fit a u64.
+    let secs = u64::try_from(nanos / NANOS).unwrap_or(u64::MAX);
+    Ok(Duration::new(secs, (nanos % NANOS) as u32))
 }
 
 // ---------------------------------------------------------------------------
@@ -854,11 +1067,11 @@ fn validate(
         }
         BackendKind::Memcached => {
             let url = url("\"host:port[;host:port…]\"")?;
-            if !is_memcached_servers(url) {
+            if let Some(problem) = memcached_servers_problem(url) {
                 return Err(bad(
                     &url_key,
                     url,
-                    "is not a memcached address",
+                    &format!("is not a memcached address: {problem}"),
                     "host:port[;host:port…]",
                 ));
             }
@@ -971,18 +1184,60 @@ fn is_port(port: &str) -> bool {
         && port.parse::<u16>().is_ok_and(|p| p > 0)
 }
 
-/// `host:port` items separated by `;` (or `,`, which users also write).
-fn is_memcached_servers(url: &str) -> bool {
-    let mut servers = url
-        .split([';', ','])
-        .map(str::trim)
-        .filter(|s| !s.is_empty());
-    servers.clone().next().is_some()
-        && servers.all(|server| {
-            server
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| is_host(host) && is_port(port))
-        })
+/// What is wrong with a memcached server list, naming the part: `host:port`
+/// items separated by `;` (or `,`, which users also write), none empty.
+fn memcached_servers_problem(url: &str) -> Option<String> {
+    let servers: Vec<&str> = url.split([';', ',']).map(str::trim).collect();
+    if servers.iter().all(|s| s.is_empty()) {
+        return Some("no server in it".to_owned());
+    }
+    // With one server the value already shows it; with several, say which.
+    let in_server = |server: &str| {
+        if servers.len() == 1 {
+            String::new()
+        } else {
+            format!(" in {server:?}")
+        }
+    };
+    for (index, server) in servers.iter().enumerate() {
+        if server.is_empty() {
+            return Some(format!(
+                "server {} of {} is empty (a `;` or `,` too many)",
+                index + 1,
+                servers.len()
+            ));
+        }
+        let Some((host, port)) = server.rsplit_once(':') else {
+            // The seed's `127.0.0.1.11211`: a dot typed for the colon.
+            let hint = server
+                .rsplit_once('.')
+                .filter(|(host, port)| is_host(host) && is_port(port))
+                .map(|(host, port)| format!(" (did you mean \"{host}:{port}\"?)"))
+                .unwrap_or_default();
+            return Some(format!("no port{}{hint}", in_server(server)));
+        };
+        if host.is_empty() {
+            return Some(format!("no host{}", in_server(server)));
+        }
+        if !is_host(host) {
+            let scheme = if host.contains("://") {
+                " (memcached addresses take no scheme)"
+            } else {
+                ""
+            };
+            return Some(format!(
+                "host {host:?}{} is not a host name or IP address{scheme}",
+                in_server(server)
+            ));
+        }
+        if !is_port(port) {
+            return Some(format!(
+                "port {port:?}{} is not a number from 1 to 65535",
+                in_server(server)
+            ));
+        }
+    }
+    None
 }
 
 /// `redis://[user[:password]@]host[:port][/db][?query]`, `rediss://…`, and

@@ -91,7 +91,7 @@ fn seed_first_config_parses() {
 fn seed_url_typo_names_the_region_key_whatever_the_features() {
     assert_eq!(
         err(Config::from_flat(SEED_2)),
-        r#"cache.short_term.url: "127.0.0.1.11211" is not a memcached address; expected host:port[;host:port…]"#
+        r#"cache.short_term.url: "127.0.0.1.11211" is not a memcached address: no port (did you mean "127.0.0.1:11211"?); expected host:port[;host:port…]"#
     );
 }
 
@@ -160,7 +160,7 @@ fn beaker_cache_prefix_means_the_same() {
 fn errors_name_the_key_as_written_with_beaker_prefix() {
     assert_eq!(
         err(Config::from_flat([("beaker.cache.expire", "soon")])),
-        r#"beaker.cache.expire: "soon" is not a number of seconds; expected a whole non-negative number"#
+        r#"beaker.cache.expire: "soon" is not a duration; expected a number of seconds ("30", "2.5") or a number with a unit ("250ms", "20m", "1h")"#
     );
 }
 
@@ -383,7 +383,7 @@ fn bad_inherited_url_names_the_global_key() {
             ("cache.regions", "short"),
             ("cache.short.type", "memcached"),
         ])),
-        r#"cache.url: "localhost" is not a memcached address; expected host:port[;host:port…]"#
+        r#"cache.url: "localhost" is not a memcached address: no port; expected host:port[;host:port…]"#
     );
 }
 
@@ -452,11 +452,13 @@ fn bad_boolean() {
 fn bad_expire() {
     assert_eq!(
         err(Config::from_flat([("cache.expire", "soon")])),
-        r#"cache.expire: "soon" is not a number of seconds; expected a whole non-negative number"#
+        r#"cache.expire: "soon" is not a duration; expected a number of seconds ("30", "2.5") or a number with a unit ("250ms", "20m", "1h")"#
     );
-    for bad in ["", "-1", "1.5", "none"] {
+    for bad in ["", "-1", "none", "1d", "1H", "1e3", "inf", "1.2.3"] {
         let message = err(Config::from_flat([("cache.expire", bad)]));
-        assert!(message.contains("is not a number of seconds"), "{message}");
+        assert!(message.contains("is not a duration"), "{bad}: {message}");
+        let message = err(Config::from_flat([("cache.stale", bad)]));
+        assert!(message.contains("is not a duration"), "{bad}: {message}");
     }
 }
 
@@ -465,10 +467,37 @@ fn bad_expire_in_a_region_names_the_region_key() {
     assert_eq!(
         err(Config::from_flat([
             ("cache.regions", "r"),
-            ("cache.r.expire", "1h")
+            ("cache.r.expire", "1 hour")
         ])),
-        r#"cache.r.expire: "1h" is not a number of seconds; expected a whole non-negative number"#
+        r#"cache.r.expire: "1 hour" is not a duration; expected a number of seconds ("30", "2.5") or a number with a unit ("250ms", "20m", "1h")"#
     );
+}
+
+#[test]
+fn expire_and_stale_take_every_duration_syntax() {
+    for (written, expected) in [
+        ("1200", Duration::from_secs(1200)),
+        ("2.5", Duration::from_millis(2500)),
+        ("0.1", Duration::from_millis(100)),
+        (".5", Duration::from_millis(500)),
+        ("250ms", Duration::from_millis(250)),
+        ("30s", Duration::from_secs(30)),
+        ("20m", Duration::from_secs(1200)),
+        ("1h", Duration::from_secs(3600)),
+        ("1.5h", Duration::from_secs(5400)),
+        (" 2 m ", Duration::from_secs(120)),
+        ("0.000000001", Duration::from_nanos(1)),
+        ("0", Duration::ZERO),
+        ("0ms", Duration::ZERO),
+    ] {
+        let config = ok(flat_memory(&[
+            ("cache.expire", written),
+            ("cache.stale", written),
+        ]));
+        let d = config.default_options();
+        assert_eq!(d.expire, Some(expected), "{written}");
+        assert_eq!(d.stale, expected, "{written}");
+    }
 }
 
 #[test]
@@ -517,30 +546,39 @@ fn durations_with_and_without_units() {
         ("1.5s", Duration::from_millis(1500)),
         ("2m", Duration::from_secs(120)),
         (" 3 s ", Duration::from_secs(3)),
+        ("1h", Duration::from_secs(3600)),
+        ("0.1", Duration::from_millis(100)),
     ] {
         let config = ok(flat_memory(&[
             ("cache.lock_timeout", written),
             ("cache.wait_timeout", written),
             ("cache.timeout", written),
+            ("cache.retry_after", written),
         ]));
         let d = config.default_options();
         assert_eq!(d.lock_timeout, expected, "{written}");
         assert_eq!(d.wait_timeout, expected, "{written}");
         assert_eq!(d.timeout, expected, "{written}");
+        assert_eq!(d.retry_after, expected, "{written}");
     }
 }
 
 #[test]
 fn bad_durations() {
     assert_eq!(
-        err(flat_memory(&[("cache.timeout", "2h")])),
-        r#"cache.timeout: "2h" is not a duration; expected a positive number of seconds ("0.5", "30") or a number with a unit ("250ms", "2s", "1m")"#
+        err(flat_memory(&[("cache.timeout", "2 hours")])),
+        r#"cache.timeout: "2 hours" is not a duration; expected a positive number of seconds ("0.5", "30") or a number with a unit ("250ms", "2s", "20m", "1h")"#
     );
-    for bad in ["", "-1", "inf", "1e3", "1.2.3", "ms", "."] {
+    for bad in ["", "-1", "inf", "1e3", "1.2.3", "ms", ".", "1d", "5 s s"] {
         let message = err(flat_memory(&[("cache.lock_timeout", bad)]));
         assert!(message.contains("is not a duration"), "{bad}: {message}");
     }
-    let message = err(flat_memory(&[("cache.wait_timeout", "0ms")]));
+    assert_eq!(
+        err(flat_memory(&[("cache.wait_timeout", "0ms")])),
+        r#"cache.wait_timeout: "0ms" is not a positive duration; expected a positive number of seconds ("0.5", "30") or a number with a unit ("250ms", "2s", "20m", "1h")"#
+    );
+    // Below a nanosecond is nothing: not a positive timeout.
+    let message = err(flat_memory(&[("cache.timeout", "0.0000000001")]));
     assert!(message.contains("is not a positive duration"), "{message}");
 }
 
@@ -672,25 +710,54 @@ fn network_backend_needs_url() {
 // URLs and features
 
 #[test]
-fn memcached_addresses() {
-    for bad in [
-        "127.0.0.1.11211",
-        "host:0",
-        "host:65536",
-        ":11211",
-        "memcached://h:1",
-        "a b:1",
-        ";",
+fn memcached_address_errors_name_the_part_that_is_wrong() {
+    for (bad, problem) in [
+        (
+            "127.0.0.1.11211",
+            r#"no port (did you mean "127.0.0.1:11211"?)"#,
+        ),
+        ("localhost", "no port"),
+        ("host:0", r#"port "0" is not a number from 1 to 65535"#),
+        (
+            "host:65536",
+            r#"port "65536" is not a number from 1 to 65535"#,
+        ),
+        ("host:", r#"port "" is not a number from 1 to 65535"#),
+        (":11211", "no host"),
+        (
+            "memcached://h:1",
+            r#"host "memcached://h" is not a host name or IP address (memcached addresses take no scheme)"#,
+        ),
+        ("a b:1", r#"host "a b" is not a host name or IP address"#),
+        ("", "no server in it"),
+        (";", "no server in it"),
+        ("a:1;;b:2", "server 2 of 3 is empty (a `;` or `,` too many)"),
+        ("a:1;", "server 2 of 2 is empty (a `;` or `,` too many)"),
+        ("a:1;b", r#"no port in "b""#),
+        ("a:1, b.2", r#"no port in "b.2" (did you mean "b:2"?)"#),
+        (
+            "a:1;b:x",
+            r#"port "x" in "b:x" is not a number from 1 to 65535"#,
+        ),
+        (
+            "a:1;b/c:2",
+            r#"host "b/c" in "b/c:2" is not a host name or IP address"#,
+        ),
     ] {
-        let message = err(Config::from_flat([
-            ("cache.type", "memcached"),
-            ("cache.url", bad),
-        ]));
-        assert!(
-            message.contains("is not a memcached address"),
-            "{bad}: {message}"
+        assert_eq!(
+            err(Config::from_flat([
+                ("cache.type", "memcached"),
+                ("cache.url", bad),
+            ])),
+            format!(
+                "cache.url: {bad:?} is not a memcached address: {problem}; expected host:port[;host:port…]"
+            )
         );
     }
+}
+
+#[test]
+fn memcached_addresses() {
     for good in ["127.0.0.1:11211", "a:1;b:2", "a:1, b:2", "[::1]:11211"] {
         let result = Config::from_flat([("cache.type", "memcached"), ("cache.url", good)]);
         if cfg!(feature = "memcached") {
@@ -894,11 +961,11 @@ fn toml_errors_name_the_dotted_path() {
         err(Config::from_toml_str(
             "[cache]\nregions = [\"short_term\"]\n[cache.short_term]\nexpire = \"soon\"\n"
         )),
-        r#"cache.short_term.expire: "soon" is not a number of seconds; expected a whole non-negative number"#
+        r#"cache.short_term.expire: "soon" is not a duration; expected a number of seconds ("30", "2.5") or a number with a unit ("250ms", "20m", "1h")"#
     );
     assert_eq!(
         err(Config::from_toml_str("[beaker.cache]\nexpire = -3\n")),
-        r#"beaker.cache.expire: "-3" is not a number of seconds; expected a whole non-negative number"#
+        r#"beaker.cache.expire: "-3" is not a duration; expected a number of seconds ("30", "2.5") or a number with a unit ("250ms", "20m", "1h")"#
     );
     assert_eq!(
         err(Config::from_toml_str(
@@ -980,7 +1047,7 @@ fn ini_line_without_equals_names_the_line() {
 fn ini_value_errors_name_the_key() {
     assert_eq!(
         err(Config::from_ini_str("[app]\nbeaker.cache.expire = soon\n")),
-        r#"beaker.cache.expire: "soon" is not a number of seconds; expected a whole non-negative number"#
+        r#"beaker.cache.expire: "soon" is not a duration; expected a number of seconds ("30", "2.5") or a number with a unit ("250ms", "20m", "1h")"#
     );
 }
 
@@ -1057,4 +1124,296 @@ fn refresh_background_is_accepted_and_warns_that_the_caller_regenerates() {
         "{warnings:?}"
     );
     assert_eq!(manager.region("pages").unwrap().name(), "pages");
+}
+
+// ---------------------------------------------------------------------------
+// Bounds: every number has a largest value, named by the error
+
+/// Each bounded key, its largest value as written, and a value just past it.
+const LARGEST: [(&str, &str, &str); 11] = [
+    ("timeout", "1h", "3600.001"),
+    ("retry_after", "1h", "61m"),
+    ("lock_timeout", "24h", "86401"),
+    ("wait_timeout", "24h", "24.001h"),
+    ("expire", "876000h", "3153600001"),
+    ("stale", "3153600000", "876000.001h"),
+    ("starttime", "4102444800", "4102444801"),
+    ("key_length", "65535", "65536"),
+    ("max_entries", "1000000000", "1000000001"),
+    ("max_bytes", "1099511627776", "1099511627777"),
+    ("max_entry_bytes", "1073741824", "1073741825"),
+];
+
+/// What the error for a value past `key`'s largest says it expected.
+fn largest_allowed(key: &str) -> &'static str {
+    match key {
+        "timeout" | "retry_after" => "at most 1h",
+        "lock_timeout" | "wait_timeout" => "at most 24h",
+        "expire" | "stale" => "at most 876000h (100 years)",
+        "starttime" => "at most 4102444800 (2100-01-01, in seconds since the epoch)",
+        "key_length" => "at most 65535",
+        "max_entries" => "at most 1000000000",
+        "max_bytes" => "at most 1099511627776",
+        "max_entry_bytes" => "at most 1073741824",
+        other => panic!("no bound for {other}"),
+    }
+}
+
+#[test]
+fn every_bounded_key_takes_its_largest_and_names_it_past_that() {
+    for (key, largest, past) in LARGEST {
+        let name = format!("cache.{key}");
+        ok(flat_memory(&[(&name, largest)]));
+        let duration = [
+            "timeout",
+            "retry_after",
+            "lock_timeout",
+            "wait_timeout",
+            "expire",
+            "stale",
+        ]
+        .contains(&key);
+        let problem = if duration {
+            "is too long"
+        } else {
+            "is too large"
+        };
+        for too_big in [past, "99999999999999999999", "10000000000000000000"] {
+            assert_eq!(
+                err(flat_memory(&[(&name, too_big)])),
+                format!(
+                    "{name}: {too_big:?} {problem}; expected {}",
+                    largest_allowed(key)
+                ),
+            );
+        }
+    }
+}
+
+#[test]
+fn the_issue_s_timeouts_are_refused_at_parse_time() {
+    // Issue 11: these passed `tankard check`, then the first memcached call
+    // panicked adding the timeout to an Instant.
+    assert_eq!(
+        err(flat_memory(&[("cache.timeout", "10000000000000000000")])),
+        r#"cache.timeout: "10000000000000000000" is too long; expected at most 1h"#
+    );
+    assert_eq!(
+        err(flat_memory(&[(
+            "cache.wait_timeout",
+            "10000000000000000000"
+        )])),
+        r#"cache.wait_timeout: "10000000000000000000" is too long; expected at most 24h"#
+    );
+    // However many digits: still "too long", never a parse failure.
+    let huge = format!("{}ms", "9".repeat(400));
+    assert_eq!(
+        err(flat_memory(&[("cache.lock_timeout", &huge)])),
+        format!("cache.lock_timeout: {huge:?} is too long; expected at most 24h")
+    );
+}
+
+#[test]
+fn negative_and_junk_numbers_are_still_not_numbers() {
+    assert_eq!(
+        err(flat_memory(&[("cache.starttime", "-1")])),
+        r#"cache.starttime: "-1" is not a number of seconds since the epoch; expected a whole non-negative number"#
+    );
+    assert_eq!(
+        err(flat_memory(&[(
+            "cache.max_entries",
+            "-99999999999999999999"
+        )])),
+        r#"cache.max_entries: "-99999999999999999999" is not a bound; expected a whole number above 0 (use type = null to store nothing)"#
+    );
+}
+
+#[test]
+fn toml_numbers_too_big_for_toml_name_their_key() {
+    // toml refuses these integers itself (past i64); the error still names
+    // the key and the largest allowed, as a flat map's would.
+    assert_eq!(
+        err(Config::from_toml_str(
+            "[cache]\ntype = \"memory\"\nexpire = 99999999999999999999\n"
+        )),
+        r#"cache.expire: "99999999999999999999" is too long; expected at most 876000h (100 years)"#
+    );
+    assert_eq!(
+        err(Config::from_toml_str(
+            "[cache]\nregions = [\"r\"]\n[cache.r]\ntimeout = 10_000_000_000_000_000_000 # ten to the 19th\n"
+        )),
+        r#"cache.r.timeout: "10000000000000000000" is too long; expected at most 1h"#
+    );
+    assert_eq!(
+        err(Config::from_toml_str(
+            "[beaker.cache]\nmax_bytes = 99999999999999999999\n"
+        )),
+        r#"beaker.cache.max_bytes: "99999999999999999999" is too large; expected at most 1099511627776"#
+    );
+    // Two of them (toml stops at each in turn): both are read as text, and
+    // the error is the first the option checks meet.
+    let two = "[cache]\nstale = 1e999\nkey_length = 99999999999999999999\n";
+    assert_eq!(
+        err(Config::from_toml_str(two)),
+        r#"cache.key_length: "99999999999999999999" is too large; expected at most 65535"#
+    );
+    assert_eq!(
+        err(Config::from_toml_str(&two.replace("key_length", "# "))),
+        r#"cache.stale: "1e999" is not a duration; expected a number of seconds ("30", "2.5") or a number with a unit ("250ms", "20m", "1h")"#
+    );
+    // Outside Tankard's tables it stays toml's error, with its place.
+    let message = err(Config::from_toml_str(
+        "[server]\nport = 99999999999999999999\n[cache]\ntype = \"memory\"\n",
+    ));
+    assert!(
+        message.starts_with("<toml>: line 2, column 8: "),
+        "{message}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Warnings: a config that parses but probably not as meant
+
+/// Parses with `parse` and returns the warnings logged meanwhile.
+fn warnings(parse: impl FnOnce() -> tankard::Result<Config>) -> Vec<String> {
+    let logs = Logs::default();
+    ok(logs.capture(parse));
+    logs.warnings()
+}
+
+#[test]
+fn an_empty_config_file_warns() {
+    assert_eq!(
+        warnings(|| Config::from_ini_str("\n  \n")),
+        [
+            "<ini>: the file is empty, so the cache is the default one: in-process memory, no regions"
+        ]
+    );
+    assert_eq!(
+        warnings(|| Config::from_ini_str("[app:main]\n# cache.type = file\nport = 80\n")),
+        [
+            "<ini>: no cache.* or beaker.cache.* key, so the cache is the default one: in-process memory, no regions"
+        ]
+    );
+    assert_eq!(
+        warnings(|| Config::from_toml_str("[cache]\n[server]\nport = 80\n")),
+        [
+            "<toml>: [cache] has no keys, so the cache is the default one: in-process memory, no regions"
+        ]
+    );
+    assert_eq!(
+        warnings(|| Config::from_toml_str("[beaker.cache]\n")),
+        [
+            "<toml>: [beaker.cache] has no keys, so the cache is the default one: in-process memory, no regions"
+        ]
+    );
+}
+
+#[test]
+fn an_empty_file_on_disk_warns_with_its_path() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("production.ini");
+    std::fs::write(&path, "")?;
+    assert_eq!(
+        warnings(|| Config::from_file(&path)),
+        [format!(
+            "{}: the file is empty, so the cache is the default one: in-process memory, no regions",
+            path.display()
+        )]
+    );
+    Ok(())
+}
+
+#[test]
+fn a_key_set_twice_in_an_ini_file_warns_and_the_last_wins() {
+    let text = "cache.type = memory\ncache.expire = 10\n[other]\nbeaker.cache.expire = 20\ncache.secret = a\ncache.secret = b\n";
+    let logs = Logs::default();
+    let config = ok(logs.capture(|| Config::from_ini_str(text)));
+    assert_eq!(
+        logs.warnings(),
+        [
+            "<ini>: line 4: beaker.cache.expire sets the same option as line 2 (cache.expire); the value on line 4 wins",
+            "<ini>: line 6: cache.secret sets the same option as line 5 (cache.secret); the value on line 6 wins",
+        ]
+    );
+    assert_eq!(
+        config.default_options().expire,
+        Some(Duration::from_secs(20))
+    );
+    assert_eq!(
+        config.default_options().secret,
+        Some(tankard::config::Secret::new("b"))
+    );
+    // A config with each key once says nothing.
+    assert_eq!(warnings(|| Config::from_ini_str(INI)), Vec::<String>::new());
+}
+
+// ---------------------------------------------------------------------------
+// A config `tankard check` accepts never panics later
+
+/// Every bounded key at its largest, on a memory default region and a file
+/// region: each kind of call runs, none panics.
+#[tokio::test]
+async fn every_key_at_its_largest_runs_every_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut pairs: Vec<(String, String)> = LARGEST
+        .iter()
+        .filter(|(key, ..)| *key != "max_entries")
+        .map(|(key, largest, _)| (format!("cache.{key}"), (*largest).to_owned()))
+        .collect();
+    pairs.extend([
+        ("cache.type".into(), "memory".into()),
+        ("cache.max_entries".into(), "1000000000".into()),
+        ("cache.regions".into(), "disk".into()),
+        ("cache.disk.type".into(), "file".into()),
+        ("cache.disk.data_dir".into(), data.display().to_string()),
+    ]);
+    let manager = tankard::CacheManager::new(ok(Config::from_flat(pairs))).unwrap();
+    let long_key = "k".repeat(70_000);
+    for region in [manager.default_region(), manager.region("disk").unwrap()] {
+        let ns = region.namespace("limits");
+        for key in ["k", long_key.as_str()] {
+            let v = ns.get_or_create(key, || async { 1u32 }).await.unwrap();
+            assert_eq!(*v, 1);
+            ns.put(key, 2u32).await.unwrap();
+            // Created before `starttime` (2100): stored, but stale.
+            let peeked = ns.peek::<u32>(key).await.unwrap();
+            assert_eq!(peeked.map(|(v, fresh)| (*v, fresh)), Some((2, false)));
+            let v = ns.get_or_create(key, || async { 3u32 }).await.unwrap();
+            assert_eq!(*v, 3, "{}", region.name());
+        }
+        ns.clear().await.unwrap();
+        assert!(ns.peek::<u32>("k").await.unwrap().is_none());
+        // The namespace's own expiry, past the config's bound, saturates.
+        let forever = ns.expire(u64::MAX);
+        forever.put("k", 4u32).await.unwrap();
+        let peeked = forever.peek::<u32>("k").await.unwrap();
+        assert_eq!(peeked.map(|(v, _)| *v), Some(4));
+    }
+}
+
+/// A duration from code is not bounded by the config: its milliseconds
+/// saturate instead of wrapping to a short lifetime.
+#[tokio::test]
+async fn an_expiry_past_u64_milliseconds_stays_fresh() {
+    let clock = tankard::Clock::manual(1_000_000);
+    let manager = tankard::CacheManager::with_clock(ok(flat_memory(&[])), clock.clone()).unwrap();
+    // 2^64 + 384 ms: as a u64, 384 ms.
+    let ns = manager.namespace("n").expire(18_446_744_073_709_552);
+    ns.put("k", 1u8).await.unwrap();
+    clock.advance(Duration::from_secs(3600));
+    assert!(
+        ns.try_get_fresh::<u8>("k").is_some(),
+        "still fresh an hour on"
+    );
+}
+
+#[test]
+fn a_manual_clock_saturates_at_the_end_of_time() {
+    let clock = tankard::Clock::manual(5);
+    clock.advance(Duration::MAX);
+    assert_eq!(clock.now_ms(), u64::MAX);
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(clock.now_ms(), u64::MAX);
 }
