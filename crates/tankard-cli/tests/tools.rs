@@ -24,7 +24,7 @@ fn check_names_the_seed_typo_and_exits_1() {
     assert_eq!(code, 1, "{out}");
     assert!(
         err.contains(
-            r#"cache.short_term.url: "127.0.0.1.11211" is not a memcached address; expected host:port"#
+            r#"cache.short_term.url: "127.0.0.1.11211" is not a memcached address: no port (did you mean "127.0.0.1:11211"?); expected host:port"#
         ),
         "{err}"
     );
@@ -74,6 +74,88 @@ fn check_prints_each_region_s_resolved_options() {
     let (code, _, err) = run(dir.path(), &["check", "missing.ini"]);
     assert_eq!(code, 1);
     assert!(err.contains("missing.ini"), "{err}");
+}
+
+#[test]
+fn check_refuses_a_value_past_its_largest_and_names_the_largest() {
+    let dir = tempfile::tempdir().unwrap();
+    // Issue 11: this passed `check`, then the first memcached call panicked.
+    let file = config(dir.path(), "timeout = \"10000000000000000000\"");
+    let (code, out, err) = run(dir.path(), &["check", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains(
+            r#"cache.short_term.timeout: "10000000000000000000" is too long; expected at most 1h"#
+        ),
+        "{err}"
+    );
+    // An integer too large for TOML itself is named by its key too.
+    let file = config(dir.path(), "expire = 99999999999999999999");
+    let (code, _, err) = run(dir.path(), &["check", file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(r#"cache.short_term.expire: "99999999999999999999" is too long; expected at most 876000h (100 years)"#),
+        "{err}"
+    );
+    let file = config(dir.path(), "max_entries = 99999999999999999999");
+    let (code, _, err) = run(dir.path(), &["check", file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(r#"cache.short_term.max_entries: "99999999999999999999" is too large; expected at most 1000000000"#),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_prints_durations_written_with_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = config(
+        dir.path(),
+        "type = \"memory\"\nexpire = \"20m\"\nstale = 2.5\nlock_timeout = \"24h\"\ntimeout = \"250ms\"",
+    );
+    let (code, out, err) = run(dir.path(), &["check", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let short = &out[out.find("[short_term]").unwrap()..];
+    for line in [
+        "expire            1200s",
+        "stale             2.5s",
+        "lock_timeout      86400s",
+        "timeout           250ms",
+    ] {
+        assert!(short.contains(line), "{line} in {short}");
+    }
+}
+
+#[test]
+fn check_warns_on_stderr_about_duplicate_keys_and_empty_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("app.ini");
+    std::fs::write(
+        &ini,
+        "[app:main]\ncache.type = memory\ncache.expire = 10\nbeaker.cache.expire = 20\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(dir.path(), &["check", "app.ini"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(
+            "app.ini: line 4: beaker.cache.expire sets the same option as line 3 (cache.expire); the value on line 4 wins"
+        ),
+        "{err}"
+    );
+    assert!(out.contains("expire            20s"), "{out}");
+    assert!(!out.contains("WARN"), "{out}");
+
+    std::fs::write(&ini, "").unwrap();
+    let (code, out, err) = run(dir.path(), &["check", "app.ini"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(
+            "app.ini: the file is empty, so the cache is the default one: in-process memory, no regions"
+        ),
+        "{err}"
+    );
+    assert!(out.contains("app.ini: ok"), "{out}");
 }
 
 #[test]
