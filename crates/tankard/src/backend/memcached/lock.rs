@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
-use super::client::{Client, Keyed, Reply, Request, Verb, exptime, memcached_key, unix_now};
+use super::client::{
+    Client, Keyed, Reply, Request, Verb, deadline_in, exptime, memcached_key, unix_now,
+};
 use crate::dogpile::lock::{CreationLock, HeldLock, LockGuard};
 use crate::error::{Error, Result};
 
@@ -114,7 +116,7 @@ impl Owner {
     /// left alone. A lock that vanished (expired between two renewals,
     /// evicted) is taken back if nobody else has it. `false`: lost it.
     async fn renew(&self) -> Result<bool> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = deadline_in(self.timeout);
         let verb = match self.read(deadline).await? {
             Some((true, cas)) => Verb::Cas(cas),
             Some((false, _)) => return Ok(false),
@@ -143,7 +145,7 @@ impl Owner {
     /// first overwritten by a tombstone with `cas` (atomic, owner-checked)
     /// and the tombstone then deleted.
     async fn release(&self) -> Result<()> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = deadline_in(self.timeout);
         let Some((true, cas)) = self.read(deadline).await? else {
             return Ok(());
         };
@@ -274,9 +276,10 @@ impl CreationLock for MemcachedLock {
     /// lock one after another just to re-read would push each other back by
     /// a whole pause.
     async fn acquire(&self, lock_key: &str, wait: Duration) -> Result<Option<LockGuard>> {
-        let deadline = Instant::now() + wait;
+        let deadline = deadline_in(wait);
         let mut pause = FIRST_POLL;
         let mut waiter_seen: Option<Vec<u8>> = None;
+        let mut lifetime_checked: Option<Vec<u8>> = None;
         loop {
             if let Some(guard) = self.take(lock_key, WAITER_MARK).await? {
                 return Ok(Some(guard));
@@ -285,7 +288,15 @@ impl CreationLock for MemcachedLock {
             if now >= deadline {
                 return Ok(None);
             }
-            let holder = self.holder(lock_key, now + self.timeout).await?;
+            let holder = self.holder(lock_key, deadline_in(self.timeout)).await?;
+            if holder.is_some() && holder != lifetime_checked {
+                // Best effort: a server that cannot say (an early 1.6 meta
+                // dialect) must not stop the wait.
+                if let Err(err) = self.limit_lifetime(lock_key).await {
+                    tracing::debug!(lock_key, "lock lifetime check failed: {err}");
+                }
+                lifetime_checked.clone_from(&holder);
+            }
             // Released between the two requests, or held by a waiter not
             // seen before: try again soon.
             let quick = match &holder {
@@ -317,7 +328,7 @@ impl MemcachedLock {
             lock_timeout: self.lock_timeout,
             timeout: self.timeout,
         };
-        let deadline = Instant::now() + self.timeout;
+        let deadline = deadline_in(self.timeout);
         let reply = self
             .client
             .run(
@@ -339,6 +350,36 @@ impl MemcachedLock {
         }
     }
 
+    /// Gives a lock without expiry the lifetime of ours, so that it lapses
+    /// after `lock_timeout` like a crashed holder's. Tankard's locks always
+    /// expire, so such a lock was left by something else (a `set` with
+    /// exptime 0, another client) and would otherwise make every miss on
+    /// its key wait `wait_timeout`, forever. Only a lock with *no* expiry
+    /// is touched: extending a live holder's (or a crashed one's) lifetime
+    /// at every new waiter's sight would keep a dead holder's lock alive as
+    /// long as waiters keep coming. If the lock changed hands between the
+    /// two requests, the `touch` sets no more than a holder's own renewal
+    /// would. Needs `mg` (memcached ≥ 1.6); older servers answer `ERROR`
+    /// and such a lock stays until removed by hand.
+    async fn limit_lifetime(&self, lock_key: &str) -> Result<()> {
+        let key = memcached_key(lock_key, &self.prefix);
+        let keyed = Keyed::own(&key);
+        let deadline = deadline_in(self.timeout);
+        let ttl = self
+            .client
+            .run(keyed.route, &Request::Ttl(keyed.key), deadline, "lock")
+            .await?;
+        if !matches!(ttl, Reply::Ttl(-1)) {
+            return Ok(());
+        }
+        tracing::warn!(key = %keyed.key, "creation lock without expiry (not written by Tankard); it now expires after lock_timeout");
+        let touch = Request::Touch(keyed.key, exptime(Some(self.lock_timeout), unix_now()));
+        self.client
+            .run(keyed.route, &touch, deadline, "lock")
+            .await?;
+        Ok(())
+    }
+
     /// The current holder's token, if the lock is held.
     async fn holder(&self, lock_key: &str, deadline: Instant) -> Result<Option<Vec<u8>>> {
         let key = memcached_key(lock_key, &self.prefix);
@@ -355,8 +396,13 @@ impl MemcachedLock {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// A string no other test run uses.
+    pub(in crate::backend::memcached) fn unique() -> String {
+        new_token("")
+    }
 
     fn server() -> String {
         let url =
@@ -378,7 +424,7 @@ mod tests {
     /// The release used on servers without `md`: owner-checked as well.
     #[tokio::test]
     async fn tombstone_release_deletes_only_the_owners_lock() {
-        let client = Arc::new(Client::new(&server()).unwrap());
+        let client = Arc::new(Client::new(&server(), 1 << 20).unwrap());
         let owner = |key: &str| Owner {
             client: client.clone(),
             key: key.to_owned(),
