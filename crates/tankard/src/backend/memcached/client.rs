@@ -720,10 +720,24 @@ impl Client {
         deadline: Instant,
         operation: &'static str,
     ) -> Result<Reply> {
+        let (_, reply) = self.run_routed(route, request, deadline, operation).await?;
+        Ok(reply)
+    }
+
+    /// [`run`](Self::run), also telling which server answered: what a lock
+    /// needs to renew and release itself where it was taken, whatever
+    /// servers go down or come back meanwhile.
+    pub(crate) async fn run_routed(
+        &self,
+        route: u64,
+        request: &Request<'_>,
+        deadline: Instant,
+        operation: &'static str,
+    ) -> Result<(usize, Reply)> {
         loop {
             let server = self.pick(route).ok_or_else(|| self.all_down())?;
             match self.exchange(server, request, deadline).await {
-                Ok(reply) => return Ok(reply),
+                Ok(reply) => return Ok((server, reply)),
                 Err(fault @ (Fault::Down(_) | Fault::Timeout)) => {
                     self.mark_down(server);
                     if matches!(fault, Fault::Timeout) || Instant::now() >= deadline {
@@ -732,6 +746,27 @@ impl Client {
                     tracing::debug!(server = %self.servers[server].addr, "memcached server marked down: {fault:?}");
                 }
                 Err(fault) => return Err(self.fault_error(server, fault, operation)),
+            }
+        }
+    }
+
+    /// Runs one request on `server` (an index [`run_routed`](Self::run_routed)
+    /// returned), with no failover: what lives there is not elsewhere. A
+    /// connection failure marks it down, as in `run`.
+    pub(crate) async fn run_on(
+        &self,
+        server: usize,
+        request: &Request<'_>,
+        deadline: Instant,
+        operation: &'static str,
+    ) -> Result<Reply> {
+        match self.exchange(server, request, deadline).await {
+            Ok(reply) => Ok(reply),
+            Err(fault) => {
+                if matches!(fault, Fault::Down(_) | Fault::Timeout) {
+                    self.mark_down(server);
+                }
+                Err(self.fault_error(server, fault, operation))
             }
         }
     }

@@ -84,7 +84,11 @@ impl MemcachedLock {
 struct Owner {
     client: Arc<Client>,
     key: String,
-    route: u64,
+    /// The server the lock was taken on. Renewal and release go there, not
+    /// to wherever the key routes now: when a failed server comes back
+    /// during the creation, the key routes to it again, and a release sent
+    /// there would leave the lock behind on the server that has it.
+    server: usize,
     token: String,
     lock_timeout: Duration,
     timeout: Duration,
@@ -100,7 +104,7 @@ impl Owner {
         let keys = [self.key.as_str()];
         match self
             .client
-            .run(self.route, &Request::Gets(&self.key), deadline, "lock")
+            .run_on(self.server, &Request::Gets(&self.key), deadline, "lock")
             .await?
         {
             Reply::Values(mut values) => Ok(values
@@ -124,8 +128,8 @@ impl Owner {
         };
         let reply = self
             .client
-            .run(
-                self.route,
+            .run_on(
+                self.server,
                 &Request::Store {
                     verb,
                     key: &self.key,
@@ -151,8 +155,8 @@ impl Owner {
         };
         let reply = self
             .client
-            .run(
-                self.route,
+            .run_on(
+                self.server,
                 &Request::DeleteIfCas(&self.key, cas),
                 deadline,
                 "unlock",
@@ -168,8 +172,8 @@ impl Owner {
         let tombstone = format!("released:{}", self.token);
         let reply = self
             .client
-            .run(
-                self.route,
+            .run_on(
+                self.server,
                 &Request::Store {
                     verb: Verb::Cas(cas),
                     key: &self.key,
@@ -184,7 +188,7 @@ impl Owner {
             .await?;
         if matches!(reply, Reply::Stored) {
             self.client
-                .run(self.route, &Request::Delete(&self.key), deadline, "unlock")
+                .run_on(self.server, &Request::Delete(&self.key), deadline, "unlock")
                 .await?;
         }
         Ok(())
@@ -320,33 +324,33 @@ impl MemcachedLock {
     /// One `add` of the lock with a new token starting with `mark`.
     async fn take(&self, lock_key: &str, mark: &str) -> Result<Option<LockGuard>> {
         let key = memcached_key(lock_key, &self.prefix).into_owned();
-        let owner = Owner {
-            route: Keyed::own(&key).route,
-            key,
-            token: new_token(mark),
-            client: self.client.clone(),
-            lock_timeout: self.lock_timeout,
-            timeout: self.timeout,
+        let token = new_token(mark);
+        let add = Request::Store {
+            verb: Verb::Add,
+            key: &key,
+            exptime: exptime(Some(self.lock_timeout), unix_now()),
+            data: token.as_bytes(),
         };
-        let deadline = deadline_in(self.timeout);
-        let reply = self
+        let (server, reply) = self
             .client
-            .run(
-                owner.route,
-                &Request::Store {
-                    verb: Verb::Add,
-                    key: &owner.key,
-                    exptime: owner.exptime(),
-                    data: owner.token.as_bytes(),
-                },
-                deadline,
+            .run_routed(
+                Keyed::own(&key).route,
+                &add,
+                deadline_in(self.timeout),
                 "lock",
             )
             .await?;
         match reply {
-            Reply::Stored => Ok(Some(LockGuard::new(Held::start(owner)))),
+            Reply::Stored => Ok(Some(LockGuard::new(Held::start(Owner {
+                client: self.client.clone(),
+                key,
+                server,
+                token,
+                lock_timeout: self.lock_timeout,
+                timeout: self.timeout,
+            })))),
             Reply::NotStored => Ok(None),
-            other => Err(unexpected(&[&owner.key], other)),
+            other => Err(unexpected(&[&key], other)),
         }
     }
 
@@ -428,7 +432,7 @@ pub(super) mod tests {
         let owner = |key: &str| Owner {
             client: client.clone(),
             key: key.to_owned(),
-            route: 0,
+            server: 0,
             token: new_token(""),
             lock_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(2),

@@ -95,6 +95,10 @@
 //!   every `lock_timeout / 3` with `gets` + `cas` of its own token, which
 //!   fails if anyone else took the lock meanwhile. A crashed owner stops
 //!   renewing and its lock lapses after `lock_timeout`.
+//! - **Where**: renewal and release go to the server the lock was taken
+//!   on, not to wherever its key routes by then: a lock taken on a
+//!   stand-in while its own server was down would otherwise be left
+//!   behind there when that server returns mid-creation.
 //! - **Release** is owner-checked: `gets`, compare the token, then
 //!   `md <key> C<cas>` (memcached ≥ 1.6), a compare-and-delete that only
 //!   deletes if the item is unchanged since the `gets`. memcached has no
