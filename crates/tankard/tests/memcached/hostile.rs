@@ -193,3 +193,80 @@ async fn a_lock_without_expiry_left_by_someone_else_lapses_after_lock_timeout() 
         "memcached: a miss behind a lock without expiry waited {waited:?} (lock_timeout 1 s)"
     );
 }
+
+/// Issue 11: `timeout = 10000000000000000000` passed `tankard check`, then
+/// the first call panicked ("overflow when adding duration to instant"),
+/// and the lock wait did the same with `wait_timeout`. A config is either
+/// refused at parse time or works: every call, and a wait on another
+/// manager's lock, with each duration at that value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_too_long_for_the_clock_are_refused_or_work() {
+    servers();
+    let prefix = unique_prefix("huge-durations");
+    let huge = "10000000000000000000";
+    let mut managers = Vec::new();
+    for _ in 0..2 {
+        let mut pairs = vec![
+            ("cache.type", "ext:memcached".to_owned()),
+            ("cache.url", url()),
+            ("cache.prefix", prefix.clone()),
+            ("cache.expire", "300".to_owned()),
+        ];
+        for key in ["cache.timeout", "cache.wait_timeout", "cache.lock_timeout"] {
+            pairs.push((key, huge.to_owned()));
+        }
+        match tankard::Config::from_flat(pairs) {
+            Ok(config) => managers.push(CacheManager::new(config).unwrap()),
+            Err(err) => {
+                assert!(err.is_config(), "{err}");
+                eprintln!("durations of {huge} s are refused at parse time now: {err}");
+                return;
+            }
+        }
+    }
+    let (first, second) = (managers[0].namespace("n"), managers[1].namespace("n"));
+    let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    let creating = tokio::spawn({
+        let first = first.clone();
+        async move {
+            first
+                .get_or_create("k", || async move {
+                    let _ = wait.await;
+                    "made".to_string()
+                })
+                .await
+        }
+    });
+    let lock = lock_key(&prefix, "n", "k");
+    let servers = servers();
+    let started = Instant::now();
+    while find(&servers, &lock).is_empty() {
+        assert!(!creating.is_finished(), "{:?}", creating.await);
+        assert!(started.elapsed() < Duration::from_secs(10), "no lock taken");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The second manager waits on the first one's lock, with no end set.
+    let waiting = tokio::spawn(async move {
+        second
+            .get_or_create("k", || async { "second".to_string() })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    go.send(()).unwrap();
+    let (made, waited) = tokio::time::timeout(Duration::from_secs(20), async {
+        (creating.await.unwrap(), waiting.await.unwrap())
+    })
+    .await
+    .expect("a call hung");
+    assert_eq!(*made.unwrap(), "made");
+    assert_eq!(*waited.unwrap(), "made");
+    first.put("p", "v".to_string()).await.unwrap();
+    assert_eq!(text(first.get("p").await.unwrap()).as_deref(), Some("v"));
+    first.clear().await.unwrap();
+    managers[0]
+        .default_region()
+        .invalidate(Invalidation::Soft)
+        .await
+        .unwrap();
+    assert!(find(&servers, &lock).is_empty());
+}
