@@ -8,6 +8,8 @@ mod stampede;
 stampede::child_entry!();
 
 mod basic;
+mod faults;
+mod hostile;
 mod limits;
 mod locks;
 mod outage;

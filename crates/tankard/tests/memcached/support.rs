@@ -124,6 +124,22 @@ impl Raw {
         Some(data)
     }
 
+    /// One figure of the server's `stats`.
+    pub(crate) fn stat(&mut self, name: &str) -> u64 {
+        self.send(b"stats\r\n");
+        let mut found = None;
+        loop {
+            let line = self.line();
+            if line == "END" {
+                break;
+            }
+            if let Some(value) = line.strip_prefix(&format!("STAT {name} ")) {
+                found = Some(value.parse().unwrap());
+            }
+        }
+        found.unwrap_or_else(|| panic!("no stat {name}"))
+    }
+
     pub(crate) fn delete(&mut self, key: &str) {
         self.send(format!("delete {key}\r\n").as_bytes());
         self.line();
@@ -187,13 +203,21 @@ fn signal(pid: u32, signal: &str) {
 pub(crate) struct OwnServers {
     ports: Vec<u16>,
     children: Vec<Option<Child>>,
+    extra_args: Vec<String>,
 }
 
 impl OwnServers {
     pub(crate) fn start(count: usize) -> OwnServers {
+        OwnServers::start_with(count, &[])
+    }
+
+    /// Starts `count` servers with extra command-line options (such as
+    /// `-I 16m` for items over memcached's default 1 MiB).
+    pub(crate) fn start_with(count: usize, extra_args: &[&str]) -> OwnServers {
         let mut own = OwnServers {
             ports: (0..count).map(|_| free_port()).collect(),
             children: (0..count).map(|_| None).collect(),
+            extra_args: extra_args.iter().map(|&a| a.to_owned()).collect(),
         };
         for i in 0..count {
             own.restart(i);
@@ -230,6 +254,7 @@ impl OwnServers {
                 "-t",
                 "2",
             ])
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if is_root() {

@@ -1,6 +1,12 @@
 //! A small async memcached client on tokio: the text protocol's `get`,
 //! `gets`, `set`, `add`, `cas`, `delete`, `incr` and `touch`, plus the meta
-//! command `md … C<cas>` for the lock's compare-and-delete.
+//! commands `md … C<cas>` for the lock's compare-and-delete and `mg … t`
+//! for a lock's remaining lifetime.
+//!
+//! No value longer than the client's read limit (the region's
+//! `max_entry_bytes`) is ever read into memory: the `VALUE` header gives
+//! its length first, and the value is skipped instead (see
+//! [`Item::oversized`]).
 //!
 //! Per server it keeps a bounded pool of plain TCP connections: a request
 //! checks one out, writes, reads the reply and puts it back. A request
@@ -41,10 +47,20 @@ pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(1);
 const MAX_CONNECTIONS: usize = 128;
 /// A reply line longer than this is not memcached talking.
 const MAX_LINE: usize = 2048;
-/// The largest value accepted from a server (memcached's `-I` tops out at
-/// 1 GiB; its default is 1 MiB). A larger length is a protocol error, never
-/// an allocation.
-const MAX_VALUE: usize = 128 << 20;
+/// The most the client reads into memory for one value, whatever
+/// `max_entry_bytes` says: memcached's `-I` tops out at 1 GiB, so no real
+/// server sends more.
+const MAX_VALUE: u64 = 1 << 30;
+/// A value over the read limit is drained (read and thrown away in
+/// buffer-sized chunks) when at most this long, so the connection stays in
+/// the pool; a longer one closes the connection instead, which costs one
+/// reconnect where draining would cost its transfer time (at 1 Gbit/s,
+/// 16 MiB is about 130 ms, well inside the default 2 s `timeout`; a 1 GiB
+/// value would overrun it and get the server marked down).
+const DRAIN_MAX: u64 = 16 << 20;
+/// A deadline this far ahead stands for "never" when a configured duration
+/// is too long for the clock (tokio's own far future is 30 years too).
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 86_400);
 
 /// FNV-1a, 64 bits: a hash every process computes alike, whatever its Rust
 /// version (std's `DefaultHasher` promises no such thing).
@@ -116,6 +132,16 @@ pub(crate) fn exptime(ttl: Option<Duration>, now_unix: u64) -> u32 {
     }
 }
 
+/// The instant `after` from now: a far future one when `after` is too long
+/// for the clock (`timeout = 10000000000000000000` is a valid config and
+/// must not panic with "overflow when adding duration to instant").
+pub(crate) fn deadline_in(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after)
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        .unwrap_or(now)
+}
+
 /// The current unix time in seconds.
 pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -166,13 +192,22 @@ pub(crate) enum Request<'a> {
     /// `md k C<cas>`: delete only if the CAS value still matches.
     DeleteIfCas(&'a str, u64),
     Incr(&'a str, u64),
+    /// `touch k <exptime>`: a new lifetime, value untouched.
+    Touch(&'a str, u32),
+    /// `mg k t`: the item's remaining lifetime (memcached ≥ 1.6).
+    Ttl(&'a str),
 }
 
 /// A stored value.
 #[derive(Debug)]
 pub(crate) struct Item {
+    /// The value; empty when it was over the read limit (see `oversized`).
     pub(crate) data: Vec<u8>,
     pub(crate) cas: u64,
+    /// The value's length when it was over the client's read limit: it was
+    /// skipped, never read into memory. An empty `data` then reads as
+    /// garbage everywhere (a counter of 0, a lock token nobody has).
+    pub(crate) oversized: Option<u64>,
 }
 
 /// What a server answered.
@@ -188,6 +223,12 @@ pub(crate) enum Reply {
     Deleted,
     /// `incr` succeeded (the new value is of no use to the cache).
     Incremented,
+    /// `incr` found a value that is not a decimal number.
+    NonNumeric,
+    /// `touch` succeeded.
+    Touched,
+    /// `mg k t`: seconds left, -1 for an item without expiry.
+    Ttl(i64),
     /// `ERROR`: the server does not know the command (memcached < 1.6 for `md`).
     Unsupported,
 }
@@ -217,6 +258,9 @@ struct Conn {
     io: BufReader<TcpStream>,
     out: Vec<u8>,
     line: Vec<u8>,
+    /// False once the rest of a reply was left unread (an oversized value
+    /// not drained): the connection must then never serve another request.
+    reusable: bool,
 }
 
 impl Conn {
@@ -227,6 +271,7 @@ impl Conn {
             io: BufReader::with_capacity(16 * 1024, stream),
             out: Vec::with_capacity(512),
             line: Vec::with_capacity(128),
+            reusable: true,
         })
     }
 
@@ -264,6 +309,8 @@ impl Conn {
             Request::Delete(key) => write!(out, "delete {key}"),
             Request::DeleteIfCas(key, cas) => write!(out, "md {key} C{cas}"),
             Request::Incr(key, by) => write!(out, "incr {key} {by}"),
+            Request::Touch(key, exptime) => write!(out, "touch {key} {exptime}"),
+            Request::Ttl(key) => write!(out, "mg {key} t"),
         };
         out.extend_from_slice(b"\r\n");
     }
@@ -295,8 +342,9 @@ impl Conn {
         Ok(())
     }
 
-    /// Sends a request and reads its whole reply.
-    async fn call(&mut self, request: &Request<'_>) -> Result<Reply, Fault> {
+    /// Sends a request and reads its whole reply; values longer than
+    /// `limit` are skipped, not read.
+    async fn call(&mut self, request: &Request<'_>, limit: u64) -> Result<Reply, Fault> {
         self.encode(request);
         self.io
             .get_mut()
@@ -304,8 +352,8 @@ impl Conn {
             .await
             .map_err(Fault::Down)?;
         match request {
-            Request::Get(keys) => self.read_values(keys, false).await,
-            Request::Gets(key) => self.read_values(&[key], true).await,
+            Request::Get(keys) => self.read_values(keys, false, limit).await,
+            Request::Gets(key) => self.read_values(&[key], true, limit).await,
             _ => {
                 self.read_line().await?;
                 self.status(request)
@@ -320,12 +368,26 @@ impl Conn {
             b"STORED" => Reply::Stored,
             b"NOT_STORED" => Reply::NotStored,
             b"EXISTS" | b"EX" => Reply::Exists,
-            b"NOT_FOUND" | b"NF" => Reply::NotFound,
+            b"NOT_FOUND" | b"NF" | b"EN" => Reply::NotFound,
             b"DELETED" | b"HD" => Reply::Deleted,
             b"ERROR" => Reply::Unsupported,
+            b"TOUCHED" => Reply::Touched,
+            // memcached's words for `incr` on anything but a decimal number
+            // that fits 64 bits: a reply, not a failure, because the caller
+            // repairs the counter.
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value"
+                if matches!(request, Request::Incr(..)) =>
+            {
+                Reply::NonNumeric
+            }
             _ => {
                 if let Some(message) = error_line(line) {
                     return Err(Fault::Refused(message));
+                }
+                if let (Request::Ttl(_), Some(flags)) = (request, line.strip_prefix(b"HD")) {
+                    return ttl_flag(flags).map(Reply::Ttl).ok_or_else(|| {
+                        protocol(format!("no TTL in {:?}", String::from_utf8_lossy(line)))
+                    });
                 }
                 match (request, parse_u64(line)) {
                     (Request::Incr(..), Some(_)) => Reply::Incremented,
@@ -341,7 +403,19 @@ impl Conn {
     }
 
     /// Reads `VALUE` blocks up to `END`, placing each in its key's slot.
-    async fn read_values(&mut self, keys: &[&str], with_cas: bool) -> Result<Reply, Fault> {
+    ///
+    /// A value longer than `limit` is never held in memory: its slot gets
+    /// an [`Item::oversized`] and the bytes are drained through the read
+    /// buffer, or, past [`DRAIN_MAX`], left unread and the connection
+    /// retired. Only a value that is the last key asked for can be left
+    /// unread (nothing else of the reply can follow it); otherwise the
+    /// reply fails, since the keys after it would read as missing.
+    async fn read_values(
+        &mut self,
+        keys: &[&str],
+        with_cas: bool,
+        limit: u64,
+    ) -> Result<Reply, Fault> {
         let mut slots: Vec<Option<Item>> = keys.iter().map(|_| None).collect();
         loop {
             self.read_line().await?;
@@ -357,32 +431,77 @@ impl Conn {
                     String::from_utf8_lossy(&self.line)
                 ))
             })?;
-            if header.len > MAX_VALUE {
-                return Err(protocol(format!(
-                    "value of {} bytes exceeds the client's limit of {MAX_VALUE}",
-                    header.len
-                )));
-            }
             let slot = keys
                 .iter()
-                .position(|k| k.as_bytes() == &self.line[6..6 + header.key_len]);
-            let mut data = vec![0; header.len + 2];
-            self.io.read_exact(&mut data).await.map_err(Fault::Down)?;
-            if !data.ends_with(b"\r\n") {
-                return Err(protocol("value not terminated by CRLF"));
-            }
-            data.truncate(header.len);
-            match slot {
-                Some(i) => {
-                    slots[i] = Some(Item {
-                        data,
-                        cas: header.cas,
-                    })
+                .position(|k| k.as_bytes() == &self.line[6..6 + header.key_len])
+                .ok_or_else(|| protocol("value for a key that was not asked for"))?;
+            let mut item = Item {
+                data: Vec::new(),
+                cas: header.cas,
+                oversized: None,
+            };
+            let within_limit = usize::try_from(header.len)
+                .ok()
+                .filter(|_| header.len <= limit.min(MAX_VALUE));
+            match within_limit {
+                Some(len) => {
+                    let mut data = vec![0; len + 2];
+                    self.io.read_exact(&mut data).await.map_err(Fault::Down)?;
+                    if !data.ends_with(b"\r\n") {
+                        return Err(protocol("value not terminated by CRLF"));
+                    }
+                    data.truncate(len);
+                    item.data = data;
                 }
-                None => return Err(protocol("value for a key that was not asked for")),
+                None if header.len <= DRAIN_MAX => {
+                    self.drain(header.len).await?;
+                    let mut end = [0; 2];
+                    self.io.read_exact(&mut end).await.map_err(Fault::Down)?;
+                    if end != *b"\r\n" {
+                        return Err(protocol("value not terminated by CRLF"));
+                    }
+                    item.oversized = Some(header.len);
+                }
+                None if slot + 1 == keys.len() => {
+                    self.reusable = false;
+                    item.oversized = Some(header.len);
+                    slots[slot] = Some(item);
+                    return Ok(Reply::Values(slots));
+                }
+                None => {
+                    return Err(protocol(format!(
+                        "value of {} bytes before other keys' values; too long to drain",
+                        header.len
+                    )));
+                }
             }
+            slots[slot] = Some(item);
         }
     }
+
+    /// Reads and discards `len` bytes, one buffer at a time.
+    async fn drain(&mut self, mut len: u64) -> Result<(), Fault> {
+        while len > 0 {
+            let available = self.io.fill_buf().await.map_err(Fault::Down)?;
+            if available.is_empty() {
+                return Err(Fault::Down(io::ErrorKind::UnexpectedEof.into()));
+            }
+            let take = available
+                .len()
+                .min(usize::try_from(len).unwrap_or(usize::MAX));
+            self.io.consume(take);
+            len -= take as u64;
+        }
+        Ok(())
+    }
+}
+
+/// The `t<seconds>` flag of a meta reply's flags.
+fn ttl_flag(flags: &[u8]) -> Option<i64> {
+    flags
+        .split(|&b| b == b' ')
+        .find_map(|flag| flag.strip_prefix(b"t"))
+        .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
 }
 
 /// `CLIENT_ERROR …` or `SERVER_ERROR …`: the message.
@@ -402,7 +521,7 @@ fn parse_u64(bytes: &[u8]) -> Option<u64> {
 
 struct ValueHeader {
     key_len: usize,
-    len: usize,
+    len: u64,
     cas: u64,
 }
 
@@ -412,7 +531,7 @@ fn parse_value_header(line: &[u8], with_cas: bool) -> Option<ValueHeader> {
     let mut parts = rest.split(|&b| b == b' ');
     let key = parts.next()?;
     let _flags = parse_u64(parts.next()?)?;
-    let len = usize::try_from(parse_u64(parts.next()?)?).ok()?;
+    let len = parse_u64(parts.next()?)?;
     let cas = if with_cas {
         parse_u64(parts.next()?)?
     } else {
@@ -440,6 +559,8 @@ struct Server {
 pub(crate) struct Client {
     servers: Box<[Server]>,
     epoch: Instant,
+    /// Values longer than this are skipped, not read (`max_entry_bytes`).
+    read_limit: u64,
 }
 
 impl std::fmt::Debug for Client {
@@ -454,9 +575,10 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client for `host:port[;host:port…]` (commas work too). Connects
-    /// lazily: building one never fails on a server that is down.
-    pub(crate) fn new(servers: &str) -> Result<Client> {
+    /// A client for `host:port[;host:port…]` (commas work too) that reads
+    /// no value longer than `read_limit` bytes. Connects lazily: building
+    /// one never fails on a server that is down.
+    pub(crate) fn new(servers: &str, read_limit: u64) -> Result<Client> {
         let servers: Box<[Server]> = servers
             .split([';', ','])
             .map(str::trim)
@@ -478,6 +600,7 @@ impl Client {
         Ok(Client {
             servers,
             epoch: Instant::now(),
+            read_limit,
         })
     }
 
@@ -549,12 +672,12 @@ impl Client {
                 Some(conn) => (conn, true),
                 None => (Conn::dial(&server.addr).await.map_err(Fault::Down)?, false),
             };
-            let mut result = conn.call(request).await;
+            let mut result = conn.call(request, self.read_limit).await;
             if was_pooled && matches!(result, Err(Fault::Down(_))) {
                 conn = Conn::dial(&server.addr).await.map_err(Fault::Down)?;
-                result = conn.call(request).await;
+                result = conn.call(request, self.read_limit).await;
             }
-            if matches!(result, Ok(_) | Err(Fault::Refused(_))) {
+            if conn.reusable && matches!(result, Ok(_) | Err(Fault::Refused(_))) {
                 let mut idle = lock(&server.idle);
                 if idle.len() < MAX_CONNECTIONS {
                     idle.push(conn);
@@ -597,10 +720,24 @@ impl Client {
         deadline: Instant,
         operation: &'static str,
     ) -> Result<Reply> {
+        let (_, reply) = self.run_routed(route, request, deadline, operation).await?;
+        Ok(reply)
+    }
+
+    /// [`run`](Self::run), also telling which server answered: what a lock
+    /// needs to renew and release itself where it was taken, whatever
+    /// servers go down or come back meanwhile.
+    pub(crate) async fn run_routed(
+        &self,
+        route: u64,
+        request: &Request<'_>,
+        deadline: Instant,
+        operation: &'static str,
+    ) -> Result<(usize, Reply)> {
         loop {
             let server = self.pick(route).ok_or_else(|| self.all_down())?;
             match self.exchange(server, request, deadline).await {
-                Ok(reply) => return Ok(reply),
+                Ok(reply) => return Ok((server, reply)),
                 Err(fault @ (Fault::Down(_) | Fault::Timeout)) => {
                     self.mark_down(server);
                     if matches!(fault, Fault::Timeout) || Instant::now() >= deadline {
@@ -609,6 +746,27 @@ impl Client {
                     tracing::debug!(server = %self.servers[server].addr, "memcached server marked down: {fault:?}");
                 }
                 Err(fault) => return Err(self.fault_error(server, fault, operation)),
+            }
+        }
+    }
+
+    /// Runs one request on `server` (an index [`run_routed`](Self::run_routed)
+    /// returned), with no failover: what lives there is not elsewhere. A
+    /// connection failure marks it down, as in `run`.
+    pub(crate) async fn run_on(
+        &self,
+        server: usize,
+        request: &Request<'_>,
+        deadline: Instant,
+        operation: &'static str,
+    ) -> Result<Reply> {
+        match self.exchange(server, request, deadline).await {
+            Ok(reply) => Ok(reply),
+            Err(fault) => {
+                if matches!(fault, Fault::Down(_) | Fault::Timeout) {
+                    self.mark_down(server);
+                }
+                Err(self.fault_error(server, fault, operation))
             }
         }
     }
@@ -709,6 +867,9 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
     use super::*;
 
     #[test]
@@ -755,7 +916,7 @@ mod tests {
 
     #[test]
     fn rendezvous_moves_only_the_failed_servers_keys() {
-        let client = Client::new("a:1;b:2;c:3").unwrap();
+        let client = Client::new("a:1;b:2;c:3", 1 << 20).unwrap();
         let before: Vec<usize> = (0..3000u64)
             .map(|k| client.pick(fnv1a(&[&k.to_le_bytes()])).unwrap())
             .collect();
@@ -778,12 +939,98 @@ mod tests {
         assert_eq!(client.pick(7), None);
     }
 
+    /// A server that answers each `get` with a value per key: `big-<n>`
+    /// gets `n` bytes, any other key two. Returns its address and the
+    /// number of connections it accepted.
+    async fn fake_server() -> (String, Arc<AtomicUsize>) {
+        use tokio::io::AsyncBufReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut io = BufReader::new(stream);
+                    let mut line = String::new();
+                    while io.read_line(&mut line).await.is_ok_and(|n| n > 0) {
+                        let mut reply = Vec::new();
+                        for key in line.trim_end().split(' ').skip(1) {
+                            let len = key
+                                .strip_prefix("big-")
+                                .map_or(2, |n| n.parse::<usize>().unwrap());
+                            reply.extend_from_slice(format!("VALUE {key} 0 {len}\r\n").as_bytes());
+                            reply.resize(reply.len() + len, b'x');
+                            reply.extend_from_slice(b"\r\n");
+                        }
+                        reply.extend_from_slice(b"END\r\n");
+                        if io.get_mut().write_all(&reply).await.is_err() {
+                            return;
+                        }
+                        line.clear();
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    async fn get(client: &Client, keys: &[&str]) -> Result<Vec<Option<Item>>> {
+        let deadline = deadline_in(Duration::from_secs(10));
+        match client.run(0, &Request::Get(keys), deadline, "test").await? {
+            Reply::Values(values) => Ok(values),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A value over the read limit is skipped, never read into memory; a
+    /// drainable one keeps the connection, a longer one retires it.
+    #[tokio::test]
+    async fn values_over_the_read_limit_are_skipped_and_the_pool_stays_sound() {
+        let (addr, accepted) = fake_server().await;
+        let client = Client::new(&addr, 1024).unwrap();
+        let drained = format!("big-{}", 4 << 20);
+        let values = get(&client, &["a", &drained, "b"]).await.unwrap();
+        let sizes: Vec<_> = values
+            .iter()
+            .map(|v| v.as_ref().map(|i| (i.data.len(), i.oversized)))
+            .collect();
+        assert_eq!(
+            sizes,
+            [Some((2, None)), Some((0, Some(4 << 20))), Some((2, None))]
+        );
+        assert!(get(&client, &["a"]).await.unwrap()[0].is_some());
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "drained, yet redialled");
+
+        // Too long to drain: left unread, and the connection never reused.
+        let undrained = format!("big-{}", DRAIN_MAX + 1);
+        let values = get(&client, &["a", &undrained]).await.unwrap();
+        assert_eq!(values[1].as_ref().unwrap().oversized, Some(DRAIN_MAX + 1));
+        assert!(get(&client, &["a"]).await.unwrap()[0].is_some());
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // Unread before other keys' values: a failed reply, not false misses.
+        assert!(get(&client, &[&undrained, "a"]).await.is_err());
+        assert!(get(&client, &["a"]).await.unwrap()[0].is_some());
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn deadlines_past_the_clocks_range_are_far_away_not_a_panic() {
+        let far = deadline_in(Duration::from_secs(10_000_000_000_000_000_000));
+        assert!(far > Instant::now() + Duration::from_secs(365 * 86_400));
+        assert!(deadline_in(Duration::MAX) > Instant::now());
+    }
+
     #[test]
     fn replies_parse() {
         let h = parse_value_header(b"VALUE k 0 5 42", true).unwrap();
         assert_eq!((h.key_len, h.len, h.cas), (1, 5, 42));
         assert!(parse_value_header(b"VALUE k 0", false).is_none());
         assert!(parse_value_header(b"VALUE k 0 -1", false).is_none());
+        assert_eq!(ttl_flag(b" t-1"), Some(-1));
+        assert_eq!(ttl_flag(b" c5 t30"), Some(30));
+        assert_eq!(ttl_flag(b""), None);
         assert_eq!(
             error_line(b"SERVER_ERROR out of memory").as_deref(),
             Some("out of memory")

@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
-use super::client::{Client, Keyed, Reply, Request, Verb, exptime, memcached_key, unix_now};
+use super::client::{
+    Client, Keyed, Reply, Request, Verb, deadline_in, exptime, memcached_key, unix_now,
+};
 use crate::dogpile::lock::{CreationLock, HeldLock, LockGuard};
 use crate::error::{Error, Result};
 
@@ -82,7 +84,11 @@ impl MemcachedLock {
 struct Owner {
     client: Arc<Client>,
     key: String,
-    route: u64,
+    /// The server the lock was taken on. Renewal and release go there, not
+    /// to wherever the key routes now: when a failed server comes back
+    /// during the creation, the key routes to it again, and a release sent
+    /// there would leave the lock behind on the server that has it.
+    server: usize,
     token: String,
     lock_timeout: Duration,
     timeout: Duration,
@@ -98,7 +104,7 @@ impl Owner {
         let keys = [self.key.as_str()];
         match self
             .client
-            .run(self.route, &Request::Gets(&self.key), deadline, "lock")
+            .run_on(self.server, &Request::Gets(&self.key), deadline, "lock")
             .await?
         {
             Reply::Values(mut values) => Ok(values
@@ -114,7 +120,7 @@ impl Owner {
     /// left alone. A lock that vanished (expired between two renewals,
     /// evicted) is taken back if nobody else has it. `false`: lost it.
     async fn renew(&self) -> Result<bool> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = deadline_in(self.timeout);
         let verb = match self.read(deadline).await? {
             Some((true, cas)) => Verb::Cas(cas),
             Some((false, _)) => return Ok(false),
@@ -122,8 +128,8 @@ impl Owner {
         };
         let reply = self
             .client
-            .run(
-                self.route,
+            .run_on(
+                self.server,
                 &Request::Store {
                     verb,
                     key: &self.key,
@@ -143,14 +149,14 @@ impl Owner {
     /// first overwritten by a tombstone with `cas` (atomic, owner-checked)
     /// and the tombstone then deleted.
     async fn release(&self) -> Result<()> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = deadline_in(self.timeout);
         let Some((true, cas)) = self.read(deadline).await? else {
             return Ok(());
         };
         let reply = self
             .client
-            .run(
-                self.route,
+            .run_on(
+                self.server,
                 &Request::DeleteIfCas(&self.key, cas),
                 deadline,
                 "unlock",
@@ -166,8 +172,8 @@ impl Owner {
         let tombstone = format!("released:{}", self.token);
         let reply = self
             .client
-            .run(
-                self.route,
+            .run_on(
+                self.server,
                 &Request::Store {
                     verb: Verb::Cas(cas),
                     key: &self.key,
@@ -182,7 +188,7 @@ impl Owner {
             .await?;
         if matches!(reply, Reply::Stored) {
             self.client
-                .run(self.route, &Request::Delete(&self.key), deadline, "unlock")
+                .run_on(self.server, &Request::Delete(&self.key), deadline, "unlock")
                 .await?;
         }
         Ok(())
@@ -274,9 +280,10 @@ impl CreationLock for MemcachedLock {
     /// lock one after another just to re-read would push each other back by
     /// a whole pause.
     async fn acquire(&self, lock_key: &str, wait: Duration) -> Result<Option<LockGuard>> {
-        let deadline = Instant::now() + wait;
+        let deadline = deadline_in(wait);
         let mut pause = FIRST_POLL;
         let mut waiter_seen: Option<Vec<u8>> = None;
+        let mut lifetime_checked: Option<Vec<u8>> = None;
         loop {
             if let Some(guard) = self.take(lock_key, WAITER_MARK).await? {
                 return Ok(Some(guard));
@@ -285,7 +292,15 @@ impl CreationLock for MemcachedLock {
             if now >= deadline {
                 return Ok(None);
             }
-            let holder = self.holder(lock_key, now + self.timeout).await?;
+            let holder = self.holder(lock_key, deadline_in(self.timeout)).await?;
+            if holder.is_some() && holder != lifetime_checked {
+                // Best effort: a server that cannot say (an early 1.6 meta
+                // dialect) must not stop the wait.
+                if let Err(err) = self.limit_lifetime(lock_key).await {
+                    tracing::debug!(lock_key, "lock lifetime check failed: {err}");
+                }
+                lifetime_checked.clone_from(&holder);
+            }
             // Released between the two requests, or held by a waiter not
             // seen before: try again soon.
             let quick = match &holder {
@@ -309,34 +324,64 @@ impl MemcachedLock {
     /// One `add` of the lock with a new token starting with `mark`.
     async fn take(&self, lock_key: &str, mark: &str) -> Result<Option<LockGuard>> {
         let key = memcached_key(lock_key, &self.prefix).into_owned();
-        let owner = Owner {
-            route: Keyed::own(&key).route,
-            key,
-            token: new_token(mark),
-            client: self.client.clone(),
-            lock_timeout: self.lock_timeout,
-            timeout: self.timeout,
+        let token = new_token(mark);
+        let add = Request::Store {
+            verb: Verb::Add,
+            key: &key,
+            exptime: exptime(Some(self.lock_timeout), unix_now()),
+            data: token.as_bytes(),
         };
-        let deadline = Instant::now() + self.timeout;
-        let reply = self
+        let (server, reply) = self
             .client
-            .run(
-                owner.route,
-                &Request::Store {
-                    verb: Verb::Add,
-                    key: &owner.key,
-                    exptime: owner.exptime(),
-                    data: owner.token.as_bytes(),
-                },
-                deadline,
+            .run_routed(
+                Keyed::own(&key).route,
+                &add,
+                deadline_in(self.timeout),
                 "lock",
             )
             .await?;
         match reply {
-            Reply::Stored => Ok(Some(LockGuard::new(Held::start(owner)))),
+            Reply::Stored => Ok(Some(LockGuard::new(Held::start(Owner {
+                client: self.client.clone(),
+                key,
+                server,
+                token,
+                lock_timeout: self.lock_timeout,
+                timeout: self.timeout,
+            })))),
             Reply::NotStored => Ok(None),
-            other => Err(unexpected(&[&owner.key], other)),
+            other => Err(unexpected(&[&key], other)),
         }
+    }
+
+    /// Gives a lock without expiry the lifetime of ours, so that it lapses
+    /// after `lock_timeout` like a crashed holder's. Tankard's locks always
+    /// expire, so such a lock was left by something else (a `set` with
+    /// exptime 0, another client) and would otherwise make every miss on
+    /// its key wait `wait_timeout`, forever. Only a lock with *no* expiry
+    /// is touched: extending a live holder's (or a crashed one's) lifetime
+    /// at every new waiter's sight would keep a dead holder's lock alive as
+    /// long as waiters keep coming. If the lock changed hands between the
+    /// two requests, the `touch` sets no more than a holder's own renewal
+    /// would. Needs `mg` (memcached ≥ 1.6); older servers answer `ERROR`
+    /// and such a lock stays until removed by hand.
+    async fn limit_lifetime(&self, lock_key: &str) -> Result<()> {
+        let key = memcached_key(lock_key, &self.prefix);
+        let keyed = Keyed::own(&key);
+        let deadline = deadline_in(self.timeout);
+        let ttl = self
+            .client
+            .run(keyed.route, &Request::Ttl(keyed.key), deadline, "lock")
+            .await?;
+        if !matches!(ttl, Reply::Ttl(-1)) {
+            return Ok(());
+        }
+        tracing::warn!(key = %keyed.key, "creation lock without expiry (not written by Tankard); it now expires after lock_timeout");
+        let touch = Request::Touch(keyed.key, exptime(Some(self.lock_timeout), unix_now()));
+        self.client
+            .run(keyed.route, &touch, deadline, "lock")
+            .await?;
+        Ok(())
     }
 
     /// The current holder's token, if the lock is held.
@@ -355,8 +400,13 @@ impl MemcachedLock {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// A string no other test run uses.
+    pub(in crate::backend::memcached) fn unique() -> String {
+        new_token("")
+    }
 
     fn server() -> String {
         let url =
@@ -378,11 +428,11 @@ mod tests {
     /// The release used on servers without `md`: owner-checked as well.
     #[tokio::test]
     async fn tombstone_release_deletes_only_the_owners_lock() {
-        let client = Arc::new(Client::new(&server()).unwrap());
+        let client = Arc::new(Client::new(&server(), 1 << 20).unwrap());
         let owner = |key: &str| Owner {
             client: client.clone(),
             key: key.to_owned(),
-            route: 0,
+            server: 0,
             token: new_token(""),
             lock_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(2),

@@ -32,7 +32,18 @@
 //! Counter values are decimal text (what `incr` needs). A counter created by
 //! a first `clear` starts at the current unix time in microseconds rather
 //! than 1, so a counter that is evicted and created again never comes back
-//! to a value that old entries carry.
+//! to a value that old entries carry. A counter holding anything else
+//! (written by another program; `incr` refuses it) reads as missing, so
+//! caching goes on, and the next bump restarts it the same way.
+//!
+//! # Entries over `max_entry_bytes`
+//!
+//! The `VALUE <key> <flags> <bytes>` header gives a value's length before
+//! the value: a longer one is skipped, never read into memory, and the
+//! lookup reports it as oversized (a miss, counted as a decode error). Up
+//! to 16 MiB it is drained through the connection's 16 KiB read buffer, so
+//! the connection stays pooled; beyond, draining would cost more than one
+//! reconnect (and could overrun `timeout`), so the connection is closed.
 //!
 //! # Placement and failures
 //!
@@ -60,7 +71,8 @@
 //! reappear until its TTL ends.
 //!
 //! Every operation is bounded by the region's `timeout` (default 2 s),
-//! connection included, and fails with a timeout error past it; with
+//! connection included (a `timeout` too long for the clock means no
+//! bound, never a panic), and fails with a timeout error past it; with
 //! `on_backend_error = "bypass"` the caller then gets the creator's value.
 //!
 //! # TTLs
@@ -83,6 +95,10 @@
 //!   every `lock_timeout / 3` with `gets` + `cas` of its own token, which
 //!   fails if anyone else took the lock meanwhile. A crashed owner stops
 //!   renewing and its lock lapses after `lock_timeout`.
+//! - **Where**: renewal and release go to the server the lock was taken
+//!   on, not to wherever its key routes by then: a lock taken on a
+//!   stand-in while its own server was down would otherwise be left
+//!   behind there when that server returns mid-creation.
 //! - **Release** is owner-checked: `gets`, compare the token, then
 //!   `md <key> C<cas>` (memcached ≥ 1.6), a compare-and-delete that only
 //!   deletes if the item is unchanged since the `gets`. memcached has no
@@ -90,6 +106,12 @@
 //!   overwritten by a tombstone with `cas` (atomic and owner-checked) and
 //!   the tombstone deleted. Either way a holder whose lock expired and was
 //!   taken over cannot delete the new owner's lock.
+//! - **A lock without expiry** cannot be Tankard's: something else left
+//!   it (a `set` with exptime 0). The first waiter to see it gives it
+//!   Tankard's lock lifetime (`mg … t` shows no TTL, then `touch`), so it
+//!   lapses after `lock_timeout` instead of making every miss on its key
+//!   wait `wait_timeout`, forever. Locks that do expire are never touched:
+//!   waiters extending a crashed holder's lock would keep it alive.
 //! - **Waiters** in other processes poll with `add`, with a jittered
 //!   exponential back-off from 2 ms to 10 ms, and give up after
 //!   `wait_timeout` (then the dog-pile engine runs the creator itself).
@@ -106,7 +128,7 @@
 //! async client only in its `exp` module, documented as experimental and
 //! liable to change without notice; its default features pull in OpenSSL,
 //! and even without them it brings `url`/`idna`, `r2d2` and `rand`; and its
-//! router cannot skip a failed server. What this backend needs is seven
+//! router cannot skip a failed server. What this backend needs is ten
 //! commands, so [`client`] implements them on tokio: a bounded pool of
 //! connections per server, a deadline on every exchange, failure-aware
 //! rendezvous hashing, and cancellation safety (a connection whose exchange
@@ -128,7 +150,9 @@ use crate::config::RegionOptions;
 use crate::dogpile::lock::CreationLock;
 use crate::entry::Generations;
 use crate::error::{Error, Result};
-use client::{Client, Item, Keyed, Reply, Request, Verb, exptime, fnv1a, memcached_key, unix_now};
+use client::{
+    Client, Item, Keyed, Reply, Request, Verb, deadline_in, exptime, fnv1a, memcached_key, unix_now,
+};
 use lock::MemcachedLock;
 
 const BACKEND: &str = "memcached";
@@ -157,7 +181,10 @@ fn unexpected(operation: &str, reply: Reply) -> Error {
 impl MemcachedBackend {
     /// A backend for the region's `url`; connects lazily.
     pub(crate) fn open(options: &RegionOptions) -> Result<MemcachedBackend> {
-        let client = Arc::new(Client::new(options.url.as_deref().unwrap_or_default())?);
+        let client = Arc::new(Client::new(
+            options.url.as_deref().unwrap_or_default(),
+            options.max_entry_bytes,
+        )?);
         Ok(MemcachedBackend {
             lock: Arc::new(MemcachedLock::new(
                 client.clone(),
@@ -176,7 +203,7 @@ impl MemcachedBackend {
     }
 
     fn deadline(&self) -> Instant {
-        Instant::now() + self.timeout
+        deadline_in(self.timeout)
     }
 
     /// Where a region's counters live: all on one server, chosen by the
@@ -226,43 +253,31 @@ impl MemcachedBackend {
     }
 
     /// Moves a counter on: `incr`, or create it with `add` if missing
-    /// (starting at [`generation_start`]).
+    /// (starting at [`generation_start`]). A counter holding anything but a
+    /// number (written by someone else) reads as missing everywhere (see
+    /// [`number`]), so it is restarted the same way, with `set`.
     async fn bump(&self, key: &str, route: u64, operation: &'static str) -> Result<()> {
         let deadline = self.deadline();
         let key = self.key(key);
         for _ in 0..2 {
-            match self
+            let verb = match self
                 .client
                 .run(route, &Request::Incr(&key, 1), deadline, operation)
-                .await
+                .await?
             {
-                Ok(Reply::Incremented) => return Ok(()),
-                Ok(Reply::NotFound) => {}
-                Ok(other) => return Err(unexpected(operation, other)),
-                // Not a number (written by someone else): start it afresh.
-                Err(err) if err.to_string().contains("non-numeric") => {
-                    let start = generation_start().to_string();
-                    let set = Request::Store {
-                        verb: Verb::Set,
-                        key: &key,
-                        exptime: 0,
-                        data: start.as_bytes(),
-                    };
-                    return match self.client.run(route, &set, deadline, operation).await? {
-                        Reply::Stored => Ok(()),
-                        other => Err(unexpected(operation, other)),
-                    };
-                }
-                Err(err) => return Err(err),
-            }
+                Reply::Incremented => return Ok(()),
+                Reply::NotFound => Verb::Add,
+                Reply::NonNumeric => Verb::Set,
+                other => return Err(unexpected(operation, other)),
+            };
             let start = generation_start().to_string();
-            let add = Request::Store {
-                verb: Verb::Add,
+            let store = Request::Store {
+                verb,
                 key: &key,
                 exptime: 0,
                 data: start.as_bytes(),
             };
-            match self.client.run(route, &add, deadline, operation).await? {
+            match self.client.run(route, &store, deadline, operation).await? {
                 Reply::Stored => return Ok(()),
                 // Another process created it just now: increment theirs.
                 Reply::NotStored => {}
@@ -286,10 +301,18 @@ impl Backend for MemcachedBackend {
         let (generations, entry) = self
             .read_with_counters(at.scope, Some(&at.storage_key), self.deadline(), "load")
             .await?;
+        let (bytes, oversized) = match entry {
+            Some(Item {
+                oversized: Some(size),
+                ..
+            }) => (None, Some(size)),
+            Some(item) => (Some(item.data), None),
+            None => (None, None),
+        };
         Ok(Loaded {
             generations,
-            bytes: entry.map(|item| item.data),
-            oversized: None,
+            bytes,
+            oversized,
         })
     }
 
@@ -398,5 +421,63 @@ impl Backend for MemcachedBackend {
 
     fn creation_lock(&self) -> Arc<dyn CreationLock> {
         self.lock.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{RegionScope, Scope};
+
+    fn server() -> String {
+        let url =
+            std::env::var("TANKARD_MEMCACHED_URL").unwrap_or_else(|_| "127.0.0.1:21211".into());
+        url.split([';', ',']).next().unwrap().trim().to_owned()
+    }
+
+    /// Issue 11: `timeout = 10000000000000000000` passed `tankard check`,
+    /// then the first call panicked with "overflow when adding duration to
+    /// instant" (and the lock wait did the same with `wait_timeout`). Built
+    /// at the options level, so it holds whatever bounds the parser sets.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn durations_too_long_for_the_clock_never_panic() {
+        let mut options = RegionOptions::defaults("default");
+        options.url = Some(server());
+        options.prefix = format!("tankard-unit-huge-{}:", lock::tests::unique());
+        options.timeout = Duration::MAX;
+        options.lock_timeout = Duration::MAX;
+        options.wait_timeout = Duration::MAX;
+        let backend = MemcachedBackend::open(&options).unwrap();
+        let scope = Scope::new(Arc::new(RegionScope::new(&options)), "n");
+        let at = scope.locate("k");
+        backend
+            .store(&at, b"v".to_vec(), Some(Duration::MAX))
+            .await
+            .unwrap();
+        let loaded = backend.load(&at).await.unwrap();
+        assert_eq!(loaded.bytes.as_deref(), Some(&b"v"[..]));
+        backend.bump_namespace(&scope).await.unwrap();
+        backend.bump_region(&scope.region).await.unwrap();
+        backend.soft_invalidate(&scope.region, 1).await.unwrap();
+        assert!(backend.remove(&at).await.unwrap());
+
+        // A waiter with an endless wait gets the lock once the holder lets go.
+        let locks = backend.creation_lock();
+        let key = scope.lock_key("k");
+        let held = locks.try_acquire(&key).await.unwrap().expect("free lock");
+        let waiter = tokio::spawn({
+            let (locks, key) = (locks.clone(), key.clone());
+            async move { locks.acquire(&key, Duration::MAX).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        held.release().await;
+        let taken = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("the waiter never took the released lock")
+            .unwrap()
+            .unwrap()
+            .expect("a lock");
+        taken.release().await;
     }
 }
