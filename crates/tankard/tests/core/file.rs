@@ -4,6 +4,8 @@
 //! entries, clears and invalidations.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tankard::{CacheManager, Clock, Config, Invalidation};
@@ -223,4 +225,83 @@ async fn two_managers_share_entries_clears_and_invalidations() {
             .unwrap(),
         3
     );
+}
+
+/// A manager on the fixture's directories, as a second part of the same
+/// process (another region, another library) would open them.
+fn same_dirs(f: &crate::conformance::Fixture) -> CacheManager {
+    let at = |dir: &str| f.dir.path().join(dir).display().to_string();
+    let config = Config::from_flat([
+        ("cache.type", "file".to_owned()),
+        ("cache.data_dir", at("data")),
+        ("cache.lock_dir", at("lock")),
+    ])
+    .unwrap();
+    CacheManager::with_clock(config, f.clock.clone()).unwrap()
+}
+
+/// DESIGN §5 rule 7: two keys share one of the 64 lock stripes about one
+/// time in 64, and a creator that calls `get_or_create` on a key of its own
+/// stripe must not wait on the stripe its own process holds (it waited the
+/// whole `wait_timeout`, 60 s by default, before stripes were reentrant),
+/// whether that key is in its own region or in another manager's.
+#[tokio::test]
+async fn a_creator_may_call_a_key_on_its_own_stripe_without_waiting() {
+    let f = fixture("file", &[]);
+    let other = same_dirs(&f);
+    let ns = f.manager.namespace("n");
+    let elsewhere = other.namespace("n");
+    let nested = async {
+        for i in 0..300u64 {
+            let (inner, elsewhere) = (ns.clone(), elsewhere.clone());
+            let outer = ns
+                .get_or_create(&format!("a{i}"), || async move {
+                    let b = inner
+                        .get_or_create(&format!("b{i}"), || async move { i * 2 })
+                        .await
+                        .unwrap();
+                    let c = elsewhere
+                        .get_or_create(&format!("c{i}"), || async move { i * 3 })
+                        .await
+                        .unwrap();
+                    *b + *c
+                })
+                .await
+                .unwrap();
+            assert_eq!(*outer, i * 5);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), nested)
+        .await
+        .expect("300 nested calls within 20 s (the default wait_timeout is 60 s)");
+    let stats = f.manager.default_region().stats();
+    assert_eq!(stats.creator_calls, 600);
+    assert_eq!(stats.backend_errors, 0);
+    assert_eq!(other.default_region().stats().creator_calls, 300);
+}
+
+/// Reentrant stripes still hold one key once per process: two managers of
+/// one process (each with its own single-flight map) that miss the same
+/// key run one creator, the second waiting for the first's value.
+#[tokio::test(start_paused = true)]
+async fn two_managers_in_one_process_create_a_key_once() {
+    let f = fixture("file", &[]);
+    let other = same_dirs(&f);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let call = |ns: tankard::Cache| {
+        let runs = runs.clone();
+        async move {
+            ns.get_or_create("k", || async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                // Paused time: this lets the other caller reach the lock.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                7u8
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let (one, two) = tokio::join!(call(f.manager.namespace("n")), call(other.namespace("n")));
+    assert_eq!((*one, *two), (7, 7));
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "one creator for one key");
 }
