@@ -168,11 +168,16 @@ struct Reads {
     errors: u64,
     /// Entries that did not decode (a torn write would show here).
     decode_errors: u64,
+    /// The slowest read.
+    worst: Duration,
 }
 
 async fn read_all(ns: &tankard::Cache, reads: &mut Reads) {
     for key in KEYS {
-        match ns.get::<Payload>(key).await {
+        let started = Instant::now();
+        let got = ns.get::<Payload>(key).await;
+        reads.worst = reads.worst.max(started.elapsed());
+        match got {
             Ok(Some(value)) if value.is_whole(key) => reads.whole += 1,
             Ok(Some(_)) => reads.corrupt += 1,
             Ok(None) => reads.misses += 1,
@@ -181,7 +186,8 @@ async fn read_all(ns: &tankard::Cache, reads: &mut Reads) {
     }
 }
 
-/// Issue 11's fault suite, file part: 40 writers SIGKILLed at varying
+/// Issue 11's fault suite, file part: 40 writers (or
+/// `TANKARD_FILE_FAULT_KILLS`, for a longer run) SIGKILLed at varying
 /// moments while writing 1 to 4 MiB values to three keys (two writers
 /// at a time, racing on the same keys), with a reader in this process.
 /// Every read is a complete, correct value or a miss, never a corrupt
@@ -189,7 +195,9 @@ async fn read_all(ns: &tankard::Cache, reads: &mut Reads) {
 /// `usage`, kept by `gc` while young, and all removed by `gc` once old.
 #[test]
 fn writers_killed_mid_write_leave_no_corrupt_value_and_gc_removes_their_temp_files() {
-    const KILLS: u32 = 40;
+    let kills: u32 = std::env::var("TANKARD_FILE_FAULT_KILLS").map_or(40, |n| {
+        n.parse().expect("TANKARD_FILE_FAULT_KILLS: a number")
+    });
     let dir = tempfile::tempdir().unwrap();
     let config = config_toml(dir.path());
     let started = Instant::now();
@@ -216,7 +224,7 @@ fn writers_killed_mid_write_leave_no_corrupt_value_and_gc_removes_their_temp_fil
     });
 
     let mut alive = vec![spawn_writer(&config, 0)];
-    for kill in 1..=KILLS {
+    for kill in 1..=kills {
         alive.push(spawn_writer(&config, kill));
         // Kill the older writer somewhere in its loop: before, during or
         // after a write, at a moment that differs from kill to kill.
@@ -253,7 +261,7 @@ fn writers_killed_mid_write_leave_no_corrupt_value_and_gc_removes_their_temp_fil
     let purged = runtime.block_on(region.purge_expired()).unwrap();
     let remaining = temp_files(&data);
     eprintln!(
-        "file writers SIGKILLed: {KILLS} kills in {chaos:?}; reads during: {during:?}; \
+        "file writers SIGKILLed: {kills} kills in {chaos:?}; reads during: {during:?}; \
          after: {after:?}; temp files left {} ({} bytes), after gc {}",
         left.len(),
         usage.temp_bytes.unwrap_or_default(),

@@ -19,7 +19,7 @@
 //! must not switch the region's caching off, nor bring back entries a
 //! `clear` hid. Such a log reads as a counter restarted past the wall
 //! clock in microseconds, as a server's evicted counter restarts
-//! ([`generation_start`](super::super::generation_start)), with the time
+//! (`backend::generation_start`), with the time
 //! taken from the file's change time so every process reading the same
 //! damaged file agrees on it: region generation = that time in µs, no
 //! namespace generations, no soft invalidation. Every generation written

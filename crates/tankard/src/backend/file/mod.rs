@@ -26,8 +26,8 @@
 //! minutes is five orders of magnitude of margin. The age is the file's
 //! modification time, which every write moves on, so a writer still
 //! writing is never taken for a dead one; and were a writer stalled for
-//! longer (a stopped process), losing its file costs only that write: its
-//! rename fails, the store counts a backend error, and nothing is damaged.
+//! longer (a stopped process), losing its file costs only time: its rename
+//! finds no file, `write_atomic` writes it once more, nothing is damaged.
 //! The region's `timeout` plays no part: it bounds network calls, and no
 //! writer of this backend waits on one.
 //!
