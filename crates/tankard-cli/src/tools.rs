@@ -8,7 +8,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tankard::config::{Refresh, RegionOptions};
-use tankard::{CacheManager, Config, EntryState, Invalidation, Region};
+use tankard::{CacheManager, Config, EntryState, Invalidation, Purged, Region};
 
 use crate::EntryArgs;
 use crate::failure::{Failure, Outcome};
@@ -109,6 +109,10 @@ struct Usage {
     reachable: Option<bool>,
     entries: Option<u64>,
     bytes: Option<u64>,
+    /// Temporary files left by writers that crashed mid-write (file
+    /// backend), and their bytes.
+    temp_files: Option<u64>,
+    temp_bytes: Option<u64>,
     error: Option<String>,
 }
 
@@ -118,6 +122,8 @@ async fn usage(region: &Region) -> Usage {
         reachable: None,
         entries: None,
         bytes: None,
+        temp_files: None,
+        temp_bytes: None,
         error: None,
     };
     if region.backend_name() != "memory" {
@@ -134,6 +140,8 @@ async fn usage(region: &Region) -> Usage {
             Ok(usage) => {
                 line.entries = usage.entries;
                 line.bytes = usage.bytes;
+                line.temp_files = usage.temp_files;
+                line.temp_bytes = usage.temp_bytes;
             }
             Err(err) => line.error = Some(err.to_string()),
         }
@@ -178,6 +186,13 @@ pub(crate) async fn stats(file: &Path, json: bool) -> Outcome {
                 opt(line.entries),
                 opt(line.bytes)
             );
+            if let Some(files) = line.temp_files.filter(|n| *n > 0) {
+                println!(
+                    "  {files} temp files ({} bytes) left by crashed writers; \
+                     `tankard gc` removes those 10 minutes old",
+                    line.temp_bytes.unwrap_or_default()
+                );
+            }
             if let Some(error) = &line.error {
                 println!("  {error}");
             }
@@ -306,6 +321,18 @@ pub(crate) async fn clear(at: &EntryArgs) -> Outcome {
     Ok(())
 }
 
+/// What `gc` removed, in words.
+fn removed(purged: &Purged) -> String {
+    let mut text = format!("{} expired entries", purged.entries);
+    if purged.temp_files > 0 {
+        text.push_str(&format!(
+            " and {} temp files ({} bytes) left by crashed writers",
+            purged.temp_files, purged.temp_bytes
+        ));
+    }
+    text
+}
+
 /// `tankard gc --config F`.
 pub(crate) async fn gc(file: &Path) -> Outcome {
     let cache = load(file)?;
@@ -318,7 +345,7 @@ pub(crate) async fn gc(file: &Path) -> Outcome {
             .progress_chars("=> "),
     );
     bar.enable_steady_tick(Duration::from_millis(100));
-    let mut total = 0;
+    let mut total = Purged::default();
     let mut lines = Vec::new();
     let mut failed = Vec::new();
     for region in regions {
@@ -327,9 +354,11 @@ pub(crate) async fn gc(file: &Path) -> Outcome {
             "in memory: nothing on disk".to_owned()
         } else {
             match region.purge_expired().await {
-                Ok(n) => {
-                    total += n;
-                    format!("removed {n} expired entries")
+                Ok(purged) => {
+                    total.entries += purged.entries;
+                    total.temp_files += purged.temp_files;
+                    total.temp_bytes += purged.temp_bytes;
+                    format!("removed {}", removed(&purged))
                 }
                 Err(err) => {
                     failed.push(region.name().to_owned());
@@ -348,7 +377,7 @@ pub(crate) async fn gc(file: &Path) -> Outcome {
     for line in lines {
         println!("{line}");
     }
-    println!("{total} expired entries removed");
+    println!("{} removed", removed(&total));
     if failed.is_empty() {
         Ok(())
     } else {

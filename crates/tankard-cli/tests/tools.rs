@@ -334,14 +334,35 @@ async fn gc_purges_expired_entries_and_stats_reports_usage() {
     let f = file.to_str().unwrap();
     let long = cache.region("long_term").unwrap();
     let before = long.usage().await.unwrap().entries.unwrap();
+    // Left by writers killed mid-write: one 11 minutes ago, one just now
+    // (which could still be a live writer's).
+    let data = dir.path().join("cache/data");
+    std::fs::write(data.join(".tmp-4194000-0"), vec![0u8; 1234]).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(data.join(".tmp-4194000-0"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(660))
+        .unwrap();
+    std::fs::write(data.join(".tmp-4194000-1"), vec![0u8; 10]).unwrap();
 
     let (code, out, err) = run(dir.path(), &["gc", "--config", f]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("long_term (file): removed 1 expired entries"),
+        out.contains(
+            "long_term (file): removed 1 expired entries \
+             and 1 temp files (1234 bytes) left by crashed writers"
+        ),
         "{out}"
     );
-    assert!(out.contains("1 expired entries removed"), "{out}");
+    assert!(
+        out.contains(
+            "1 expired entries and 1 temp files (1234 bytes) left by crashed writers removed"
+        ),
+        "{out}"
+    );
+    assert!(!data.join(".tmp-4194000-0").exists());
+    assert!(data.join(".tmp-4194000-1").exists(), "young: kept");
     assert_eq!(long.usage().await.unwrap().entries.unwrap(), before - 1);
     assert!(
         long.namespace("views")
@@ -358,6 +379,10 @@ async fn gc_purges_expired_entries_and_stats_reports_usage() {
         .find(|l| l.starts_with("long_term"))
         .unwrap_or_else(|| panic!("{out}"));
     assert!(line.contains("file") && line.contains("yes"), "{line}");
+    assert!(
+        out.contains("1 temp files (10 bytes) left by crashed writers"),
+        "{out}"
+    );
 
     let (code, out, _) = run(dir.path(), &["stats", "--config", f, "--json"]);
     assert_eq!(code, 0);
@@ -367,6 +392,11 @@ async fn gc_purges_expired_entries_and_stats_reports_usage() {
     assert_eq!(
         json["regions"]["long_term"]["entries"].as_u64(),
         Some(before - 1)
+    );
+    assert_eq!(json["regions"]["long_term"]["temp_files"].as_u64(), Some(1));
+    assert_eq!(
+        json["regions"]["long_term"]["temp_bytes"].as_u64(),
+        Some(10)
     );
     assert_eq!(json["regions"]["short_term"]["backend"], "memory");
     assert!(json["regions"]["short_term"]["reachable"].is_null());

@@ -79,7 +79,7 @@ pub mod web;
 #[path = "function.rs"]
 pub mod __private;
 
-pub use backend::Usage;
+pub use backend::{Purged, Usage};
 pub use cache_key::{CacheKey, SerdeKey};
 pub use clock::Clock;
 pub use config::Config;

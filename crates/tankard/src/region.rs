@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::backend::{Backend, Location, RegionScope, Scope, Usage};
+use crate::backend::{Backend, Location, Purged, RegionScope, Scope, Usage};
 use crate::clock::Clock;
 use crate::config::{BackendKind, LockMode, OnBackendError, Refresh, RegionOptions};
 use crate::dogpile::flight::Flights;
@@ -342,34 +342,42 @@ impl Region {
             Store::Memory(memory) => Ok(Usage {
                 entries: Some(memory.len()),
                 bytes: memory.by_bytes().then(|| memory.weight()),
+                ..Usage::default()
             }),
             Store::Shared(backend) => backend.usage().await,
             Store::Null => Ok(Usage {
                 entries: Some(0),
                 bytes: Some(0),
+                ..Usage::default()
             }),
         }
     }
 
     /// Removes entries that can no longer be served, even as stale, and
-    /// returns how many. Servers expire entries themselves; the file and
-    /// memory backends need this (`tankard gc` calls it).
+    /// says how many. Servers expire entries themselves; the file and
+    /// memory backends need this (`tankard gc` calls it). On the file
+    /// backend it also removes the temporary files of writers that crashed
+    /// mid-write, once they are 10 minutes old (a live writer renames its
+    /// file within milliseconds).
     ///
     /// ```
     /// # tokio_test::block_on(async {
     /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
-    /// assert_eq!(cache.default_region().purge_expired().await?, 0);
+    /// assert_eq!(cache.default_region().purge_expired().await?.entries, 0);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # })?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub async fn purge_expired(&self) -> Result<u64> {
+    pub async fn purge_expired(&self) -> Result<Purged> {
         let now_ms = self.inner.clock.now_ms();
         match &self.inner.store {
             #[cfg(feature = "memory")]
-            Store::Memory(memory) => Ok(memory.purge_expired(now_ms)),
+            Store::Memory(memory) => Ok(Purged {
+                entries: memory.purge_expired(now_ms),
+                ..Purged::default()
+            }),
             Store::Shared(backend) => backend.purge_expired(now_ms).await,
-            Store::Null => Ok(0),
+            Store::Null => Ok(Purged::default()),
         }
     }
 }
@@ -413,7 +421,7 @@ fn open_store(options: &RegionOptions) -> Result<Store> {
                 .clone()
                 .unwrap_or_else(|| data_dir.join(".locks"));
             Ok(Store::Shared(Arc::new(
-                crate::backend::file::FileBackend::new(data_dir, lock_dir),
+                crate::backend::file::FileBackend::new(data_dir, lock_dir, options.max_entry_bytes),
             )))
         }
         #[cfg(not(feature = "file"))]

@@ -172,6 +172,26 @@ pub struct Usage {
     pub entries: Option<u64>,
     /// Stored bytes, if the backend can count them.
     pub bytes: Option<u64>,
+    /// Temporary files that writers left when they crashed mid-write
+    /// (file backend; `None` elsewhere). `purge_expired` removes those
+    /// old enough that no live writer can own them.
+    pub temp_files: Option<u64>,
+    /// The bytes those temporary files hold.
+    pub temp_bytes: Option<u64>,
+}
+
+/// What [`Region::purge_expired`](crate::Region::purge_expired) removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Purged {
+    /// Entries that could no longer be served, even as stale (and, on the
+    /// file backend, damaged or oversized files at an entry's path).
+    pub entries: u64,
+    /// Temporary files left by writers that crashed mid-write (file
+    /// backend).
+    pub temp_files: u64,
+    /// The bytes those temporary files held.
+    pub temp_bytes: u64,
 }
 
 /// A store of encoded entries shared between processes.
@@ -205,9 +225,10 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     /// The lock that guards creation across processes.
     fn creation_lock(&self) -> Arc<dyn CreationLock>;
 
-    /// Removes entries that can no longer be served; returns how many.
-    async fn purge_expired(&self, _now_ms: u64) -> Result<u64> {
-        Ok(0)
+    /// Removes entries that can no longer be served, and any other
+    /// garbage the backend can leave behind; says what it removed.
+    async fn purge_expired(&self, _now_ms: u64) -> Result<Purged> {
+        Ok(Purged::default())
     }
 
     /// How much the backend holds.

@@ -405,7 +405,8 @@ impl Cache {
             .await
         {
             Ok(()) => Ok(()),
-            Err(err) if err.is_encode() => Err(err),
+            // The value's fault, not the backend's: the caller hears of it.
+            Err(err) if err.is_encode() || err.is_too_large() => Err(err),
             Err(err) => self.region.backend_failed(&err),
         }
     }

@@ -4,6 +4,8 @@
 //! entries, clears and invalidations.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tankard::{CacheManager, Clock, Config, Invalidation};
@@ -144,7 +146,15 @@ async fn purge_removes_only_dead_entries() {
     std::fs::write(data.join("ab.tke"), b"junk").unwrap();
     f.clock.advance(Duration::from_secs(6));
     // "old" is past expire + stale; "new" is still fresh; junk is dead.
-    assert_eq!(f.manager.default_region().purge_expired().await.unwrap(), 2);
+    assert_eq!(
+        f.manager
+            .default_region()
+            .purge_expired()
+            .await
+            .unwrap()
+            .entries,
+        2
+    );
     assert_eq!(entry_files(&data).len(), 1);
     assert_eq!(*ns.get::<u8>("new").await.unwrap().unwrap(), 2);
     let usage = f.manager.default_region().usage().await.unwrap();
@@ -223,4 +233,255 @@ async fn two_managers_share_entries_clears_and_invalidations() {
             .unwrap(),
         3
     );
+}
+
+/// A manager on the fixture's directories, as a second part of the same
+/// process (another region, another library) would open them.
+fn same_dirs(f: &crate::conformance::Fixture) -> CacheManager {
+    let at = |dir: &str| f.dir.path().join(dir).display().to_string();
+    let config = Config::from_flat([
+        ("cache.type", "file".to_owned()),
+        ("cache.data_dir", at("data")),
+        ("cache.lock_dir", at("lock")),
+    ])
+    .unwrap();
+    CacheManager::with_clock(config, f.clock.clone()).unwrap()
+}
+
+/// DESIGN §5 rule 7: two keys share one of the 64 lock stripes about one
+/// time in 64, and a creator that calls `get_or_create` on a key of its own
+/// stripe must not wait on the stripe its own process holds (it waited the
+/// whole `wait_timeout`, 60 s by default, before stripes were reentrant),
+/// whether that key is in its own region or in another manager's.
+#[tokio::test]
+async fn a_creator_may_call_a_key_on_its_own_stripe_without_waiting() {
+    let f = fixture("file", &[]);
+    let other = same_dirs(&f);
+    let ns = f.manager.namespace("n");
+    let elsewhere = other.namespace("n");
+    let nested = async {
+        for i in 0..300u64 {
+            let (inner, elsewhere) = (ns.clone(), elsewhere.clone());
+            let outer = ns
+                .get_or_create(&format!("a{i}"), || async move {
+                    let b = inner
+                        .get_or_create(&format!("b{i}"), || async move { i * 2 })
+                        .await
+                        .unwrap();
+                    let c = elsewhere
+                        .get_or_create(&format!("c{i}"), || async move { i * 3 })
+                        .await
+                        .unwrap();
+                    *b + *c
+                })
+                .await
+                .unwrap();
+            assert_eq!(*outer, i * 5);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), nested)
+        .await
+        .expect("300 nested calls within 20 s (the default wait_timeout is 60 s)");
+    let stats = f.manager.default_region().stats();
+    assert_eq!(stats.creator_calls, 600);
+    assert_eq!(stats.backend_errors, 0);
+    assert_eq!(other.default_region().stats().creator_calls, 300);
+}
+
+/// Reentrant stripes still hold one key once per process: two managers of
+/// one process (each with its own single-flight map) that miss the same
+/// key run one creator, the second waiting for the first's value.
+#[tokio::test(start_paused = true)]
+async fn two_managers_in_one_process_create_a_key_once() {
+    let f = fixture("file", &[]);
+    let other = same_dirs(&f);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let call = |ns: tankard::Cache| {
+        let runs = runs.clone();
+        async move {
+            ns.get_or_create("k", || async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                // Paused time: this lets the other caller reach the lock.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                7u8
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let (one, two) = tokio::join!(call(f.manager.namespace("n")), call(other.namespace("n")));
+    assert_eq!((*one, *two), (7, 7));
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "one creator for one key");
+}
+
+/// Issue 11 item 4: an entry file over `max_entry_bytes` (here a 64 MiB
+/// sparse file at an entry's path, with a 1 MiB bound) is a miss, counted
+/// as a decode error, and is never read into memory; a value over the
+/// bound is refused, and `gc` removes the foreign file.
+#[test]
+fn an_entry_over_max_entry_bytes_is_a_miss_never_read_whole() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let f = fixture("file", &[("cache.max_entry_bytes", "1048576")]);
+    let data = f.dir.path().join("data");
+    let ns = f.manager.namespace("n");
+    runtime.block_on(ns.put("k", 1u8)).unwrap();
+    let path = entry_files(&data).pop().unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let peak = allocation_counter::measure(|| {
+        let got = runtime.block_on(ns.get::<u8>("k")).unwrap();
+        assert!(got.is_none(), "an oversized entry is a miss");
+    });
+    assert!(
+        peak.bytes_max < 1 << 20,
+        "peak {} bytes allocated to look at a 64 MiB entry",
+        peak.bytes_max
+    );
+    let region = f.manager.default_region();
+    assert_eq!(region.stats().decode_errors, 1);
+    assert_eq!(region.stats().backend_errors, 0);
+
+    let err = runtime
+        .block_on(ns.put("big", vec![7u8; 2 << 20]))
+        .unwrap_err();
+    assert!(err.is_too_large(), "{err}");
+    assert!(
+        runtime
+            .block_on(ns.get::<Vec<u8>>("big"))
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(entry_files(&data).len(), 1, "nothing was written");
+
+    let purged = runtime.block_on(region.purge_expired()).unwrap();
+    assert_eq!(purged.entries, 1, "gc removes what can only be a miss");
+    assert!(entry_files(&data).is_empty());
+}
+
+/// The generation log of the fixture's one region.
+fn meta_file(f: &crate::conformance::Fixture) -> PathBuf {
+    let dir = f.dir.path().join("data").join(".meta");
+    let mut logs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|item| item.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "meta"))
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    logs.pop().unwrap()
+}
+
+/// Issue 11 item 7: garbage over the region's generation log read as an
+/// error, so every call ran the creator and counted backend errors. It
+/// now reads as a counter restarted past the clock: caching goes on, no
+/// entry written before the damage comes back (not even one a `clear`
+/// hid), and the next `clear` or invalidation repairs the log for every
+/// process.
+#[tokio::test]
+async fn garbage_in_the_generation_log_keeps_caching_on_until_the_next_clear_repairs_it() {
+    let f = fixture("file", &[]);
+    let ns = f.manager.namespace("n");
+    ns.put("cleared", 1u8).await.unwrap();
+    ns.clear().await.unwrap();
+    ns.put("before", 2u8).await.unwrap();
+    let log = meta_file(&f);
+    let mut garbage = b"\x07\x00\x00\x00TKMF\xde\xad\xbe\xef not a generation log ".to_vec();
+    garbage.extend((0..=255u8).rev());
+    std::fs::write(&log, &garbage).unwrap();
+
+    let runs = Arc::new(AtomicUsize::new(0));
+    for _ in 0..20 {
+        let runs = runs.clone();
+        let v = ns
+            .get_or_create("k", || async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                5u8
+            })
+            .await
+            .unwrap();
+        assert_eq!(*v, 5);
+    }
+    let region = f.manager.default_region();
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "caching stays on");
+    assert_eq!(region.stats().backend_errors, 0);
+    assert!(
+        ns.get::<u8>("cleared").await.unwrap().is_none(),
+        "stays hidden"
+    );
+    assert!(ns.get::<u8>("before").await.unwrap().is_none());
+
+    // Another process reading the same damaged log agrees with this one.
+    let other = same_dirs(&f);
+    assert_eq!(
+        *other.namespace("n").get::<u8>("k").await.unwrap().unwrap(),
+        5
+    );
+
+    // A clear of another namespace repairs the log and keeps "n" as it was.
+    f.manager.namespace("m").clear().await.unwrap();
+    assert_ne!(std::fs::read(&log).unwrap(), garbage, "rewritten");
+    assert_eq!(*ns.get::<u8>("k").await.unwrap().unwrap(), 5);
+    assert_eq!(
+        *other.namespace("n").get::<u8>("k").await.unwrap().unwrap(),
+        5
+    );
+    ns.clear().await.unwrap();
+    assert!(other.namespace("n").get::<u8>("k").await.unwrap().is_none());
+    assert_eq!(region.stats().backend_errors, 0);
+}
+
+/// Issue 11 item 5: what a writer killed between creating its temporary
+/// file and renaming it leaves behind is counted by `usage` and removed by
+/// `purge_expired` once its last write is 10 minutes old (younger, it may
+/// belong to a live writer). The age is set with `set_modified`, not waited.
+#[tokio::test]
+async fn temp_files_of_crashed_writers_are_counted_and_purged_once_old() {
+    let f = fixture("file", &[]);
+    let data = f.dir.path().join("data");
+    let ns = f.manager.namespace("n");
+    ns.put("k", 1u8).await.unwrap();
+    ns.clear().await.unwrap(); // makes the meta log, whose writer uses temp files too
+    ns.put("k", 2u8).await.unwrap();
+    let fan_out = entry_files(&data)[0].parent().unwrap().to_path_buf();
+    let left = [
+        (fan_out.join(".tmp-4194000-0"), 3000),
+        (fan_out.join(".tmp-4194000-1"), 500),
+        (data.join(".meta").join(".tmp-4194001-7"), 40),
+    ];
+    for (path, len) in &left {
+        std::fs::write(path, vec![1u8; *len]).unwrap();
+    }
+    let region = f.manager.default_region();
+    let usage = region.usage().await.unwrap();
+    assert_eq!(
+        (usage.entries, usage.temp_files, usage.temp_bytes),
+        (Some(1), Some(3), Some(3540))
+    );
+
+    let purged = region.purge_expired().await.unwrap();
+    assert_eq!(
+        purged.temp_files, 0,
+        "young temp files may be a live writer's"
+    );
+
+    let aged = std::time::SystemTime::now() - Duration::from_secs(11 * 60);
+    for (path, _) in &left[1..] {
+        let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        file.set_modified(aged).unwrap();
+    }
+    let purged = region.purge_expired().await.unwrap();
+    assert_eq!(
+        (purged.entries, purged.temp_files, purged.temp_bytes),
+        (0, 2, 540)
+    );
+    let usage = region.usage().await.unwrap();
+    assert_eq!((usage.temp_files, usage.temp_bytes), (Some(1), Some(3000)));
+    assert!(left[0].0.exists() && !left[1].0.exists() && !left[2].0.exists());
+    assert_eq!(*ns.get::<u8>("k").await.unwrap().unwrap(), 2);
 }

@@ -12,5 +12,6 @@ mod config;
 mod conformance;
 mod counters;
 mod file;
+mod file_faults;
 mod memory;
 mod multiprocess;

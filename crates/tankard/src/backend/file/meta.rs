@@ -10,8 +10,24 @@
 //! file that still has the same device, inode, size and change time as at
 //! the last read cannot have changed: a lookup costs one `stat` instead of
 //! an open-read-close. A torn append (a crash mid-write) leaves a bad tail:
-//! readers use the last good record and never cache such a file, and the
-//! next writer rewrites the file whole instead of appending after it.
+//! readers use the last good record, and the next writer rewrites the file
+//! whole instead of appending after it.
+//!
+//! # A log with no good record
+//!
+//! Garbage written over the whole file (or a file too large to be ours)
+//! must not switch the region's caching off, nor bring back entries a
+//! `clear` hid. Such a log reads as a counter restarted past the wall
+//! clock in microseconds, as a server's evicted counter restarts
+//! (`backend::generation_start`), with the time
+//! taken from the file's change time so every process reading the same
+//! damaged file agrees on it: region generation = that time in µs, no
+//! namespace generations, no soft invalidation. Every generation written
+//! before was smaller (counters start at 0 or at an earlier such time and
+//! move by one per update, each far longer than a microsecond), so no old
+//! entry matches, while entries written meanwhile are served as usual.
+//! The next update (a `clear` or invalidation) starts from the same
+//! values and writes a good record: the log is repaired.
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
@@ -22,12 +38,16 @@ use std::sync::{Arc, Mutex};
 
 use super::{FileBackend, io_error};
 use crate::entry::Generations;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::sync::lock;
 
 const MAGIC: &[u8; 4] = b"TKMF";
 /// A log longer than this is compacted to one record on the next write.
 const COMPACT_AT: u64 = 64 * 1024;
+/// A log larger than this was not written by Tankard (a record is a few
+/// dozen bytes a namespace, and logs are compacted at `COMPACT_AT`): it
+/// is taken for damaged without being read whole.
+const MAX_LOG_BYTES: u64 = 16 * 1024 * 1024;
 
 /// A region's generations as one log record holds them.
 #[derive(Debug, Default, PartialEq)]
@@ -85,6 +105,15 @@ impl MetaFile {
             soft_before_ms,
             namespaces,
         })
+    }
+
+    /// What a log with no good record reads as (see the module docs).
+    fn restarted(stamp: Stamp) -> MetaFile {
+        MetaFile {
+            region: u64::try_from(stamp.ctime_ns / 1_000).unwrap_or(0),
+            soft_before_ms: 0,
+            namespaces: Vec::new(),
+        }
     }
 
     pub(super) fn generations(&self, namespace_key: &str) -> Generations {
@@ -152,16 +181,6 @@ pub(super) struct MetaLog {
     cache: Mutex<HashMap<PathBuf, (Stamp, Arc<MetaFile>)>>,
 }
 
-fn damaged(path: &Path) -> Error {
-    Error::backend(
-        "file",
-        format!(
-            "generation file {} is damaged; the next `clear` or invalidation rewrites it",
-            path.display()
-        ),
-    )
-}
-
 impl MetaLog {
     /// The current generations in the log at `path` (defaults if absent).
     pub(super) fn read(&self, path: &Path) -> Result<Arc<MetaFile>> {
@@ -177,13 +196,29 @@ impl MetaLog {
         {
             return Ok(meta.clone());
         }
-        let (parsed, stamp) = read_log(path)?;
+        let LogRead {
+            parsed,
+            stamp,
+            whole,
+        } = read_log(path)?;
+        let Some(stamp) = stamp else {
+            return Ok(Arc::new(MetaFile::default())); // removed meanwhile
+        };
         let meta = Arc::new(match parsed.last {
             Some(meta) => meta,
-            None if stamp.is_none() => MetaFile::default(),
-            None => return Err(damaged(path)),
+            None => {
+                tracing::warn!(
+                    "generation file {} is damaged: read as restarted generations (entries \
+                     written before it are not served); the next clear or invalidation rewrites it",
+                    path.display()
+                );
+                MetaFile::restarted(stamp)
+            }
         });
-        if let (true, Some(stamp)) = (parsed.clean, stamp) {
+        // A version that is not whole (appended to while read) is not
+        // cached; a damaged one is, so it costs a `stat` a lookup, and one
+        // warning per version, until it is repaired.
+        if whole {
             lock(&self.cache).insert(path.to_path_buf(), (stamp, meta.clone()));
         }
         Ok(meta)
@@ -192,24 +227,21 @@ impl MetaLog {
     /// Applies `change` to the current generations and appends the result.
     /// The caller holds the region's exclusive meta lock.
     pub(super) fn update(&self, path: &Path, change: impl FnOnce(&mut MetaFile)) -> Result<()> {
-        let (parsed, stamp) = read_log(path)?;
-        let mut meta = match parsed.last {
-            Some(meta) => meta,
-            None if stamp.is_none() => MetaFile::default(),
-            // Damaged beyond use: restart from generations no old entry carries.
-            None => {
-                let floor = crate::Clock::system().now_ms();
-                MetaFile {
-                    region: floor,
-                    soft_before_ms: floor,
-                    namespaces: Vec::new(),
-                }
-            }
+        let LogRead {
+            parsed,
+            stamp,
+            whole,
+        } = read_log(path)?;
+        let mut meta = match (parsed.last, stamp) {
+            (Some(meta), _) => meta,
+            (None, None) => MetaFile::default(),
+            // Damaged: go on from what readers of it saw.
+            (None, Some(stamp)) => MetaFile::restarted(stamp),
         };
         change(&mut meta);
         let record = meta.encode();
         let size = stamp.map_or(0, |s| s.size);
-        if parsed.clean && size > 0 && size + record.len() as u64 <= COMPACT_AT {
+        if parsed.clean && whole && size > 0 && size + record.len() as u64 <= COMPACT_AT {
             let append = || -> io::Result<()> {
                 let mut file = OpenOptions::new().append(true).open(path)?;
                 file.write_all(&record)
@@ -221,32 +253,55 @@ impl MetaLog {
     }
 }
 
-/// Reads a whole log; the stamp is `None` when the file does not exist,
-/// and describes exactly the bytes read otherwise.
-fn read_log(path: &Path) -> Result<(Parsed, Option<Stamp>)> {
-    let mut file = match fs::File::open(path) {
+/// One read of a log.
+struct LogRead {
+    parsed: Parsed,
+    /// `None` when the file does not exist.
+    stamp: Option<Stamp>,
+    /// The result belongs to exactly the version `stamp` names (nobody
+    /// appended while we read), so it may be cached under that stamp.
+    whole: bool,
+}
+
+/// Reads a whole log, or takes one larger than [`MAX_LOG_BYTES`] for
+/// damaged without reading it.
+fn read_log(path: &Path) -> Result<LogRead> {
+    let file = match fs::File::open(path) {
         Ok(file) => file,
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            return Ok((
-                Parsed {
+            return Ok(LogRead {
+                parsed: Parsed {
                     last: None,
                     clean: true,
                 },
-                None,
-            ));
+                stamp: None,
+                whole: true,
+            });
         }
         Err(err) => return Err(io_error("read", path, err)),
     };
     let mut bytes = Vec::new();
-    io::Read::read_to_end(&mut file, &mut bytes).map_err(|err| io_error("read", path, err))?;
+    io::Read::read_to_end(&mut io::Read::take(&file, MAX_LOG_BYTES + 1), &mut bytes)
+        .map_err(|err| io_error("read", path, err))?;
     let stamp = file
         .metadata()
         .map(|m| Stamp::of(&m))
         .map_err(|err| io_error("read", path, err))?;
-    let mut parsed = parse(&bytes);
-    // Appended to while we read: correct, but not a version to cache.
-    parsed.clean &= stamp.size == bytes.len() as u64;
-    Ok((parsed, Some(stamp)))
+    let (parsed, whole) = if bytes.len() as u64 > MAX_LOG_BYTES {
+        let damaged = Parsed {
+            last: None,
+            clean: false,
+        };
+        (damaged, stamp.size > MAX_LOG_BYTES)
+    } else {
+        // Appended to while we read: correct, but not a version to cache.
+        (parse(&bytes), stamp.size == bytes.len() as u64)
+    };
+    Ok(LogRead {
+        parsed,
+        stamp: Some(stamp),
+        whole,
+    })
 }
 
 #[cfg(test)]
@@ -299,18 +354,60 @@ mod tests {
         Ok(())
     }
 
+    fn wall_clock_us() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64)
+    }
+
     #[test]
-    fn a_damaged_log_is_an_error_until_rewritten() -> TestResult {
+    fn a_damaged_log_reads_as_restarted_past_the_clock_until_rewritten() -> TestResult {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("r.meta");
-        fs::write(&path, b"garbage!")?;
         let log = MetaLog::default();
-        assert!(log.read(&path).unwrap_err().is_backend());
-        log.update(&path, |m| m.region += 1)?;
+        log.update(&path, |m| m.namespaces.push(("r:a!gen".into(), 3)))?;
+        let before_us = wall_clock_us();
+        fs::write(&path, b"garbage!")?;
+        let damaged = log.read(&path)?;
+        // The file's change time is the kernel's coarse clock: a tick slack.
         assert!(
-            log.read(&path)?.region > 1,
-            "restarted above any old generation"
+            damaged.region + 1_000_000 > before_us,
+            "{} restarts past the clock ({before_us} us)",
+            damaged.region
         );
+        assert_eq!(damaged.generations("r:a!gen").namespace, 0);
+        assert_eq!(damaged.soft_before_ms, 0);
+        assert_eq!(log.read(&path)?.region, damaged.region, "reads agree");
+        assert_eq!(
+            MetaLog::default().read(&path)?.region,
+            damaged.region,
+            "so does another process"
+        );
+        log.update(&path, |m| m.region += 1)?;
+        assert_eq!(
+            log.read(&path)?.region,
+            damaged.region + 1,
+            "the update goes on from what readers saw"
+        );
+        let repaired = parse(&fs::read(&path)?);
+        assert!(repaired.clean && repaired.last.is_some(), "and repairs it");
+        Ok(())
+    }
+
+    #[test]
+    fn a_log_too_large_to_be_ours_is_damaged_unread() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("r.meta");
+        let log = MetaLog::default();
+        log.update(&path, |m| m.region = 5)?;
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)?
+            .set_len(MAX_LOG_BYTES * 4)?;
+        let read = log.read(&path)?;
+        assert!(read.region > 5, "restarted: {}", read.region);
+        log.update(&path, |m| m.region += 1)?;
+        assert!(fs::metadata(&path)?.len() < 1024, "rewritten small");
         Ok(())
     }
 }

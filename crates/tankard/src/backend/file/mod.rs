@@ -5,10 +5,31 @@
 //!
 //! ```text
 //! <data_dir>/ab/cd/abcd…(64 hex).tke     one entry (the format of `entry`)
+//! <data_dir>/ab/cd/.tmp-<pid>-<n>        an entry being written
 //! <data_dir>/.meta/<hash>.meta           one region's generations
 //! <lock_dir>/stripe-000.lock …           creation locks (flock), fixed count
 //! <lock_dir>/meta-<hash>.lock            serialises generation updates
 //! ```
+//!
+//! An entry larger than `max_entry_bytes` is never read: its size is
+//! checked first, and the read itself is bounded in case it grows.
+//!
+//! # Temporary files
+//!
+//! A writer that crashes between creating its temporary file and renaming
+//! it leaves the file behind. `purge_expired` (`tankard gc`) removes
+//! temporary files whose last write is [`TEMP_FILE_AGE`] (10 minutes) old,
+//! and `usage` (`tankard stats`) counts them all. Ten minutes because a
+//! live writer holds its temporary file for one `write` of an encoded
+//! entry already in memory (at most `max_entry_bytes`) and a `rename`, with
+//! no lock or await in between: milliseconds, even on a slow disk, so ten
+//! minutes is five orders of magnitude of margin. The age is the file's
+//! modification time, which every write moves on, so a writer still
+//! writing is never taken for a dead one; and were a writer stalled for
+//! longer (a stopped process), losing its file costs only time: its rename
+//! finds no file, `write_atomic` writes it once more, nothing is damaged.
+//! The region's `timeout` plays no part: it bounds network calls, and no
+//! writer of this backend waits on one.
 //!
 //! Entries carry their own CRC, so a torn or truncated file reads as a miss
 //! and the next write replaces it. A region's generations live in one small
@@ -17,16 +38,16 @@
 //! that would cost a read before the read). Nothing is fsynced: a cache may
 //! lose entries in a power cut, and the checksum turns any damage into a miss.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use super::{Backend, Loaded, Location, RegionScope, Scope, Usage};
+use super::{Backend, Loaded, Location, Purged, RegionScope, Scope, Usage};
 use crate::dogpile::file_lock::FileLock;
 use meta::{MetaFile, MetaLog};
 
@@ -36,6 +57,13 @@ use crate::entry::{self, Generations};
 use crate::error::{Error, Result};
 
 const ENTRY_SUFFIX: &str = "tke";
+/// How a temporary file's name starts (`write_atomic`).
+const TEMP_PREFIX: &str = ".tmp-";
+/// The directory of the meta logs, the only hidden one with our files.
+const META_DIR: &str = ".meta";
+/// How long after its last write a temporary file is taken for the
+/// leftover of a crashed writer (see the module docs for why).
+pub(crate) const TEMP_FILE_AGE: Duration = Duration::from_secs(10 * 60);
 
 /// Entries and generations in a directory tree.
 #[derive(Debug)]
@@ -44,6 +72,22 @@ pub(crate) struct FileBackend {
     lock_dir: PathBuf,
     lock: Arc<FileLock>,
     meta: MetaLog,
+    /// Entries larger than this are not read (`max_entry_bytes`).
+    max_entry_bytes: u64,
+}
+
+/// What is at an entry's path.
+enum Stored {
+    Missing,
+    Bytes(Vec<u8>),
+    /// Larger than `max_entry_bytes`: its size, unread.
+    Oversized(u64),
+}
+
+/// One of the backend's files found by [`walk`].
+enum Found {
+    Entry(PathBuf),
+    Temp(PathBuf),
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -67,12 +111,13 @@ fn io_error(what: &str, path: &Path, err: io::Error) -> Error {
 }
 
 impl FileBackend {
-    pub(crate) fn new(data_dir: PathBuf, lock_dir: PathBuf) -> FileBackend {
+    pub(crate) fn new(data_dir: PathBuf, lock_dir: PathBuf, max_entry_bytes: u64) -> FileBackend {
         FileBackend {
             lock: Arc::new(FileLock::new(lock_dir.clone())),
             meta: MetaLog::default(),
             data_dir,
             lock_dir,
+            max_entry_bytes,
         }
     }
 
@@ -95,13 +140,33 @@ impl FileBackend {
             .join(format!("{}.meta", &name[..32]))
     }
 
-    /// Reads a file; `None` if it does not exist.
-    fn read(path: &Path) -> Result<Option<Vec<u8>>> {
-        match fs::read(path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(io_error("read", path, err)),
+    /// Reads an entry file unless it is larger than `max_entry_bytes`:
+    /// its size is checked before the read, and the read stops past the
+    /// bound in case the file grew in between.
+    fn read_entry(&self, path: &Path) -> Result<Stored> {
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Stored::Missing),
+            Err(err) => return Err(io_error("read", path, err)),
+        };
+        let max = self.max_entry_bytes;
+        let size = file
+            .metadata()
+            .map_err(|err| io_error("read", path, err))?
+            .len();
+        if size > max {
+            return Ok(Stored::Oversized(size));
         }
+        // `size` is at most `max_entry_bytes`, which fits in memory by
+        // the user's own setting.
+        let mut bytes = Vec::with_capacity(size as usize);
+        file.take(max.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|err| io_error("read", path, err))?;
+        if bytes.len() as u64 > max {
+            return Ok(Stored::Oversized(bytes.len() as u64));
+        }
+        Ok(Stored::Bytes(bytes))
     }
 
     /// Writes a file atomically: a temporary file in the same directory,
@@ -111,7 +176,7 @@ impl FileBackend {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let dir = path.parent().unwrap_or(Path::new("."));
         let tmp = dir.join(format!(
-            ".tmp-{}-{}",
+            "{TEMP_PREFIX}{}-{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
@@ -161,15 +226,16 @@ impl FileBackend {
         result
     }
 
-    fn entry_files(&self) -> impl Iterator<Item = PathBuf> + use<> {
+    fn files(&self) -> impl Iterator<Item = Found> + use<> {
         walk(self.data_dir.clone())
     }
 }
 
-/// Every entry file under `root`, depth-first, skipping dot-directories.
-fn walk(root: PathBuf) -> impl Iterator<Item = PathBuf> {
+/// Every entry file and temporary file under `root`, depth-first,
+/// skipping dot-directories other than the meta logs'.
+fn walk(root: PathBuf) -> impl Iterator<Item = Found> {
     let mut stack = vec![root];
-    let mut files: Vec<PathBuf> = Vec::new();
+    let mut files: Vec<Found> = Vec::new();
     std::iter::from_fn(move || {
         loop {
             if let Some(file) = files.pop() {
@@ -181,11 +247,16 @@ fn walk(root: PathBuf) -> impl Iterator<Item = PathBuf> {
             };
             for item in read.flatten() {
                 let path = item.path();
-                let hidden = item.file_name().to_string_lossy().starts_with('.');
+                let name = item.file_name();
+                let name = name.to_string_lossy();
+                let hidden = name.starts_with('.') && name != META_DIR;
                 match item.file_type() {
                     Ok(t) if t.is_dir() && !hidden => stack.push(path),
+                    Ok(t) if t.is_file() && name.starts_with(TEMP_PREFIX) => {
+                        files.push(Found::Temp(path))
+                    }
                     Ok(t) if t.is_file() && path.extension().is_some_and(|e| e == ENTRY_SUFFIX) => {
-                        files.push(path)
+                        files.push(Found::Entry(path))
                     }
                     _ => {}
                 }
@@ -202,10 +273,15 @@ impl Backend for FileBackend {
 
     async fn load(&self, at: &Location<'_>) -> Result<Loaded> {
         let meta = self.read_meta(&at.scope.region)?;
+        let (bytes, oversized) = match self.read_entry(&self.entry_path(&at.storage_key))? {
+            Stored::Missing => (None, None),
+            Stored::Bytes(bytes) => (Some(bytes), None),
+            Stored::Oversized(size) => (None, Some(size)),
+        };
         Ok(Loaded {
             generations: meta.generations(&at.scope.generation_key),
-            bytes: Self::read(&self.entry_path(&at.storage_key))?,
-            oversized: None,
+            bytes,
+            oversized,
         })
     }
 
@@ -256,32 +332,62 @@ impl Backend for FileBackend {
         self.lock.clone()
     }
 
-    async fn purge_expired(&self, now_ms: u64) -> Result<u64> {
-        let mut removed = 0;
-        for path in self.entry_files() {
-            let Ok(bytes) = fs::read(&path) else { continue };
-            let dead = match entry::peek_meta(&bytes) {
-                Some(meta) => meta.stale_until_ms <= now_ms,
-                None => true, // damaged: it can only ever be a miss
-            };
-            if dead && fs::remove_file(&path).is_ok() {
-                removed += 1;
+    async fn purge_expired(&self, now_ms: u64) -> Result<Purged> {
+        let mut purged = Purged::default();
+        // Temporary files age by the kernel's clock, which stamped them,
+        // not by the region's (a test's manual clock, say).
+        let now = SystemTime::now();
+        for found in self.files() {
+            match found {
+                Found::Entry(path) => {
+                    let dead = match self.read_entry(&path) {
+                        Ok(Stored::Bytes(bytes)) => match entry::peek_meta(&bytes) {
+                            Some(meta) => meta.stale_until_ms <= now_ms,
+                            None => true, // damaged: it can only ever be a miss
+                        },
+                        Ok(Stored::Oversized(_)) => true, // likewise
+                        Ok(Stored::Missing) | Err(_) => false,
+                    };
+                    if dead && fs::remove_file(&path).is_ok() {
+                        purged.entries += 1;
+                    }
+                }
+                Found::Temp(path) => {
+                    let Ok(meta) = fs::metadata(&path) else {
+                        continue;
+                    };
+                    let old = meta
+                        .modified()
+                        .ok()
+                        .and_then(|at| now.duration_since(at).ok())
+                        .is_some_and(|age| age >= TEMP_FILE_AGE);
+                    if old && fs::remove_file(&path).is_ok() {
+                        purged.temp_files += 1;
+                        purged.temp_bytes += meta.len();
+                    }
+                }
             }
         }
-        Ok(removed)
+        Ok(purged)
     }
 
     async fn usage(&self) -> Result<Usage> {
-        let (mut entries, mut bytes) = (0, 0);
-        for path in self.entry_files() {
-            if let Ok(meta) = fs::metadata(&path) {
-                entries += 1;
-                bytes += meta.len();
+        let (mut entries, mut bytes, mut temp_files, mut temp_bytes) = (0, 0, 0, 0);
+        for found in self.files() {
+            let (path, count, size) = match &found {
+                Found::Entry(path) => (path, &mut entries, &mut bytes),
+                Found::Temp(path) => (path, &mut temp_files, &mut temp_bytes),
+            };
+            if let Ok(meta) = fs::metadata(path) {
+                *count += 1;
+                *size += meta.len();
             }
         }
         Ok(Usage {
             entries: Some(entries),
             bytes: Some(bytes),
+            temp_files: Some(temp_files),
+            temp_bytes: Some(temp_bytes),
         })
     }
 }
