@@ -8,6 +8,7 @@ mod stampede;
 stampede::child_entry!();
 
 mod basic;
+mod breaker;
 mod locks;
 mod outage;
 mod support;
