@@ -172,7 +172,7 @@ async fn a_dead_server_is_skipped_without_network_and_found_back_by_one_probe() 
     assert_eq!(*call("v2").await.unwrap(), "v1");
 
     server.kill();
-    // The first call meets the refused connection and opens the breaker.
+    // The first call finds the server gone and opens the breaker.
     assert_eq!(*call("down").await.unwrap(), "down");
     let errors = region.stats().backend_errors;
     assert!(errors >= 1);
