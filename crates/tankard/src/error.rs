@@ -33,11 +33,13 @@ pub struct Error {
 struct Inner {
     kind: Kind,
     source: Option<Arc<dyn StdError + Send + Sync>>,
+    /// The backend could not be reached: see [`Error::is_connection_failure`].
+    connection_failure: bool,
 }
 
 /// What kind of failure an [`Error`] is. Internal: the public face is the
 /// predicates on `Error`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Kind {
     /// A configuration key had a bad value, or a key was unknown.
     Config(ConfigError),
@@ -58,7 +60,7 @@ pub(crate) enum Kind {
     },
     /// The backend was not asked: a recent connection failure opened its
     /// circuit breaker (`retry_after`), so calls step around it at once.
-    #[allow(dead_code)] // used by the network backends' breaker
+    #[cfg_attr(not(any(feature = "memcached", feature = "redis")), allow(dead_code))]
     Unavailable { backend: &'static str },
     /// An entry larger than `max_entry_bytes` was refused.
     TooLarge { size: u64, max: u64 },
@@ -114,7 +116,11 @@ pub(crate) enum ConfigError {
 impl Error {
     pub(crate) fn new(kind: Kind) -> Self {
         Error {
-            inner: Arc::new(Inner { kind, source: None }),
+            inner: Arc::new(Inner {
+                kind,
+                source: None,
+                connection_failure: false,
+            }),
         }
     }
 
@@ -126,6 +132,7 @@ impl Error {
             inner: Arc::new(Inner {
                 kind,
                 source: Some(source.into()),
+                connection_failure: false,
             }),
         }
     }
@@ -167,7 +174,7 @@ impl Error {
         )
     }
 
-    #[allow(dead_code)] // used by the network backends' breaker
+    #[cfg_attr(not(any(feature = "memcached", feature = "redis")), allow(dead_code))]
     pub(crate) fn unavailable(backend: &'static str) -> Self {
         Error::new(Kind::Unavailable { backend })
     }
@@ -179,6 +186,39 @@ impl Error {
     #[cfg_attr(not(any(feature = "redis", feature = "memcached")), allow(dead_code))]
     pub(crate) fn timeout(backend: &'static str, operation: &'static str) -> Self {
         Error::new(Kind::Timeout { backend, operation })
+    }
+
+    /// Marks a backend error as a connection failure: the server could not
+    /// be reached (refused, reset, closed, timed out, no connection to be
+    /// had), as opposed to a server that answered, even with an error. Only
+    /// such failures open the backend's circuit breaker (`retry_after`).
+    /// The backend that turns its client's errors into ours decides, since
+    /// only it knows (a memcached node that failed over to another is no
+    /// reason to skip the whole region).
+    #[cfg_attr(not(any(feature = "memcached", feature = "redis")), allow(dead_code))]
+    pub(crate) fn into_connection_failure(mut self) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            // A fresh error, as everywhere this is called: no copy.
+            Some(inner) => inner.connection_failure = true,
+            None => {
+                self.inner = Arc::new(Inner {
+                    kind: self.inner.kind.clone(),
+                    source: self.inner.source.clone(),
+                    connection_failure: true,
+                });
+            }
+        }
+        self
+    }
+
+    /// Whether the backend could not be reached (see
+    /// [`into_connection_failure`](Error::into_connection_failure)): what
+    /// opens the circuit breaker. An error reply, a value of the wrong
+    /// type, an entry that does not decode or is too large say the server
+    /// is fine, and are not.
+    #[cfg_attr(not(any(feature = "memcached", feature = "redis")), allow(dead_code))]
+    pub(crate) fn is_connection_failure(&self) -> bool {
+        self.inner.connection_failure
     }
 
     /// The configuration was invalid: a bad value, an unknown key, a backend
@@ -367,6 +407,9 @@ impl fmt::Debug for Error {
         d.field("kind", &self.inner.kind);
         if let Some(source) = &self.inner.source {
             d.field("source", source);
+        }
+        if self.inner.connection_failure {
+            d.field("connection_failure", &true);
         }
         d.finish()
     }

@@ -153,7 +153,7 @@ pub(crate) fn option_key(options: &RegionOptions, option: &str) -> String {
 
 impl Region {
     pub(crate) fn open(options: RegionOptions, clock: Clock) -> Result<Region> {
-        let store = open_store(&options)?;
+        let store = open_store(&options, &clock)?;
         let lock: Option<Arc<dyn CreationLock>> = match (options.lock, &store) {
             (LockMode::None, _) => None,
             (LockMode::Local, _) | (LockMode::Auto, Store::Null) => Some(Arc::new(LocalOnly)),
@@ -399,7 +399,7 @@ fn feature_missing(options: &RegionOptions, feature: &'static str) -> Error {
     })
 }
 
-fn open_store(options: &RegionOptions) -> Result<Store> {
+fn open_store(options: &RegionOptions, clock: &Clock) -> Result<Store> {
     match options.backend {
         #[cfg(feature = "memory")]
         BackendKind::Memory => Ok(Store::Memory(MemoryStore::new(
@@ -427,7 +427,7 @@ fn open_store(options: &RegionOptions) -> Result<Store> {
         #[cfg(not(feature = "file"))]
         BackendKind::File => Err(feature_missing(options, "file")),
         BackendKind::Null => Ok(Store::Null),
-        other => match crate::backend::open_remote(options) {
+        other => match crate::backend::open_remote(options, clock) {
             Some(backend) => Ok(Store::Shared(backend?)),
             None => Err(feature_missing(
                 options,

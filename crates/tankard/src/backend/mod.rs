@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::clock::Clock;
 use crate::config::RegionOptions;
 use crate::dogpile::lock::CreationLock;
 use crate::entry::Generations;
@@ -34,6 +35,10 @@ pub(crate) fn generation_start() -> u64 {
         .map_or(0, |since| since.as_micros() as u64)
 }
 
+// Built whatever the features, like the backends it will serve: its code
+// does not depend on any store.
+#[cfg_attr(not(any(feature = "memcached", feature = "redis")), allow(dead_code))]
+pub(crate) mod breaker;
 #[cfg(feature = "file")]
 pub(crate) mod file;
 #[cfg(feature = "memcached")]
@@ -44,20 +49,29 @@ pub(crate) mod memory;
 pub(crate) mod redis;
 
 /// Opens a backend that talks to a server or an embedded store, if its
-/// cargo feature is compiled in; `None` otherwise.
+/// cargo feature is compiled in; `None` otherwise. Every network backend
+/// comes behind its circuit breaker ([`breaker`]), which reads `clock`.
 #[allow(clippy::match_single_binding)] // one arm per backend feature
-pub(crate) fn open_remote(options: &RegionOptions) -> Option<Result<Arc<dyn Backend>>> {
-    match options.backend {
+#[cfg_attr(
+    not(any(feature = "memcached", feature = "redis")),
+    allow(unused_variables, unreachable_code)
+)]
+pub(crate) fn open_remote(
+    options: &RegionOptions,
+    clock: &Clock,
+) -> Option<Result<Arc<dyn Backend>>> {
+    let network: Result<Arc<dyn Backend>> = match options.backend {
         #[cfg(feature = "memcached")]
-        crate::config::BackendKind::Memcached => Some(
-            memcached::MemcachedBackend::open(options).map(|b| Arc::new(b) as Arc<dyn Backend>),
-        ),
+        crate::config::BackendKind::Memcached => {
+            memcached::MemcachedBackend::open(options).map(|b| Arc::new(b) as Arc<dyn Backend>)
+        }
         #[cfg(feature = "redis")]
         crate::config::BackendKind::Redis | crate::config::BackendKind::RedisCluster => {
-            Some(redis::open(options))
+            redis::open(options)
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    Some(network.map(|backend| breaker::guard(backend, options, clock.clone())))
 }
 
 /// The keys of one region, computed once.

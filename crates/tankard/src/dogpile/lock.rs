@@ -60,6 +60,15 @@ impl LockGuard {
         LockGuard { held: None }
     }
 
+    /// The held lock, taken out of the guard (so dropping the guard no
+    /// longer releases it): for a wrapper to put around it, such as the
+    /// circuit breaker's, which skips the release while its backend is
+    /// unreachable. `None` for a guard that holds nothing.
+    #[cfg_attr(not(any(feature = "memcached", feature = "redis")), allow(dead_code))]
+    pub(crate) fn into_held(mut self) -> Option<Box<dyn HeldLock>> {
+        self.held.take()
+    }
+
     pub(crate) async fn release(mut self) {
         if let Some(held) = self.held.take() {
             held.release().await;

@@ -8,6 +8,7 @@ mod stampede;
 stampede::child_entry!();
 
 mod basic;
+mod breaker;
 mod faults;
 mod hostile;
 mod limits;

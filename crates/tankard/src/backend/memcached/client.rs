@@ -647,6 +647,7 @@ impl Client {
                 RETRY_AFTER.as_millis()
             ),
         )
+        .into_connection_failure()
     }
 
     /// One exchange with one server, bounded by `deadline`. A pooled
@@ -692,7 +693,11 @@ impl Client {
 
     fn fault_error(&self, server: usize, fault: Fault, operation: &'static str) -> Error {
         let addr = &self.servers[server].addr;
-        match fault {
+        // The region's circuit breaker opens only when no server is left
+        // to fail over to: while one is, the failed one's keys move there.
+        let unreachable =
+            matches!(fault, Fault::Down(_) | Fault::Timeout) && self.pick(0).is_none();
+        let err = match fault {
             Fault::Timeout | Fault::Busy => Error::timeout(BACKEND, operation),
             Fault::Down(err) => Error::backend_source(
                 BACKEND,
@@ -707,6 +712,11 @@ impl Client {
                 BACKEND,
                 format!("{operation}: server {addr} sent an unexpected reply: {message}"),
             ),
+        };
+        if unreachable {
+            err.into_connection_failure()
+        } else {
+            err
         }
     }
 

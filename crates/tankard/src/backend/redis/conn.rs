@@ -171,7 +171,7 @@ impl Link {
         match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(self.error(op, err)),
-            Err(_) => Err(Error::timeout(self.name, op)),
+            Err(_) => Err(Error::timeout(self.name, op).into_connection_failure()),
         }
     }
 
@@ -206,7 +206,13 @@ impl Link {
         } else {
             ""
         };
-        Error::backend_source(self.name, format!("{op} failed: {err}{hint}"), err)
+        let unreachable = unreachable(&err);
+        let error = Error::backend_source(self.name, format!("{op} failed: {err}{hint}"), err);
+        if unreachable {
+            error.into_connection_failure()
+        } else {
+            error
+        }
     }
 
     /// Subscribes to a lock's release channel (sharded on a cluster, so the
@@ -230,6 +236,26 @@ impl Link {
         })
         .await
     }
+}
+
+/// Whether a client error means the server could not be reached, which
+/// opens the region's circuit breaker: the socket failed (refused, reset,
+/// closed, timed out), the cluster client has no connection to the node,
+/// or the server says it cannot serve at all for now (a cluster or master
+/// down, a dataset still loading). Error replies, wrong types and
+/// replies that do not parse come from a server that answered.
+fn unreachable(err: &RedisError) -> bool {
+    use ::redis::{ErrorKind, ServerErrorKind};
+    matches!(
+        err.kind(),
+        ErrorKind::Io
+            | ErrorKind::ClusterConnectionNotFound
+            | ErrorKind::Server(
+                ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::BusyLoading
+            )
+    )
 }
 
 /// Lock waiters by release channel. The connection's push messages land in
