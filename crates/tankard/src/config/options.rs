@@ -61,7 +61,7 @@ pub struct RegionOptions {
     /// reasons (refused, reset, timed out), how long the region skips its
     /// backend: calls bypass it at once instead of paying a timeout each,
     /// and one probe call per `retry_after` finds it back (default 1 s, at
-    /// most 1 h).
+    /// most 1 h; zero turns the breaker off).
     pub retry_after: Duration,
     /// Key `max_entry_bytes`: the largest entry read or written (default
     /// 16 MiB, at most 1 GiB). A larger value stored is refused with an

@@ -840,7 +840,8 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
             )?);
         }
         "timeout" => options.timeout = duration(key, raw, value, MAX_OPERATION, false)?,
-        "retry_after" => options.retry_after = duration(key, raw, value, MAX_OPERATION, false)?,
+        // 0 turns the circuit breaker off: every operation tries the server.
+        "retry_after" => options.retry_after = duration(key, raw, value, MAX_OPERATION, true)?,
         "lock_timeout" => options.lock_timeout = duration(key, raw, value, MAX_CREATION, false)?,
         "wait_timeout" => options.wait_timeout = duration(key, raw, value, MAX_CREATION, false)?,
         "max_entries" | "max_bytes" | "max_entry_bytes" => {

@@ -580,6 +580,9 @@ fn bad_durations() {
     // Below a nanosecond is nothing: not a positive timeout.
     let message = err(flat_memory(&[("cache.timeout", "0.0000000001")]));
     assert!(message.contains("is not a positive duration"), "{message}");
+    // retry_after alone takes zero: it turns the circuit breaker off.
+    let config = ok(flat_memory(&[("cache.retry_after", "0")]));
+    assert_eq!(config.default_options().retry_after, Duration::ZERO);
 }
 
 #[test]
