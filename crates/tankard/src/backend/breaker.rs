@@ -54,7 +54,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 
-use super::{Backend, Loaded, Location, RegionScope, Scope, Usage};
+use super::{Backend, Loaded, Location, Purged, RegionScope, Scope, Usage};
 use crate::clock::Clock;
 use crate::config::RegionOptions;
 use crate::dogpile::lock::{CreationLock, HeldLock, LockGuard};
@@ -348,7 +348,7 @@ impl Backend for Guarded {
         self.lock.clone()
     }
 
-    async fn purge_expired(&self, now_ms: u64) -> Result<u64> {
+    async fn purge_expired(&self, now_ms: u64) -> Result<Purged> {
         self.breaker.call(|| self.inner.purge_expired(now_ms)).await
     }
 
