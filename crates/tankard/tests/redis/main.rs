@@ -37,6 +37,7 @@ macro_rules! both {
 }
 
 mod api;
+mod faults;
 mod locks;
 mod multiprocess;
 mod outage;
