@@ -375,19 +375,19 @@ impl RedisBackend {
         0
     }
 
-    /// The namespace generation key and the `MGET` of the three counters.
-    fn generations_command(&self, scope: &Scope) -> ::redis::Cmd {
+    /// The `MGET` of the three counters, the namespace's being `ns_gen_key`.
+    fn generations_command(&self, ns_gen_key: &str) -> ::redis::Cmd {
         let mut mget = cmd("MGET");
         mget.arg(&self.region_gen_key)
             .arg(&self.region_soft_key)
-            .arg(namespace_gen_key(&namespace_tag(scope)));
+            .arg(ns_gen_key);
         mget
     }
 
     /// Parses the three counters of [`Self::generations_command`]'s reply.
     fn parse_generations(
         &self,
-        scope: &Scope,
+        ns_gen_key: &str,
         values: Vec<Option<Vec<u8>>>,
     ) -> Result<Generations> {
         if values.len() != 3 {
@@ -401,14 +401,14 @@ impl RedisBackend {
         Ok(Generations {
             region: self.generation(&self.region_gen_key, next()),
             soft_before_ms: self.generation(&self.region_soft_key, next()),
-            namespace: self.generation(&namespace_gen_key(&namespace_tag(scope)), next()),
+            namespace: self.generation(ns_gen_key, next()),
         })
     }
 
     /// Reads the three generations and at most `max_entry_bytes` + 1 bytes
     /// of the entry at `key`, in one round trip (see the module docs).
-    async fn read_entry(&self, scope: &Scope, key: &str) -> Result<(Generations, EntryReply)> {
-        let mget = self.generations_command(scope);
+    async fn read_entry(&self, ns_gen_key: &str, key: &str) -> Result<(Generations, EntryReply)> {
+        let mget = self.generations_command(ns_gen_key);
         // GETRANGE's end is inclusive and a signed 64-bit number.
         let last = self.max_entry_bytes.min(i64::MAX as u64);
         let mut range = cmd("GETRANGE");
@@ -433,7 +433,7 @@ impl RedisBackend {
             };
             (counters, replies.next())
         };
-        let generations = self.parse_generations(scope, counters)?;
+        let generations = self.parse_generations(ns_gen_key, counters)?;
         Ok((generations, EntryReply::new(reply, self.max_entry_bytes)))
     }
 
@@ -454,8 +454,9 @@ impl Backend for RedisBackend {
     }
 
     async fn load(&self, at: &Location<'_>) -> Result<Loaded> {
-        let key = entry_key(&namespace_tag(at.scope), at.key, self.key_length);
-        let (generations, entry) = self.read_entry(at.scope, &key).await?;
+        let tag = namespace_tag(at.scope);
+        let key = entry_key(&tag, at.key, self.key_length);
+        let (generations, entry) = self.read_entry(&namespace_gen_key(&tag), &key).await?;
         Ok(match entry {
             EntryReply::Missing => Loaded {
                 generations,
@@ -482,11 +483,12 @@ impl Backend for RedisBackend {
     }
 
     async fn generations(&self, scope: &Scope) -> Result<Generations> {
+        let ns_gen_key = namespace_gen_key(&namespace_tag(scope));
         let counters = self
             .link
-            .query("read", &self.generations_command(scope))
+            .query("read", &self.generations_command(&ns_gen_key))
             .await?;
-        self.parse_generations(scope, counters)
+        self.parse_generations(&ns_gen_key, counters)
     }
 
     async fn store(&self, at: &Location<'_>, entry: Vec<u8>, ttl: Option<Duration>) -> Result<()> {
