@@ -206,7 +206,10 @@ impl RedisLock {
             )))),
             Ok(_) => Ok(None),
             Err(err) => {
-                self.orphans.add(&self.link, key.to_owned(), token);
+                // A take the circuit breaker skipped never reached the server.
+                if !err.is_unavailable() {
+                    self.orphans.add(&self.link, key.to_owned(), token);
+                }
                 Err(err)
             }
         }
@@ -469,11 +472,16 @@ impl Orphans {
     /// Releases the pending locks, round after round, until each has its
     /// answer. Stops when the region is dropped (`link` gone).
     async fn release_all(self: Arc<Self>, link: Weak<Link>) {
+        let mut task = Releasing {
+            orphans: self.clone(),
+            finished: false,
+        };
         let mut pause = Duration::ZERO;
         loop {
             tokio::time::sleep(pause).await;
             let Some(link) = link.upgrade() else {
                 self.state().releasing = false;
+                task.finished = true;
                 return;
             };
             let batch: Vec<(String, String)> = self
@@ -515,6 +523,7 @@ impl Orphans {
             }
             if state.pending.is_empty() {
                 state.releasing = false;
+                task.finished = true;
                 return;
             }
             pause = if answered {
@@ -522,6 +531,21 @@ impl Orphans {
             } else {
                 (pause * 2).clamp(POLL, MAX_RETRY_PAUSE)
             };
+        }
+    }
+}
+
+/// The releasing task's mark: if the task is dropped unfinished (its
+/// runtime shut down), the next orphan starts a new one.
+struct Releasing {
+    orphans: Arc<Orphans>,
+    finished: bool,
+}
+
+impl Drop for Releasing {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.orphans.state().releasing = false;
         }
     }
 }

@@ -329,11 +329,13 @@ enum EntryReply {
 }
 
 impl EntryReply {
-    fn new(reply: Option<Value>, max_entry_bytes: u64) -> EntryReply {
-        match reply {
-            // GETRANGE answers a missing key with an empty string and a key
-            // of another type with an error (WRONGTYPE, kept in the reply by
-            // `ignore_errors`): neither is an entry.
+    /// Reads GETRANGE's reply; a server error other than WRONGTYPE (an ACL
+    /// that forbids the command, say) is returned as such.
+    fn new(
+        reply: Option<Value>,
+        max_entry_bytes: u64,
+    ) -> std::result::Result<EntryReply, RedisError> {
+        Ok(match reply {
             Some(Value::BulkString(bytes)) if !bytes.is_empty() => {
                 if bytes.len() as u64 > max_entry_bytes {
                     EntryReply::Oversized
@@ -341,8 +343,12 @@ impl EntryReply {
                     EntryReply::Bytes(bytes)
                 }
             }
+            // A key of another type where an entry belongs: not an entry,
+            // as MGET would have said with a nil.
+            Some(Value::ServerError(err)) if err.code() != "WRONGTYPE" => return Err(err.into()),
+            // A missing key reads as an empty string.
             _ => EntryReply::Missing,
-        }
+        })
     }
 }
 
@@ -426,6 +432,7 @@ impl RedisBackend {
             entry.add_command(mget).add_command(range);
             let mut replies = self.link.pipeline("read", &entry).await?.into_iter();
             let counters = match replies.next() {
+                Some(Value::ServerError(err)) => return Err(self.link.error("read", err.into())),
                 Some(counters) => ::redis::from_redis_value(counters).map_err(|err| {
                     Error::backend(self.link.name, format!("read: MGET answered {err}"))
                 })?,
@@ -434,7 +441,9 @@ impl RedisBackend {
             (counters, replies.next())
         };
         let generations = self.parse_generations(ns_gen_key, counters)?;
-        Ok((generations, EntryReply::new(reply, self.max_entry_bytes)))
+        let entry = EntryReply::new(reply, self.max_entry_bytes)
+            .map_err(|err| self.link.error("read", err))?;
+        Ok((generations, entry))
     }
 
     /// The size of an entry found too large, for the report; `None` if the
