@@ -452,3 +452,105 @@ fn bench_prints_throughput_and_percentiles() {
     );
     assert_eq!(code, 1, "{err}");
 }
+
+/// Sends one command to the Redis at `host` (RESP, no client library) and
+/// returns its first reply line.
+#[cfg(feature = "redis")]
+fn redis_command(host: &str, parts: &[&str]) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(host).unwrap_or_else(|err| {
+        panic!("Redis is not reachable at {host} ({err}): run scripts/services")
+    });
+    let mut command = format!("*{}\r\n", parts.len());
+    for part in parts {
+        command.push_str(&format!("${}\r\n{part}\r\n", part.len()));
+    }
+    stream.write_all(command.as_bytes()).unwrap();
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply).unwrap();
+    reply
+}
+
+/// Garbage in a Redis region's generation counter: `tankard get` and
+/// `tankard stats` still read the region (the server answers, so it is not
+/// "unreachable"), and the next invalidation repairs the counter.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn get_and_stats_read_through_a_damaged_redis_generation_counter() {
+    let url =
+        std::env::var("TANKARD_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:26379/".into());
+    let host = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!(
+        "cli-test-{}-{}/",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let file = config(
+        dir.path(),
+        &format!("type = \"redis\"\nurl = \"{url}\"\nexpire = 60\nprefix = \"{prefix}\""),
+    );
+    let f = file.to_str().unwrap();
+    let cache = CacheManager::new(Config::from_file(&file).unwrap()).unwrap();
+    let short = cache.region("short_term").unwrap();
+    short
+        .namespace("views")
+        .put("page", "hello page".to_string())
+        .await
+        .unwrap();
+    let generation = format!("{{{prefix}short_term}}!gen");
+    assert_eq!(
+        redis_command(&host, &["SET", &generation, "not a number"]).trim_end(),
+        "+OK"
+    );
+
+    let at = [
+        "--config",
+        f,
+        "--region",
+        "short_term",
+        "--namespace",
+        "views",
+    ];
+    let (code, out, err) = run(dir.path(), &[&["get"][..], &at, &["page"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("state:       fresh"), "{out}");
+    assert!(out.contains("value (text): hello page"), "{out}");
+
+    let (code, out, err) = run(dir.path(), &["stats", "--config", f]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!err.contains("unreachable"), "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("short_term"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("redis") && line.contains("yes"), "{line}");
+
+    // A hard invalidation restarts the counter, and hides the entry.
+    let (code, _, err) = run(
+        dir.path(),
+        &[
+            "invalidate",
+            "--config",
+            f,
+            "--region",
+            "short_term",
+            "--hard",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    // INCRBY 0 answers an integer only for a whole-number counter.
+    let restarted = redis_command(&host, &["INCRBY", &generation, "0"]);
+    assert!(restarted.starts_with(':'), "{restarted}");
+    let (code, out, err) = run(dir.path(), &[&["get"][..], &at, &["page"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("state:       missing"), "{out}");
+}

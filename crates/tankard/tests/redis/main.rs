@@ -38,6 +38,7 @@ macro_rules! both {
 
 mod api;
 mod breaker;
+mod faults;
 mod locks;
 mod multiprocess;
 mod outage;

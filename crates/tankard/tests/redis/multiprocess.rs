@@ -169,4 +169,8 @@ async fn a_killed_holder_is_taken_over_after_lock_timeout(kind: Kind) {
     let first = &outcome.values[0];
     assert!(first.starts_with("created-by-"), "{outcome:?}");
     assert!(outcome.values.iter().all(|v| v == first), "{outcome:?}");
+    // Nothing left behind: the dead holder's lock expired, its successor's
+    // was released.
+    let exists: i64 = raw.query(redis::cmd("EXISTS").arg(&lock)).await;
+    assert_eq!(exists, 0, "a lock key was left behind");
 }

@@ -188,6 +188,16 @@ impl Link {
         .await
     }
 
+    /// Runs a pipeline: its commands in one write, their replies in one
+    /// read. On a cluster every command must be in one slot.
+    pub(super) async fn pipeline(&self, op: &'static str, pipe: &Pipeline) -> Result<Vec<Value>> {
+        self.run(
+            op,
+            |mut conn| async move { pipe.query_async(&mut conn).await },
+        )
+        .await
+    }
+
     /// Runs one script invocation (EVALSHA, loading the script on NOSCRIPT).
     pub(super) async fn script<T: ::redis::FromRedisValue>(
         &self,

@@ -33,11 +33,14 @@
 //!
 //! `load` needs four values: the region generation and soft time, the
 //! namespace generation, and the entry. On a single server it is one
-//! `MGET` of the four keys. On a cluster the region's two keys live in
-//! their own slot (they are shared by every namespace); `load` is still
-//! one `MGET`, which the cluster client splits by node and sends to both
-//! at once, so a lookup waits for one round trip to each of at most two
-//! nodes, concurrently. The alternatives were worse: a copy of the region
+//! pipeline: an `MGET` of the three counters and a `GETRANGE` of the
+//! entry's first `max_entry_bytes` + 1 bytes, so a larger value (a foreign
+//! one: this crate never writes one) is known as such without being read
+//! whole. On a cluster the region's two keys live in their own slot (they
+//! are shared by every namespace) and a pipeline must stay in one slot:
+//! the `MGET`, which the cluster client splits by node, and the
+//! `GETRANGE` go out at once, so a lookup waits for one round trip to each
+//! of at most two nodes, concurrently. The alternatives were worse: a copy of the region
 //! values in every namespace's slot would make an invalidation one write
 //! per namespace (unbounded, and racy against namespaces created
 //! meanwhile), and caching them in the process would let another process's
@@ -61,6 +64,11 @@
 //! `volatile-*` policies so they are never evicted. If one is evicted
 //! anyway, the next bump restarts it at the current time in microseconds,
 //! past every value it held, so entries cleared before stay cleared.
+//!
+//! A counter that holds something other than a whole number (written by
+//! another tool, or damaged) is read like a missing one, so caching goes
+//! on (a warning says so, at most once a minute), and the next bump
+//! restarts it the same way.
 //!
 //! # Connections and failures
 //!
@@ -89,10 +97,11 @@ mod lock;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ::redis::cluster::ClusterClientBuilder;
-use ::redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, RedisError, Script, cmd};
+use ::redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, RedisError, Script, Value, cmd};
 use async_trait::async_trait;
 
 use super::{Backend, Loaded, Location, RegionScope, Scope, generation_start};
@@ -105,22 +114,29 @@ use crate::region::option_key;
 use conn::{Link, Target, Wakeups};
 use lock::RedisLock;
 
-/// Raises the soft-invalidation time, never lowers it (two processes
-/// invalidating at once must not move it back).
-/// `KEYS[1]` soft key; `ARGV[1]` epoch ms.
 /// Bumps a generation counter. A missing counter (never set, or evicted by
 /// a server that evicts) starts at `ARGV[1]`, [`generation_start`]: never
-/// at 1, so it cannot come back to a value an old entry carries.
+/// at 1, so it cannot come back to a value an old entry carries. So does a
+/// counter `INCR` refuses (not a whole number, or of another type) or
+/// that went below zero: whatever wrote it, the restart repairs it.
+/// `KEYS[1]` counter; `ARGV[1]` the restart value.
 static BUMP_GENERATION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"if redis.call('exists', KEYS[1]) == 1 then
-  return redis.call('incr', KEYS[1])
+  local bumped = redis.pcall('incr', KEYS[1])
+  if type(bumped) == 'number' and bumped > 0 then
+    return bumped
+  end
 end
 redis.call('set', KEYS[1], ARGV[1])
 return tonumber(ARGV[1])",
     )
 });
 
+/// Raises the soft-invalidation time, never lowers it (two processes
+/// invalidating at once must not move it back). A time that is not a
+/// number counts as 0, so the invalidation overwrites it.
+/// `KEYS[1]` soft key; `ARGV[1]` epoch ms.
 static SOFT_INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"local current = tonumber(redis.call('get', KEYS[1]) or '0') or 0
@@ -140,6 +156,10 @@ pub(crate) struct RedisBackend {
     region_gen_key: String,
     region_soft_key: String,
     key_length: usize,
+    /// `max_entry_bytes`: the most a lookup reads of an entry.
+    max_entry_bytes: u64,
+    /// When a damaged counter was last warned about (epoch ms).
+    last_damage_warning_ms: AtomicU64,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -255,6 +275,8 @@ pub(crate) fn open(options: &RegionOptions) -> Result<Arc<dyn Backend>> {
         region_gen_key: tagged(&region.generation_key, "!gen"),
         region_soft_key: tagged(&region.soft_key, "!soft"),
         key_length: options.key_length,
+        max_entry_bytes: options.max_entry_bytes,
+        last_damage_warning_ms: AtomicU64::new(0),
     }))
 }
 
@@ -291,53 +313,146 @@ fn entry_key(tag: &str, key: &str, key_length: usize) -> String {
     key::limit_length(&format!("{tag}!h"), full, key_length)
 }
 
+/// The largest TTL sent with an entry. Redis refuses an expiry past its
+/// clock's range; a longer one is stored without a TTL (it would outlive
+/// the server anyway).
+const MAX_TTL_MS: u64 = 1 << 52;
+
+/// What a lookup's `GETRANGE key 0 max_entry_bytes` answered.
+#[derive(Debug, PartialEq, Eq)]
+enum EntryReply {
+    Missing,
+    Bytes(Vec<u8>),
+    /// More than `max_entry_bytes` bytes: the entry is larger, and was
+    /// not read whole.
+    Oversized,
+}
+
+impl EntryReply {
+    /// Reads GETRANGE's reply; a server error other than WRONGTYPE (an ACL
+    /// that forbids the command, say) is returned as such.
+    fn new(
+        reply: Option<Value>,
+        max_entry_bytes: u64,
+    ) -> std::result::Result<EntryReply, RedisError> {
+        Ok(match reply {
+            Some(Value::BulkString(bytes)) if !bytes.is_empty() => {
+                if bytes.len() as u64 > max_entry_bytes {
+                    EntryReply::Oversized
+                } else {
+                    EntryReply::Bytes(bytes)
+                }
+            }
+            // A key of another type where an entry belongs: not an entry,
+            // as MGET would have said with a nil.
+            Some(Value::ServerError(err)) if err.code() != "WRONGTYPE" => return Err(err.into()),
+            // A missing key reads as an empty string.
+            _ => EntryReply::Missing,
+        })
+    }
+}
+
 impl RedisBackend {
-    /// Parses a generation counter; `0` when absent.
-    fn generation(&self, key: &str, value: Option<Vec<u8>>) -> Result<u64> {
-        let Some(bytes) = value else { return Ok(0) };
-        std::str::from_utf8(&bytes)
+    /// Parses a generation counter; `0` when absent. A damaged one (not a
+    /// whole number) reads as absent too: one bad key must not switch the
+    /// region's caching off, and the next bump repairs it.
+    fn generation(&self, key: &str, value: Option<Vec<u8>>) -> u64 {
+        let Some(bytes) = value else { return 0 };
+        if let Some(n) = std::str::from_utf8(&bytes)
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
-            .ok_or_else(|| {
-                Error::backend(
-                    self.link.name,
-                    format!(
-                        "key {key} holds {:?}, not a generation counter; delete it (DEL {key})",
-                        String::from_utf8_lossy(&bytes[..bytes.len().min(40)])
-                    ),
-                )
-            })
+        {
+            return n;
+        }
+        let now_ms = generation_start() / 1000;
+        let last = self.last_damage_warning_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) >= 60_000
+            && self
+                .last_damage_warning_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                "key {key} holds {:?}, not a generation counter; read as missing until the \
+                 next clear or invalidation of its scope restarts it",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(40)])
+            );
+        }
+        0
     }
 
-    /// Reads the three generations and, with `entry`, the entry: one MGET.
-    async fn read(&self, scope: &Scope, entry: Option<&str>) -> Result<Loaded> {
-        let ns_gen_key = namespace_gen_key(&namespace_tag(scope));
+    /// The `MGET` of the three counters, the namespace's being `ns_gen_key`.
+    fn generations_command(&self, ns_gen_key: &str) -> ::redis::Cmd {
         let mut mget = cmd("MGET");
         mget.arg(&self.region_gen_key)
             .arg(&self.region_soft_key)
-            .arg(&ns_gen_key);
-        if let Some(entry) = entry {
-            mget.arg(entry);
-        }
-        let values: Vec<Option<Vec<u8>>> = self.link.query("read", &mget).await?;
-        let expected = 3 + usize::from(entry.is_some());
-        if values.len() != expected {
+            .arg(ns_gen_key);
+        mget
+    }
+
+    /// Parses the three counters of [`Self::generations_command`]'s reply.
+    fn parse_generations(
+        &self,
+        ns_gen_key: &str,
+        values: Vec<Option<Vec<u8>>>,
+    ) -> Result<Generations> {
+        if values.len() != 3 {
             return Err(Error::backend(
                 self.link.name,
-                format!("MGET of {expected} keys returned {} values", values.len()),
+                format!("MGET of 3 keys returned {} values", values.len()),
             ));
         }
         let mut values = values.into_iter();
         let mut next = || values.next().flatten();
-        Ok(Loaded {
-            generations: Generations {
-                region: self.generation(&self.region_gen_key, next())?,
-                soft_before_ms: self.generation(&self.region_soft_key, next())?,
-                namespace: self.generation(&ns_gen_key, next())?,
-            },
-            bytes: next(),
-            oversized: None,
+        Ok(Generations {
+            region: self.generation(&self.region_gen_key, next()),
+            soft_before_ms: self.generation(&self.region_soft_key, next()),
+            namespace: self.generation(ns_gen_key, next()),
         })
+    }
+
+    /// Reads the three generations and at most `max_entry_bytes` + 1 bytes
+    /// of the entry at `key`, in one round trip (see the module docs).
+    async fn read_entry(&self, ns_gen_key: &str, key: &str) -> Result<(Generations, EntryReply)> {
+        let mget = self.generations_command(ns_gen_key);
+        // GETRANGE's end is inclusive and a signed 64-bit number.
+        let last = self.max_entry_bytes.min(i64::MAX as u64);
+        let mut range = cmd("GETRANGE");
+        range.arg(key).arg(0).arg(last);
+        let mut entry = ::redis::pipe();
+        entry.ignore_errors();
+        let (counters, reply) = if self.link.is_cluster() {
+            entry.add_command(range);
+            let (counters, reply) = tokio::join!(
+                self.link.query::<Vec<Option<Vec<u8>>>>("read", &mget),
+                self.link.pipeline("read", &entry)
+            );
+            (counters?, reply?.pop())
+        } else {
+            entry.add_command(mget).add_command(range);
+            let mut replies = self.link.pipeline("read", &entry).await?.into_iter();
+            let counters = match replies.next() {
+                Some(Value::ServerError(err)) => return Err(self.link.error("read", err.into())),
+                Some(counters) => ::redis::from_redis_value(counters).map_err(|err| {
+                    Error::backend(self.link.name, format!("read: MGET answered {err}"))
+                })?,
+                None => Vec::new(),
+            };
+            (counters, replies.next())
+        };
+        let generations = self.parse_generations(ns_gen_key, counters)?;
+        let entry = EntryReply::new(reply, self.max_entry_bytes)
+            .map_err(|err| self.link.error("read", err))?;
+        Ok((generations, entry))
+    }
+
+    /// The size of an entry found too large, for the report; `None` if the
+    /// server does not say.
+    async fn size_of(&self, key: &str) -> Option<u64> {
+        self.link
+            .query::<u64>("read", cmd("STRLEN").arg(key))
+            .await
+            .ok()
     }
 }
 
@@ -348,12 +463,41 @@ impl Backend for RedisBackend {
     }
 
     async fn load(&self, at: &Location<'_>) -> Result<Loaded> {
-        let key = entry_key(&namespace_tag(at.scope), at.key, self.key_length);
-        self.read(at.scope, Some(&key)).await
+        let tag = namespace_tag(at.scope);
+        let key = entry_key(&tag, at.key, self.key_length);
+        let (generations, entry) = self.read_entry(&namespace_gen_key(&tag), &key).await?;
+        Ok(match entry {
+            EntryReply::Missing => Loaded {
+                generations,
+                bytes: None,
+                oversized: None,
+            },
+            EntryReply::Bytes(bytes) => Loaded {
+                generations,
+                bytes: Some(bytes),
+                oversized: None,
+            },
+            // Only a foreign value gets here, so the extra round trip for
+            // its exact size costs nothing on the paths that matter.
+            EntryReply::Oversized => Loaded {
+                generations,
+                bytes: None,
+                oversized: Some(
+                    self.size_of(&key)
+                        .await
+                        .unwrap_or(self.max_entry_bytes.saturating_add(1)),
+                ),
+            },
+        })
     }
 
     async fn generations(&self, scope: &Scope) -> Result<Generations> {
-        Ok(self.read(scope, None).await?.generations)
+        let ns_gen_key = namespace_gen_key(&namespace_tag(scope));
+        let counters = self
+            .link
+            .query("read", &self.generations_command(&ns_gen_key))
+            .await?;
+        self.parse_generations(&ns_gen_key, counters)
     }
 
     async fn store(&self, at: &Location<'_>, entry: Vec<u8>, ttl: Option<Duration>) -> Result<()> {
@@ -362,7 +506,9 @@ impl Backend for RedisBackend {
         set.arg(&key).arg(entry);
         if let Some(ttl) = ttl {
             let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-            set.arg("PX").arg(ms);
+            if ms <= MAX_TTL_MS {
+                set.arg("PX").arg(ms);
+            }
         }
         self.link.query::<()>("write", &set).await
     }
