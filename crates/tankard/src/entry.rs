@@ -90,21 +90,24 @@ impl EntryMeta {
         stale: std::time::Duration,
         gens: Generations,
     ) -> EntryMeta {
+        // Saturating: a duration past u64::MAX ms means "never", not
+        // whatever its low 64 bits say.
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let fresh_until_ms = match expire {
-            Some(expire) => now_ms.saturating_add(expire.as_millis() as u64),
+            Some(expire) => now_ms.saturating_add(ms(expire)),
             None => u64::MAX,
         };
         // An entry made after a soft invalidation must be newer than it,
         // even within the same millisecond.
         let created_ms = if gens.soft_before_ms > 0 {
-            now_ms.max(gens.soft_before_ms + 1)
+            now_ms.max(gens.soft_before_ms.saturating_add(1))
         } else {
             now_ms
         };
         EntryMeta {
             created_ms,
             fresh_until_ms,
-            stale_until_ms: fresh_until_ms.saturating_add(stale.as_millis() as u64),
+            stale_until_ms: fresh_until_ms.saturating_add(ms(stale)),
             region_gen: gens.region,
             namespace_gen: gens.namespace,
         }
@@ -399,6 +402,28 @@ mod tests {
         let plain = encode("k", &meta(), &1u8, None)?;
         assert_eq!(open("k", &plain, Some(&s)).unwrap_err(), DecodeError::Tag);
         Ok(())
+    }
+
+    /// Found by the `entry_decode` fuzz target: a soft-invalidation time at
+    /// `u64::MAX` (a damaged generation record) overflowed, and a duration
+    /// past `u64::MAX` ms (`Cache::expire(u64::MAX)`) wrapped to a short one.
+    #[test]
+    fn extreme_durations_and_generations_saturate() {
+        use std::time::Duration;
+        let damaged = Generations {
+            region: 0,
+            soft_before_ms: u64::MAX,
+            namespace: 0,
+        };
+        let forever = Duration::from_secs(u64::MAX);
+        let m = EntryMeta::new(1_000, Some(forever), forever, damaged);
+        assert_eq!(m.created_ms, u64::MAX);
+        assert_eq!(m.fresh_until_ms, u64::MAX);
+        assert_eq!(m.stale_until_ms, u64::MAX);
+        let just_past = Duration::from_millis(u64::MAX) + Duration::from_secs(1);
+        let m = EntryMeta::new(1_000, Some(just_past), just_past, Generations::default());
+        assert_eq!(m.fresh_until_ms, u64::MAX, "wrapped to 1 s");
+        assert_eq!(m.stale_until_ms, u64::MAX);
     }
 
     #[test]
