@@ -33,6 +33,8 @@ use serde::de::DeserializeOwned;
 
 use crate::config::Secret;
 
+mod nesting;
+
 const MAGIC: &[u8; 4] = b"TKRD";
 const VERSION: u8 = 1;
 const FLAG_HMAC: u8 = 1;
@@ -160,6 +162,8 @@ pub(crate) enum DecodeError {
     OtherType,
     #[error("value does not decode as the requested type: {0}")]
     Payload(String),
+    #[error("value is nested deeper than {} levels", nesting::MAX_NESTING)]
+    TooDeep,
 }
 
 /// A checked but not yet decoded entry: its metadata and payload bytes.
@@ -302,12 +306,22 @@ pub(crate) fn open<'a>(
 }
 
 /// Decodes a payload; serde's sequence visitors cap preallocation, so a
-/// lying length prefix cannot force a large allocation.
+/// lying length prefix cannot force a large allocation, and
+/// [`nesting::Limited`] caps recursion, so deep nesting cannot overflow
+/// the stack.
 pub(crate) fn decode_payload<T: DeserializeOwned>(raw: &RawEntry<'_>) -> Result<T, DecodeError> {
     if raw.type_tag != type_tag::<T>() {
         return Err(DecodeError::OtherType);
     }
-    postcard::from_bytes(raw.payload).map_err(|e| DecodeError::Payload(e.to_string()))
+    let tripped = std::cell::Cell::new(false);
+    let mut de = postcard::Deserializer::from_bytes(raw.payload);
+    T::deserialize(nesting::Limited::new(&mut de, &tripped)).map_err(|e| {
+        if tripped.get() {
+            DecodeError::TooDeep
+        } else {
+            DecodeError::Payload(e.to_string())
+        }
+    })
 }
 
 /// Reads only an entry's timestamps, checking framing and checksum but not
@@ -424,6 +438,43 @@ mod tests {
         let m = EntryMeta::new(1_000, Some(just_past), just_past, Generations::default());
         assert_eq!(m.fresh_until_ms, u64::MAX, "wrapped to 1 s");
         assert_eq!(m.stale_until_ms, u64::MAX);
+    }
+
+    /// A linked list: each node is two levels (the struct, its `Option`).
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    struct Node {
+        next: Option<Box<Node>>,
+    }
+
+    /// Found by the `entry_decode` fuzz target's recursive type: postcard
+    /// decodes by recursion, and a 1 MB entry nested a million deep
+    /// overflowed the stack (a process abort). Past the limit it is a miss;
+    /// up to it, decoding fits in a tokio worker's 2 MiB stack even in a
+    /// debug build.
+    #[test]
+    fn deep_nesting_is_a_miss_not_a_stack_overflow() -> TestResult {
+        let entry = |nodes: usize| {
+            let mut payload = vec![1u8; nodes];
+            payload.push(0);
+            encode_payload("k", &meta(), type_tag::<Node>(), &payload, None)
+        };
+        let deepest = (nesting::MAX_NESTING as usize - 1) / 2;
+        let (ok, too_deep) = (entry(deepest), entry(1_000_000));
+        let decoded = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let ok = decode_payload::<Node>(&open("k", &ok, None)?).map(|_| ());
+                let too_deep = decode_payload::<Node>(&open("k", &too_deep, None)?).map(|_| ());
+                Ok::<_, DecodeError>((ok, too_deep))
+            })?
+            .join()
+            .map_err(|_| "the decoding thread panicked")?;
+        let (ok, too_deep) = decoded?;
+        assert_eq!(ok, Ok(()));
+        assert_eq!(too_deep, Err(DecodeError::TooDeep));
+        let one_more = decode_payload::<Node>(&open("k", &entry(deepest + 1), None)?);
+        assert_eq!(one_more.map(|_| ()), Err(DecodeError::TooDeep));
+        Ok(())
     }
 
     #[test]
