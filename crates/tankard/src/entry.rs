@@ -347,6 +347,38 @@ pub(crate) fn peek_meta(bytes: &[u8]) -> Option<EntryMeta> {
     })
 }
 
+/// Makes mutated bytes pass the framing checks, for the fuzzer: fits the
+/// key and payload lengths to the buffer, writes `type_tag` if given, and
+/// recomputes the checksum and, when the flags ask for one and `secret` is
+/// given, the HMAC tag. Random mutations would almost never get past the
+/// CRC to the key check and the payload decoder; this takes them there.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn reseal(bytes: &mut [u8], type_tag: Option<u64>, secret: Option<&Secret>) {
+    if bytes.len() < HEADER {
+        return;
+    }
+    let tag_len = if bytes[5] & FLAG_HMAC != 0 { TAG } else { 0 };
+    let Some(room) = bytes.len().checked_sub(HEADER + tag_len) else {
+        return;
+    };
+    let key_len = usize::from(u16::from_le_bytes([bytes[6], bytes[7]])).min(room);
+    let Ok(payload_len) = u32::try_from(room - key_len) else {
+        return;
+    };
+    bytes[6..8].copy_from_slice(&(key_len as u16).to_le_bytes());
+    bytes[48..52].copy_from_slice(&payload_len.to_le_bytes());
+    if let Some(type_tag) = type_tag {
+        bytes[TYPE_AT].copy_from_slice(&type_tag.to_le_bytes());
+    }
+    let body_end = bytes.len() - tag_len;
+    let crc = checksum(&bytes[..body_end]);
+    bytes[CRC_AT].copy_from_slice(&crc.to_le_bytes());
+    if let (Some(secret), TAG) = (secret, tag_len) {
+        let tag = tag(secret, &bytes[..body_end]);
+        bytes[body_end..].copy_from_slice(&tag);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
