@@ -135,7 +135,9 @@ mod tests {
     }
 
     /// Runs every file of `dir/<target>/` through its target; returns how
-    /// many ran per target and which failed.
+    /// many ran per target and which failed. A target without a directory
+    /// has no files (git keeps no empty directories); the corpus test
+    /// checks the counts.
     fn replay(dir: &str) -> (Vec<(&'static str, usize)>, Vec<String>) {
         let mut counts = Vec::new();
         let mut failures = Vec::new();
@@ -143,6 +145,7 @@ mod tests {
             let dir = fuzz_dir().join(dir).join(target);
             let mut paths: Vec<PathBuf> = match std::fs::read_dir(&dir) {
                 Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
                 Err(err) => panic!("{}: {err}", dir.display()),
             };
             paths.retain(|path| path.is_file() && !path.ends_with("README.md"));
