@@ -489,6 +489,29 @@ impl KeyBuf {
         }
     }
 
+    /// Checks what readers of a key rely on (for the fuzzer and tests): the
+    /// inline bytes past the end are zero (typed maps read short keys as
+    /// fixed-size arrays), a spilled key holds exactly its length, and a
+    /// text key is UTF-8 (only whole `str`s and `char`s are pushed).
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn validate(&self) {
+        match &self.long {
+            Some(long) => assert_eq!(long.len(), self.len, "a spilled key's length"),
+            None => assert!(
+                self.short[self.len..].iter().all(|&byte| byte == 0),
+                "inline bytes past the end of a key must stay zero: {:?}",
+                self.short
+            ),
+        }
+        if !self.compact {
+            assert!(
+                std::str::from_utf8(self.as_bytes()).is_ok(),
+                "a text key is UTF-8: {:?}",
+                self.as_bytes()
+            );
+        }
+    }
+
     /// The text key: as written, or read back from a compact key.
     pub(crate) fn text(&self) -> Cow<'_, str> {
         if self.compact {

@@ -33,6 +33,8 @@ use serde::de::DeserializeOwned;
 
 use crate::config::Secret;
 
+mod nesting;
+
 const MAGIC: &[u8; 4] = b"TKRD";
 const VERSION: u8 = 1;
 const FLAG_HMAC: u8 = 1;
@@ -157,6 +159,8 @@ pub(crate) enum DecodeError {
     OtherType,
     #[error("value does not decode as the requested type: {0}")]
     Payload(String),
+    #[error("value is nested deeper than {} levels", nesting::MAX_NESTING)]
+    TooDeep,
 }
 
 /// A checked but not yet decoded entry: its metadata and payload bytes.
@@ -299,12 +303,22 @@ pub(crate) fn open<'a>(
 }
 
 /// Decodes a payload; serde's sequence visitors cap preallocation, so a
-/// lying length prefix cannot force a large allocation.
+/// lying length prefix cannot force a large allocation, and
+/// [`nesting::Limited`] caps recursion, so deep nesting cannot overflow
+/// the stack.
 pub(crate) fn decode_payload<T: DeserializeOwned>(raw: &RawEntry<'_>) -> Result<T, DecodeError> {
     if raw.type_tag != type_tag::<T>() {
         return Err(DecodeError::OtherType);
     }
-    postcard::from_bytes(raw.payload).map_err(|e| DecodeError::Payload(e.to_string()))
+    let tripped = std::cell::Cell::new(false);
+    let mut de = postcard::Deserializer::from_bytes(raw.payload);
+    T::deserialize(nesting::Limited::new(&mut de, &tripped)).map_err(|e| {
+        if tripped.get() {
+            DecodeError::TooDeep
+        } else {
+            DecodeError::Payload(e.to_string())
+        }
+    })
 }
 
 /// Reads only an entry's timestamps, checking framing and checksum but not
@@ -328,6 +342,38 @@ pub(crate) fn peek_meta(bytes: &[u8]) -> Option<EntryMeta> {
         region_gen: u64_at(bytes, 32),
         namespace_gen: u64_at(bytes, 40),
     })
+}
+
+/// Makes mutated bytes pass the framing checks, for the fuzzer: fits the
+/// key and payload lengths to the buffer, writes `type_tag` if given, and
+/// recomputes the checksum and, when the flags ask for one and `secret` is
+/// given, the HMAC tag. Random mutations would almost never get past the
+/// CRC to the key check and the payload decoder; this takes them there.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn reseal(bytes: &mut [u8], type_tag: Option<u64>, secret: Option<&Secret>) {
+    if bytes.len() < HEADER {
+        return;
+    }
+    let tag_len = if bytes[5] & FLAG_HMAC != 0 { TAG } else { 0 };
+    let Some(room) = bytes.len().checked_sub(HEADER + tag_len) else {
+        return;
+    };
+    let key_len = usize::from(u16::from_le_bytes([bytes[6], bytes[7]])).min(room);
+    let Ok(payload_len) = u32::try_from(room - key_len) else {
+        return;
+    };
+    bytes[6..8].copy_from_slice(&(key_len as u16).to_le_bytes());
+    bytes[48..52].copy_from_slice(&payload_len.to_le_bytes());
+    if let Some(type_tag) = type_tag {
+        bytes[TYPE_AT].copy_from_slice(&type_tag.to_le_bytes());
+    }
+    let body_end = bytes.len() - tag_len;
+    let crc = checksum(&bytes[..body_end]);
+    bytes[CRC_AT].copy_from_slice(&crc.to_le_bytes());
+    if let (Some(secret), TAG) = (secret, tag_len) {
+        let tag = tag(secret, &bytes[..body_end]);
+        bytes[body_end..].copy_from_slice(&tag);
+    }
 }
 
 #[cfg(test)]
@@ -398,6 +444,65 @@ mod tests {
         );
         let plain = encode("k", &meta(), &1u8, None)?;
         assert_eq!(open("k", &plain, Some(&s)).unwrap_err(), DecodeError::Tag);
+        Ok(())
+    }
+
+    /// Found by the `entry_decode` fuzz target: a soft-invalidation time at
+    /// `u64::MAX` (a damaged generation record) overflowed, and a duration
+    /// past `u64::MAX` ms (`Cache::expire(u64::MAX)`) wrapped to a short one.
+    #[test]
+    fn extreme_durations_and_generations_saturate() {
+        use std::time::Duration;
+        let damaged = Generations {
+            region: 0,
+            soft_before_ms: u64::MAX,
+            namespace: 0,
+        };
+        let forever = Duration::from_secs(u64::MAX);
+        let m = EntryMeta::new(1_000, Some(forever), forever, damaged);
+        assert_eq!(m.created_ms, u64::MAX);
+        assert_eq!(m.fresh_until_ms, u64::MAX);
+        assert_eq!(m.stale_until_ms, u64::MAX);
+        let just_past = Duration::from_millis(u64::MAX) + Duration::from_secs(1);
+        let m = EntryMeta::new(1_000, Some(just_past), just_past, Generations::default());
+        assert_eq!(m.fresh_until_ms, u64::MAX, "wrapped to 1 s");
+        assert_eq!(m.stale_until_ms, u64::MAX);
+    }
+
+    /// A linked list: each node is two levels (the struct, its `Option`).
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    struct Node {
+        next: Option<Box<Node>>,
+    }
+
+    /// Found by the `entry_decode` fuzz target's recursive type: postcard
+    /// decodes by recursion, and a 1 MB entry nested a million deep
+    /// overflowed the stack (a process abort). Past the limit it is a miss;
+    /// up to it, decoding fits in a tokio worker's 2 MiB stack even in a
+    /// debug build.
+    #[test]
+    fn deep_nesting_is_a_miss_not_a_stack_overflow() -> TestResult {
+        let entry = |nodes: usize| {
+            let mut payload = vec![1u8; nodes];
+            payload.push(0);
+            encode_payload("k", &meta(), type_tag::<Node>(), &payload, None)
+        };
+        let deepest = (nesting::MAX_NESTING as usize - 1) / 2;
+        let (ok, too_deep) = (entry(deepest), entry(1_000_000));
+        let decoded = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let ok = decode_payload::<Node>(&open("k", &ok, None)?).map(|_| ());
+                let too_deep = decode_payload::<Node>(&open("k", &too_deep, None)?).map(|_| ());
+                Ok::<_, DecodeError>((ok, too_deep))
+            })?
+            .join()
+            .map_err(|_| "the decoding thread panicked")?;
+        let (ok, too_deep) = decoded?;
+        assert_eq!(ok, Ok(()));
+        assert_eq!(too_deep, Err(DecodeError::TooDeep));
+        let one_more = decode_payload::<Node>(&open("k", &entry(deepest + 1), None)?);
+        assert_eq!(one_more.map(|_| ()), Err(DecodeError::TooDeep));
         Ok(())
     }
 

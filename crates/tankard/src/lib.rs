@@ -79,6 +79,14 @@ pub mod web;
 #[path = "function.rs"]
 pub mod __private;
 
+/// The fuzz targets' entry points (`fuzz/`, `scripts/fuzz`): built under
+/// cargo-fuzz's `--cfg fuzzing` and for the unit tests, which replay the
+/// corpus and crash seeds through them. Not an API.
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+#[path = "fuzzing/mod.rs"]
+pub mod __fuzz;
+
 pub use backend::{Purged, Usage};
 pub use cache_key::{CacheKey, SerdeKey};
 pub use clock::Clock;
