@@ -1116,11 +1116,11 @@ fn validate(
             })?
         }
         BackendKind::Tiered | BackendKind::Null => {
-            check_lock_dir(options, own_key)?;
+            check_lock(options, own_key)?;
             return Ok(None);
         }
     };
-    check_lock_dir(options, own_key)?;
+    check_lock(options, own_key)?;
     if feature_enabled(feature) {
         return Ok(None);
     }
@@ -1135,8 +1135,28 @@ fn validate(
     }))
 }
 
-/// `lock = file` needs somewhere to put its lock files.
-fn check_lock_dir(options: &RegionOptions, own_key: &dyn Fn(&str) -> String) -> Result<()> {
+/// The lock mode against the backend, so that a config that loads also
+/// opens (the fuzz target `config_flat` found `lock = distributed` on a
+/// memory region passing here and failing in `CacheManager::new`):
+/// `lock = distributed` needs a server to hold the lock, and `lock = file`
+/// somewhere to put its lock files.
+fn check_lock(options: &RegionOptions, own_key: &dyn Fn(&str) -> String) -> Result<()> {
+    let serverless = matches!(
+        options.backend,
+        BackendKind::Memory
+            | BackendKind::Null
+            | BackendKind::Tiered
+            | BackendKind::File
+            | BackendKind::Dbm
+    );
+    if options.lock == LockMode::Distributed && serverless {
+        return Err(bad(
+            &own_key("lock"),
+            "distributed",
+            &format!("is not available for the {} backend", options.backend),
+            "auto, local, file (with lock_dir) or none",
+        ));
+    }
     if options.lock == LockMode::File && options.lock_dir.is_none() {
         return Err(ConfigError::Missing {
             key: own_key("lock_dir"),

@@ -609,12 +609,12 @@ fn bad_backend_type() {
 #[test]
 fn enums_are_case_insensitive_and_checked() {
     let config = ok(flat_memory(&[
-        ("cache.lock", "Distributed"),
+        ("cache.lock", "Local"),
         ("cache.on_backend_error", "ERROR"),
         ("cache.refresh", "Background"),
     ]));
     let d = config.default_options();
-    assert_eq!(d.lock, LockMode::Distributed);
+    assert_eq!(d.lock, LockMode::Local);
     assert_eq!(d.on_backend_error, OnBackendError::Error);
     assert_eq!(d.refresh, Refresh::Background);
     assert_eq!(
@@ -1419,4 +1419,29 @@ fn a_manual_clock_saturates_at_the_end_of_time() {
     assert_eq!(clock.now_ms(), u64::MAX);
     clock.advance(Duration::from_millis(1));
     assert_eq!(clock.now_ms(), u64::MAX);
+}
+
+#[test]
+fn a_distributed_lock_without_a_server_is_refused_at_parse_time() {
+    // Found by the config_flat fuzz target: this loaded, then
+    // CacheManager::new refused it. A config that loads must open.
+    assert_eq!(
+        err(flat_memory(&[("cache.lock", "distributed")])),
+        r#"cache.lock: "distributed" is not available for the memory backend; expected auto, local, file (with lock_dir) or none"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().display().to_string();
+    assert_eq!(
+        err(Config::from_flat([
+            ("cache.type", "file"),
+            ("cache.data_dir", data_dir.as_str()),
+            ("cache.regions", "r"),
+            ("cache.r.lock", "distributed"),
+        ])),
+        r#"cache.r.lock: "distributed" is not available for the file backend; expected auto, local, file (with lock_dir) or none"#
+    );
+    for lock in ["auto", "local", "none"] {
+        let config = ok(flat_memory(&[("cache.lock", lock)]));
+        tankard::CacheManager::new(config).unwrap();
+    }
 }
