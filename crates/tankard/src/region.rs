@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::backend::{Backend, Location, Purged, RegionScope, Scope, Usage};
 use crate::clock::Clock;
-use crate::config::{BackendKind, LockMode, OnBackendError, Refresh, RegionOptions};
+use crate::config::{BackendKind, LockMode, OnBackendError, Refresh, RegionOptions, option_key};
 use crate::dogpile::flight::Flights;
 use crate::dogpile::lock::{CreationLock, LocalOnly};
 use crate::entry::{self, EntryMeta, Freshness, Generations, ReadPolicy};
@@ -140,15 +140,6 @@ fn lock_error(options: &RegionOptions, value: &str, backend: &str) -> Error {
         problem: format!("is not available for the {backend} backend"),
         expected: "auto, local, file (with lock_dir) or none".to_owned(),
     })
-}
-
-/// The config key of an option of this region, for error messages.
-pub(crate) fn option_key(options: &RegionOptions, option: &str) -> String {
-    if options.name == "default" {
-        format!("cache.{option}")
-    } else {
-        format!("cache.{}.{option}", options.name)
-    }
 }
 
 impl Region {

@@ -8,6 +8,7 @@
 mod options;
 mod parse;
 
+pub(crate) use options::option_key;
 pub use options::{BackendKind, LockMode, OnBackendError, Refresh, RegionOptions, Secret};
 
 use std::collections::BTreeMap;

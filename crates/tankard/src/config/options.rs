@@ -82,6 +82,16 @@ pub struct RegionOptions {
     pub prefix: String,
 }
 
+/// The config key of an option of a region, for error messages
+/// (`cache.<option>` for the default options).
+pub(crate) fn option_key(options: &RegionOptions, option: &str) -> String {
+    if options.name == "default" {
+        format!("cache.{option}")
+    } else {
+        format!("cache.{}.{option}", options.name)
+    }
+}
+
 /// Key `type`: the backend of a region.
 ///
 /// ```

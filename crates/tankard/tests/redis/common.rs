@@ -3,7 +3,8 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub(crate) const REDIS_DEFAULT: &str = "redis://127.0.0.1:26379/";
@@ -249,5 +250,17 @@ impl Drop for PrivateServer {
                 .status();
         }
         self.kill();
+    }
+}
+
+/// A creator that counts its runs and returns `value`.
+pub(crate) fn counted(
+    runs: &Arc<AtomicUsize>,
+    value: &str,
+) -> impl FnOnce() -> std::future::Ready<String> + use<> {
+    let (runs, value) = (runs.clone(), value.to_owned());
+    move || {
+        runs.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(value)
     }
 }

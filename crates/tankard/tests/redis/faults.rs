@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use tankard::Invalidation;
 
-use crate::common::{Kind, PrivateServer, Raw, entry_key, lock_key, manager, toml, unique_prefix};
+use crate::common::{
+    Kind, PrivateServer, Raw, counted, entry_key, lock_key, manager, toml, unique_prefix,
+};
 
 both!(
     damaged_counters_do_not_switch_caching_off_and_a_bump_repairs_them,
@@ -287,18 +289,6 @@ async fn a_killed_and_restarted_server_under_load_costs_bounded_calls_and_leaves
          hit ratio {warm:.2} before, {after:.2} after",
         samples.len()
     );
-}
-
-/// Counts creator runs.
-fn counted(
-    runs: &Arc<AtomicUsize>,
-    value: &str,
-) -> impl FnOnce() -> std::future::Ready<String> + use<> {
-    let (runs, value) = (runs.clone(), value.to_owned());
-    move || {
-        runs.fetch_add(1, Ordering::SeqCst);
-        std::future::ready(value)
-    }
 }
 
 async fn damaged_counters_do_not_switch_caching_off_and_a_bump_repairs_them(kind: Kind) {

@@ -6,19 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{Kind, PrivateServer, Raw, entry_key, manager, toml_for, unique_prefix};
-
-/// A creator that counts its runs and returns `value`.
-fn counted(
-    runs: &Arc<AtomicUsize>,
-    value: &str,
-) -> impl FnOnce() -> std::future::Ready<String> + use<> {
-    let (runs, value) = (runs.clone(), value.to_owned());
-    move || {
-        runs.fetch_add(1, Ordering::SeqCst);
-        std::future::ready(value)
-    }
-}
+use crate::common::{
+    Kind, PrivateServer, Raw, counted, entry_key, manager, toml_for, unique_prefix,
+};
 
 /// Puts and reads back until the server answers again (bounded).
 async fn wait_until_cached(ns: &tankard::Cache, key: &str) {

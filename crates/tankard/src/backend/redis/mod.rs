@@ -105,12 +105,12 @@ use ::redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, RedisError, Script,
 use async_trait::async_trait;
 
 use super::{Backend, Loaded, Location, RegionScope, Scope, generation_start};
+use crate::config::option_key;
 use crate::config::{BackendKind, RegionOptions};
 use crate::dogpile::lock::CreationLock;
 use crate::entry::Generations;
 use crate::error::{ConfigError, Error, Result};
 use crate::key;
-use crate::region::option_key;
 use conn::{Link, Target, Wakeups};
 use lock::RedisLock;
 
