@@ -348,6 +348,12 @@ impl Backend for Guarded {
         self.lock.clone()
     }
 
+    // Not behind the breaker: the backplane has its own connection and
+    // reports its own state to the L1 it serves.
+    fn backplane(&self) -> Option<Arc<dyn super::backplane::Backplane>> {
+        self.inner.backplane()
+    }
+
     async fn purge_expired(&self, now_ms: u64) -> Result<Purged> {
         self.breaker.call(|| self.inner.purge_expired(now_ms)).await
     }

@@ -35,6 +35,8 @@ pub(crate) fn generation_start() -> u64 {
         .map_or(0, |since| since.as_micros() as u64)
 }
 
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) mod backplane;
 // Built whatever the features, like the backends it will serve: its code
 // does not depend on any store.
 #[cfg_attr(not(any(feature = "memcached", feature = "redis")), allow(dead_code))]
@@ -72,6 +74,32 @@ pub(crate) fn open_remote(
         _ => return None,
     };
     Some(network.map(|backend| breaker::guard(backend, options, clock.clone())))
+}
+
+/// Opens the backplane a region's `backplane` option asks for, with the
+/// region's store at hand (`auto` uses the store's own, if it has one).
+/// `Ok(None)`: the region has no backplane.
+pub(crate) fn open_backplane(
+    options: &RegionOptions,
+    store: Option<&Arc<dyn Backend>>,
+) -> Result<Option<Arc<dyn backplane::Backplane>>> {
+    use crate::config::BackplaneSetting;
+    match &options.backplane {
+        BackplaneSetting::None => Ok(None),
+        BackplaneSetting::Auto => Ok(store.and_then(|store| store.backplane())),
+        #[cfg(feature = "redis")]
+        BackplaneSetting::Redis(url) => redis::open_backplane(url, options).map(Some),
+        #[cfg(not(feature = "redis"))]
+        BackplaneSetting::Redis(_) => Err(crate::error::Error::config(
+            crate::error::ConfigError::FeatureMissing {
+                key: crate::config::option_key(options, "backplane"),
+                value: "redis://…".to_owned(),
+                feature: "redis",
+            },
+        )),
+        #[allow(unreachable_patterns)]
+        _ => Ok(None),
+    }
 }
 
 /// The keys of one region, computed once.
@@ -238,6 +266,12 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// The lock that guards creation across processes.
     fn creation_lock(&self) -> Arc<dyn CreationLock>;
+
+    /// The backplane this store can carry for its region's L1 (Redis:
+    /// pub/sub on the same server), if any.
+    fn backplane(&self) -> Option<Arc<dyn backplane::Backplane>> {
+        None
+    }
 
     /// Removes entries that can no longer be served, and any other
     /// garbage the backend can leave behind; says what it removed.

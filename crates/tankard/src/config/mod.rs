@@ -9,7 +9,9 @@ mod options;
 mod parse;
 
 pub(crate) use options::option_key;
-pub use options::{BackendKind, LockMode, OnBackendError, Refresh, RegionOptions, Secret};
+pub use options::{
+    BackendKind, BackplaneSetting, LockMode, OnBackendError, Refresh, RegionOptions, Secret,
+};
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -78,6 +78,21 @@ pub struct RegionOptions {
     pub on_backend_error: OnBackendError,
     /// Key `refresh`: who waits for a stale entry's regeneration.
     pub refresh: Refresh,
+    /// Key `l1`: an in-process memory tier in front of the region's shared
+    /// store (DESIGN §4, §8). Ignored on `memory` and `null` regions.
+    pub l1: bool,
+    /// Key `l1_max_entries`: the most entries the L1 tier keeps (default
+    /// 10 000), unless `l1_max_bytes` bounds it by size instead.
+    pub l1_max_entries: u64,
+    /// Key `l1_max_bytes`: bounds the L1 tier by encoded size instead of
+    /// entry count.
+    pub l1_max_bytes: Option<u64>,
+    /// Key `l1_expire`: the longest an L1 copy is served without word from
+    /// the backplane. `None`: the region's `expire` with a backplane, 5 s
+    /// without one.
+    pub l1_expire: Option<Duration>,
+    /// Key `backplane`: what carries L1 evictions between processes.
+    pub backplane: BackplaneSetting,
     /// Key `prefix`: prepended to every key this region writes.
     pub prefix: String,
 }
@@ -184,6 +199,26 @@ pub enum OnBackendError {
     Bypass,
     /// Return the error to the caller.
     Error,
+}
+
+/// Key `backplane`: what tells other processes to drop their L1 copies
+/// when an entry changes.
+///
+/// ```
+/// assert_eq!(tankard::config::BackplaneSetting::default(), tankard::config::BackplaneSetting::Auto);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackplaneSetting {
+    /// The region's own Redis or Redis Cluster when its type is one of
+    /// those; none otherwise.
+    #[default]
+    Auto,
+    /// No backplane: `l1_expire` alone bounds how stale an L1 copy gets.
+    None,
+    /// A Redis server (`redis://…`) that carries the region's evictions,
+    /// whatever its store.
+    Redis(String),
 }
 
 /// Key `refresh`: who waits for a stale entry's regeneration.

@@ -1351,6 +1351,11 @@ impl RegionOptions {
             secret: None,
             on_backend_error: super::OnBackendError::Bypass,
             refresh: super::Refresh::Foreground,
+            l1: false,
+            l1_max_entries: 10_000,
+            l1_max_bytes: None,
+            l1_expire: None,
+            backplane: super::BackplaneSetting::Auto,
             prefix: String::new(),
         }
     }
