@@ -10,7 +10,6 @@ use crate::backend::memory::MemKeyRef;
 use crate::entry::{self, EntryMeta, Freshness};
 use crate::error::Result;
 use crate::namespace::Cache;
-use crate::region::Store;
 
 /// Whether an inspected entry would be served fresh or stale.
 ///
@@ -149,46 +148,43 @@ impl Cache {
             Freshness::Stale => Some(EntryState::Stale),
             Freshness::Missing => None,
         };
-        match &region.store {
-            #[cfg(feature = "memory")]
-            Store::Memory(memory) => {
-                let Some(found) = memory.get(&MemKeyRef {
-                    namespace: self.ns.id,
-                    key,
-                }) else {
-                    return Ok(None);
-                };
-                let generations = region.memory_generations(&self.ns);
-                Ok(
-                    state(found.meta.freshness(&generations, &policy)).map(|state| {
-                        EntryInfo::new(state, &found.meta, key.to_owned(), None, None, None)
-                    }),
-                )
-            }
-            Store::Shared(backend) => {
-                let at = self.ns.scope.locate(key);
-                let loaded = backend.load(&at).await?;
-                let Some(bytes) = loaded.bytes else {
-                    return Ok(None);
-                };
-                let Ok(raw) = entry::open(&at.storage_key, &bytes, region.options.secret.as_ref())
-                else {
-                    return Ok(None);
-                };
-                Ok(
-                    state(raw.meta.freshness(&loaded.generations, &policy)).map(|state| {
-                        EntryInfo::new(
-                            state,
-                            &raw.meta,
-                            at.storage_key.clone(),
-                            Some(raw.payload.to_vec()),
-                            Some(bytes.len()),
-                            Some(raw.type_tag),
-                        )
-                    }),
-                )
-            }
-            Store::Null => Ok(None),
+        #[cfg(feature = "memory")]
+        if let Some(memory) = region.memory_only() {
+            let Some(found) = memory.get(&MemKeyRef {
+                namespace: self.ns.id,
+                key,
+            }) else {
+                return Ok(None);
+            };
+            let generations = region.memory_generations(&self.ns);
+            return Ok(
+                state(found.meta.freshness(&generations, &policy)).map(|state| {
+                    EntryInfo::new(state, &found.meta, key.to_owned(), None, None, None)
+                }),
+            );
         }
+        let Some(backend) = &region.l2 else {
+            return Ok(None);
+        };
+        let at = self.ns.scope.locate(key);
+        let loaded = backend.load(&at).await?;
+        let Some(bytes) = loaded.bytes else {
+            return Ok(None);
+        };
+        let Ok(raw) = entry::open(&at.storage_key, &bytes, region.options.secret.as_ref()) else {
+            return Ok(None);
+        };
+        Ok(
+            state(raw.meta.freshness(&loaded.generations, &policy)).map(|state| {
+                EntryInfo::new(
+                    state,
+                    &raw.meta,
+                    at.storage_key.clone(),
+                    Some(raw.payload.to_vec()),
+                    Some(bytes.len()),
+                    Some(raw.type_tag),
+                )
+            }),
+        )
     }
 }

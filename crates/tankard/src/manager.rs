@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::dogpile::{Shutdown, ShutdownTrigger};
 use crate::error::{Error, Kind, Result};
 use crate::namespace::Cache;
 use crate::region::Region;
@@ -37,6 +38,8 @@ struct Inner {
     default: Region,
     regions: BTreeMap<String, Region>,
     clock: Clock,
+    /// Dropped with the last handle: background work stops.
+    _shutdown: ShutdownTrigger,
 }
 
 impl fmt::Debug for CacheManager {
@@ -82,12 +85,17 @@ impl CacheManager {
     /// ```
     pub fn with_clock(config: Config, clock: Clock) -> Result<CacheManager> {
         clock.start_ticking();
-        let default = Region::open(config.default_options().clone(), clock.clone())?;
+        let (trigger, shutdown) = Shutdown::new();
+        let default = Region::open(
+            config.default_options().clone(),
+            clock.clone(),
+            shutdown.clone(),
+        )?;
         let mut regions = BTreeMap::new();
         for options in config.regions() {
             regions.insert(
                 options.name.clone(),
-                Region::open(options.clone(), clock.clone())?,
+                Region::open(options.clone(), clock.clone(), shutdown.clone())?,
             );
         }
         Ok(CacheManager {
@@ -96,6 +104,7 @@ impl CacheManager {
                 default,
                 regions,
                 clock,
+                _shutdown: trigger,
             }),
         })
     }

@@ -223,10 +223,11 @@ pub enum BackplaneSetting {
 
 /// Key `refresh`: who waits for a stale entry's regeneration.
 ///
-/// Only [`Foreground`](Refresh::Foreground) is built so far: a region set
-/// to `background` works as `foreground` and says so in a warning when it
-/// opens (running a creator in a task needs a `'static` creator, which
-/// `get_or_create` does not ask for).
+/// With `background`, a creator that can outlive its caller runs in a task
+/// of its own: [`Cache::get_or_spawn`](crate::Cache::get_or_spawn) and
+/// [`get_or_try_spawn`](crate::Cache::get_or_try_spawn). A creator that
+/// borrows from its caller ([`Cache::get_or_create`](crate::Cache::get_or_create))
+/// cannot, and regenerates in the caller as with `foreground`.
 ///
 /// ```
 /// assert_eq!(tankard::config::Refresh::default(), tankard::config::Refresh::Foreground);
@@ -237,9 +238,10 @@ pub enum Refresh {
     /// The caller that takes the lock runs the creator and gets the new value.
     #[default]
     Foreground,
-    /// Planned (DESIGN §5.3): the caller that takes the lock gets the stale
-    /// value too, and the creator runs in a spawned task. Not built yet:
-    /// it works as [`Foreground`](Refresh::Foreground), with a warning.
+    /// Every caller of a stale entry gets the stale value at once, the one
+    /// that starts its regeneration too; the creator runs in a task (one
+    /// across processes), stores its value, and stops when the manager is
+    /// dropped. Its failure is counted and logged; the stale value stays.
     Background,
 }
 

@@ -41,18 +41,20 @@ enum State<V> {
 }
 
 /// What [`Flights::join_or_lead`] made of the caller.
-pub(crate) enum Role<'a, K: Hash + Eq + Clone, V: Clone> {
+pub(crate) enum Role<K: Hash + Eq + Clone, V: Clone> {
     /// Nobody was creating this key: the caller must create it and then
     /// call [`Leader::complete`].
-    Leader(Leader<'a, K, V>),
+    Leader(Leader<K, V>),
     /// Another caller is creating it: await this for its outcome.
     Waiter(Wait<V>),
 }
 
 /// The right and duty to create one key. Dropping it without completing
 /// (the creator was cancelled) wakes the waiters so one of them takes over.
-pub(crate) struct Leader<'a, K: Hash + Eq + Clone, V: Clone> {
-    flights: &'a Flights<K, V>,
+/// It owns its map's handle, so it can move into a task that outlives the
+/// caller (a background refresh).
+pub(crate) struct Leader<K: Hash + Eq + Clone, V: Clone> {
+    flights: Arc<Flights<K, V>>,
     key: K,
     flight: Arc<Flight<V>>,
     finished: bool,
@@ -72,9 +74,10 @@ impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
     }
 
     /// Joins the running flight for `key`, or starts one with the caller
-    /// as its leader.
-    pub(crate) fn join_or_lead(&self, key: &K) -> Role<'_, K, V> {
-        let mut running = lock(&self.running);
+    /// as its leader. (An associated function, not a method: `Arc` is
+    /// std's or shuttle's, and only std's can be a receiver.)
+    pub(crate) fn join_or_lead(flights: &Arc<Self>, key: &K) -> Role<K, V> {
+        let mut running = lock(&flights.running);
         if let Some(flight) = running.get(key) {
             return Role::Waiter(Wait {
                 flight: flight.clone(),
@@ -85,7 +88,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
         });
         running.insert(key.clone(), flight.clone());
         Role::Leader(Leader {
-            flights: self,
+            flights: flights.clone(),
             key: key.clone(),
             flight,
             finished: false,
@@ -120,7 +123,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
     }
 }
 
-impl<K: Hash + Eq + Clone, V: Clone> Leader<'_, K, V> {
+impl<K: Hash + Eq + Clone, V: Clone> Leader<K, V> {
     /// Publishes the outcome to every waiter.
     pub(crate) fn complete(mut self, outcome: V) {
         self.finished = true;
@@ -129,7 +132,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Leader<'_, K, V> {
     }
 }
 
-impl<K: Hash + Eq + Clone, V: Clone> Drop for Leader<'_, K, V> {
+impl<K: Hash + Eq + Clone, V: Clone> Drop for Leader<K, V> {
     fn drop(&mut self) {
         if !self.finished {
             self.flights
@@ -168,11 +171,11 @@ mod tests {
 
     #[tokio::test]
     async fn waiters_get_the_leaders_outcome() {
-        let flights = Flights::<u32, u64>::new();
-        let Role::Leader(leader) = flights.join_or_lead(&1) else {
+        let flights = Arc::new(Flights::<u32, u64>::new());
+        let Role::Leader(leader) = Flights::join_or_lead(&flights, &1) else {
             panic!("first caller leads")
         };
-        let Role::Waiter(wait) = flights.join_or_lead(&1) else {
+        let Role::Waiter(wait) = Flights::join_or_lead(&flights, &1) else {
             panic!("second caller waits")
         };
         leader.complete(7);
@@ -182,15 +185,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_leader_releases_waiters_and_the_key() {
-        let flights = Flights::<u32, u64>::new();
-        let Role::Leader(leader) = flights.join_or_lead(&1) else {
+        let flights = Arc::new(Flights::<u32, u64>::new());
+        let Role::Leader(leader) = Flights::join_or_lead(&flights, &1) else {
             panic!()
         };
-        let Role::Waiter(wait) = flights.join_or_lead(&1) else {
+        let Role::Waiter(wait) = Flights::join_or_lead(&flights, &1) else {
             panic!()
         };
         drop(leader);
         assert_eq!(wait.await, None);
-        assert!(matches!(flights.join_or_lead(&1), Role::Leader(_)));
+        assert!(matches!(
+            Flights::join_or_lead(&flights, &1),
+            Role::Leader(_)
+        ));
     }
 }

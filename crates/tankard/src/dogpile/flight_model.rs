@@ -53,7 +53,7 @@ fn scenario(callers: usize, first_leader_end: LeaderEnd) {
             let leaders = leaders.clone();
             future::spawn(async move {
                 loop {
-                    match flights.join_or_lead(&1) {
+                    match Flights::join_or_lead(&flights, &1) {
                         Role::Leader(leader) => {
                             assert_eq!(
                                 leading.fetch_add(1, Ordering::SeqCst),

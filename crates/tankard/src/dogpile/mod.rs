@@ -1,12 +1,15 @@
 //! Dog-pile protection: the single-flight map, the creation locks, and the
-//! algorithm that combines them with a lookup (DESIGN §5).
+//! algorithm that combines them with a lookup (DESIGN §5), in the caller
+//! or, for `refresh = background`, in a task of its own (rule 9).
 
+mod creator;
 #[cfg(feature = "file")]
 pub(crate) mod file_lock;
 pub(crate) mod flight;
 #[cfg(all(test, feature = "__shuttle"))]
 mod flight_model;
 pub(crate) mod lock;
+mod shutdown;
 
 use std::any::Any;
 use std::future::Future;
@@ -19,14 +22,17 @@ use futures_util::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::config::Refresh;
 use crate::entry::Generations;
 use crate::error::{Error, Kind, Result};
 // `flight` takes its primitives from here, so the model test can swap them.
 use crate::region::{Found, Lookup, NamespaceState, Outcome, RegionInner};
 use crate::stats::Event;
 use crate::sync;
-use flight::Role;
+pub(crate) use creator::{Creator, Local, Owned};
+use flight::{Flights, Role};
 use lock::LockGuard;
+pub(crate) use shutdown::{Shutdown, ShutdownTrigger};
 
 /// What a creator fails with when it ran and made nothing to store: an
 /// `Option` function's `None`, a page the page layer may not keep. It is
@@ -100,20 +106,19 @@ where
 /// The creation step shared by every path: run the creator, store its
 /// value, release the cross-process lock, and hand the outcome to this
 /// process's waiters (if this caller leads a flight).
-async fn create_and_store<T, F, Fut>(
+async fn create_and_store<T, Fut>(
     call: &Call<'_, T>,
     generations: Option<Generations>,
-    creator: F,
+    creator: Fut,
     guard: Option<LockGuard>,
-    leader: Option<flight::Leader<'_, crate::region::FlightKey, Outcome>>,
+    leader: Option<flight::Leader<crate::region::FlightKey, Outcome>>,
 ) -> Result<Arc<T>>
 where
     T: Serialize + Send + Sync + 'static,
-    F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
     let region = call.region;
-    let outcome = run_creator(region, creator()).await;
+    let outcome = run_creator(region, creator).await;
     let result = match outcome {
         Ok(value) => {
             let value = Arc::new(value);
@@ -139,10 +144,14 @@ where
                 message: panic_message(&*panic),
             });
             if let Some(leader) = leader {
-                leader.complete(Err(err));
+                leader.complete(Err(err.clone()));
             }
             if let Some(guard) = guard {
                 guard.release().await;
+            }
+            if call.detached {
+                // Nobody to hand the panic to: it is counted, and logged.
+                return Err(err);
             }
             std::panic::resume_unwind(panic);
         }
@@ -163,8 +172,8 @@ where
 
 /// One `get_or_create` call: where, and how long what it stores lives.
 pub(crate) struct Call<'a, T> {
-    pub(crate) region: &'a RegionInner,
-    pub(crate) ns: &'a NamespaceState,
+    pub(crate) region: &'a Arc<RegionInner>,
+    pub(crate) ns: &'a Arc<NamespaceState>,
     pub(crate) key: &'a str,
     pub(crate) expire: Option<Duration>,
     /// Where the entry lives if not in the region's store.
@@ -172,9 +181,30 @@ pub(crate) struct Call<'a, T> {
     /// Set when the call is answered with a stale value (the page layer
     /// labels such a page `STALE`).
     pub(crate) served_stale: Option<&'a AtomicBool>,
+    /// Whether this call runs in a task of its own, with no caller to
+    /// re-raise a creator's panic in.
+    pub(crate) detached: bool,
 }
 
-impl<T> Call<'_, T> {
+impl<'a, T> Call<'a, T> {
+    /// A call on the region's own store.
+    pub(crate) fn new(
+        region: &'a Arc<RegionInner>,
+        ns: &'a Arc<NamespaceState>,
+        key: &'a str,
+        expire: Option<Duration>,
+    ) -> Call<'a, T> {
+        Call {
+            region,
+            ns,
+            key,
+            expire,
+            place: None,
+            served_stale: None,
+            detached: false,
+        }
+    }
+
     /// Answers with a stale value while another caller or process
     /// regenerates it.
     fn serve_stale(&self, stale: Arc<T>) -> Result<Arc<T>> {
@@ -199,18 +229,17 @@ pub(crate) trait Place<T>: Sync {
 /// DESIGN §5: returns the fresh value, or the stale one while another
 /// caller regenerates, or the value of exactly one creator run across
 /// every caller and process sharing the backend.
-pub(crate) async fn get_or_create<T, F, Fut>(call: Call<'_, T>, creator: F) -> Result<Arc<T>>
+pub(crate) async fn get_or_create<T, C>(call: Call<'_, T>, creator: C) -> Result<Arc<T>>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<T>>,
+    C: Creator<T>,
 {
     let Call {
         region, ns, key, ..
     } = call;
     let call = &call;
     if !region.options.enabled {
-        return create_and_store_nothing(region, creator).await;
+        return create_and_store_nothing(region, creator.create()).await;
     }
     let mut counted_miss = false;
     loop {
@@ -224,7 +253,7 @@ where
                 }
                 _ => {
                     region.count(Event::Miss);
-                    create_and_store(call, lookup.generations, creator, None, None).await
+                    create_and_store(call, lookup.generations, creator.create(), None, None).await
                 }
             };
         };
@@ -236,44 +265,34 @@ where
                 return Ok(value);
             }
             Found::Stale(stale) => {
-                let Role::Leader(leader) = region.flights.join_or_lead(&flight_key()) else {
+                let Role::Leader(leader) = Flights::join_or_lead(&region.flights, &flight_key())
+                else {
                     return call.serve_stale(stale);
                 };
-                let lock_key = ns.scope.lock_key(key);
-                let guard = match lock.try_acquire(&lock_key).await {
-                    Ok(Some(guard)) => guard,
-                    Ok(None) => {
-                        // Another process is regenerating it.
-                        return call.serve_stale(stale);
-                    }
-                    Err(err) => {
-                        region.backend_failed(&err)?;
-                        return call.serve_stale(stale);
-                    }
-                };
-                // Rule 4: someone may have stored a fresh value meanwhile.
-                let lookup = lookup_or_bypass(call).await?;
-                if let Found::Fresh(value) = lookup.found {
-                    leader.complete(Ok(value.clone()));
-                    guard.release().await;
-                    region.count(Event::Hit);
-                    return Ok(value);
-                }
-                return create_and_store(
-                    call,
-                    lookup.generations,
-                    creator,
-                    Some(guard),
-                    Some(leader),
-                )
-                .await;
+                let creator =
+                    if region.options.refresh == Refresh::Background && call.place.is_none() {
+                        match creator.spawnable() {
+                            // Rule 3 with `background`: this caller too gets the
+                            // stale value; the task takes the lock and creates.
+                            Ok(task) => match refresh_in_background(call, leader, task) {
+                                Ok(()) => return call.serve_stale(stale),
+                                Err((leader, task)) => {
+                                    return regenerate(call, leader, &*lock, stale, task).await;
+                                }
+                            },
+                            Err(creator) => creator,
+                        }
+                    } else {
+                        creator
+                    };
+                return regenerate(call, leader, &*lock, stale, creator.create()).await;
             }
             Found::Missing => {
                 if !counted_miss {
                     region.count(Event::Miss);
                     counted_miss = true;
                 }
-                let leader = match region.flights.join_or_lead(&flight_key()) {
+                let leader = match Flights::join_or_lead(&region.flights, &flight_key()) {
                     Role::Leader(leader) => leader,
                     Role::Waiter(wait) => {
                         region.count(Event::LockWait);
@@ -282,7 +301,10 @@ where
                                 Ok(value) => return Ok(value),
                                 // Another call site stored another type under
                                 // this key: make our own, store nothing.
-                                Err(_) => return create_and_store_nothing(region, creator).await,
+                                Err(_) => {
+                                    return create_and_store_nothing(region, creator.create())
+                                        .await;
+                                }
                             },
                             Some(Err(err)) => return Err(err),
                             // The leader was cancelled: start over, one of us leads.
@@ -317,21 +339,148 @@ where
                     }
                     return Ok(value);
                 }
-                return create_and_store(call, lookup.generations, creator, guard, Some(leader))
-                    .await;
+                return create_and_store(
+                    call,
+                    lookup.generations,
+                    creator.create(),
+                    guard,
+                    Some(leader),
+                )
+                .await;
             }
         }
     }
 }
 
-/// Runs the creator and stores nothing (`enabled = false`, or a type
-/// clash with another call site).
-async fn create_and_store_nothing<T, F, Fut>(region: &RegionInner, creator: F) -> Result<Arc<T>>
+/// Rule 3 for the caller that leads a stale key's flight: take the
+/// cross-process lock (or serve the stale value while another process
+/// holds it), re-read (rule 4), and regenerate.
+async fn regenerate<T, Fut>(
+    call: &Call<'_, T>,
+    leader: flight::Leader<crate::region::FlightKey, Outcome>,
+    lock: &dyn lock::CreationLock,
+    stale: Arc<T>,
+    creator: Fut,
+) -> Result<Arc<T>>
 where
-    F: FnOnce() -> Fut,
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
     Fut: Future<Output = Result<T>>,
 {
-    match run_creator(region, creator()).await {
+    let region = call.region;
+    let lock_key = call.ns.scope.lock_key(call.key);
+    let guard = match lock.try_acquire(&lock_key).await {
+        Ok(Some(guard)) => guard,
+        Ok(None) => {
+            // Another process is regenerating it.
+            return call.serve_stale(stale);
+        }
+        Err(err) => {
+            region.backend_failed(&err)?;
+            return call.serve_stale(stale);
+        }
+    };
+    // Rule 4: someone may have stored a fresh value meanwhile.
+    let lookup = lookup_or_bypass(call).await?;
+    if let Found::Fresh(value) = lookup.found {
+        leader.complete(Ok(value.clone()));
+        guard.release().await;
+        region.count(Event::Hit);
+        return Ok(value);
+    }
+    create_and_store(call, lookup.generations, creator, Some(guard), Some(leader)).await
+}
+
+/// A boxed creator that can run in a task of its own.
+type Task<T> = futures_util::future::BoxFuture<'static, Result<T>>;
+
+/// Spawns the regeneration of a stale key (rule 9): the task owns the
+/// region, namespace and flight handles, takes the lock, re-reads,
+/// creates and stores; it stops when the manager is dropped. Hands the
+/// leader and task back when there is no runtime to spawn on.
+#[allow(clippy::type_complexity)]
+fn refresh_in_background<T>(
+    call: &Call<'_, T>,
+    leader: flight::Leader<crate::region::FlightKey, Outcome>,
+    task: Task<T>,
+) -> std::result::Result<(), (flight::Leader<crate::region::FlightKey, Outcome>, Task<T>)>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return Err((leader, task));
+    };
+    let region = call.region.clone();
+    let ns = call.ns.clone();
+    let key: Box<str> = call.key.into();
+    let expire = call.expire;
+    let shutdown = region.shutdown.clone();
+    runtime.spawn(async move {
+        let work = async {
+            let Some(lock) = region.lock.clone() else {
+                return;
+            };
+            let call = Call {
+                detached: true,
+                ..Call::new(&region, &ns, &key, expire)
+            };
+            match background_regenerate(&call, leader, &*lock, task).await {
+                Ok(()) => {}
+                Err(err) => tracing::warn!(
+                    region = %region.options.name,
+                    namespace = %ns.scope.namespace,
+                    key = %key,
+                    "background refresh failed; the stale value stays: {err}",
+                ),
+            }
+        };
+        tokio::select! {
+            () = work => {}
+            () = shutdown.fired() => {}
+        }
+    });
+    Ok(())
+}
+
+/// [`regenerate`] for a task with no caller: the same steps, with nothing
+/// to serve.
+async fn background_regenerate<T>(
+    call: &Call<'_, T>,
+    leader: flight::Leader<crate::region::FlightKey, Outcome>,
+    lock: &dyn lock::CreationLock,
+    task: Task<T>,
+) -> Result<()>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    let region = call.region;
+    let lock_key = call.ns.scope.lock_key(call.key);
+    let guard = match lock.try_acquire(&lock_key).await {
+        Ok(Some(guard)) => guard,
+        // Another process is regenerating it.
+        Ok(None) => return Ok(()),
+        Err(err) => {
+            region.backend_failed_quietly(&err);
+            return Ok(());
+        }
+    };
+    let lookup = lookup_or_bypass(call).await?;
+    if let Found::Fresh(value) = lookup.found {
+        leader.complete(Ok(value));
+        guard.release().await;
+        return Ok(());
+    }
+    create_and_store(call, lookup.generations, task, Some(guard), Some(leader))
+        .await
+        .map(drop)
+}
+
+/// Runs the creator and stores nothing (`enabled = false`, or a type
+/// clash with another call site).
+async fn create_and_store_nothing<T, Fut>(region: &RegionInner, creator: Fut) -> Result<Arc<T>>
+where
+    Fut: Future<Output = Result<T>>,
+{
+    match run_creator(region, creator).await {
         Ok(value) => Ok(Arc::new(value)),
         Err(Failure::Error(err)) => Err(err),
         Err(Failure::Panic(panic)) => std::panic::resume_unwind(panic),

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::dogpile;
+use crate::dogpile::{self, Local, Owned};
 use crate::error::{Error, Result};
 use crate::region::{Found, NamespaceState, RegionInner};
 #[cfg(feature = "memory")]
@@ -80,14 +80,7 @@ impl fmt::Debug for Cache {
 
 impl Cache {
     fn call<'a, T>(&'a self, key: &'a str) -> dogpile::Call<'a, T> {
-        dogpile::Call {
-            region: &self.region,
-            ns: &self.ns,
-            key,
-            expire: self.expire_after(),
-            place: None,
-            served_stale: None,
-        }
+        dogpile::Call::new(&self.region, &self.ns, key, self.expire_after())
     }
 
     pub(crate) fn new(region: Arc<RegionInner>, ns: Arc<NamespaceState>) -> Cache {
@@ -192,9 +185,10 @@ impl Cache {
         }
         // Boxed: the miss path's state machine is large, and inlining it
         // would make every hit move it around (measured: +180 ns a hit).
-        Box::pin(dogpile::get_or_create(self.call(key), || async {
-            Ok(creator().await)
-        }))
+        Box::pin(dogpile::get_or_create(
+            self.call(key),
+            Local(|| async { Ok(creator().await) }),
+        ))
         .await
     }
 
@@ -226,9 +220,80 @@ impl Cache {
         if let Some(value) = self.try_get_fresh::<T>(key) {
             return Ok(value);
         }
-        Box::pin(dogpile::get_or_create(self.call(key), || async {
-            creator().await.map_err(Error::creator_boxed)
-        }))
+        Box::pin(dogpile::get_or_create(
+            self.call(key),
+            Local(|| async { creator().await.map_err(Error::creator_boxed) }),
+        ))
+        .await
+    }
+
+    /// [`get_or_create`](Cache::get_or_create) for a creator that owns what
+    /// it needs (the bounds of `tokio::spawn`), so it can run in a task of
+    /// its own when the caller need not wait for it: with
+    /// `refresh = background`, every caller of a stale entry, the one that
+    /// starts its regeneration too, gets the stale value at once while a
+    /// task regenerates it (one task across processes; its failure is
+    /// counted and logged, and the stale value stays). On a miss the
+    /// caller waits, as with `get_or_create`. With a borrowing creator,
+    /// `get_or_create` regenerates in the caller even with
+    /// `refresh = background`.
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let ns = cache.namespace("users");
+    /// let id = 7u32;
+    /// let name = ns.get_or_spawn("7", move || async move { format!("user {id}") }).await?;
+    /// assert_eq!(*name, "user 7");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn get_or_spawn<T, F, Fut>(&self, key: &str, creator: F) -> Result<Arc<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        #[cfg(feature = "memory")]
+        if let Some(value) = self.try_get_fresh::<T>(key) {
+            return Ok(value);
+        }
+        Box::pin(dogpile::get_or_create(
+            self.call(key),
+            Owned(|| async move { Ok(creator().await) }),
+        ))
+        .await
+    }
+
+    /// [`get_or_try_create`](Cache::get_or_try_create) for a creator that
+    /// can run in a task of its own: see [`get_or_spawn`](Cache::get_or_spawn).
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let ns = cache.namespace("parse");
+    /// let n = ns.get_or_try_spawn("42", || async { "42".parse::<u32>() }).await?;
+    /// assert_eq!(*n, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn get_or_try_spawn<T, E, F, Fut>(&self, key: &str, creator: F) -> Result<Arc<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        E: Into<Box<dyn StdError + Send + Sync>>,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+    {
+        #[cfg(feature = "memory")]
+        if let Some(value) = self.try_get_fresh::<T>(key) {
+            return Ok(value);
+        }
+        Box::pin(dogpile::get_or_create(
+            self.call(key),
+            Owned(|| async move { creator().await.map_err(Error::creator_boxed) }),
+        ))
         .await
     }
 
@@ -254,9 +319,10 @@ impl Cache {
             served_stale: Some(&served_stale),
             ..self.call(key)
         };
-        let result = Box::pin(dogpile::get_or_create(call, || async {
-            creator().await.map_err(Error::creator_boxed)
-        }))
+        let result = Box::pin(dogpile::get_or_create(
+            call,
+            Local(|| async { creator().await.map_err(Error::creator_boxed) }),
+        ))
         .await;
         (result, served_stale.into_inner())
     }

@@ -21,7 +21,7 @@ use crate::cache_key::WordKey;
 use crate::dogpile::{self, Place};
 use crate::entry::{Freshness, Generations};
 use crate::error::Result;
-use crate::region::{Found, Lookup, Store};
+use crate::region::{Found, Lookup};
 use crate::stats::Event;
 
 /// One namespace's typed map for values of type `V`.
@@ -40,9 +40,7 @@ where
         if !cache.region.options.enabled {
             return None;
         }
-        let Store::Memory(memory) = &cache.region.store else {
-            return None;
-        };
+        let memory = cache.region.memory_only()?;
         Some(TypedCache {
             map: memory.typed_map::<V>(cache.ns.id)?,
             cache: cache.clone(),
@@ -119,14 +117,15 @@ where
     {
         let slot = Slot { typed: self, key };
         let call = dogpile::Call {
-            region: &self.cache.region,
-            ns: &self.cache.ns,
-            key: text,
-            expire: self.cache.expire_after(),
             place: Some(&slot),
-            served_stale: None,
+            ..dogpile::Call::new(
+                &self.cache.region,
+                &self.cache.ns,
+                text,
+                self.cache.expire_after(),
+            )
         };
-        Box::pin(dogpile::get_or_create(call, creator)).await
+        Box::pin(dogpile::get_or_create(call, dogpile::Local(creator))).await
     }
 
     /// Stores `value`, as [`Cache::put`].

@@ -1108,7 +1108,7 @@ fn unreadable_file_names_the_path() {
 }
 
 #[test]
-fn refresh_background_is_accepted_and_warns_that_the_caller_regenerates() {
+fn refresh_background_is_accepted_without_a_warning() {
     let config = ok(flat_memory(&[
         ("cache.regions", "pages, data"),
         ("cache.pages.refresh", "background"),
@@ -1120,13 +1120,12 @@ fn refresh_background_is_accepted_and_warns_that_the_caller_regenerates() {
         manager.region("data").unwrap();
         manager
     });
-    let warnings = logs.warnings();
-    assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(
-        warnings[0].contains("cache.pages.refresh = background is not built yet"),
-        "{warnings:?}"
+    assert_eq!(logs.warnings(), Vec::<String>::new());
+    let pages = manager.region("pages").unwrap();
+    assert_eq!(
+        pages.options().refresh,
+        tankard::config::Refresh::Background
     );
-    assert_eq!(manager.region("pages").unwrap().name(), "pages");
 }
 
 // ---------------------------------------------------------------------------

@@ -80,6 +80,10 @@ all_backends!(
     a_cancelled_creator_is_taken_over_by_a_waiter,
     another_type_under_the_same_key_is_a_miss,
     regions_keep_their_own_entries,
+    background_refresh_serves_stale_to_every_caller,
+    a_failed_background_refresh_keeps_the_stale_value,
+    background_work_stops_when_the_manager_is_dropped,
+    a_borrowing_creator_regenerates_in_the_caller_even_with_background,
 );
 
 async fn put_get_remove_contains(backend: &str) {
@@ -474,3 +478,152 @@ async fn regions_keep_their_own_entries(backend: &str) {
 }
 
 impl std::error::Error for Boom {}
+
+/// Polls `done` (yielding, then sleeping a millisecond) until it holds, or
+/// fails the test after 10 s: for work that runs in a task of its own.
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+const BACKGROUND: &[(&str, &str)] = &[
+    ("cache.expire", "10"),
+    ("cache.stale", "60"),
+    ("cache.refresh", "background"),
+];
+
+async fn background_refresh_serves_stale_to_every_caller(backend: &str) {
+    let f = fixture(backend, BACKGROUND);
+    let ns = f.manager.namespace("n");
+    ns.put("k", "old".to_string()).await.unwrap();
+    f.clock.advance(Duration::from_secs(11));
+
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let calls = Arc::new(AtomicUsize::new(0));
+    // The caller that starts the refresh gets the stale value at once:
+    // its creator is still waiting for `release` when the call returns.
+    let v = ns
+        .get_or_spawn("k", {
+            let calls = calls.clone();
+            move || async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let _ = release_rx.await;
+                "new".to_string()
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(*v, "old");
+    for _ in 0..3 {
+        let v = ns
+            .get_or_spawn::<String, _, _>("k", || async { panic!("one refresh at a time") })
+            .await
+            .unwrap();
+        assert_eq!(*v, "old");
+    }
+    release_tx.send(()).unwrap();
+    eventually("the refreshed value is stored", async || {
+        ns.get::<String>("k")
+            .await
+            .unwrap()
+            .as_deref()
+            .map(String::as_str)
+            == Some("new")
+    })
+    .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let stats = f.manager.default_region().stats();
+    assert_eq!((stats.stale_served, stats.creator_calls), (4, 1));
+}
+
+async fn a_failed_background_refresh_keeps_the_stale_value(backend: &str) {
+    let f = fixture(backend, BACKGROUND);
+    let ns = f.manager.namespace("n");
+    ns.put("k", 1u32).await.unwrap();
+    f.clock.advance(Duration::from_secs(11));
+    let v = ns
+        .get_or_try_spawn("k", || async { Err::<u32, _>(Boom.to_string()) })
+        .await
+        .unwrap();
+    assert_eq!(*v, 1);
+    let region = f.manager.default_region().clone();
+    eventually("the failure is counted", async || {
+        region.stats().creator_errors == 1
+    })
+    .await;
+    assert_eq!(
+        ns.peek::<u32>("k")
+            .await
+            .unwrap()
+            .map(|(v, fresh)| (*v, fresh)),
+        Some((1, false)),
+        "the stale value stays"
+    );
+    // The flight is over: the next stale call starts a new refresh.
+    let v = ns.get_or_spawn("k", || async { 2u32 }).await.unwrap();
+    assert_eq!(*v, 1);
+    eventually("the second refresh stores", async || {
+        ns.get::<u32>("k").await.unwrap().as_deref() == Some(&2)
+    })
+    .await;
+}
+
+async fn background_work_stops_when_the_manager_is_dropped(backend: &str) {
+    let f = fixture(backend, BACKGROUND);
+    let ns = f.manager.namespace("n");
+    ns.put("k", 1u32).await.unwrap();
+    f.clock.advance(Duration::from_secs(11));
+    /// Set when the creator's future is dropped, finished or not.
+    struct OnDrop(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (started_tx, started_rx) = oneshot::channel();
+    let v = ns
+        .get_or_spawn("k", {
+            let guard = OnDrop(dropped.clone());
+            move || async move {
+                let _guard = guard;
+                let _ = started_tx.send(());
+                std::future::pending::<u32>().await
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(*v, 1);
+    started_rx.await.unwrap();
+    assert!(!dropped.load(Ordering::SeqCst), "the creator runs on");
+    let Fixture { manager, dir, .. } = f;
+    drop(ns);
+    drop(manager);
+    eventually("the creator is dropped", async || {
+        dropped.load(Ordering::SeqCst)
+    })
+    .await;
+    drop(dir);
+}
+
+async fn a_borrowing_creator_regenerates_in_the_caller_even_with_background(backend: &str) {
+    let f = fixture(backend, BACKGROUND);
+    let ns = f.manager.namespace("n");
+    ns.put("k", 1u32).await.unwrap();
+    f.clock.advance(Duration::from_secs(11));
+    let calls = AtomicUsize::new(0);
+    let v = ns
+        .get_or_create("k", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            2u32
+        })
+        .await
+        .unwrap();
+    assert_eq!((*v, calls.load(Ordering::SeqCst)), (2, 1));
+}

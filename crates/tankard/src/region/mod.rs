@@ -1,19 +1,30 @@
-//! A region: one backend with its expiry, stale grace, lock policy and
-//! counters, shared by every namespace inside it (Beaker's cache regions).
+//! A region: its tiers (an in-process memory tier, a shared store, or
+//! both), its expiry, stale grace, lock policy and counters, shared by
+//! every namespace inside it (Beaker's cache regions).
+//!
+//! The four shapes are one struct: a memory region has only the memory
+//! tier, a shared region only the shared store, a shared region with
+//! `l1 = true` both ([`l1`] says how the two stay coherent), and
+//! `type = null` neither.
+
+#[cfg(feature = "memory")]
+pub(crate) mod l1;
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::backend::backplane::{Backplane, Eviction, Message};
 use crate::backend::{Backend, Location, Purged, RegionScope, Scope, Usage};
 use crate::clock::Clock;
-use crate::config::{BackendKind, LockMode, OnBackendError, Refresh, RegionOptions, option_key};
+use crate::config::{BackendKind, LockMode, OnBackendError, RegionOptions, option_key};
+use crate::dogpile::Shutdown;
 use crate::dogpile::flight::Flights;
 use crate::dogpile::lock::{CreationLock, LocalOnly};
 use crate::entry::{self, EntryMeta, Freshness, Generations, ReadPolicy};
@@ -24,6 +35,8 @@ use crate::sync::lock;
 
 #[cfg(feature = "memory")]
 use crate::backend::memory::{MemKeyRef, MemoryStore, NO_EPOCH, encoded_len};
+#[cfg(feature = "memory")]
+use l1::MemoryTier;
 
 /// How [`Region::invalidate`] treats the region's entries.
 ///
@@ -42,15 +55,6 @@ pub enum Invalidation {
     Soft,
     /// Every entry becomes missing at once.
     Hard,
-}
-
-/// Where a region keeps its entries.
-pub(crate) enum Store {
-    #[cfg(feature = "memory")]
-    Memory(MemoryStore),
-    Shared(Arc<dyn Backend>),
-    /// `type = null`: nothing is kept.
-    Null,
 }
 
 /// A key of the single-flight map: namespace id and caller's key.
@@ -109,14 +113,28 @@ pub struct Region {
 
 pub(crate) struct RegionInner {
     pub(crate) options: RegionOptions,
-    pub(crate) store: Store,
+    /// The memory tier: a memory region's store, or the L1 of a shared one.
+    #[cfg(feature = "memory")]
+    pub(crate) l1: Option<MemoryTier>,
+    /// The shared store (`None` for memory and null regions).
+    pub(crate) l2: Option<Arc<dyn Backend>>,
+    /// What carries this region's L1 evictions to other processes.
+    backplane: Option<Arc<dyn Backplane>>,
+    /// This region instance's id on the backplane: its own messages come
+    /// back to it and are ignored.
+    origin: u64,
+    /// The region itself, for the backplane's listener (held weakly).
+    #[cfg_attr(not(feature = "memory"), allow(dead_code))]
+    me: Weak<RegionInner>,
     /// `None` for `lock = none`: no single-flight at all.
     pub(crate) lock: Option<Arc<dyn CreationLock>>,
-    pub(crate) flights: Flights<FlightKey, Outcome>,
+    pub(crate) flights: Arc<Flights<FlightKey, Outcome>>,
+    /// Fires when the manager is dropped: background work stops.
+    pub(crate) shutdown: Shutdown,
     pub(crate) counters: Counters,
     pub(crate) clock: Clock,
     scope: Arc<RegionScope>,
-    namespaces: Mutex<HashMap<String, Arc<NamespaceState>>>,
+    pub(crate) namespaces: Mutex<HashMap<String, Arc<NamespaceState>>>,
     /// Memory regions' generations (shared backends keep theirs in the backend).
     generation: AtomicU64,
     soft_before_ms: AtomicU64,
@@ -143,15 +161,13 @@ fn lock_error(options: &RegionOptions, value: &str, backend: &str) -> Error {
 }
 
 impl Region {
-    pub(crate) fn open(options: RegionOptions, clock: Clock) -> Result<Region> {
-        let store = open_store(&options, &clock)?;
-        let lock: Option<Arc<dyn CreationLock>> = match (options.lock, &store) {
+    pub(crate) fn open(options: RegionOptions, clock: Clock, shutdown: Shutdown) -> Result<Region> {
+        let l2 = open_store(&options, &clock)?;
+        let lock: Option<Arc<dyn CreationLock>> = match (options.lock, &l2) {
             (LockMode::None, _) => None,
-            (LockMode::Local, _) | (LockMode::Auto, Store::Null) => Some(Arc::new(LocalOnly)),
-            #[cfg(feature = "memory")]
-            (LockMode::Auto, Store::Memory(_)) => Some(Arc::new(LocalOnly)),
-            (LockMode::Auto, Store::Shared(backend)) => Some(backend.creation_lock()),
-            (LockMode::File, Store::Shared(backend)) if backend.name() == "file" => {
+            (LockMode::Local, _) | (LockMode::Auto, None) => Some(Arc::new(LocalOnly)),
+            (LockMode::Auto, Some(backend)) => Some(backend.creation_lock()),
+            (LockMode::File, Some(backend)) if backend.name() == "file" => {
                 Some(backend.creation_lock())
             }
             #[cfg(feature = "file")]
@@ -166,33 +182,39 @@ impl Region {
                     }));
                 }
             },
-            (LockMode::Distributed, Store::Shared(backend))
-                if !matches!(backend.name(), "file" | "dbm") =>
-            {
+            (LockMode::Distributed, Some(backend)) if !matches!(backend.name(), "file" | "dbm") => {
                 Some(backend.creation_lock())
             }
-            (mode, store) => {
+            (mode, l2) => {
                 let value = format!("{mode:?}").to_lowercase();
-                return Err(lock_error(&options, &value, store_name(store)));
+                let name = l2.as_ref().map_or(options.backend.as_str(), |b| b.name());
+                return Err(lock_error(&options, &value, name));
             }
         };
-        if options.refresh == Refresh::Background {
-            tracing::warn!(
-                region = %options.name,
-                "{} = background is not built yet: the caller that regenerates a stale \
-                 value waits for it, as with foreground (every other caller still gets \
-                 the stale value at once)",
-                option_key(&options, "refresh"),
-            );
+        let backplane = match &l2 {
+            Some(l2) if options.l1 => crate::backend::open_backplane(&options, Some(l2))?,
+            _ => None,
+        };
+        #[cfg(feature = "memory")]
+        let l1 = open_memory_tier(&options, l2.is_some(), backplane.is_some());
+        #[cfg(not(feature = "memory"))]
+        if options.l1 && l2.is_some() {
+            return Err(feature_missing(&options, "memory"));
         }
         Ok(Region {
-            inner: Arc::new(RegionInner {
+            inner: Arc::new_cyclic(|me| RegionInner {
                 scope: Arc::new(RegionScope::new(&options)),
                 start_ms: options.starttime.map_or(0, |s| s.saturating_mul(1000)),
                 options,
-                store,
+                #[cfg(feature = "memory")]
+                l1,
+                l2,
+                backplane,
+                origin: origin_id(),
+                me: me.clone(),
+                shutdown,
                 lock,
-                flights: Flights::new(),
+                flights: Arc::new(Flights::new()),
                 counters: Counters::new(),
                 clock,
                 namespaces: Mutex::new(HashMap::new()),
@@ -233,7 +255,10 @@ impl Region {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn backend_name(&self) -> &'static str {
-        store_name(&self.inner.store)
+        match &self.inner.l2 {
+            Some(backend) => backend.name(),
+            None => self.inner.options.backend.as_str(),
+        }
     }
 
     /// A namespace in this region: Beaker's `get_cache_region(...)` /
@@ -287,22 +312,23 @@ impl Region {
     pub async fn invalidate(&self, how: Invalidation) -> Result<()> {
         let inner = &self.inner;
         let now_ms = inner.clock.now_ms();
-        match (&inner.store, how) {
-            (Store::Shared(backend), Invalidation::Soft) => {
-                backend.soft_invalidate(&inner.scope, now_ms).await
-            }
-            (Store::Shared(backend), Invalidation::Hard) => backend.bump_region(&inner.scope).await,
-            (_, Invalidation::Soft) => {
-                inner.soft_before_ms.fetch_max(now_ms, Ordering::AcqRel);
-                inner.next_epochs();
-                Ok(())
-            }
-            (_, Invalidation::Hard) => {
-                inner.generation.fetch_add(1, Ordering::AcqRel);
-                inner.next_epochs();
-                Ok(())
+        if let Some(backend) = &inner.l2 {
+            match how {
+                Invalidation::Soft => backend.soft_invalidate(&inner.scope, now_ms).await?,
+                Invalidation::Hard => backend.bump_region(&inner.scope).await?,
             }
         }
+        // The memory tier's own generations: a memory region's truth, an
+        // L1's copies (which, no longer fresh, fall through to the store).
+        match how {
+            Invalidation::Soft => {
+                inner.soft_before_ms.fetch_max(now_ms, Ordering::AcqRel);
+                inner.next_epochs();
+            }
+            Invalidation::Hard => inner.drop_local(),
+        }
+        inner.publish(Eviction::Region).await;
+        Ok(())
     }
 
     /// A snapshot of the region's counters.
@@ -328,20 +354,22 @@ impl Region {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub async fn usage(&self) -> Result<Usage> {
-        match &self.inner.store {
-            #[cfg(feature = "memory")]
-            Store::Memory(memory) => Ok(Usage {
+        if let Some(backend) = &self.inner.l2 {
+            return backend.usage().await;
+        }
+        #[cfg(feature = "memory")]
+        if let Some(memory) = self.inner.memory_only() {
+            return Ok(Usage {
                 entries: Some(memory.len()),
                 bytes: memory.by_bytes().then(|| memory.weight()),
                 ..Usage::default()
-            }),
-            Store::Shared(backend) => backend.usage().await,
-            Store::Null => Ok(Usage {
-                entries: Some(0),
-                bytes: Some(0),
-                ..Usage::default()
-            }),
+            });
         }
+        Ok(Usage {
+            entries: Some(0),
+            bytes: Some(0),
+            ..Usage::default()
+        })
     }
 
     /// Removes entries that can no longer be served, even as stale, and
@@ -361,24 +389,22 @@ impl Region {
     /// ```
     pub async fn purge_expired(&self) -> Result<Purged> {
         let now_ms = self.inner.clock.now_ms();
-        match &self.inner.store {
-            #[cfg(feature = "memory")]
-            Store::Memory(memory) => Ok(Purged {
-                entries: memory.purge_expired(now_ms),
+        #[cfg(feature = "memory")]
+        let l1_purged = match &self.inner.l1 {
+            Some(tier) => tier.store.purge_expired(now_ms),
+            None => 0,
+        };
+        #[cfg(not(feature = "memory"))]
+        let l1_purged = 0;
+        match &self.inner.l2 {
+            Some(backend) => backend.purge_expired(now_ms).await,
+            // An L1's copies are not the region's entries: only a memory
+            // region counts what its tier dropped.
+            None => Ok(Purged {
+                entries: l1_purged,
                 ..Purged::default()
             }),
-            Store::Shared(backend) => backend.purge_expired(now_ms).await,
-            Store::Null => Ok(Purged::default()),
         }
-    }
-}
-
-fn store_name(store: &Store) -> &'static str {
-    match store {
-        #[cfg(feature = "memory")]
-        Store::Memory(_) => "memory",
-        Store::Shared(backend) => backend.name(),
-        Store::Null => "null",
     }
 }
 
@@ -390,13 +416,58 @@ fn feature_missing(options: &RegionOptions, feature: &'static str) -> Error {
     })
 }
 
-fn open_store(options: &RegionOptions, clock: &Clock) -> Result<Store> {
-    match options.backend {
-        #[cfg(feature = "memory")]
-        BackendKind::Memory => Ok(Store::Memory(MemoryStore::new(
+/// A region's memory tier: the whole store of a memory region, the L1 of
+/// a shared one with `l1 = true`, or none.
+#[cfg(feature = "memory")]
+fn open_memory_tier(options: &RegionOptions, shared: bool, backplane: bool) -> Option<MemoryTier> {
+    match (shared, options.backend) {
+        (false, BackendKind::Memory) => Some(MemoryTier::memory(MemoryStore::new(
             options.max_entries,
             options.max_bytes,
         ))),
+        (true, _) if options.l1 => {
+            let store = MemoryStore::new(Some(options.l1_max_entries), options.l1_max_bytes);
+            Some(MemoryTier::l1(
+                store,
+                l1_bound(options, backplane),
+                backplane,
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// How long an L1 copy may be served (DESIGN §4, `l1_expire`): as set;
+/// else the region's `expire` with a backplane (which drops copies as
+/// they change), 5 s without one.
+#[cfg(feature = "memory")]
+fn l1_bound(options: &RegionOptions, backplane: bool) -> Duration {
+    const WITHOUT_BACKPLANE: Duration = Duration::from_secs(5);
+    match (options.l1_expire, backplane) {
+        (Some(bound), _) => bound,
+        (None, true) => options.expire.unwrap_or(Duration::MAX),
+        (None, false) => WITHOUT_BACKPLANE,
+    }
+}
+
+/// A random id for one region instance on the backplane.
+fn origin_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+/// The region's shared store, if its type has one.
+fn open_store(options: &RegionOptions, clock: &Clock) -> Result<Option<Arc<dyn Backend>>> {
+    match options.backend {
+        #[cfg(feature = "memory")]
+        BackendKind::Memory => Ok(None),
         #[cfg(not(feature = "memory"))]
         BackendKind::Memory => Err(feature_missing(options, "memory")),
         #[cfg(feature = "file")]
@@ -411,15 +482,17 @@ fn open_store(options: &RegionOptions, clock: &Clock) -> Result<Store> {
                 .lock_dir
                 .clone()
                 .unwrap_or_else(|| data_dir.join(".locks"));
-            Ok(Store::Shared(Arc::new(
-                crate::backend::file::FileBackend::new(data_dir, lock_dir, options.max_entry_bytes),
-            )))
+            Ok(Some(Arc::new(crate::backend::file::FileBackend::new(
+                data_dir,
+                lock_dir,
+                options.max_entry_bytes,
+            ))))
         }
         #[cfg(not(feature = "file"))]
         BackendKind::File => Err(feature_missing(options, "file")),
-        BackendKind::Null => Ok(Store::Null),
+        BackendKind::Null => Ok(None),
         other => match crate::backend::open_remote(options, clock) {
-            Some(backend) => Ok(Store::Shared(backend?)),
+            Some(backend) => Ok(Some(backend?)),
             None => Err(feature_missing(
                 options,
                 match other {
@@ -441,6 +514,13 @@ impl RegionInner {
         }
     }
 
+    /// Makes every entry of the memory tier missing: a memory region's
+    /// hard invalidation, and an L1 emptied.
+    pub(crate) fn drop_local(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.next_epochs();
+    }
+
     #[inline(always)]
     pub(crate) fn count(&self, event: Event) {
         self.counters.add(event);
@@ -451,6 +531,34 @@ impl RegionInner {
         ReadPolicy {
             now_ms: self.clock.recent_ms(),
             start_ms: self.start_ms,
+        }
+    }
+
+    /// The memory tier of a memory region (not an L1's).
+    #[cfg(feature = "memory")]
+    #[inline]
+    pub(crate) fn memory_only(&self) -> Option<&MemoryStore> {
+        match &self.l1 {
+            Some(tier) if !tier.is_l1() => Some(&tier.store),
+            _ => None,
+        }
+    }
+
+    /// Tells the other processes' L1s what changed, if this region has
+    /// an L1 and a backplane. A failure is counted and logged, never
+    /// returned: the change itself is made, and the others' copies still
+    /// end within `l1_expire` (or sooner: a lost backplane empties them).
+    async fn publish(&self, eviction: Eviction) {
+        let Some(backplane) = &self.backplane else {
+            return;
+        };
+        let message = Message {
+            origin: self.origin,
+            region: self.options.name.clone(),
+            eviction,
+        };
+        if let Err(err) = backplane.publish(&message).await {
+            self.backend_failed_quietly(&err);
         }
     }
 
@@ -475,6 +583,17 @@ impl RegionInner {
         expire: Option<Duration>,
         generations: Option<Generations>,
     ) -> (EntryMeta, u64) {
+        self.stamp(ns, expire, self.options.stale, generations)
+    }
+
+    #[cfg(feature = "memory")]
+    fn stamp(
+        &self,
+        ns: &NamespaceState,
+        expire: Option<Duration>,
+        stale: Duration,
+        generations: Option<Generations>,
+    ) -> (EntryMeta, u64) {
         // The epoch first: a change after this read moves it on, and one
         // before it shows in the generations read next.
         let epoch = ns.epoch.load(Ordering::Acquire);
@@ -482,7 +601,7 @@ impl RegionInner {
         let meta = EntryMeta::new(
             self.clock.recent_ms(),
             expire,
-            self.options.stale,
+            stale,
             generations.unwrap_or(current),
         );
         let policy = ReadPolicy {
@@ -521,8 +640,8 @@ impl RegionInner {
         meta.freshness(&self.memory_generations(ns), &self.read_policy()) == Freshness::Fresh
     }
 
-    /// The memory fast path: no await, no allocation. `None` if the region
-    /// is not a memory region.
+    /// A memory region's lookup: fresh, stale or missing, with no await
+    /// and no allocation. `None` if the region is not a memory region.
     #[cfg(feature = "memory")]
     #[inline]
     pub(crate) fn lookup_memory<T: Send + Sync + 'static>(
@@ -530,9 +649,7 @@ impl RegionInner {
         ns: &NamespaceState,
         key: &str,
     ) -> Option<Lookup<T>> {
-        let Store::Memory(memory) = &self.store else {
-            return None;
-        };
+        let memory = self.memory_only()?;
         let generations = self.memory_generations(ns);
         let found = match memory.get(&MemKeyRef {
             namespace: ns.id,
@@ -557,8 +674,8 @@ impl RegionInner {
         })
     }
 
-    /// The hit path of a memory region: the fresh value or `None`, with no
-    /// `Lookup` built.
+    /// The hit path of the memory tier (a memory region's store, or a live
+    /// L1): the fresh value or `None`, with no `Lookup` built.
     #[cfg(feature = "memory")]
     #[inline]
     pub(crate) fn fresh_memory<T: Send + Sync + 'static>(
@@ -566,13 +683,15 @@ impl RegionInner {
         ns: &NamespaceState,
         key: &str,
     ) -> Option<Arc<T>> {
-        let Store::Memory(memory) = &self.store else {
+        let tier = self.l1.as_ref()?;
+        if !tier.live() {
+            self.start_listening(tier);
             return None;
-        };
+        }
         // Checked where `get` left it: moving the entry out first reads it
         // back in wider loads than `get` stored it with, a store-forwarding
         // stall on every hit (as on a function's typed map).
-        let found = memory.get(&MemKeyRef {
+        let found = tier.store.get(&MemKeyRef {
             namespace: ns.id,
             key,
         });
@@ -581,6 +700,23 @@ impl RegionInner {
             return None;
         }
         found?.value.downcast::<T>().ok()
+    }
+
+    /// Starts the backplane's listener, once, from inside a runtime (the
+    /// region may have been opened outside one). Until its subscription is
+    /// live the L1 stays off.
+    #[cfg(feature = "memory")]
+    #[cold]
+    #[inline(never)]
+    fn start_listening(&self, tier: &MemoryTier) {
+        let Some(backplane) = &self.backplane else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_err() || !tier.claim_listening() {
+            return;
+        }
+        let me: Weak<dyn crate::backend::backplane::Listener> = self.me.clone();
+        backplane.listen(&self.options.name, self.origin, me);
     }
 
     /// Reads a key: fresh, stale or missing. Backend failures are errors
@@ -593,11 +729,27 @@ impl RegionInner {
         if let Some(lookup) = self.lookup_memory(ns, key) {
             return Ok(lookup);
         }
-        let Store::Shared(backend) = &self.store else {
+        let Some(backend) = &self.l2 else {
             return Ok(Lookup {
                 found: Found::Missing,
                 generations: Some(Generations::default()),
             });
+        };
+        #[cfg(feature = "memory")]
+        let l1 = match &self.l1 {
+            Some(tier) => match self.fresh_memory::<T>(ns, key) {
+                Some(value) => {
+                    return Ok(Lookup {
+                        found: Found::Fresh(value),
+                        generations: None,
+                    });
+                }
+                // Read before the store is: see `l1`'s docs.
+                None => tier
+                    .live()
+                    .then(|| (tier, tier.before(), self.memory_generations(ns))),
+            },
+            None => None,
         };
         let at = ns.scope.locate(key);
         let loaded = backend.load(&at).await?;
@@ -610,41 +762,133 @@ impl RegionInner {
                 self.options.max_entry_bytes,
             );
         }
-        let found = match loaded.bytes {
-            None => Found::Missing,
-            Some(bytes) => self.decode(&at, &bytes, &loaded.generations),
+        let (found, _meta) = match &loaded.bytes {
+            None => (Found::Missing, None),
+            Some(bytes) => self.decode(&at, bytes, &loaded.generations),
         };
+        #[cfg(feature = "memory")]
+        if let (Some((tier, before, generations)), Found::Fresh(value), Some(meta)) =
+            (l1, &found, _meta)
+        {
+            let size = loaded.bytes.as_ref().map_or(0, |b| b.len() as u64);
+            self.keep_copy(tier, ns, key, value, &meta, size, before, generations);
+        }
         Ok(Lookup {
             found,
             generations: Some(loaded.generations),
         })
     }
 
+    /// Keeps a fresh value read from the shared store in the L1, for as
+    /// long as it stays fresh there and `l1_expire` allows.
+    #[cfg(feature = "memory")]
+    #[allow(clippy::too_many_arguments)]
+    fn keep_copy<T: Send + Sync + 'static>(
+        &self,
+        tier: &MemoryTier,
+        ns: &NamespaceState,
+        key: &str,
+        value: &Arc<T>,
+        meta: &EntryMeta,
+        size: u64,
+        before: l1::Before,
+        generations: Generations,
+    ) {
+        let now_ms = self.clock.recent_ms();
+        let left = Duration::from_millis(meta.fresh_until_ms.saturating_sub(now_ms));
+        let expire = tier.bound.map_or(left, |bound| bound.min(left));
+        let (meta, epoch) = self.stamp(ns, Some(expire), Duration::ZERO, Some(generations));
+        let at = MemKeyRef {
+            namespace: ns.id,
+            key,
+        };
+        tier.store.insert(
+            MemKeyRef {
+                namespace: ns.id,
+                key,
+            },
+            value.clone() as Arc<dyn Any + Send + Sync>,
+            meta,
+            epoch,
+            || size,
+        );
+        tier.recheck(&at, before);
+    }
+
+    /// Puts a value just written to the shared store in the L1 (replacing
+    /// any copy, and any copy being taken), and tells the other processes.
+    #[cfg(feature = "memory")]
+    async fn replace_copy<T>(
+        &self,
+        ns: &NamespaceState,
+        key: &str,
+        value: &Arc<T>,
+        expire: Option<Duration>,
+        size: u64,
+    ) where
+        T: Send + Sync + 'static,
+    {
+        let Some(tier) = &self.l1 else { return };
+        let at = MemKeyRef {
+            namespace: ns.id,
+            key,
+        };
+        tier.evict(&at);
+        if tier.live() {
+            let expire = match (expire, tier.bound) {
+                (Some(expire), Some(bound)) => Some(expire.min(bound)),
+                (expire, bound) => expire.or(bound),
+            };
+            let before = tier.before();
+            let (meta, epoch) = self.stamp(ns, expire, Duration::ZERO, None);
+            tier.store.insert(
+                MemKeyRef {
+                    namespace: ns.id,
+                    key,
+                },
+                value.clone() as Arc<dyn Any + Send + Sync>,
+                meta,
+                epoch,
+                || size,
+            );
+            tier.recheck(&at, before);
+        }
+        self.publish(Eviction::Key {
+            namespace: ns.scope.namespace.clone(),
+            key: key.to_owned(),
+        })
+        .await;
+    }
+
+    /// Decodes an entry read from the shared store: what it holds, and its
+    /// metadata when it is not missing.
     fn decode<T: DeserializeOwned>(
         &self,
         at: &Location<'_>,
         bytes: &[u8],
         generations: &Generations,
-    ) -> Found<T> {
+    ) -> (Found<T>, Option<EntryMeta>) {
         let raw = match entry::open(&at.storage_key, bytes, self.options.secret.as_ref()) {
             Ok(raw) => raw,
             Err(err) => {
                 self.count(Event::DecodeError);
                 tracing::debug!(region = %self.options.name, key = %at.storage_key, "entry ignored: {err}");
-                return Found::Missing;
+                return (Found::Missing, None);
             }
         };
         let freshness = raw.meta.freshness(generations, &self.read_policy());
         if freshness == Freshness::Missing {
-            return Found::Missing;
+            return (Found::Missing, None);
         }
         match entry::decode_payload::<T>(&raw) {
-            Ok(value) if freshness == Freshness::Fresh => Found::Fresh(Arc::new(value)),
-            Ok(value) => Found::Stale(Arc::new(value)),
+            Ok(value) if freshness == Freshness::Fresh => {
+                (Found::Fresh(Arc::new(value)), Some(raw.meta))
+            }
+            Ok(value) => (Found::Stale(Arc::new(value)), Some(raw.meta)),
             Err(err) => {
                 self.count(Event::DecodeError);
                 tracing::debug!(region = %self.options.name, key = %at.storage_key, "entry ignored: {err}");
-                Found::Missing
+                (Found::Missing, None)
             }
         }
     }
@@ -665,76 +909,114 @@ impl RegionInner {
         // The clock lookups read: an entry must never look fresh to a
         // lookup that read the time before the entry was made.
         let now_ms = self.clock.recent_ms();
-        match &self.store {
-            #[cfg(feature = "memory")]
-            Store::Memory(memory) => {
-                let (meta, epoch) = self.memory_stamp(ns, expire, generations);
-                memory.insert(
-                    MemKeyRef {
-                        namespace: ns.id,
-                        key,
-                    },
-                    value.clone() as Arc<dyn Any + Send + Sync>,
-                    meta,
-                    epoch,
-                    || encoded_len(&**value),
-                );
-                Ok(())
-            }
-            Store::Shared(backend) => {
-                let generations = match generations {
-                    Some(generations) => generations,
-                    None => backend.generations(&ns.scope).await?,
-                };
-                let meta = EntryMeta::new(now_ms, expire, self.options.stale, generations);
-                let at = ns.scope.locate(key);
-                let bytes = entry::encode(
-                    &at.storage_key,
-                    &meta,
-                    &**value,
-                    self.options.secret.as_ref(),
-                )
-                .map_err(|err| {
-                    Error::new(Kind::Encode {
-                        message: err.to_string(),
-                    })
-                })?;
-                let size = bytes.len() as u64;
-                if size > self.options.max_entry_bytes {
-                    return Err(Error::too_large(size, self.options.max_entry_bytes));
-                }
-                backend.store(&at, bytes, meta.ttl(now_ms)).await
-            }
-            Store::Null => Ok(()),
+        #[cfg(feature = "memory")]
+        if let Some(memory) = self.memory_only() {
+            let (meta, epoch) = self.memory_stamp(ns, expire, generations);
+            memory.insert(
+                MemKeyRef {
+                    namespace: ns.id,
+                    key,
+                },
+                value.clone() as Arc<dyn Any + Send + Sync>,
+                meta,
+                epoch,
+                || encoded_len(&**value),
+            );
+            return Ok(());
         }
+        let Some(backend) = &self.l2 else {
+            return Ok(());
+        };
+        let generations = match generations {
+            Some(generations) => generations,
+            None => backend.generations(&ns.scope).await?,
+        };
+        let meta = EntryMeta::new(now_ms, expire, self.options.stale, generations);
+        let at = ns.scope.locate(key);
+        let bytes = entry::encode(
+            &at.storage_key,
+            &meta,
+            &**value,
+            self.options.secret.as_ref(),
+        )
+        .map_err(|err| {
+            Error::new(Kind::Encode {
+                message: err.to_string(),
+            })
+        })?;
+        let size = bytes.len() as u64;
+        if size > self.options.max_entry_bytes {
+            return Err(Error::too_large(size, self.options.max_entry_bytes));
+        }
+        let stored = backend.store(&at, bytes, meta.ttl(now_ms)).await;
+        #[cfg(feature = "memory")]
+        if self.l1.is_some() {
+            match &stored {
+                Ok(()) => self.replace_copy(ns, key, value, expire, size).await,
+                // What is in the store now is unknown: keep no copy here.
+                Err(_) => self.evict_copy(ns, key).await,
+            }
+        }
+        stored
+    }
+
+    /// Drops a key's L1 copy here and in the other processes.
+    #[cfg(feature = "memory")]
+    async fn evict_copy(&self, ns: &NamespaceState, key: &str) {
+        let Some(tier) = &self.l1 else { return };
+        tier.evict(&MemKeyRef {
+            namespace: ns.id,
+            key,
+        });
+        self.publish(Eviction::Key {
+            namespace: ns.scope.namespace.clone(),
+            key: key.to_owned(),
+        })
+        .await;
     }
 
     pub(crate) async fn remove(&self, ns: &NamespaceState, key: &str) -> Result<bool> {
-        match &self.store {
-            #[cfg(feature = "memory")]
-            Store::Memory(memory) => Ok(memory.remove(&MemKeyRef {
+        #[cfg(feature = "memory")]
+        if let Some(memory) = self.memory_only() {
+            return Ok(memory.remove(&MemKeyRef {
                 namespace: ns.id,
                 key,
-            })),
-            Store::Shared(backend) => backend.remove(&ns.scope.locate(key)).await,
-            Store::Null => Ok(false),
+            }));
         }
+        let Some(backend) = &self.l2 else {
+            return Ok(false);
+        };
+        let removed = backend.remove(&ns.scope.locate(key)).await;
+        #[cfg(feature = "memory")]
+        self.evict_copy(ns, key).await;
+        removed
     }
 
     pub(crate) async fn clear(&self, ns: &NamespaceState) -> Result<()> {
-        match &self.store {
-            Store::Shared(backend) => backend.bump_namespace(&ns.scope).await,
-            _ => {
-                ns.generation.fetch_add(1, Ordering::AcqRel);
-                ns.epoch.fetch_add(1, Ordering::AcqRel);
-                Ok(())
-            }
+        if let Some(backend) = &self.l2 {
+            backend.bump_namespace(&ns.scope).await?;
         }
+        ns.generation.fetch_add(1, Ordering::AcqRel);
+        ns.epoch.fetch_add(1, Ordering::AcqRel);
+        self.publish(Eviction::Namespace {
+            namespace: ns.scope.namespace.clone(),
+        })
+        .await;
+        Ok(())
     }
 
     /// Counts a backend failure and logs it at most once a second per
     /// region; returns the error back when the region says not to bypass.
     pub(crate) fn backend_failed(&self, err: &Error) -> Result<()> {
+        self.backend_failed_quietly(err);
+        match self.options.on_backend_error {
+            OnBackendError::Bypass => Ok(()),
+            _ => Err(err.clone()),
+        }
+    }
+
+    /// Counts a backend failure and logs it at most once a second.
+    pub(crate) fn backend_failed_quietly(&self, err: &Error) {
         self.count(Event::BackendError);
         let now_ms = self.clock.now_ms();
         let last = self.last_error_log_ms.load(Ordering::Relaxed);
@@ -749,10 +1031,6 @@ impl RegionInner {
                 total = self.counters.snapshot().backend_errors,
                 "cache backend failed, running without it: {err}"
             );
-        }
-        match self.options.on_backend_error {
-            OnBackendError::Bypass => Ok(()),
-            _ => Err(err.clone()),
         }
     }
 }
