@@ -19,15 +19,45 @@ pub(crate) struct Fixture {
 
 pub(crate) const START_MS: u64 = 1_700_000_000_000;
 
-pub(crate) fn fixture(backend: &str, extra: &[(&str, &str)]) -> Fixture {
+/// A manager on one tier shape: `memory`, a shared store (`file`,
+/// `redis`, `memcached`), or a shared store with an L1 in front
+/// (`file_l1`, `redis_l1`, `memcached_l1`). Server shapes use the servers
+/// of `scripts/services` and a prefix of their own, so tests never share
+/// entries.
+pub(crate) fn fixture(shape: &str, extra: &[(&str, &str)]) -> Fixture {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data").display().to_string();
     let lock = dir.path().join("lock").display().to_string();
+    let (store, l1) = match shape.strip_suffix("_l1") {
+        Some(store) => (store, true),
+        None => (shape, false),
+    };
     let mut pairs = vec![
-        ("cache.type".to_owned(), backend.to_owned()),
+        ("cache.type".to_owned(), store.to_owned()),
         ("cache.data_dir".to_owned(), data),
         ("cache.lock_dir".to_owned(), lock),
     ];
+    if l1 {
+        pairs.push(("cache.l1".to_owned(), "true".to_owned()));
+    }
+    let server = match store {
+        "redis" => Some("TANKARD_REDIS_URL"),
+        "memcached" => Some("TANKARD_MEMCACHED_URL"),
+        _ => None,
+    };
+    if let Some(var) = server {
+        let url = std::env::var(var)
+            .unwrap_or_else(|_| panic!("{var} is not set: run scripts/services and source its env"));
+        let unique = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        pairs.push(("cache.url".to_owned(), url));
+        pairs.push(("cache.prefix".to_owned(), format!("conformance-{unique}-{n}/")));
+        // Stores on servers have no local lock directory.
+        pairs.retain(|(key, _)| key != "cache.lock_dir" && key != "cache.data_dir");
+    }
     pairs.extend(
         extra
             .iter()
@@ -56,10 +86,20 @@ macro_rules! backend_tests {
     };
 }
 
+/// Every tier shape (DESIGN §11): memory, shared, shared + L1.
 macro_rules! all_backends {
     ($($test:ident),* $(,)?) => {
         backend_tests!(memory: $($test),*);
         backend_tests!(file: $($test),*);
+        backend_tests!(file_l1: $($test),*);
+        #[cfg(feature = "redis")]
+        backend_tests!(redis: $($test),*);
+        #[cfg(feature = "redis")]
+        backend_tests!(redis_l1: $($test),*);
+        #[cfg(feature = "memcached")]
+        backend_tests!(memcached: $($test),*);
+        #[cfg(feature = "memcached")]
+        backend_tests!(memcached_l1: $($test),*);
     };
 }
 

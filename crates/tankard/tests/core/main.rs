@@ -13,5 +13,6 @@ mod conformance;
 mod counters;
 mod file;
 mod file_faults;
+mod l1;
 mod memory;
 mod multiprocess;
