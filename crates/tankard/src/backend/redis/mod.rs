@@ -20,6 +20,7 @@
 //!                     the name of the pub/sub channel its release is announced on
 //! {R}!gen             the region's generation (bumped on hard invalidation, likewise)
 //! {R}!soft            the region's soft-invalidation time, epoch ms
+//! {R}!backplane       the pub/sub channel of the region's L1 evictions (see `backplane`)
 //! ```
 //!
 //! The braces are Redis Cluster hash tags: only the part inside decides the
@@ -90,7 +91,13 @@
 //! the ring provider), which is kept out of `redis` so that plain-TCP users
 //! compile no TLS stack. Pub/sub wake-ups use RESP3, so the server must be
 //! Redis 6 or later (7 or later for a cluster, for sharded pub/sub).
+//!
+//! `backplane = redis://…` on a region of any type takes the same URLs:
+//! one URL is one server, comma-separated URLs a cluster's seeds.
 
+// Until the region's L1 is wired to it (issue 12), only the tests use it.
+#[cfg_attr(not(test), allow(dead_code))]
+mod backplane;
 mod conn;
 mod lock;
 
@@ -111,6 +118,7 @@ use crate::dogpile::lock::CreationLock;
 use crate::entry::Generations;
 use crate::error::{ConfigError, Error, Result};
 use crate::key;
+use backplane::{RedisBackplane, Source};
 use conn::{Link, Target, Wakeups};
 use lock::RedisLock;
 
@@ -151,6 +159,10 @@ return 1",
 pub(crate) struct RedisBackend {
     link: Arc<Link>,
     lock: Arc<RedisLock>,
+    /// Evictions for the region's L1, on the same server (same link for
+    /// publishing).
+    #[cfg_attr(not(test), allow(dead_code))] // until the region's L1 uses it (issue 12)
+    backplane: Arc<RedisBackplane>,
     /// The region's own keys (`{R}!gen`, `{R}!soft`) and `key_length`: one
     /// backend serves one region.
     region_gen_key: String,
@@ -171,18 +183,27 @@ impl fmt::Debug for RedisBackend {
     }
 }
 
-/// The URL with any password replaced by `***`, for error messages.
 /// Opens a backplane on its own Redis server (`backplane = redis://…`),
-/// for a region whose store is not that server.
+/// for a region whose store is not that server (memcached, file, or
+/// another Redis). One URL is one server; comma-separated URLs are a
+/// cluster's seeds (sharded pub/sub). No connection is made here: the
+/// first publish or listen connects.
+#[cfg_attr(not(test), allow(dead_code))] // until the region's L1 calls it (issue 12)
 pub(crate) fn open_backplane(
     url: &str,
     options: &RegionOptions,
 ) -> Result<Arc<dyn super::backplane::Backplane>> {
-    // Filled in by the backplane work (issue 12).
-    let _ = (url, options);
-    Err(Error::backend("redis", "backplane not built yet"))
+    let key = option_key(options, "backplane");
+    let cluster = url.contains(',');
+    let endpoint = Endpoint::parse(url, cluster, options.timeout, &key)?;
+    let name = if cluster { "redis-cluster" } else { "redis" };
+    let (target, source) = endpoint.into_parts(None, url, &key)?;
+    // Its own link: lock wake-ups never travel on a backplane's server.
+    let link = Arc::new(Link::new(name, target, options.timeout, Arc::default()));
+    Ok(Arc::new(RedisBackplane::new(link, source, &options.prefix)))
 }
 
+/// The URL with any password replaced by `***`, for error messages.
 fn redact(url: &str) -> String {
     url.split(',')
         .map(|seed| {
@@ -202,7 +223,9 @@ fn redact(url: &str) -> String {
         .join(",")
 }
 
-fn bad_url(options: &RegionOptions, url: &str, err: &RedisError) -> Error {
+/// The error for a URL the client refuses, naming the config `key` it
+/// came from (`url`, or `backplane`).
+fn bad_url(key: &str, url: &str, err: &RedisError) -> Error {
     let tls = url
         .split(',')
         .any(|seed| seed.trim().to_ascii_lowercase().starts_with("rediss://"));
@@ -218,77 +241,131 @@ fn bad_url(options: &RegionOptions, url: &str, err: &RedisError) -> Error {
         )
     };
     Error::config(ConfigError::BadValue {
-        key: option_key(options, "url"),
+        key: key.to_owned(),
         value: redact(url),
         problem,
         expected: expected.to_owned(),
     })
 }
 
+/// A parsed URL: one server's client, or a cluster's seeds. The region's
+/// link and its backplane's subscriptions both open from it.
+enum Endpoint {
+    Single(::redis::Client),
+    Cluster {
+        seeds: Vec<::redis::ConnectionInfo>,
+        timeout: Duration,
+    },
+}
+
+impl Endpoint {
+    /// Parses `url` (comma-separated seeds for a cluster); errors name
+    /// `key`.
+    fn parse(url: &str, cluster: bool, timeout: Duration, key: &str) -> Result<Endpoint> {
+        #[cfg(feature = "redis-tls")]
+        {
+            // rustls needs a process-wide crypto provider; an application
+            // that installed its own keeps it.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        if cluster {
+            let seeds = url
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(IntoConnectionInfo::into_connection_info)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|err| bad_url(key, url, &err))?;
+            return Ok(Endpoint::Cluster { seeds, timeout });
+        }
+        let info = url
+            .into_connection_info()
+            .map_err(|err| bad_url(key, url, &err))?;
+        // RESP3 lets lock waiters receive pub/sub messages on the same
+        // multiplexed connection as the commands, and the backplane read
+        // its subscription's messages as pushes.
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = ::redis::Client::open(info.set_redis_settings(settings))
+            .map_err(|err| bad_url(key, url, &err))?;
+        Ok(Endpoint::Single(client))
+    }
+
+    /// The link's target (its connections' pushes going to `wakeups`, if
+    /// any) and where the backplane subscribes. Building the cluster
+    /// client checks the seeds together.
+    fn into_parts(
+        self,
+        wakeups: Option<Arc<Wakeups>>,
+        url: &str,
+        key: &str,
+    ) -> Result<(Target, Source)> {
+        match self {
+            Endpoint::Single(client) => {
+                Ok((Target::Single(client.clone()), Source::Single(client)))
+            }
+            Endpoint::Cluster { seeds, timeout } => {
+                let mut builder = cluster_builder(&seeds, timeout);
+                if let Some(push) = wakeups {
+                    builder = builder.push_sender(move |info: PushInfo| {
+                        push.on_push(info);
+                        Ok::<(), RedisError>(())
+                    });
+                }
+                let client = builder.build().map_err(|err| bad_url(key, url, &err))?;
+                Ok((Target::Cluster(client), Source::Cluster(seeds)))
+            }
+        }
+    }
+}
+
+/// A cluster client's settings, shared by the region's connection and its
+/// backplane's subscriptions: RESP3 (pushes), and the region's `timeout`
+/// on connecting and on every request.
+fn cluster_builder(seeds: &[::redis::ConnectionInfo], timeout: Duration) -> ClusterClientBuilder {
+    ClusterClientBuilder::new(seeds.to_vec())
+        .use_protocol(ProtocolVersion::RESP3)
+        .connection_timeout(timeout)
+        .response_timeout(timeout)
+}
+
 /// Opens a Redis or Redis Cluster region. No connection is made here: the
 /// first operation connects.
 pub(crate) fn open(options: &RegionOptions) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(open_backend(options)?))
+}
+
+fn open_backend(options: &RegionOptions) -> Result<RedisBackend> {
     let url = options.url.as_deref().ok_or_else(|| {
         Error::config(ConfigError::Missing {
             key: option_key(options, "url"),
             message: "missing; the redis backends need url = \"redis://host:port\"".to_owned(),
         })
     })?;
-    #[cfg(feature = "redis-tls")]
-    {
-        // rustls needs a process-wide crypto provider; an application that
-        // installed its own keeps it.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
+    let key = option_key(options, "url");
+    let cluster = options.backend == BackendKind::RedisCluster;
     let wakeups = Arc::new(Wakeups::default());
-    let timeout = options.timeout;
-    let (name, target) = if options.backend == BackendKind::RedisCluster {
-        let seeds: Vec<&str> = url
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
-        let push = wakeups.clone();
-        let client = ClusterClientBuilder::new(seeds)
-            .use_protocol(ProtocolVersion::RESP3)
-            .push_sender(move |info: PushInfo| {
-                push.on_push(info);
-                Ok::<(), RedisError>(())
-            })
-            .connection_timeout(timeout)
-            .response_timeout(timeout)
-            .build()
-            .map_err(|err| bad_url(options, url, &err))?;
-        ("redis-cluster", Target::Cluster(client))
-    } else {
-        let info = url
-            .into_connection_info()
-            .map_err(|err| bad_url(options, url, &err))?;
-        // RESP3 lets lock waiters receive pub/sub messages on the same
-        // multiplexed connection as the commands.
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let client = ::redis::Client::open(info.set_redis_settings(settings))
-            .map_err(|err| bad_url(options, url, &err))?;
-        ("redis", Target::Single(client))
-    };
-    let link = Arc::new(Link::new(name, target, timeout, wakeups));
+    let endpoint = Endpoint::parse(url, cluster, options.timeout, &key)?;
+    let (target, source) = endpoint.into_parts(Some(wakeups.clone()), url, &key)?;
+    let name = if cluster { "redis-cluster" } else { "redis" };
+    let link = Arc::new(Link::new(name, target, options.timeout, wakeups));
     let region = RegionScope::new(options);
-    Ok(Arc::new(RedisBackend {
+    Ok(RedisBackend {
         lock: Arc::new(RedisLock::new(
             link.clone(),
             options.prefix.clone(),
             options.lock_timeout,
         )),
+        backplane: Arc::new(RedisBackplane::new(link.clone(), source, &options.prefix)),
         link,
         region_gen_key: tagged(&region.generation_key, "!gen"),
         region_soft_key: tagged(&region.soft_key, "!soft"),
         key_length: options.key_length,
         max_entry_bytes: options.max_entry_bytes,
         last_damage_warning_ms: AtomicU64::new(0),
-    }))
+    })
 }
 
 /// A core bookkeeping key (`key.rs`) with the part before `suffix` in a
@@ -551,6 +628,10 @@ impl Backend for RedisBackend {
 
     fn creation_lock(&self) -> Arc<dyn CreationLock> {
         self.lock.clone()
+    }
+
+    fn backplane(&self) -> Option<Arc<dyn super::backplane::Backplane>> {
+        Some(self.backplane.clone())
     }
 }
 
