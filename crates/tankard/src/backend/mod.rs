@@ -35,9 +35,7 @@ pub(crate) fn generation_start() -> u64 {
         .map_or(0, |since| since.as_micros() as u64)
 }
 
-// Nothing outside the tests uses the backplane until the region's L1 is
-// wired to it (issue 12); then this goes back to `not(feature = "redis")`.
-#[cfg_attr(any(not(feature = "redis"), not(test)), allow(dead_code))]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) mod backplane;
 // Built whatever the features, like the backends it will serve: its code
 // does not depend on any store.
@@ -81,7 +79,6 @@ pub(crate) fn open_remote(
 /// Opens the backplane a region's `backplane` option asks for, with the
 /// region's store at hand (`auto` uses the store's own, if it has one).
 /// `Ok(None)`: the region has no backplane.
-#[allow(dead_code)] // until the region's L1 calls it (issue 12)
 pub(crate) fn open_backplane(
     options: &RegionOptions,
     store: Option<&Arc<dyn Backend>>,
@@ -272,7 +269,6 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// The backplane this store can carry for its region's L1 (Redis:
     /// pub/sub on the same server), if any.
-    #[allow(dead_code)] // until the region's L1 calls it (issue 12)
     fn backplane(&self) -> Option<Arc<dyn backplane::Backplane>> {
         None
     }

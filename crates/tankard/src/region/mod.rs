@@ -552,6 +552,13 @@ impl RegionInner {
         let Some(backplane) = &self.backplane else {
             return;
         };
+        // Its server is unreachable: the message would only wait out the
+        // timeout, and the other processes' subscriptions, on the same
+        // server, have most likely dropped too (emptying their L1s).
+        #[cfg(feature = "memory")]
+        if self.l1.as_ref().is_some_and(MemoryTier::backplane_lost) {
+            return;
+        }
         let message = Message {
             origin: self.origin,
             region: self.options.name.clone(),

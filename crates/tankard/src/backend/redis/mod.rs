@@ -95,8 +95,6 @@
 //! `backplane = redis://…` on a region of any type takes the same URLs:
 //! one URL is one server, comma-separated URLs a cluster's seeds.
 
-// Until the region's L1 is wired to it (issue 12), only the tests use it.
-#[cfg_attr(not(test), allow(dead_code))]
 mod backplane;
 mod conn;
 mod lock;
@@ -161,7 +159,6 @@ pub(crate) struct RedisBackend {
     lock: Arc<RedisLock>,
     /// Evictions for the region's L1, on the same server (same link for
     /// publishing).
-    #[cfg_attr(not(test), allow(dead_code))] // until the region's L1 uses it (issue 12)
     backplane: Arc<RedisBackplane>,
     /// The region's own keys (`{R}!gen`, `{R}!soft`) and `key_length`: one
     /// backend serves one region.
@@ -188,7 +185,6 @@ impl fmt::Debug for RedisBackend {
 /// another Redis). One URL is one server; comma-separated URLs are a
 /// cluster's seeds (sharded pub/sub). No connection is made here: the
 /// first publish or listen connects.
-#[cfg_attr(not(test), allow(dead_code))] // until the region's L1 calls it (issue 12)
 pub(crate) fn open_backplane(
     url: &str,
     options: &RegionOptions,
