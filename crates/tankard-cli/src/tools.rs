@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use tankard::config::{Refresh, RegionOptions};
+use tankard::config::{BackplaneSetting, Refresh, RegionOptions};
 use tankard::{CacheManager, Config, EntryState, Invalidation, Purged, Region};
 
 use crate::EntryArgs;
@@ -75,6 +75,28 @@ fn options_table(o: &RegionOptions) -> Vec<(&'static str, String)> {
             match o.refresh {
                 Refresh::Background => "background (not built yet: works as foreground)".to_owned(),
                 other => format!("{other:?}").to_lowercase(),
+            },
+        ),
+        ("l1", o.l1.to_string()),
+        ("l1_max_entries", o.l1_max_entries.to_string()),
+        ("l1_max_bytes", opt(o.l1_max_bytes.map(|n| n.to_string()))),
+        (
+            "l1_expire",
+            // Resolved when the region opens: whether `auto` finds a
+            // backplane depends on the store.
+            o.l1_expire.map_or_else(
+                || "default (expire with a backplane, 5s without)".to_owned(),
+                duration,
+            ),
+        ),
+        (
+            "backplane",
+            match &o.backplane {
+                BackplaneSetting::Auto => "auto".to_owned(),
+                BackplaneSetting::None => "none".to_owned(),
+                BackplaneSetting::Redis(url) => url.clone(),
+                // `#[non_exhaustive]`: a later kind prints as its Debug.
+                other => format!("{other:?}"),
             },
         ),
         ("prefix", format!("{:?}", o.prefix)),

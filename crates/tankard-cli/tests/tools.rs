@@ -77,6 +77,47 @@ fn check_prints_each_region_s_resolved_options() {
 }
 
 #[test]
+fn check_prints_the_l1_options_of_each_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = config(
+        dir.path(),
+        "l1 = true\nl1_max_entries = 500\nl1_max_bytes = 65536\nl1_expire = \"1.5s\"\nbackplane = \"none\"",
+    );
+    let (code, out, err) = run(dir.path(), &["check", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let short = &out[out.find("[short_term]").unwrap()..];
+    for line in [
+        "l1                true",
+        "l1_max_entries    500",
+        "l1_max_bytes      65536",
+        "l1_expire         1.5s",
+        "backplane         none",
+    ] {
+        assert!(short.contains(line), "{line} in {short}");
+    }
+    // The defaults, as the long_term region inherits them.
+    let long = &out[out.find("[long_term]").unwrap()..out.find("[short_term]").unwrap()];
+    for line in [
+        "l1                false",
+        "l1_max_entries    10000",
+        "l1_max_bytes      -",
+        "l1_expire         default (expire with a backplane, 5s without)",
+        "backplane         auto",
+    ] {
+        assert!(long.contains(line), "{line} in {long}");
+    }
+
+    // `type = tiered` from a v1 config says what replaced it.
+    let file = config(dir.path(), "type = \"tiered\"");
+    let (code, _, err) = run(dir.path(), &["check", file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(r#"cache.short_term.type: "tiered" is no longer a backend type"#),
+        "{err}"
+    );
+}
+
+#[test]
 fn check_refuses_a_value_past_its_largest_and_names_the_largest() {
     let dir = tempfile::tempdir().unwrap();
     // Issue 11: this passed `check`, then the first memcached call panicked.

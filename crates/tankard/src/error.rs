@@ -99,8 +99,10 @@ pub(crate) enum ConfigError {
         region: String,
         listed: String,
     },
+    /// A value that needs a cargo feature the build lacks: a backend type,
+    /// or a `backplane` URL. The key says which, so the message does not.
     #[error(
-        "{key}: backend type {value:?} needs the cargo feature \"{feature}\" of tankard; enable it with `tankard = {{ features = [\"{feature}\"] }}`"
+        "{key}: {value:?} needs the cargo feature \"{feature}\" of tankard; enable it with `tankard = {{ features = [\"{feature}\"] }}`"
     )]
     FeatureMissing {
         key: String,

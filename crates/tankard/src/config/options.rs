@@ -79,19 +79,42 @@ pub struct RegionOptions {
     /// Key `refresh`: who waits for a stale entry's regeneration.
     pub refresh: Refresh,
     /// Key `l1`: an in-process memory tier in front of the region's shared
-    /// store (DESIGN §4, §8). Ignored on `memory` and `null` regions.
+    /// store (DESIGN §4, §8); a boolean, default `false`. Only shared types
+    /// take it (file, dbm, memcached, redis, redis-cluster, database): on a
+    /// `memory` or `null` region it is a config error.
+    ///
+    /// ```
+    /// let config = tankard::Config::from_flat([
+    ///     ("cache.type", "file"),
+    ///     ("cache.data_dir", "/var/cache/app"),
+    ///     ("cache.l1", "true"),
+    ///     ("cache.l1_max_entries", "50000"),
+    ///     ("cache.l1_expire", "2s"),
+    ///     ("cache.backplane", "none"),
+    /// ])?;
+    /// let options = config.default_options();
+    /// assert!(options.l1);
+    /// assert_eq!(options.l1_max_entries, 50_000);
+    /// assert_eq!(options.l1_expire, Some(std::time::Duration::from_secs(2)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub l1: bool,
     /// Key `l1_max_entries`: the most entries the L1 tier keeps (default
-    /// 10 000), unless `l1_max_bytes` bounds it by size instead.
+    /// 10 000, at most 10⁹), unless `l1_max_bytes` bounds it by size
+    /// instead.
     pub l1_max_entries: u64,
     /// Key `l1_max_bytes`: bounds the L1 tier by encoded size instead of
-    /// entry count.
+    /// entry count (at most 1 TiB).
     pub l1_max_bytes: Option<u64>,
     /// Key `l1_expire`: the longest an L1 copy is served without word from
-    /// the backplane. `None`: the region's `expire` with a backplane, 5 s
-    /// without one.
+    /// the backplane (a positive duration, at most 100 years). `None`: the
+    /// region's `expire` with a backplane, 5 s without one.
     pub l1_expire: Option<Duration>,
-    /// Key `backplane`: what carries L1 evictions between processes.
+    /// Key `backplane`: what carries L1 evictions between processes:
+    /// `auto` (default), `none`, or a `redis://`/`rediss://` URL. A URL
+    /// needs the `redis` cargo feature (`rediss://` needs `redis-tls`).
+    /// Set or not, `l1` decides whether this region keeps an L1 tier, so a
+    /// global `backplane` may serve regions with and without one.
     pub backplane: BackplaneSetting,
     /// Key `prefix`: prepended to every key this region writes.
     pub prefix: String,
@@ -131,8 +154,6 @@ pub enum BackendKind {
     RedisCluster,
     /// `ext:database` or `database`; the url picks PostgreSQL, SQLite or MySQL.
     Database,
-    /// `tiered`: a memory region in front of a shared one.
-    Tiered,
     /// `null`: stores nothing; every call runs the creator.
     Null,
 }
@@ -152,7 +173,6 @@ impl BackendKind {
             BackendKind::Redis => "redis",
             BackendKind::RedisCluster => "redis-cluster",
             BackendKind::Database => "database",
-            BackendKind::Tiered => "tiered",
             BackendKind::Null => "null",
         }
     }

@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{BackendKind, Config, LockMode, OnBackendError, Refresh, RegionOptions, Secret};
+use super::{
+    BackendKind, BackplaneSetting, Config, LockMode, OnBackendError, Refresh, RegionOptions, Secret,
+};
 use crate::error::{ConfigError, Error, Kind, Result};
 
 /// Every option name accepted as `cache.<opt>` and `cache.<region>.<opt>`.
@@ -47,6 +49,11 @@ pub(crate) const OPTION_NAMES: &[&str] = &[
     "secret",
     "on_backend_error",
     "refresh",
+    "l1",
+    "l1_max_entries",
+    "l1_max_bytes",
+    "l1_expire",
+    "backplane",
     "prefix",
 ];
 
@@ -92,10 +99,10 @@ const MAX_CREATION: DurationBound = DurationBound {
     shown: "24h",
 };
 
-/// `expire` and `stale`: a hundred years is "forever" for a cache, and
-/// keeps the clock's milliseconds plus both (the entry's timestamps, Redis's
-/// signed 64-bit `PX`) nowhere near an overflow. No `expire` at all is the
-/// way to say "never".
+/// `expire`, `stale` and `l1_expire`: a hundred years is "forever" for a
+/// cache, and keeps the clock's milliseconds plus both (the entry's
+/// timestamps, Redis's signed 64-bit `PX`) nowhere near an overflow. No
+/// `expire` at all is the way to say "never".
 const MAX_LIFETIME: DurationBound = DurationBound {
     max: Duration::from_secs(100 * 365 * 24 * 3600),
     shown: "876000h (100 years)",
@@ -115,12 +122,14 @@ const MAX_KEY_LENGTH: u64 = u16::MAX as u64;
 /// Redis's is 512 MiB).
 const MAX_ENTRY_BYTES: u64 = 1 << 30;
 
-/// `max_entries` of a memory region: a billion entries cost nearly a
-/// hundred GB in bookkeeping alone, past any process this crate targets.
+/// `max_entries` of a memory region and `l1_max_entries` of an L1 tier
+/// (the same store): a billion entries cost nearly a hundred GB in
+/// bookkeeping alone, past any process this crate targets.
 const MAX_ENTRIES: u64 = 1_000_000_000;
 
-/// `max_bytes` of a memory region: 1 TiB, past any process this crate
-/// targets, and far from u64 overflow in the store's weight sums.
+/// `max_bytes` of a memory region and `l1_max_bytes` of an L1 tier: 1 TiB,
+/// past any process this crate targets, and far from u64 overflow in the
+/// store's weight sums.
 const MAX_BYTES: u64 = 1 << 40;
 
 /// The largest value of a duration key and how an error writes it.
@@ -656,6 +665,7 @@ struct Origin<'a> {
     type_key: Option<&'a str>,
     type_value: Option<&'a str>,
     url_key: Option<&'a str>,
+    backplane_key: Option<&'a str>,
 }
 
 /// Builds one region from the global options and, for a listed region, its
@@ -671,6 +681,7 @@ fn resolve(
         type_key: None,
         type_value: None,
         url_key: None,
+        backplane_key: None,
     };
     let layers = std::iter::once(global).chain(own);
     for layer in layers {
@@ -686,6 +697,7 @@ fn resolve(
                         origin.type_value = Some(value);
                     }
                     "url" => origin.url_key = Some(&entry.key),
+                    "backplane" => origin.backplane_key = Some(&entry.key),
                     _ => {}
                 }
             }
@@ -796,12 +808,21 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
     let value = raw.trim();
     match opt {
         "type" => {
+            // v1 configs name it; say what replaced it rather than list the types.
+            if value.eq_ignore_ascii_case("tiered") {
+                return Err(bad(
+                    key,
+                    raw,
+                    "is no longer a backend type: an L1 tier now goes in front of any shared store",
+                    "a shared type with l1 = true instead (e.g. type = ext:redis and l1 = true)",
+                ));
+            }
             options.backend = parse_backend(value).ok_or_else(|| {
                 bad(
                     key,
                     raw,
                     "is not a backend type",
-                    "one of memory, file, dbm, ext:memcached, ext:redis, ext:rediscluster, ext:database, tiered, null",
+                    "one of memory, file, dbm, ext:memcached, ext:redis, ext:rediscluster, ext:database, null",
                 )
             })?;
         }
@@ -820,9 +841,14 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
         }
         // Checked in `validate`, against the backend that actually uses it.
         "url" => options.url = Some(value.to_owned()),
-        "enabled" => {
-            options.enabled =
+        "enabled" | "l1" => {
+            let on =
                 parse_bool(value).ok_or_else(|| bad(key, raw, "is not a boolean", BOOLEANS))?;
+            if opt == "enabled" {
+                options.enabled = on;
+            } else {
+                options.l1 = on;
+            }
         }
         "key_length" => {
             let length = whole(key, raw, value, "is not a whole number", MAX_KEY_LENGTH, "")?;
@@ -844,31 +870,56 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
         "retry_after" => options.retry_after = duration(key, raw, value, MAX_OPERATION, true)?,
         "lock_timeout" => options.lock_timeout = duration(key, raw, value, MAX_CREATION, false)?,
         "wait_timeout" => options.wait_timeout = duration(key, raw, value, MAX_CREATION, false)?,
-        "max_entries" | "max_bytes" | "max_entry_bytes" => {
+        "max_entries" | "max_bytes" | "max_entry_bytes" | "l1_max_entries" | "l1_max_bytes" => {
             let max = match opt {
-                "max_entries" => MAX_ENTRIES,
-                "max_bytes" => MAX_BYTES,
+                "max_entries" | "l1_max_entries" => MAX_ENTRIES,
+                "max_bytes" | "l1_max_bytes" => MAX_BYTES,
                 _ => MAX_ENTRY_BYTES,
             };
-            // Zero would make a cache that stores nothing; `type = null` says
-            // that on purpose.
+            // Zero would make a cache that stores nothing; `type = null` and
+            // `l1 = false` say that on purpose.
             let bound = match parse_whole(value, max) {
                 Ok(n) if n > 0 => n,
                 Err(Refused::TooLarge) => return Err(too_large(key, raw, max, "")),
                 _ => {
-                    return Err(bad(
-                        key,
-                        raw,
-                        "is not a bound",
-                        "a whole number above 0 (use type = null to store nothing)",
-                    ));
+                    let expected = if opt.starts_with("l1_") {
+                        "a whole number above 0 (use l1 = false for no L1 tier)"
+                    } else {
+                        "a whole number above 0 (use type = null to store nothing)"
+                    };
+                    return Err(bad(key, raw, "is not a bound", expected));
                 }
             };
             match opt {
                 "max_entries" => options.max_entries = Some(bound),
                 "max_bytes" => options.max_bytes = Some(bound),
+                "l1_max_entries" => options.l1_max_entries = bound,
+                "l1_max_bytes" => options.l1_max_bytes = Some(bound),
                 _ => options.max_entry_bytes = bound,
             }
+        }
+        // Zero is refused: an L1 copy that is never fresh is `l1 = false`
+        // with extra work, so a zero is more likely a slip than a wish.
+        "l1_expire" => options.l1_expire = Some(duration(key, raw, value, MAX_LIFETIME, false)?),
+        "backplane" => {
+            options.backplane = match value.to_ascii_lowercase().as_str() {
+                "auto" => BackplaneSetting::Auto,
+                "none" => BackplaneSetting::None,
+                _ if is_redis_url(value, false) => BackplaneSetting::Redis(value.to_owned()),
+                lower => {
+                    let problem = if lower.starts_with("redis") {
+                        "is not a redis URL"
+                    } else {
+                        "is not a backplane"
+                    };
+                    return Err(bad(
+                        key,
+                        &redact(raw),
+                        problem,
+                        "auto, none or a redis:// URL (redis://[user:password@]host[:port][/db], or rediss://…)",
+                    ));
+                }
+            };
         }
         "secret" => {
             if value.is_empty() {
@@ -943,7 +994,6 @@ fn parse_backend(value: &str) -> Option<BackendKind> {
         "ext:redis" | "redis" => BackendKind::Redis,
         "ext:rediscluster" | "redis-cluster" | "rediscluster" => BackendKind::RedisCluster,
         "ext:database" | "database" => BackendKind::Database,
-        "tiered" => BackendKind::Tiered,
         "null" => BackendKind::Null,
         _ => return None,
     })
@@ -1025,7 +1075,7 @@ fn validate(
     if options.lock_dir.is_none() {
         options.lock_dir = options.data_dir.as_ref().map(|dir| dir.join(".locks"));
     }
-    if matches!(options.backend, BackendKind::Memory | BackendKind::Tiered)
+    if options.backend == BackendKind::Memory
         && options.max_entries.is_none()
         && options.max_bytes.is_none()
     {
@@ -1057,14 +1107,14 @@ fn validate(
     };
 
     let feature = match options.backend {
-        BackendKind::Memory => "memory",
+        BackendKind::Memory => Some("memory"),
         BackendKind::File => {
             needs_dir("file")?;
-            "file"
+            Some("file")
         }
         BackendKind::Dbm => {
             needs_dir("dbm")?;
-            "dbm"
+            Some("dbm")
         }
         BackendKind::Memcached => {
             let url = url("\"host:port[;host:port…]\"")?;
@@ -1076,7 +1126,7 @@ fn validate(
                     "host:port[;host:port…]",
                 ));
             }
-            "memcached"
+            Some("memcached")
         }
         BackendKind::Redis => {
             let url = url("\"redis://host:port\"")?;
@@ -1088,7 +1138,7 @@ fn validate(
                     "redis://[user:password@]host[:port][/db] (or rediss://, redis+unix://, unix://)",
                 ));
             }
-            "redis"
+            Some("redis")
         }
         BackendKind::RedisCluster => {
             let url = url("\"redis://host:port[,redis://host:port…]\"")?;
@@ -1102,37 +1152,53 @@ fn validate(
                     "redis://host:port[,redis://host:port…]",
                 ));
             }
-            "redis"
+            Some("redis")
         }
         BackendKind::Database => {
             let url = url("\"postgres://…\", \"mysql://…\" or \"sqlite:path\"")?;
-            database_feature(url).ok_or_else(|| {
+            Some(database_feature(url).ok_or_else(|| {
                 bad(
                     &url_key,
                     url,
                     "is not a database URL",
                     "postgres://…, postgresql://…, mysql://…, mariadb://… or sqlite:path (sqlite::memory: in memory)",
                 )
-            })?
+            })?)
         }
-        BackendKind::Tiered | BackendKind::Null => {
-            check_lock(options, own_key)?;
-            return Ok(None);
-        }
+        BackendKind::Null => None,
     };
     check_lock(options, own_key)?;
-    if feature_enabled(feature) {
-        return Ok(None);
+    check_l1(options, own_key)?;
+    if let Some(feature) = feature.filter(|feature| !feature_enabled(feature)) {
+        return Ok(Some(ConfigError::FeatureMissing {
+            key: origin
+                .type_key
+                .map_or_else(|| own_key("type"), str::to_owned),
+            value: origin
+                .type_value
+                .map_or_else(|| options.backend.to_string(), str::to_owned),
+            feature,
+        }));
     }
-    Ok(Some(ConfigError::FeatureMissing {
-        key: origin
-            .type_key
-            .map_or_else(|| own_key("type"), str::to_owned),
-        value: origin
-            .type_value
-            .map_or_else(|| options.backend.to_string(), str::to_owned),
-        feature,
-    }))
+    // Checked whether or not `l1` is on: a process without an L1 tier still
+    // publishes its writes for the processes that have one.
+    if let BackplaneSetting::Redis(url) = &options.backplane {
+        let feature = if url.to_ascii_lowercase().starts_with("rediss://") {
+            "redis-tls"
+        } else {
+            "redis"
+        };
+        if !feature_enabled(feature) {
+            return Ok(Some(ConfigError::FeatureMissing {
+                key: origin
+                    .backplane_key
+                    .map_or_else(|| own_key("backplane"), str::to_owned),
+                value: redact(url),
+                feature,
+            }));
+        }
+    }
+    Ok(None)
 }
 
 /// The lock mode against the backend, so that a config that loads also
@@ -1143,11 +1209,7 @@ fn validate(
 fn check_lock(options: &RegionOptions, own_key: &dyn Fn(&str) -> String) -> Result<()> {
     let serverless = matches!(
         options.backend,
-        BackendKind::Memory
-            | BackendKind::Null
-            | BackendKind::Tiered
-            | BackendKind::File
-            | BackendKind::Dbm
+        BackendKind::Memory | BackendKind::Null | BackendKind::File | BackendKind::Dbm
     );
     if options.lock == LockMode::Distributed && serverless {
         return Err(bad(
@@ -1168,6 +1230,43 @@ fn check_lock(options: &RegionOptions, own_key: &dyn Fn(&str) -> String) -> Resu
     Ok(())
 }
 
+/// `l1 = true` on a region whose store is already in this process (or is
+/// nothing): a second memory tier in front of memory would only double the
+/// bookkeeping, so it is refused rather than silently ignored. Named by the
+/// region's own key, as `check_lock` does, since setting it there to false
+/// is the fix even when the `true` is inherited.
+fn check_l1(options: &RegionOptions, own_key: &dyn Fn(&str) -> String) -> Result<()> {
+    if options.l1 && matches!(options.backend, BackendKind::Memory | BackendKind::Null) {
+        return Err(bad(
+            &own_key("l1"),
+            "true",
+            &format!(
+                "is not available for the {} backend: l1 is for shared stores (file, dbm, memcached, redis, redis-cluster, database)",
+                options.backend
+            ),
+            "l1 = false for this region, or a shared type",
+        ));
+    }
+    Ok(())
+}
+
+/// `url` with its password replaced by `***`, for messages: a backplane
+/// URL that names a feature the build lacks is a working URL, password
+/// and all, and errors end up in logs.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split_once(':').map_or("", |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// The backend features and whether each is compiled in; a table of
 /// literals because `cfg!` needs them.
 const FEATURES: &[(&str, bool)] = &[
@@ -1176,6 +1275,7 @@ const FEATURES: &[(&str, bool)] = &[
     ("dbm", cfg!(feature = "dbm")),
     ("memcached", cfg!(feature = "memcached")),
     ("redis", cfg!(feature = "redis")),
+    ("redis-tls", cfg!(feature = "redis-tls")),
     ("postgres", cfg!(feature = "postgres")),
     ("sqlite", cfg!(feature = "sqlite")),
     ("mysql", cfg!(feature = "mysql")),

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::CacheManager;
-use crate::config::{BackendKind, Config, RegionOptions};
+use crate::config::{BackendKind, BackplaneSetting, Config, RegionOptions};
 use crate::error::Result;
 
 /// `key=value` lines (split at the first `=`, nothing trimmed) as flat
@@ -57,6 +57,7 @@ fn durations_in_range(options: &RegionOptions) {
         ("wait_timeout", Some(options.wait_timeout)),
         ("timeout", Some(options.timeout)),
         ("retry_after", Some(options.retry_after)),
+        ("l1_expire", options.l1_expire),
     ];
     let now = Instant::now();
     for (name, duration) in durations {
@@ -108,13 +109,14 @@ thread_local! {
 
 /// Opens the config as a manager and makes one call on every region, which
 /// is where a duration meets an instant. Configs with a region that needs
-/// a server are left out: fuzzing makes no network calls.
+/// a server (its store or a `backplane` URL) are left out: fuzzing makes
+/// no network calls.
 fn serves_calls(mut config: Config) {
     let local = |options: &RegionOptions| {
         matches!(
             options.backend,
             BackendKind::Memory | BackendKind::File | BackendKind::Null
-        )
+        ) && !matches!(options.backplane, BackplaneSetting::Redis(_))
     };
     if !std::iter::once(&config.default)
         .chain(config.regions.values())

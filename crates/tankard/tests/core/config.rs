@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tankard::Config;
-use tankard::config::{BackendKind, LockMode, OnBackendError, Refresh, RegionOptions};
+use tankard::config::{
+    BackendKind, BackplaneSetting, LockMode, OnBackendError, Refresh, RegionOptions,
+};
 
 use crate::logs::Logs;
 
@@ -114,7 +116,7 @@ fn seed_second_config_parses_once_fixed() {
 fn seed_second_config_once_fixed_needs_the_memcached_feature() {
     assert_eq!(
         err(Config::from_flat(seed_2_fixed())),
-        r#"cache.short_term.type: backend type "ext:memcached" needs the cargo feature "memcached" of tankard; enable it with `tankard = { features = ["memcached"] }`"#
+        r#"cache.short_term.type: "ext:memcached" needs the cargo feature "memcached" of tankard; enable it with `tankard = { features = ["memcached"] }`"#
     );
 }
 
@@ -330,6 +332,11 @@ fn regions_inherit_every_global_option() {
         ("cache.lock", "file"),
         ("cache.on_backend_error", "error"),
         ("cache.refresh", "background"),
+        ("cache.l1", "true"),
+        ("cache.l1_max_entries", "500"),
+        ("cache.l1_max_bytes", "65536"),
+        ("cache.l1_expire", "2s"),
+        ("cache.backplane", "none"),
         ("cache.regions", "r"),
     ]));
     let r = region(&config, "r");
@@ -347,6 +354,11 @@ fn regions_inherit_every_global_option() {
     assert_eq!(r.lock, LockMode::File);
     assert_eq!(r.on_backend_error, OnBackendError::Error);
     assert_eq!(r.refresh, Refresh::Background);
+    assert!(r.l1);
+    assert_eq!(r.l1_max_entries, 500);
+    assert_eq!(r.l1_max_bytes, Some(65536));
+    assert_eq!(r.l1_expire, Some(Duration::from_secs(2)));
+    assert_eq!(r.backplane, BackplaneSetting::None);
     // Apart from its name, the region is the default options.
     let mut renamed = r.clone();
     renamed.name = "default".into();
@@ -371,7 +383,7 @@ fn region_inherits_global_url_for_its_own_type() {
             Some("mc1:11211;mc2:11212")
         );
     } else {
-        assert!(err(result).starts_with("cache.short.type: backend type \"memcached\""));
+        assert!(err(result).starts_with("cache.short.type: \"memcached\""));
     }
 }
 
@@ -591,7 +603,6 @@ fn backend_type_spellings() {
         ("memory", BackendKind::Memory),
         ("MEMORY", BackendKind::Memory),
         ("null", BackendKind::Null),
-        ("tiered", BackendKind::Tiered),
     ] {
         let config = ok(Config::from_flat([("cache.type", written)]));
         assert_eq!(config.default_options().backend, expected);
@@ -602,7 +613,7 @@ fn backend_type_spellings() {
 fn bad_backend_type() {
     assert_eq!(
         err(Config::from_flat([("cache.type", "floppy")])),
-        r#"cache.type: "floppy" is not a backend type; expected one of memory, file, dbm, ext:memcached, ext:redis, ext:rediscluster, ext:database, tiered, null"#
+        r#"cache.type: "floppy" is not a backend type; expected one of memory, file, dbm, ext:memcached, ext:redis, ext:rediscluster, ext:database, null"#
     );
 }
 
@@ -860,7 +871,7 @@ fn database_urls_pick_the_feature() {
             assert_eq!(
                 err(result),
                 format!(
-                    "cache.type: backend type \"ext:database\" needs the cargo feature \"{feature}\" of tankard; enable it with `tankard = {{ features = [\"{feature}\"] }}`"
+                    "cache.type: \"ext:database\" needs the cargo feature \"{feature}\" of tankard; enable it with `tankard = {{ features = [\"{feature}\"] }}`"
                 )
             );
         }
@@ -876,7 +887,7 @@ fn redis_without_its_feature_names_feature_and_key() {
             ("cache.short_term.type", "redis"),
             ("cache.short_term.url", "redis://127.0.0.1:6379/0"),
         ])),
-        r#"cache.short_term.type: backend type "redis" needs the cargo feature "redis" of tankard; enable it with `tankard = { features = ["redis"] }`"#
+        r#"cache.short_term.type: "redis" needs the cargo feature "redis" of tankard; enable it with `tankard = { features = ["redis"] }`"#
     );
 }
 
@@ -888,7 +899,7 @@ fn inherited_type_without_its_feature_names_the_global_key() {
             ("cache.type", "redis"),
             ("cache.url", "redis://h")
         ])),
-        r#"cache.type: backend type "redis" needs the cargo feature "redis" of tankard; enable it with `tankard = { features = ["redis"] }`"#
+        r#"cache.type: "redis" needs the cargo feature "redis" of tankard; enable it with `tankard = { features = ["redis"] }`"#
     );
 }
 
@@ -1129,10 +1140,372 @@ fn refresh_background_is_accepted_without_a_warning() {
 }
 
 // ---------------------------------------------------------------------------
+// L1 and the backplane (DESIGN §4, issue 12)
+
+/// A shared store (file) as the default region, with `extra` on top.
+fn flat_file(extra: &[(&str, &str)]) -> tankard::Result<Config> {
+    let mut pairs = vec![("cache.type", "file"), ("cache.data_dir", "cache/data")];
+    pairs.extend_from_slice(extra);
+    Config::from_flat(pairs)
+}
+
+const NOT_A_BACKPLANE: &str = "expected auto, none or a redis:// URL (redis://[user:password@]host[:port][/db], or rediss://…)";
+
+#[test]
+fn l1_is_off_by_default_with_10_000_entries_and_an_automatic_backplane() {
+    for config in [ok(flat_memory(&[])), ok(flat_file(&[]))] {
+        let d = config.default_options();
+        assert!(!d.l1);
+        assert_eq!(d.l1_max_entries, 10_000);
+        assert_eq!(d.l1_max_bytes, None);
+        assert_eq!(d.l1_expire, None);
+        assert_eq!(d.backplane, BackplaneSetting::Auto);
+    }
+}
+
+#[test]
+fn l1_options_read_alike_from_flat_toml_and_ini() {
+    // Global options turn the tier on; `pages` overrides each of them.
+    let flat = ok(Config::from_flat([
+        ("cache.type", "file"),
+        ("cache.data_dir", "cache/data"),
+        ("cache.l1", "yes"),
+        ("cache.l1_max_entries", " 500 "),
+        ("cache.l1_expire", "250ms"),
+        ("cache.backplane", "none"),
+        ("cache.regions", "pages, data"),
+        ("cache.pages.l1", "off"),
+        ("cache.pages.l1_max_bytes", "1048576"),
+        ("cache.pages.l1_expire", "1.5"),
+        ("cache.pages.backplane", "AUTO"),
+    ]));
+    let toml = ok(Config::from_toml_str(
+        r#"
+        [cache]
+        type = "file"
+        data_dir = "cache/data"
+        l1 = true
+        l1_max_entries = 500
+        l1_expire = "250ms"
+        backplane = "none"
+        regions = ["pages", "data"]
+
+        [cache.pages]
+        l1 = false
+        l1_max_bytes = 1048576
+        l1_expire = 1.5
+        backplane = "auto"
+        "#,
+    ));
+    let ini = ok(Config::from_ini_str(
+        "
+        [app:main]
+        beaker.cache.type = file
+        beaker.cache.data_dir = cache/data
+        beaker.cache.l1 = on
+        beaker.cache.l1_max_entries = 500
+        beaker.cache.l1_expire = 0.25
+        beaker.cache.backplane = None
+        beaker.cache.regions = pages, data
+        beaker.cache.pages.l1 = 0
+        beaker.cache.pages.l1_max_bytes = 1048576
+        beaker.cache.pages.l1_expire = 1500ms
+        beaker.cache.pages.backplane = auto
+        ",
+    ));
+    assert_eq!(toml, flat);
+    assert_eq!(ini, flat);
+
+    let data = region(&flat, "data");
+    assert!(data.l1);
+    assert_eq!(data.l1_max_entries, 500);
+    assert_eq!(data.l1_max_bytes, None);
+    assert_eq!(data.l1_expire, Some(Duration::from_millis(250)));
+    assert_eq!(data.backplane, BackplaneSetting::None);
+    let pages = region(&flat, "pages");
+    assert!(!pages.l1);
+    assert_eq!(pages.l1_max_entries, 500, "inherited");
+    assert_eq!(pages.l1_max_bytes, Some(1_048_576));
+    assert_eq!(pages.l1_expire, Some(Duration::from_millis(1500)));
+    assert_eq!(pages.backplane, BackplaneSetting::Auto);
+}
+
+#[test]
+fn l1_options_without_l1_are_accepted_on_any_type() {
+    // A global default may set them for every region, memory ones too.
+    let options = [
+        ("cache.l1", "false"),
+        ("cache.l1_max_entries", "5"),
+        ("cache.l1_max_bytes", "5"),
+        ("cache.l1_expire", "5"),
+        ("cache.backplane", "none"),
+    ];
+    for ty in ["memory", "null"] {
+        let mut pairs = vec![("cache.type", ty)];
+        pairs.extend(options);
+        let config = ok(Config::from_flat(pairs));
+        let d = config.default_options();
+        assert!(!d.l1);
+        assert_eq!(d.l1_max_entries, 5);
+        assert_eq!(d.backplane, BackplaneSetting::None);
+    }
+}
+
+#[test]
+fn l1_takes_every_boolean_spelling_and_refuses_others() {
+    for (written, expected) in [("TRUE", true), ("y", true), ("1", true), ("no", false)] {
+        let config = ok(flat_file(&[("cache.l1", written)]));
+        assert_eq!(config.default_options().l1, expected, "{written}");
+    }
+    assert_eq!(
+        err(flat_file(&[("cache.l1", "maybe")])),
+        r#"cache.l1: "maybe" is not a boolean; expected true, yes, on, y, t, 1 or false, no, off, n, f, 0"#
+    );
+    assert_eq!(
+        err(Config::from_toml_str(
+            "[cache]\ntype = \"file\"\ndata_dir = \"d\"\nl1 = \"sometimes\"\n"
+        )),
+        r#"cache.l1: "sometimes" is not a boolean; expected true, yes, on, y, t, 1 or false, no, off, n, f, 0"#
+    );
+}
+
+#[test]
+fn l1_bounds_are_whole_numbers_above_zero() {
+    for key in ["cache.l1_max_entries", "cache.l1_max_bytes"] {
+        for bad in ["0", "-1", "lots", "1.5", ""] {
+            assert_eq!(
+                err(flat_file(&[(key, bad)])),
+                format!(
+                    "{key}: {bad:?} is not a bound; expected a whole number above 0 (use l1 = false for no L1 tier)"
+                )
+            );
+        }
+    }
+    assert_eq!(
+        err(Config::from_ini_str(
+            "[app]\ncache.regions = r\ncache.r.l1_max_bytes = 1MB\n"
+        )),
+        r#"cache.r.l1_max_bytes: "1MB" is not a bound; expected a whole number above 0 (use l1 = false for no L1 tier)"#
+    );
+}
+
+#[test]
+fn l1_expire_is_a_positive_duration() {
+    for (written, expected) in [
+        ("5", Duration::from_secs(5)),
+        ("0.5", Duration::from_millis(500)),
+        ("100ms", Duration::from_millis(100)),
+        ("2m", Duration::from_secs(120)),
+        ("1h", Duration::from_secs(3600)),
+    ] {
+        let config = ok(flat_file(&[("cache.l1_expire", written)]));
+        assert_eq!(config.default_options().l1_expire, Some(expected));
+    }
+    assert_eq!(
+        err(flat_file(&[("cache.l1_expire", "soon")])),
+        r#"cache.l1_expire: "soon" is not a duration; expected a positive number of seconds ("0.5", "30") or a number with a unit ("250ms", "2s", "20m", "1h")"#
+    );
+    // Zero would make every L1 copy stale at once: `l1 = false` says that.
+    assert_eq!(
+        err(flat_file(&[("cache.l1_expire", "0ms")])),
+        r#"cache.l1_expire: "0ms" is not a positive duration; expected a positive number of seconds ("0.5", "30") or a number with a unit ("250ms", "2s", "20m", "1h")"#
+    );
+    assert_eq!(
+        err(Config::from_toml_str(
+            "[cache]\nregions = [\"r\"]\n[cache.r]\nl1_expire = -1\n"
+        )),
+        r#"cache.r.l1_expire: "-1" is not a duration; expected a positive number of seconds ("0.5", "30") or a number with a unit ("250ms", "2s", "20m", "1h")"#
+    );
+}
+
+#[test]
+fn backplane_is_auto_none_or_a_redis_url() {
+    for (written, expected) in [
+        ("auto", BackplaneSetting::Auto),
+        (" Auto ", BackplaneSetting::Auto),
+        ("none", BackplaneSetting::None),
+        ("NONE", BackplaneSetting::None),
+    ] {
+        let config = ok(flat_file(&[("cache.backplane", written)]));
+        assert_eq!(config.default_options().backplane, expected, "{written:?}");
+    }
+    for (bad, problem) in [
+        ("", "is not a backplane"),
+        ("off", "is not a backplane"),
+        ("127.0.0.1:6379", "is not a backplane"),
+        ("memcached://h:11211", "is not a backplane"),
+        ("redis", "is not a redis URL"),
+        ("redis://", "is not a redis URL"),
+        ("redis://h:99999", "is not a redis URL"),
+        ("redis://h/db0", "is not a redis URL"),
+        // A unix socket serves a store on this machine, not a backplane
+        // between machines.
+        ("redis+unix:///tmp/redis.sock", "is not a redis URL"),
+        ("redis://h:1,redis://h:2", "is not a redis URL"),
+    ] {
+        assert_eq!(
+            err(flat_file(&[("cache.backplane", bad)])),
+            format!("cache.backplane: {bad:?} {problem}; {NOT_A_BACKPLANE}")
+        );
+    }
+    // The password never reaches the message.
+    assert_eq!(
+        err(Config::from_toml_str(
+            "[cache]\nregions = [\"r\"]\n[cache.r]\nbackplane = \"redis://app:hunter2@bad host:6379\"\n"
+        )),
+        format!(
+            "cache.r.backplane: \"redis://app:***@bad host:6379\" is not a redis URL; {NOT_A_BACKPLANE}"
+        )
+    );
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn backplane_takes_a_redis_url_for_a_region_on_any_store() {
+    for url in [
+        "redis://127.0.0.1:6379",
+        "redis://:secret@cache.internal:6380/2",
+        "REDIS://[::1]",
+    ] {
+        // A file region, and a memory one: a memory region may publish
+        // its writes for the others even without a tier of its own.
+        for config in [
+            ok(flat_file(&[("cache.backplane", url)])),
+            ok(flat_memory(&[("cache.backplane", url)])),
+        ] {
+            assert_eq!(
+                config.default_options().backplane,
+                BackplaneSetting::Redis(url.to_owned())
+            );
+        }
+    }
+    let result = flat_file(&[("cache.backplane", "rediss://u:pw@h:6380")]);
+    if cfg!(feature = "redis-tls") {
+        assert_eq!(
+            ok(result).default_options().backplane,
+            BackplaneSetting::Redis("rediss://u:pw@h:6380".to_owned())
+        );
+    } else {
+        assert_eq!(
+            err(result),
+            r#"cache.backplane: "rediss://u:***@h:6380" needs the cargo feature "redis-tls" of tankard; enable it with `tankard = { features = ["redis-tls"] }`"#
+        );
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+#[test]
+fn backplane_url_without_the_redis_feature_names_feature_and_key() {
+    assert_eq!(
+        err(flat_file(&[(
+            "cache.backplane",
+            "redis://app:hunter2@h:6379"
+        )])),
+        r#"cache.backplane: "redis://app:***@h:6379" needs the cargo feature "redis" of tankard; enable it with `tankard = { features = ["redis"] }`"#
+    );
+    // Inherited by a region: the global key is the one to change.
+    assert_eq!(
+        err(Config::from_ini_str(
+            "cache.backplane = rediss://h\ncache.regions = r\ncache.r.type = file\ncache.r.data_dir = d\n"
+        )),
+        r#"cache.backplane: "rediss://h" needs the cargo feature "redis-tls" of tankard; enable it with `tankard = { features = ["redis-tls"] }`"#
+    );
+    // A value error anywhere is reported first, whatever the features.
+    assert_eq!(
+        err(Config::from_flat([
+            ("cache.backplane", "redis://h"),
+            ("cache.regions", "r"),
+            ("cache.r.l1_expire", "soon"),
+        ])),
+        r#"cache.r.l1_expire: "soon" is not a duration; expected a positive number of seconds ("0.5", "30") or a number with a unit ("250ms", "2s", "20m", "1h")"#
+    );
+}
+
+#[test]
+fn tiered_is_gone_and_says_to_use_l1() {
+    let expected = "is no longer a backend type: an L1 tier now goes in front of any shared store; expected a shared type with l1 = true instead (e.g. type = ext:redis and l1 = true)";
+    assert_eq!(
+        err(Config::from_flat([("cache.type", "tiered")])),
+        format!("cache.type: \"tiered\" {expected}")
+    );
+    assert_eq!(
+        err(Config::from_toml_str(
+            "[cache]\nregions = [\"r\"]\n[cache.r]\ntype = \"Tiered\"\n"
+        )),
+        format!("cache.r.type: \"Tiered\" {expected}")
+    );
+    assert_eq!(
+        err(Config::from_ini_str("beaker.cache.type = tiered\n")),
+        format!("beaker.cache.type: \"tiered\" {expected}")
+    );
+}
+
+#[test]
+fn l1_on_a_memory_or_null_region_is_refused() {
+    let problem = |backend: &str| {
+        format!(
+            "\"true\" is not available for the {backend} backend: l1 is for shared stores (file, dbm, memcached, redis, redis-cluster, database); expected l1 = false for this region, or a shared type"
+        )
+    };
+    assert_eq!(
+        err(flat_memory(&[("cache.l1", "true")])),
+        format!("cache.l1: {}", problem("memory"))
+    );
+    assert_eq!(
+        err(Config::from_toml_str(
+            "[cache]\ntype = \"null\"\nl1 = true\n"
+        )),
+        format!("cache.l1: {}", problem("null"))
+    );
+    // Inherited from the global options: the region's own key is named,
+    // since setting it to false there is the fix.
+    assert_eq!(
+        err(Config::from_ini_str(
+            "cache.type = file\ncache.data_dir = d\ncache.l1 = yes\ncache.regions = hot\ncache.hot.type = memory\n"
+        )),
+        format!("cache.hot.l1: {}", problem("memory"))
+    );
+    let config = ok(Config::from_flat([
+        ("cache.type", "file"),
+        ("cache.data_dir", "d"),
+        ("cache.l1", "yes"),
+        ("cache.regions", "hot"),
+        ("cache.hot.type", "memory"),
+        ("cache.hot.l1", "no"),
+    ]));
+    assert!(config.default_options().l1);
+    assert!(!region(&config, "hot").l1);
+}
+
+#[test]
+fn l1_goes_in_front_of_every_shared_type() {
+    let shared = [
+        ("memcached", "127.0.0.1:11211", cfg!(feature = "memcached")),
+        ("redis", "redis://127.0.0.1:6379", cfg!(feature = "redis")),
+        (
+            "redis-cluster",
+            "redis://127.0.0.1:7000,redis://127.0.0.1:7001",
+            cfg!(feature = "redis"),
+        ),
+    ];
+    let config = ok(flat_file(&[("cache.l1", "true")]));
+    assert!(config.default_options().l1);
+    for (ty, url, built) in shared {
+        let result = Config::from_flat([("cache.type", ty), ("cache.url", url), ("cache.l1", "1")]);
+        if built {
+            assert!(ok(result).default_options().l1, "{ty}");
+        } else {
+            // Refused for the feature, never for l1.
+            assert!(err(result).contains("needs the cargo feature"), "{ty}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Bounds: every number has a largest value, named by the error
 
 /// Each bounded key, its largest value as written, and a value just past it.
-const LARGEST: [(&str, &str, &str); 11] = [
+const LARGEST: [(&str, &str, &str); 14] = [
     ("timeout", "1h", "3600.001"),
     ("retry_after", "1h", "61m"),
     ("lock_timeout", "24h", "86401"),
@@ -1144,6 +1517,9 @@ const LARGEST: [(&str, &str, &str); 11] = [
     ("max_entries", "1000000000", "1000000001"),
     ("max_bytes", "1099511627776", "1099511627777"),
     ("max_entry_bytes", "1073741824", "1073741825"),
+    ("l1_max_entries", "1000000000", "1000000001"),
+    ("l1_max_bytes", "1099511627776", "1099511627777"),
+    ("l1_expire", "876000h", "876000.001h"),
 ];
 
 /// What the error for a value past `key`'s largest says it expected.
@@ -1151,11 +1527,11 @@ fn largest_allowed(key: &str) -> &'static str {
     match key {
         "timeout" | "retry_after" => "at most 1h",
         "lock_timeout" | "wait_timeout" => "at most 24h",
-        "expire" | "stale" => "at most 876000h (100 years)",
+        "expire" | "stale" | "l1_expire" => "at most 876000h (100 years)",
         "starttime" => "at most 4102444800 (2100-01-01, in seconds since the epoch)",
         "key_length" => "at most 65535",
-        "max_entries" => "at most 1000000000",
-        "max_bytes" => "at most 1099511627776",
+        "max_entries" | "l1_max_entries" => "at most 1000000000",
+        "max_bytes" | "l1_max_bytes" => "at most 1099511627776",
         "max_entry_bytes" => "at most 1073741824",
         other => panic!("no bound for {other}"),
     }
@@ -1173,6 +1549,7 @@ fn every_bounded_key_takes_its_largest_and_names_it_past_that() {
             "wait_timeout",
             "expire",
             "stale",
+            "l1_expire",
         ]
         .contains(&key);
         let problem = if duration {
@@ -1370,6 +1747,8 @@ async fn every_key_at_its_largest_runs_every_call() {
         ("cache.regions".into(), "disk".into()),
         ("cache.disk.type".into(), "file".into()),
         ("cache.disk.data_dir".into(), data.display().to_string()),
+        // The l1_* keys at their largest have to hold once the tier exists.
+        ("cache.disk.l1".into(), "true".into()),
     ]);
     let manager = tankard::CacheManager::new(ok(Config::from_flat(pairs))).unwrap();
     let long_key = "k".repeat(70_000);
