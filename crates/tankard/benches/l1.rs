@@ -290,7 +290,10 @@ async fn background_row(url: &str) -> Row {
         clock.advance(Duration::from_secs(11));
         let fresh = value.clone();
         let start = Instant::now();
-        let got: Arc<String> = ns.get_or_spawn(&key, move || async move { fresh }).await.unwrap();
+        let got: Arc<String> = ns
+            .get_or_spawn(&key, move || async move { fresh })
+            .await
+            .unwrap();
         stale.push(start.elapsed().as_secs_f64());
         assert_eq!(got.len(), 128);
     }

@@ -47,14 +47,18 @@ pub(crate) fn fixture(shape: &str, extra: &[(&str, &str)]) -> Fixture {
         _ => None,
     };
     if let Some(var) = server {
-        let url = std::env::var(var)
-            .unwrap_or_else(|_| panic!("{var} is not set: run scripts/services and source its env"));
+        let url = std::env::var(var).unwrap_or_else(|_| {
+            panic!("{var} is not set: run scripts/services and source its env")
+        });
         let unique = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         pairs.push(("cache.url".to_owned(), url));
-        pairs.push(("cache.prefix".to_owned(), format!("conformance-{unique}-{n}/")));
+        pairs.push((
+            "cache.prefix".to_owned(),
+            format!("conformance-{unique}-{n}/"),
+        ));
         // Stores on servers have no local lock directory.
         pairs.retain(|(key, _)| key != "cache.lock_dir" && key != "cache.data_dir");
     }
@@ -401,17 +405,20 @@ async fn waiters_share_the_creators_error_and_next_call_retries(backend: &str) {
     let f = fixture(backend, &[]);
     let ns = f.manager.namespace("n");
     let (release_tx, release_rx) = oneshot::channel::<()>();
+    let (started_tx, started_rx) = oneshot::channel();
     let leader = tokio::spawn({
         let ns = ns.clone();
         async move {
             ns.get_or_try_create::<u8, _, _, _>("k", || async move {
+                let _ = started_tx.send(());
                 let _ = release_rx.await;
                 Err(Boom)
             })
             .await
         }
     });
-    tokio::task::yield_now().await;
+    // The leader holds the flight once its creator runs.
+    started_rx.await.unwrap();
     let waiter = tokio::spawn({
         let ns = ns.clone();
         async move {
@@ -436,17 +443,19 @@ async fn waiters_get_an_error_when_the_creator_panics(backend: &str) {
     let f = fixture(backend, &[]);
     let ns = f.manager.namespace("n");
     let (release_tx, release_rx) = oneshot::channel::<()>();
+    let (started_tx, started_rx) = oneshot::channel();
     let leader = tokio::spawn({
         let ns = ns.clone();
         async move {
             ns.get_or_create::<u8, _, _>("k", || async move {
+                let _ = started_tx.send(());
                 let _ = release_rx.await;
                 panic!("creator exploded");
             })
             .await
         }
     });
-    tokio::task::yield_now().await;
+    started_rx.await.unwrap();
     let waiter = tokio::spawn({
         let ns = ns.clone();
         async move {
@@ -469,14 +478,18 @@ async fn waiters_get_an_error_when_the_creator_panics(backend: &str) {
 async fn a_cancelled_creator_is_taken_over_by_a_waiter(backend: &str) {
     let f = fixture(backend, &[]);
     let ns = f.manager.namespace("n");
+    let (started_tx, started_rx) = oneshot::channel();
     let leader = tokio::spawn({
         let ns = ns.clone();
         async move {
-            ns.get_or_create::<u8, _, _>("k", std::future::pending::<u8>)
-                .await
+            ns.get_or_create::<u8, _, _>("k", || async move {
+                let _ = started_tx.send(());
+                std::future::pending::<u8>().await
+            })
+            .await
         }
     });
-    tokio::task::yield_now().await;
+    started_rx.await.unwrap();
     let waiter = tokio::spawn({
         let ns = ns.clone();
         async move { ns.get_or_create("k", || async { 42u8 }).await }

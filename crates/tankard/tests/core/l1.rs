@@ -28,7 +28,11 @@ fn nodes(extra: &[(&str, &str)]) -> Nodes {
             ("cache.l1".to_owned(), "true".to_owned()),
             ("cache.l1_expire".to_owned(), "5".to_owned()),
         ];
-        pairs.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        pairs.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         CacheManager::with_clock(Config::from_flat(pairs).expect("config"), clock.clone())
             .expect("manager")
     };
@@ -53,7 +57,12 @@ fn wipe_store(nodes: &Nodes) {
 #[tokio::test]
 async fn an_l1_copy_answers_without_the_store_until_l1_expire() {
     let nodes = nodes(&[]);
-    nodes.a.namespace("n").put("k", "v1".to_string()).await.unwrap();
+    nodes
+        .a
+        .namespace("n")
+        .put("k", "v1".to_string())
+        .await
+        .unwrap();
     assert_eq!(read(&nodes.b, "k").await.as_deref(), Some("v1"));
     wipe_store(&nodes);
     assert_eq!(
@@ -61,20 +70,42 @@ async fn an_l1_copy_answers_without_the_store_until_l1_expire() {
         Some("v1"),
         "the copy answers without reading the store"
     );
-    assert_eq!(read(&nodes.a, "k").await.as_deref(), Some("v1"), "so does the writer's");
+    assert_eq!(
+        read(&nodes.a, "k").await.as_deref(),
+        Some("v1"),
+        "so does the writer's"
+    );
     nodes.clock.advance(Duration::from_millis(4_999));
     assert_eq!(read(&nodes.b, "k").await.as_deref(), Some("v1"));
     nodes.clock.advance(Duration::from_millis(1));
-    assert_eq!(read(&nodes.b, "k").await, None, "past l1_expire the store answers");
+    assert_eq!(
+        read(&nodes.b, "k").await,
+        None,
+        "past l1_expire the store answers"
+    );
 }
 
 #[tokio::test]
 async fn without_a_backplane_another_nodes_write_shows_within_l1_expire() {
     let nodes = nodes(&[]);
-    nodes.a.namespace("n").put("k", "v1".to_string()).await.unwrap();
+    nodes
+        .a
+        .namespace("n")
+        .put("k", "v1".to_string())
+        .await
+        .unwrap();
     assert_eq!(read(&nodes.b, "k").await.as_deref(), Some("v1"));
-    nodes.a.namespace("n").put("k", "v2".to_string()).await.unwrap();
-    assert_eq!(read(&nodes.a, "k").await.as_deref(), Some("v2"), "own writes at once");
+    nodes
+        .a
+        .namespace("n")
+        .put("k", "v2".to_string())
+        .await
+        .unwrap();
+    assert_eq!(
+        read(&nodes.a, "k").await.as_deref(),
+        Some("v2"),
+        "own writes at once"
+    );
     assert_eq!(
         read(&nodes.b, "k").await.as_deref(),
         Some("v1"),
@@ -98,24 +129,46 @@ async fn own_removes_clears_and_invalidations_drop_own_copies_at_once() {
     assert_eq!(read(&nodes.a, "k").await, None);
 
     ns.put("k", "v".to_string()).await.unwrap();
-    nodes.a.default_region().invalidate(Invalidation::Soft).await.unwrap();
+    nodes
+        .a
+        .default_region()
+        .invalidate(Invalidation::Soft)
+        .await
+        .unwrap();
     assert_eq!(read(&nodes.a, "k").await, None, "soft: not fresh any more");
     assert_eq!(
-        ns.peek::<String>("k").await.unwrap().map(|(v, fresh)| ((*v).clone(), fresh)),
+        ns.peek::<String>("k")
+            .await
+            .unwrap()
+            .map(|(v, fresh)| ((*v).clone(), fresh)),
         Some(("v".to_string(), false)),
         "the store still serves it stale"
     );
 
     ns.put("k", "v".to_string()).await.unwrap();
-    nodes.a.default_region().invalidate(Invalidation::Hard).await.unwrap();
-    assert_eq!(ns.peek::<String>("k").await.unwrap().map(|(v, _)| (*v).clone()), None);
+    nodes
+        .a
+        .default_region()
+        .invalidate(Invalidation::Hard)
+        .await
+        .unwrap();
+    assert_eq!(
+        ns.peek::<String>("k")
+            .await
+            .unwrap()
+            .map(|(v, _)| (*v).clone()),
+        None
+    );
 }
 
 #[tokio::test]
 async fn an_l1_hit_counts_as_a_hit_and_a_regenerated_entry_replaces_the_copy() {
     let nodes = nodes(&[("cache.expire", "10"), ("cache.l1_expire", "60")]);
     let ns = nodes.b.namespace("n");
-    let v = ns.get_or_create("k", || async { "v1".to_string() }).await.unwrap();
+    let v = ns
+        .get_or_create("k", || async { "v1".to_string() })
+        .await
+        .unwrap();
     assert_eq!(*v, "v1");
     wipe_store(&nodes);
     let v = ns
@@ -127,7 +180,10 @@ async fn an_l1_hit_counts_as_a_hit_and_a_regenerated_entry_replaces_the_copy() {
     assert_eq!((stats.misses, stats.hits, stats.creator_calls), (1, 1, 1));
     // A copy never outlives the entry's own freshness, whatever l1_expire.
     nodes.clock.advance(Duration::from_secs(10));
-    let v = ns.get_or_create("k", || async { "v2".to_string() }).await.unwrap();
+    let v = ns
+        .get_or_create("k", || async { "v2".to_string() })
+        .await
+        .unwrap();
     assert_eq!(*v, "v2");
     assert_eq!(read(&nodes.b, "k").await.as_deref(), Some("v2"));
 }
