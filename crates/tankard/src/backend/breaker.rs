@@ -55,9 +55,9 @@ use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 
 use super::{Backend, Loaded, Location, Purged, RegionScope, Scope, Usage};
+use crate::backend::lock::{CreationLock, HeldLock, LockGuard};
 use crate::clock::Clock;
 use crate::config::RegionOptions;
-use crate::dogpile::lock::{CreationLock, HeldLock, LockGuard};
 use crate::entry::Generations;
 use crate::error::{Error, Result};
 
@@ -312,6 +312,10 @@ struct Guarded {
 impl Backend for Guarded {
     fn name(&self) -> &'static str {
         self.inner.name()
+    }
+
+    fn lock_reach(&self) -> super::LockReach {
+        self.inner.lock_reach()
     }
 
     async fn load(&self, at: &Location<'_>) -> Result<Loaded> {

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::backend::lock::CreationLock;
 use crate::clock::Clock;
 use crate::config::RegionOptions;
-use crate::dogpile::lock::CreationLock;
 use crate::entry::Generations;
 use crate::error::Result;
 use crate::key;
@@ -43,6 +43,7 @@ pub(crate) mod backplane;
 pub(crate) mod breaker;
 #[cfg(feature = "file")]
 pub(crate) mod file;
+pub(crate) mod lock;
 #[cfg(feature = "memcached")]
 pub(crate) mod memcached;
 #[cfg(feature = "memory")]
@@ -236,11 +237,27 @@ pub struct Purged {
     pub temp_bytes: u64,
 }
 
+/// What a store's creation lock reaches: which `lock` modes a region on
+/// it may choose (DESIGN §5). Declared by each store, so the region
+/// composing it never branches on a store's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LockReach {
+    /// `flock` stripes: the processes of one host (`lock = file` and
+    /// `auto`; `distributed` is refused).
+    Host,
+    /// A lock held in a server, for every process that reaches it
+    /// (`lock = distributed` and `auto`).
+    Network,
+}
+
 /// A store of encoded entries shared between processes.
 #[async_trait]
 pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     /// The backend's name as `tankard stats` shows it.
     fn name(&self) -> &'static str;
+
+    /// What the store's creation lock reaches.
+    fn lock_reach(&self) -> LockReach;
 
     /// Reads an entry and the current generations, in one round trip where
     /// the backend allows it.

@@ -3,12 +3,9 @@
 //! or, for `refresh = background`, in a task of its own (rule 9).
 
 mod creator;
-#[cfg(feature = "file")]
-pub(crate) mod file_lock;
 pub(crate) mod flight;
 #[cfg(all(test, feature = "__shuttle"))]
 mod flight_model;
-pub(crate) mod lock;
 mod shutdown;
 
 use std::any::Any;
@@ -26,12 +23,12 @@ use crate::config::Refresh;
 use crate::entry::Generations;
 use crate::error::{Error, Kind, Result};
 // `flight` takes its primitives from here, so the model test can swap them.
+use crate::backend::lock::{self, LockGuard};
 use crate::region::{Found, Lookup, NamespaceState, Outcome, RegionInner};
 use crate::stats::Event;
 use crate::sync;
 pub(crate) use creator::{Creator, Local, Owned};
 use flight::{Flights, Role};
-use lock::LockGuard;
 pub(crate) use shutdown::{Shutdown, ShutdownTrigger};
 
 /// What a creator fails with when it ran and made nothing to store: an

@@ -21,12 +21,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::backend::backplane::{Backplane, Eviction, Message};
-use crate::backend::{Backend, Location, Purged, RegionScope, Scope, Usage};
+use crate::backend::lock::{CreationLock, LocalOnly};
+use crate::backend::{Backend, Location, LockReach, Purged, RegionScope, Scope, Usage};
 use crate::clock::Clock;
 use crate::config::{BackendKind, LockMode, OnBackendError, RegionOptions, option_key};
 use crate::dogpile::Shutdown;
 use crate::dogpile::flight::Flights;
-use crate::dogpile::lock::{CreationLock, LocalOnly};
 use crate::entry::{self, EntryMeta, Freshness, Generations, ReadPolicy};
 use crate::error::{ConfigError, Error, Kind, Result};
 use crate::namespace::Cache;
@@ -167,12 +167,12 @@ impl Region {
             (LockMode::None, _) => None,
             (LockMode::Local, _) | (LockMode::Auto, None) => Some(Arc::new(LocalOnly)),
             (LockMode::Auto, Some(backend)) => Some(backend.creation_lock()),
-            (LockMode::File, Some(backend)) if backend.name() == "file" => {
+            (LockMode::File, Some(backend)) if backend.lock_reach() == LockReach::Host => {
                 Some(backend.creation_lock())
             }
             #[cfg(feature = "file")]
             (LockMode::File, _) => match &options.lock_dir {
-                Some(dir) => Some(Arc::new(crate::dogpile::file_lock::FileLock::new(
+                Some(dir) => Some(Arc::new(crate::backend::file::lock::FileLock::new(
                     dir.clone(),
                 ))),
                 None => {
@@ -182,7 +182,9 @@ impl Region {
                     }));
                 }
             },
-            (LockMode::Distributed, Some(backend)) if !matches!(backend.name(), "file" | "dbm") => {
+            (LockMode::Distributed, Some(backend))
+                if backend.lock_reach() == LockReach::Network =>
+            {
                 Some(backend.creation_lock())
             }
             (mode, l2) => {

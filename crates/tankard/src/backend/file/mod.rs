@@ -48,11 +48,12 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 use super::{Backend, Loaded, Location, Purged, RegionScope, Scope, Usage};
-use crate::dogpile::file_lock::FileLock;
+use lock::FileLock;
 use meta::{MetaFile, MetaLog};
 
+pub(crate) mod lock;
 mod meta;
-use crate::dogpile::lock::CreationLock;
+use crate::backend::lock::CreationLock;
 use crate::entry::{self, Generations};
 use crate::error::{Error, Result};
 
@@ -269,6 +270,10 @@ fn walk(root: PathBuf) -> impl Iterator<Item = Found> {
 impl Backend for FileBackend {
     fn name(&self) -> &'static str {
         "file"
+    }
+
+    fn lock_reach(&self) -> super::LockReach {
+        super::LockReach::Host
     }
 
     async fn load(&self, at: &Location<'_>) -> Result<Loaded> {

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::client::{
     Client, Keyed, Reply, Request, Verb, deadline_in, exptime, memcached_key, unix_now,
 };
-use crate::dogpile::lock::{CreationLock, HeldLock, LockGuard};
+use crate::backend::lock::{CreationLock, HeldLock, LockGuard};
 use crate::error::{Error, Result};
 
 /// The first pause of a waiter between two attempts.

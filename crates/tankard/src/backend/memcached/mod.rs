@@ -146,8 +146,8 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::{Backend, Loaded, Location, RegionScope, Scope, generation_start};
+use crate::backend::lock::CreationLock;
 use crate::config::RegionOptions;
-use crate::dogpile::lock::CreationLock;
 use crate::entry::Generations;
 use crate::error::{Error, Result};
 use client::{
@@ -295,6 +295,10 @@ impl MemcachedBackend {
 impl Backend for MemcachedBackend {
     fn name(&self) -> &'static str {
         BACKEND
+    }
+
+    fn lock_reach(&self) -> super::LockReach {
+        super::LockReach::Network
     }
 
     async fn load(&self, at: &Location<'_>) -> Result<Loaded> {

@@ -57,7 +57,7 @@ use tokio::task::AbortHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::conn::Link;
-use crate::dogpile::lock::{CreationLock, HeldLock, LockGuard};
+use crate::backend::lock::{CreationLock, HeldLock, LockGuard};
 use crate::error::Result;
 
 /// The longest a waiter sleeps between two attempts when no release

@@ -110,9 +110,9 @@ use ::redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, RedisError, Script,
 use async_trait::async_trait;
 
 use super::{Backend, Loaded, Location, RegionScope, Scope, generation_start};
+use crate::backend::lock::CreationLock;
 use crate::config::option_key;
 use crate::config::{BackendKind, RegionOptions};
-use crate::dogpile::lock::CreationLock;
 use crate::entry::Generations;
 use crate::error::{ConfigError, Error, Result};
 use crate::key;
@@ -544,6 +544,10 @@ impl RedisBackend {
 impl Backend for RedisBackend {
     fn name(&self) -> &'static str {
         self.link.name
+    }
+
+    fn lock_reach(&self) -> super::LockReach {
+        super::LockReach::Network
     }
 
     async fn load(&self, at: &Location<'_>) -> Result<Loaded> {

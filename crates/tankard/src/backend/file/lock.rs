@@ -54,7 +54,7 @@ use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
 use tokio::time::Instant;
 
-use super::lock::{CreationLock, HeldLock, LockGuard};
+use crate::backend::lock::{CreationLock, HeldLock, LockGuard};
 use crate::error::{Error, Result};
 use crate::sync::lock;
 
