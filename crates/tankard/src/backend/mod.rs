@@ -16,7 +16,7 @@ use async_trait::async_trait;
 
 use crate::backend::lock::CreationLock;
 use crate::clock::Clock;
-use crate::config::RegionOptions;
+use crate::config::{BackendKind, RegionOptions};
 use crate::entry::Generations;
 use crate::error::Result;
 use crate::key;
@@ -35,7 +35,8 @@ pub(crate) fn generation_start() -> u64 {
         .map_or(0, |since| since.as_micros() as u64)
 }
 
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+// Used by the L1 tier, which the `memory` feature builds.
+#[cfg_attr(not(all(feature = "redis", feature = "memory")), allow(dead_code))]
 pub(crate) mod backplane;
 // Built whatever the features, like the backends it will serve: its code
 // does not depend on any store.
@@ -51,30 +52,42 @@ pub(crate) mod memory;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 
-/// Opens a backend that talks to a server or an embedded store, if its
-/// cargo feature is compiled in; `None` otherwise. Every network backend
-/// comes behind its circuit breaker ([`breaker`]), which reads `clock`.
-#[allow(clippy::match_single_binding)] // one arm per backend feature
-#[cfg_attr(
-    not(any(feature = "memcached", feature = "redis")),
-    allow(unused_variables, unreachable_code)
-)]
-pub(crate) fn open_remote(
-    options: &RegionOptions,
-    clock: &Clock,
-) -> Option<Result<Arc<dyn Backend>>> {
-    let network: Result<Arc<dyn Backend>> = match options.backend {
-        #[cfg(feature = "memcached")]
-        crate::config::BackendKind::Memcached => {
-            memcached::MemcachedBackend::open(options).map(|b| Arc::new(b) as Arc<dyn Backend>)
-        }
-        #[cfg(feature = "redis")]
-        crate::config::BackendKind::Redis | crate::config::BackendKind::RedisCluster => {
-            redis::open(options)
-        }
-        _ => return None,
-    };
-    Some(network.map(|backend| breaker::guard(backend, options, clock.clone())))
+/// One store this build can open: the `type`s it serves and how it opens.
+/// Each store's folder declares its own (`SPEC`); [`STORES`] lists them,
+/// one line per cargo feature, so adding a store touches its folder and
+/// that line (and the config's vocabulary of `type` names).
+pub(crate) struct Spec {
+    /// The `type`s this store serves.
+    pub(crate) kinds: &'static [BackendKind],
+    /// Whether it talks to a server over the network: such a store comes
+    /// behind its circuit breaker ([`breaker`]).
+    pub(crate) network: bool,
+    /// Opens the store for one region; connects to nothing yet.
+    pub(crate) open: fn(&RegionOptions) -> Result<Arc<dyn Backend>>,
+}
+
+/// Every store compiled into this build.
+const STORES: &[Spec] = &[
+    #[cfg(feature = "file")]
+    file::SPEC,
+    #[cfg(feature = "memcached")]
+    memcached::SPEC,
+    #[cfg(feature = "redis")]
+    redis::SPEC,
+];
+
+/// Opens the shared store of a region's `type`, if this build has it
+/// (`None` otherwise); a network store comes behind its breaker, which
+/// reads `clock`.
+pub(crate) fn open(options: &RegionOptions, clock: &Clock) -> Option<Result<Arc<dyn Backend>>> {
+    let spec = STORES
+        .iter()
+        .find(|spec| spec.kinds.contains(&options.backend))?;
+    let store = (spec.open)(options);
+    Some(match spec.network {
+        true => store.map(|store| breaker::guard(store, options, clock.clone())),
+        false => store,
+    })
 }
 
 /// Opens the backplane a region's `backplane` option asks for, with the

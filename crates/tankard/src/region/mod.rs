@@ -468,43 +468,25 @@ fn origin_id() -> u64 {
 /// The region's shared store, if its type has one.
 fn open_store(options: &RegionOptions, clock: &Clock) -> Result<Option<Arc<dyn Backend>>> {
     match options.backend {
+        BackendKind::Null => Ok(None),
         #[cfg(feature = "memory")]
         BackendKind::Memory => Ok(None),
-        #[cfg(not(feature = "memory"))]
-        BackendKind::Memory => Err(feature_missing(options, "memory")),
-        #[cfg(feature = "file")]
-        BackendKind::File => {
-            let data_dir = options.data_dir.clone().ok_or_else(|| {
-                Error::config(ConfigError::Missing {
-                    key: option_key(options, "data_dir"),
-                    message: "missing; the file backend needs a directory".to_owned(),
-                })
-            })?;
-            let lock_dir = options
-                .lock_dir
-                .clone()
-                .unwrap_or_else(|| data_dir.join(".locks"));
-            Ok(Some(Arc::new(crate::backend::file::FileBackend::new(
-                data_dir,
-                lock_dir,
-                options.max_entry_bytes,
-            ))))
-        }
-        #[cfg(not(feature = "file"))]
-        BackendKind::File => Err(feature_missing(options, "file")),
-        BackendKind::Null => Ok(None),
-        other => match crate::backend::open_remote(options, clock) {
-            Some(backend) => Ok(Some(backend?)),
-            None => Err(feature_missing(
-                options,
-                match other {
-                    BackendKind::Dbm => "dbm",
-                    BackendKind::Memcached => "memcached",
-                    BackendKind::Redis | BackendKind::RedisCluster => "redis",
-                    _ => "database",
-                },
-            )),
+        _ => match crate::backend::open(options, clock) {
+            Some(store) => store.map(Some),
+            None => Err(feature_missing(options, feature_of(options.backend))),
         },
+    }
+}
+
+/// The cargo feature a `type` needs.
+fn feature_of(kind: BackendKind) -> &'static str {
+    match kind {
+        BackendKind::Memory => "memory",
+        BackendKind::File => "file",
+        BackendKind::Dbm => "dbm",
+        BackendKind::Memcached => "memcached",
+        BackendKind::Redis | BackendKind::RedisCluster => "redis",
+        _ => "database",
     }
 }
 

@@ -111,6 +111,33 @@ fn io_error(what: &str, path: &Path, err: io::Error) -> Error {
     )
 }
 
+/// The file store in the registry ([`super::STORES`]).
+pub(crate) const SPEC: super::Spec = super::Spec {
+    kinds: &[crate::config::BackendKind::File],
+    network: false,
+    open,
+};
+
+/// Opens the file store of a region: `data_dir` is required, locks go to
+/// `lock_dir` (default `<data_dir>/.locks`).
+fn open(options: &crate::config::RegionOptions) -> Result<Arc<dyn Backend>> {
+    let data_dir = options.data_dir.clone().ok_or_else(|| {
+        crate::error::Error::config(crate::error::ConfigError::Missing {
+            key: crate::config::option_key(options, "data_dir"),
+            message: "missing; the file backend needs a directory".to_owned(),
+        })
+    })?;
+    let lock_dir = options
+        .lock_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join(".locks"));
+    Ok(Arc::new(FileBackend::new(
+        data_dir,
+        lock_dir,
+        options.max_entry_bytes,
+    )))
+}
+
 impl FileBackend {
     pub(crate) fn new(data_dir: PathBuf, lock_dir: PathBuf, max_entry_bytes: u64) -> FileBackend {
         FileBackend {

@@ -178,6 +178,13 @@ fn unexpected(operation: &str, reply: Reply) -> Error {
     Error::backend(BACKEND, format!("{operation}: unexpected reply {reply:?}"))
 }
 
+/// The memcached store in the registry ([`super::STORES`]).
+pub(crate) const SPEC: super::Spec = super::Spec {
+    kinds: &[crate::config::BackendKind::Memcached],
+    network: true,
+    open: |options| MemcachedBackend::open(options).map(|b| Arc::new(b) as Arc<dyn Backend>),
+};
+
 impl MemcachedBackend {
     /// A backend for the region's `url`; connects lazily.
     pub(crate) fn open(options: &RegionOptions) -> Result<MemcachedBackend> {

@@ -329,6 +329,13 @@ fn cluster_builder(seeds: &[::redis::ConnectionInfo], timeout: Duration) -> Clus
 
 /// Opens a Redis or Redis Cluster region. No connection is made here: the
 /// first operation connects.
+/// The Redis and Redis Cluster stores in the registry ([`super::STORES`]).
+pub(crate) const SPEC: super::Spec = super::Spec {
+    kinds: &[BackendKind::Redis, BackendKind::RedisCluster],
+    network: true,
+    open,
+};
+
 pub(crate) fn open(options: &RegionOptions) -> Result<Arc<dyn Backend>> {
     Ok(Arc::new(open_backend(options)?))
 }
