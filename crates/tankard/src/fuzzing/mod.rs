@@ -59,6 +59,22 @@ pub fn key_encode(data: &[u8]) {
     key::fuzz(data);
 }
 
+/// The backplane's message decoder (`backend::backplane`): arbitrary bytes
+/// from the channel, where any process (or anything else) may publish.
+/// Checks: no panic; a message that decodes encodes to bytes that decode
+/// to the same message.
+pub fn backplane_decode(data: &[u8]) {
+    use crate::backend::backplane::Message;
+    if let Some(message) = Message::decode(data) {
+        let again = Message::decode(&message.encode());
+        assert_eq!(
+            again.as_ref(),
+            Some(&message),
+            "a decoded message re-encodes"
+        );
+    }
+}
+
 /// The fuzzer's bytes read front to back as small values. Past the end it
 /// reads zeros, so every input decodes to something and generation always
 /// stops (a zero picks the smallest choice).
@@ -122,12 +138,13 @@ mod tests {
 
     type Target = fn(&[u8]);
 
-    const TARGETS: [(&str, Target); 5] = [
+    const TARGETS: [(&str, Target); 6] = [
         ("entry_decode", super::entry_decode),
         ("config_flat", super::config_flat),
         ("config_toml", super::config_toml),
         ("config_ini", super::config_ini),
         ("key_encode", super::key_encode),
+        ("backplane_decode", super::backplane_decode),
     ];
 
     fn fuzz_dir() -> PathBuf {
