@@ -944,21 +944,27 @@ impl RegionInner {
         if self.l1.is_some() {
             match &stored {
                 Ok(()) => self.replace_copy(ns, key, value, expire, size).await,
-                // What is in the store now is unknown: keep no copy here.
-                Err(_) => self.evict_copy(ns, key).await,
+                // The shared entry did not change, so the other processes'
+                // copies still match it; this process keeps none of a value
+                // the store does not hold.
+                Err(_) => self.evict_copy(ns, key, false).await,
             }
         }
         stored
     }
 
-    /// Drops a key's L1 copy here and in the other processes.
+    /// Drops a key's L1 copy here and, with `publish`, in the other
+    /// processes.
     #[cfg(feature = "memory")]
-    async fn evict_copy(&self, ns: &NamespaceState, key: &str) {
+    async fn evict_copy(&self, ns: &NamespaceState, key: &str, publish: bool) {
         let Some(tier) = &self.l1 else { return };
         tier.evict(&MemKeyRef {
             namespace: ns.id,
             key,
         });
+        if !publish {
+            return;
+        }
         self.publish(Eviction::Key {
             namespace: ns.scope.namespace.clone(),
             key: key.to_owned(),
@@ -979,7 +985,7 @@ impl RegionInner {
         };
         let removed = backend.remove(&ns.scope.locate(key)).await;
         #[cfg(feature = "memory")]
-        self.evict_copy(ns, key).await;
+        self.evict_copy(ns, key, removed.is_ok()).await;
         removed
     }
 
