@@ -41,7 +41,7 @@ use serde::de::DeserializeOwned;
 
 pub use crate::cache_key::KeyWriter;
 use crate::cache_key::{CacheKey, KeyBuf, Word, WordKey};
-use crate::dogpile::Declined;
+use crate::engine::Declined;
 use crate::error::{Error, Kind, Result};
 use crate::manager::CacheManager;
 use crate::namespace::Cache;

@@ -60,7 +60,7 @@ pub mod blocking;
 pub mod cache_key;
 mod clock;
 pub mod config;
-mod dogpile;
+mod engine;
 mod entry;
 mod error;
 mod inspect;

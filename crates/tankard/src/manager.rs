@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::dogpile::{Shutdown, ShutdownTrigger};
+use crate::engine::{Shutdown, ShutdownTrigger};
 use crate::error::{Error, Kind, Result};
 use crate::namespace::Cache;
 use crate::region::Region;

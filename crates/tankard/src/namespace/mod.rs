@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::dogpile::{self, Local, Owned};
+use crate::engine::{self, Local, Owned};
 use crate::error::{Error, Result};
 use crate::region::{Found, NamespaceState, RegionInner};
 #[cfg(feature = "memory")]
@@ -79,8 +79,8 @@ impl fmt::Debug for Cache {
 }
 
 impl Cache {
-    fn call<'a, T>(&'a self, key: &'a str) -> dogpile::Call<'a, T> {
-        dogpile::Call::new(&self.region, &self.ns, key, self.expire_after())
+    fn call<'a, T>(&'a self, key: &'a str) -> engine::Call<'a, T> {
+        engine::Call::new(&self.region, &self.ns, key, self.expire_after())
     }
 
     pub(crate) fn new(region: Arc<RegionInner>, ns: Arc<NamespaceState>) -> Cache {
@@ -185,7 +185,7 @@ impl Cache {
         }
         // Boxed: the miss path's state machine is large, and inlining it
         // would make every hit move it around (measured: +180 ns a hit).
-        Box::pin(dogpile::get_or_create(
+        Box::pin(engine::get_or_create(
             self.call(key),
             Local(|| async { Ok(creator().await) }),
         ))
@@ -220,7 +220,7 @@ impl Cache {
         if let Some(value) = self.try_get_fresh::<T>(key) {
             return Ok(value);
         }
-        Box::pin(dogpile::get_or_create(
+        Box::pin(engine::get_or_create(
             self.call(key),
             Local(|| async { creator().await.map_err(Error::creator_boxed) }),
         ))
@@ -259,7 +259,7 @@ impl Cache {
         if let Some(value) = self.try_get_fresh::<T>(key) {
             return Ok(value);
         }
-        Box::pin(dogpile::get_or_create(
+        Box::pin(engine::get_or_create(
             self.call(key),
             Owned(|| async move { Ok(creator().await) }),
         ))
@@ -290,7 +290,7 @@ impl Cache {
         if let Some(value) = self.try_get_fresh::<T>(key) {
             return Ok(value);
         }
-        Box::pin(dogpile::get_or_create(
+        Box::pin(engine::get_or_create(
             self.call(key),
             Owned(|| async move { creator().await.map_err(Error::creator_boxed) }),
         ))
@@ -315,11 +315,11 @@ impl Cache {
         Fut: Future<Output = std::result::Result<T, E>>,
     {
         let served_stale = std::sync::atomic::AtomicBool::new(false);
-        let call = dogpile::Call {
+        let call = engine::Call {
             served_stale: Some(&served_stale),
             ..self.call(key)
         };
-        let result = Box::pin(dogpile::get_or_create(
+        let result = Box::pin(engine::get_or_create(
             call,
             Local(|| async { creator().await.map_err(Error::creator_boxed) }),
         ))

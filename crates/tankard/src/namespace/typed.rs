@@ -18,7 +18,7 @@ use crate::backend::memory::encoded_len;
 use crate::backend::memory::typed::{TypedEntry, TypedKeyRef, TypedMap};
 use crate::cache_key::KeyBuf;
 use crate::cache_key::WordKey;
-use crate::dogpile::{self, Place};
+use crate::engine::{self, Place};
 use crate::entry::{Freshness, Generations};
 use crate::error::Result;
 use crate::region::{Found, Lookup};
@@ -116,16 +116,16 @@ where
         Fut: Future<Output = Result<V>>,
     {
         let slot = Slot { typed: self, key };
-        let call = dogpile::Call {
+        let call = engine::Call {
             place: Some(&slot),
-            ..dogpile::Call::new(
+            ..engine::Call::new(
                 &self.cache.region,
                 &self.cache.ns,
                 text,
                 self.cache.expire_after(),
             )
         };
-        Box::pin(dogpile::get_or_create(call, dogpile::Local(creator))).await
+        Box::pin(engine::get_or_create(call, engine::Local(creator))).await
     }
 
     /// Stores `value`, as [`Cache::put`].

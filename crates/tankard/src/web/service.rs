@@ -16,7 +16,7 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::layer::CachePageLayer;
 use super::page::{Page, Stored, X_CACHE, XCache, now_ms, storable};
-use crate::dogpile::Declined;
+use crate::engine::Declined;
 use crate::namespace::Cache;
 
 /// What a [`CachePageLayer`] was told beyond its namespace.
