@@ -1,11 +1,13 @@
-//! Dog-pile protection: the single-flight map, the creation locks, and the
-//! algorithm that combines them with a lookup (DESIGN §5), in the caller
-//! or, for `refresh = background`, in a task of its own (rule 9).
+//! The dog-pile engine (DESIGN §5): the single-flight map, the creation
+//! lock and the algorithm that combines them with a lookup, in the caller
+//! or, for `refresh = background`, in a task of its own (rule 9). It is
+//! generic over the storage it protects ([`seam`]): it never sees a region.
 
 mod creator;
 pub(crate) mod flight;
 #[cfg(all(test, feature = "__shuttle"))]
 mod flight_model;
+mod seam;
 mod shutdown;
 
 use std::any::Any;
@@ -24,11 +26,11 @@ use crate::entry::Generations;
 use crate::error::{Error, Kind, Result};
 // `flight` takes its primitives from here, so the model test can swap them.
 use crate::backend::lock::{self, LockGuard};
-use crate::region::{Found, Lookup, NamespaceState, Outcome, RegionInner};
 use crate::stats::Event;
 use crate::sync;
 pub(crate) use creator::{Creator, Local, Owned};
 use flight::{Flights, Role};
+pub(crate) use seam::{Engine, FlightKey, Found, Lookup, Outcome, Storage};
 pub(crate) use shutdown::{Shutdown, ShutdownTrigger};
 
 /// What a creator fails with when it ran and made nothing to store: an
@@ -49,21 +51,21 @@ enum Failure {
 
 /// Runs a creator, counting it and catching a panic so the flight can be
 /// resolved before the panic continues.
-async fn run_creator<T, Fut>(region: &RegionInner, creator: Fut) -> Result<T, Failure>
+async fn run_creator<T, Fut>(engine: &Engine, creator: Fut) -> Result<T, Failure>
 where
     Fut: Future<Output = Result<T>>,
 {
-    region.count(Event::CreatorCall);
+    engine.count(Event::CreatorCall);
     match AssertUnwindSafe(creator).catch_unwind().await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => {
             if err.creator_error::<Declined>().is_none() {
-                region.count(Event::CreatorError);
+                engine.count(Event::CreatorError);
             }
             Err(Failure::Error(err))
         }
         Err(panic) => {
-            region.count(Event::CreatorError);
+            engine.count(Event::CreatorError);
             Err(Failure::Panic(panic))
         }
     }
@@ -80,18 +82,17 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
 }
 
 /// Reads the call's key, bypassing the backend (and counting) if it fails.
-async fn lookup_or_bypass<T>(call: &Call<'_, T>) -> Result<Lookup<T>>
+async fn lookup_or_bypass<T, S: Storage>(call: &Call<'_, T, S>) -> Result<Lookup<T>>
 where
     T: DeserializeOwned + Send + Sync + 'static,
 {
-    let region = call.region;
     if let Some(place) = call.place {
         return Ok(place.lookup());
     }
-    match region.lookup::<T>(call.ns, call.key).await {
+    match call.storage.lookup::<T>(call.ns, call.key).await {
         Ok(lookup) => Ok(lookup),
         Err(err) => {
-            region.backend_failed(&err)?;
+            call.engine().backend_failed(&err)?;
             Ok(Lookup {
                 found: Found::Missing,
                 generations: None,
@@ -103,19 +104,19 @@ where
 /// The creation step shared by every path: run the creator, store its
 /// value, release the cross-process lock, and hand the outcome to this
 /// process's waiters (if this caller leads a flight).
-async fn create_and_store<T, Fut>(
-    call: &Call<'_, T>,
+async fn create_and_store<T, S: Storage, Fut>(
+    call: &Call<'_, T, S>,
     generations: Option<Generations>,
     creator: Fut,
     guard: Option<LockGuard>,
-    leader: Option<flight::Leader<crate::region::FlightKey, Outcome>>,
+    leader: Option<flight::Leader<FlightKey, Outcome>>,
 ) -> Result<Arc<T>>
 where
     T: Serialize + Send + Sync + 'static,
     Fut: Future<Output = Result<T>>,
 {
-    let region = call.region;
-    let outcome = run_creator(region, creator).await;
+    let engine = call.engine();
+    let outcome = run_creator(engine, creator).await;
     let result = match outcome {
         Ok(value) => {
             let value = Arc::new(value);
@@ -125,14 +126,14 @@ where
                     Ok(())
                 }
                 None => {
-                    region
+                    call.storage
                         .store(call.ns, call.key, &value, call.expire, generations)
                         .await
                 }
             };
             match stored {
                 Ok(()) => Ok(value),
-                Err(err) => region.backend_failed(&err).map(|()| value),
+                Err(err) => engine.backend_failed(&err).map(|()| value),
             }
         }
         Err(Failure::Error(err)) => Err(err),
@@ -168,9 +169,9 @@ where
 }
 
 /// One `get_or_create` call: where, and how long what it stores lives.
-pub(crate) struct Call<'a, T> {
-    pub(crate) region: &'a Arc<RegionInner>,
-    pub(crate) ns: &'a Arc<NamespaceState>,
+pub(crate) struct Call<'a, T, S: Storage> {
+    pub(crate) storage: &'a Arc<S>,
+    pub(crate) ns: &'a Arc<S::Namespace>,
     pub(crate) key: &'a str,
     pub(crate) expire: Option<Duration>,
     /// Where the entry lives if not in the region's store.
@@ -183,16 +184,16 @@ pub(crate) struct Call<'a, T> {
     pub(crate) detached: bool,
 }
 
-impl<'a, T> Call<'a, T> {
-    /// A call on the region's own store.
+impl<'a, T, S: Storage> Call<'a, T, S> {
+    /// A call on the storage's own entries.
     pub(crate) fn new(
-        region: &'a Arc<RegionInner>,
-        ns: &'a Arc<NamespaceState>,
+        storage: &'a Arc<S>,
+        ns: &'a Arc<S::Namespace>,
         key: &'a str,
         expire: Option<Duration>,
-    ) -> Call<'a, T> {
+    ) -> Call<'a, T, S> {
         Call {
-            region,
+            storage,
             ns,
             key,
             expire,
@@ -202,10 +203,14 @@ impl<'a, T> Call<'a, T> {
         }
     }
 
+    fn engine(&self) -> &'a Engine {
+        self.storage.engine()
+    }
+
     /// Answers with a stale value while another caller or process
     /// regenerates it.
     fn serve_stale(&self, stale: Arc<T>) -> Result<Arc<T>> {
-        self.region.count(Event::StaleServed);
+        self.engine().count(Event::StaleServed);
         if let Some(served_stale) = self.served_stale {
             served_stale.store(true, Ordering::Relaxed);
         }
@@ -226,80 +231,79 @@ pub(crate) trait Place<T>: Sync {
 /// DESIGN §5: returns the fresh value, or the stale one while another
 /// caller regenerates, or the value of exactly one creator run across
 /// every caller and process sharing the backend.
-pub(crate) async fn get_or_create<T, C>(call: Call<'_, T>, creator: C) -> Result<Arc<T>>
+pub(crate) async fn get_or_create<T, S, C>(call: Call<'_, T, S>, creator: C) -> Result<Arc<T>>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    S: Storage,
     C: Creator<T>,
 {
-    let Call {
-        region, ns, key, ..
-    } = call;
+    let Call { ns, key, .. } = call;
     let call = &call;
-    if !region.options.enabled {
-        return create_and_store_nothing(region, creator.create()).await;
+    let engine = call.engine();
+    if !engine.enabled {
+        return create_and_store_nothing(engine, creator.create()).await;
     }
     let mut counted_miss = false;
     loop {
         let lookup = lookup_or_bypass(call).await?;
-        let Some(lock) = region.lock.clone() else {
+        let Some(lock) = engine.lock.clone() else {
             // `lock = none`: every caller that misses creates.
             return match lookup.found {
                 Found::Fresh(value) => {
-                    region.count(Event::Hit);
+                    engine.count(Event::Hit);
                     Ok(value)
                 }
                 _ => {
-                    region.count(Event::Miss);
+                    engine.count(Event::Miss);
                     create_and_store(call, lookup.generations, creator.create(), None, None).await
                 }
             };
         };
         // Built only past a fresh hit: it allocates.
-        let flight_key = || (ns.id, Box::<str>::from(key));
+        let flight_key = || S::flight_key(ns, key);
         match lookup.found {
             Found::Fresh(value) => {
-                region.count(Event::Hit);
+                engine.count(Event::Hit);
                 return Ok(value);
             }
             Found::Stale(stale) => {
-                let Role::Leader(leader) = Flights::join_or_lead(&region.flights, &flight_key())
+                let Role::Leader(leader) = Flights::join_or_lead(&engine.flights, &flight_key())
                 else {
                     return call.serve_stale(stale);
                 };
-                let creator =
-                    if region.options.refresh == Refresh::Background && call.place.is_none() {
-                        match creator.spawnable() {
-                            // Rule 3 with `background`: this caller too gets the
-                            // stale value; the task takes the lock and creates.
-                            Ok(task) => match refresh_in_background(call, leader, task) {
-                                Ok(()) => return call.serve_stale(stale),
-                                Err((leader, task)) => {
-                                    return regenerate(call, leader, &*lock, stale, task).await;
-                                }
-                            },
-                            Err(creator) => creator,
-                        }
-                    } else {
-                        creator
-                    };
+                let creator = if engine.refresh == Refresh::Background && call.place.is_none() {
+                    match creator.spawnable() {
+                        // Rule 3 with `background`: this caller too gets the
+                        // stale value; the task takes the lock and creates.
+                        Ok(task) => match refresh_in_background(call, leader, task) {
+                            Ok(()) => return call.serve_stale(stale),
+                            Err((leader, task)) => {
+                                return regenerate(call, leader, &*lock, stale, task).await;
+                            }
+                        },
+                        Err(creator) => creator,
+                    }
+                } else {
+                    creator
+                };
                 return regenerate(call, leader, &*lock, stale, creator.create()).await;
             }
             Found::Missing => {
                 if !counted_miss {
-                    region.count(Event::Miss);
+                    engine.count(Event::Miss);
                     counted_miss = true;
                 }
-                let leader = match Flights::join_or_lead(&region.flights, &flight_key()) {
+                let leader = match Flights::join_or_lead(&engine.flights, &flight_key()) {
                     Role::Leader(leader) => leader,
                     Role::Waiter(wait) => {
-                        region.count(Event::LockWait);
+                        engine.count(Event::LockWait);
                         match wait.await {
                             Some(Ok(value)) => match value.downcast::<T>() {
                                 Ok(value) => return Ok(value),
                                 // Another call site stored another type under
                                 // this key: make our own, store nothing.
                                 Err(_) => {
-                                    return create_and_store_nothing(region, creator.create())
+                                    return create_and_store_nothing(engine, creator.create())
                                         .await;
                                 }
                             },
@@ -309,21 +313,21 @@ where
                         }
                     }
                 };
-                let lock_key = ns.scope.lock_key(key);
+                let lock_key = S::lock_key(ns, key);
                 let guard = match lock.try_acquire(&lock_key).await {
                     Ok(Some(guard)) => Some(guard),
                     Ok(None) => {
-                        region.count(Event::LockWait);
-                        match lock.acquire(&lock_key, region.options.wait_timeout).await {
+                        engine.count(Event::LockWait);
+                        match lock.acquire(&lock_key, engine.wait_timeout).await {
                             Ok(guard) => guard, // None: waited too long, create anyway (rule 6)
                             Err(err) => {
-                                region.backend_failed(&err)?;
+                                engine.backend_failed(&err)?;
                                 None
                             }
                         }
                     }
                     Err(err) => {
-                        region.backend_failed(&err)?;
+                        engine.backend_failed(&err)?;
                         None
                     }
                 };
@@ -352,19 +356,20 @@ where
 /// Rule 3 for the caller that leads a stale key's flight: take the
 /// cross-process lock (or serve the stale value while another process
 /// holds it), re-read (rule 4), and regenerate.
-async fn regenerate<T, Fut>(
-    call: &Call<'_, T>,
-    leader: flight::Leader<crate::region::FlightKey, Outcome>,
+async fn regenerate<T, S, Fut>(
+    call: &Call<'_, T, S>,
+    leader: flight::Leader<FlightKey, Outcome>,
     lock: &dyn lock::CreationLock,
     stale: Arc<T>,
     creator: Fut,
 ) -> Result<Arc<T>>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    S: Storage,
     Fut: Future<Output = Result<T>>,
 {
-    let region = call.region;
-    let lock_key = call.ns.scope.lock_key(call.key);
+    let engine = call.engine();
+    let lock_key = S::lock_key(call.ns, call.key);
     let guard = match lock.try_acquire(&lock_key).await {
         Ok(Some(guard)) => guard,
         Ok(None) => {
@@ -372,7 +377,7 @@ where
             return call.serve_stale(stale);
         }
         Err(err) => {
-            region.backend_failed(&err)?;
+            engine.backend_failed(&err)?;
             return call.serve_stale(stale);
         }
     };
@@ -381,7 +386,7 @@ where
     if let Found::Fresh(value) = lookup.found {
         leader.complete(Ok(value.clone()));
         guard.release().await;
-        region.count(Event::Hit);
+        engine.count(Event::Hit);
         return Ok(value);
     }
     create_and_store(call, lookup.generations, creator, Some(guard), Some(leader)).await
@@ -391,40 +396,40 @@ where
 type Task<T> = futures_util::future::BoxFuture<'static, Result<T>>;
 
 /// Spawns the regeneration of a stale key (rule 9): the task owns the
-/// region, namespace and flight handles, takes the lock, re-reads,
+/// storage, namespace and flight handles, takes the lock, re-reads,
 /// creates and stores; it stops when the manager is dropped. Hands the
 /// leader and task back when there is no runtime to spawn on.
 #[allow(clippy::type_complexity)]
-fn refresh_in_background<T>(
-    call: &Call<'_, T>,
-    leader: flight::Leader<crate::region::FlightKey, Outcome>,
+fn refresh_in_background<T, S: Storage>(
+    call: &Call<'_, T, S>,
+    leader: flight::Leader<FlightKey, Outcome>,
     task: Task<T>,
-) -> std::result::Result<(), (flight::Leader<crate::region::FlightKey, Outcome>, Task<T>)>
+) -> std::result::Result<(), (flight::Leader<FlightKey, Outcome>, Task<T>)>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return Err((leader, task));
     };
-    let region = call.region.clone();
+    let storage = call.storage.clone();
     let ns = call.ns.clone();
     let key: Box<str> = call.key.into();
     let expire = call.expire;
-    let shutdown = region.shutdown.clone();
+    let shutdown = storage.engine().shutdown.clone();
     runtime.spawn(async move {
         let work = async {
-            let Some(lock) = region.lock.clone() else {
+            let Some(lock) = storage.engine().lock.clone() else {
                 return;
             };
             let call = Call {
                 detached: true,
-                ..Call::new(&region, &ns, &key, expire)
+                ..Call::new(&storage, &ns, &key, expire)
             };
             match background_regenerate(&call, leader, &*lock, task).await {
                 Ok(()) => {}
                 Err(err) => tracing::warn!(
-                    region = %region.options.name,
-                    namespace = %ns.scope.namespace,
+                    region = %storage.engine().name,
+                    namespace = %S::namespace_name(&ns),
                     key = %key,
                     "background refresh failed; the stale value stays: {err}",
                 ),
@@ -440,23 +445,23 @@ where
 
 /// [`regenerate`] for a task with no caller: the same steps, with nothing
 /// to serve.
-async fn background_regenerate<T>(
-    call: &Call<'_, T>,
-    leader: flight::Leader<crate::region::FlightKey, Outcome>,
+async fn background_regenerate<T, S: Storage>(
+    call: &Call<'_, T, S>,
+    leader: flight::Leader<FlightKey, Outcome>,
     lock: &dyn lock::CreationLock,
     task: Task<T>,
 ) -> Result<()>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    let region = call.region;
-    let lock_key = call.ns.scope.lock_key(call.key);
+    let engine = call.engine();
+    let lock_key = S::lock_key(call.ns, call.key);
     let guard = match lock.try_acquire(&lock_key).await {
         Ok(Some(guard)) => guard,
         // Another process is regenerating it.
         Ok(None) => return Ok(()),
         Err(err) => {
-            region.backend_failed_quietly(&err);
+            engine.backend_failed_quietly(&err);
             return Ok(());
         }
     };
@@ -473,11 +478,11 @@ where
 
 /// Runs the creator and stores nothing (`enabled = false`, or a type
 /// clash with another call site).
-async fn create_and_store_nothing<T, Fut>(region: &RegionInner, creator: Fut) -> Result<Arc<T>>
+async fn create_and_store_nothing<T, Fut>(engine: &Engine, creator: Fut) -> Result<Arc<T>>
 where
     Fut: Future<Output = Result<T>>,
 {
-    match run_creator(region, creator).await {
+    match run_creator(engine, creator).await {
         Ok(value) => Ok(Arc::new(value)),
         Err(Failure::Error(err)) => Err(err),
         Err(Failure::Panic(panic)) => std::panic::resume_unwind(panic),

@@ -79,7 +79,7 @@ impl fmt::Debug for Cache {
 }
 
 impl Cache {
-    fn call<'a, T>(&'a self, key: &'a str) -> engine::Call<'a, T> {
+    fn call<'a, T>(&'a self, key: &'a str) -> engine::Call<'a, T, RegionInner> {
         engine::Call::new(&self.region, &self.ns, key, self.expire_after())
     }
 

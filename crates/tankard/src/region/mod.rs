@@ -13,6 +13,7 @@ pub(crate) mod l1;
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -24,13 +25,13 @@ use crate::backend::backplane::{Backplane, Eviction, Message};
 use crate::backend::lock::{CreationLock, LocalOnly};
 use crate::backend::{Backend, Location, LockReach, Purged, RegionScope, Scope, Usage};
 use crate::clock::Clock;
-use crate::config::{BackendKind, LockMode, OnBackendError, RegionOptions, option_key};
-use crate::engine::Shutdown;
-use crate::engine::flight::Flights;
+use crate::config::{BackendKind, LockMode, RegionOptions, option_key};
+use crate::engine::{Engine, FlightKey, Shutdown, Storage};
+pub(crate) use crate::engine::{Found, Lookup};
 use crate::entry::{self, EntryMeta, Freshness, Generations, ReadPolicy};
 use crate::error::{ConfigError, Error, Kind, Result};
 use crate::namespace::Cache;
-use crate::stats::{Counters, Event, Stats};
+use crate::stats::{Event, Stats};
 use crate::sync::lock;
 
 #[cfg(feature = "memory")]
@@ -57,11 +58,6 @@ pub enum Invalidation {
     Hard,
 }
 
-/// A key of the single-flight map: namespace id and caller's key.
-pub(crate) type FlightKey = (u64, Box<str>);
-/// What a creator's waiters receive.
-pub(crate) type Outcome = std::result::Result<Arc<dyn Any + Send + Sync>, Error>;
-
 /// One namespace's identity inside its region.
 #[derive(Debug)]
 pub(crate) struct NamespaceState {
@@ -74,20 +70,6 @@ pub(crate) struct NamespaceState {
     /// so a hit on an entry stamped with the current epoch only needs to
     /// check its expiry.
     pub(crate) epoch: AtomicU64,
-}
-
-/// What a lookup found.
-pub(crate) enum Found<T> {
-    Fresh(Arc<T>),
-    Stale(Arc<T>),
-    Missing,
-}
-
-/// A lookup's result and the generations to stamp a new entry with
-/// (`None` when the backend could not tell).
-pub(crate) struct Lookup<T> {
-    pub(crate) found: Found<T>,
-    pub(crate) generations: Option<Generations>,
 }
 
 /// A named cache region. Get one from
@@ -126,12 +108,8 @@ pub(crate) struct RegionInner {
     /// The region itself, for the backplane's listener (held weakly).
     #[cfg_attr(not(feature = "memory"), allow(dead_code))]
     me: Weak<RegionInner>,
-    /// `None` for `lock = none`: no single-flight at all.
-    pub(crate) lock: Option<Arc<dyn CreationLock>>,
-    pub(crate) flights: Arc<Flights<FlightKey, Outcome>>,
-    /// Fires when the manager is dropped: background work stops.
-    pub(crate) shutdown: Shutdown,
-    pub(crate) counters: Counters,
+    /// The dog-pile engine protecting this region's entries.
+    pub(crate) engine: Engine,
     pub(crate) clock: Clock,
     scope: Arc<RegionScope>,
     pub(crate) namespaces: Mutex<HashMap<String, Arc<NamespaceState>>>,
@@ -139,7 +117,6 @@ pub(crate) struct RegionInner {
     generation: AtomicU64,
     soft_before_ms: AtomicU64,
     start_ms: u64,
-    last_error_log_ms: AtomicU64,
 }
 
 impl fmt::Debug for Region {
@@ -207,22 +184,18 @@ impl Region {
             inner: Arc::new_cyclic(|me| RegionInner {
                 scope: Arc::new(RegionScope::new(&options)),
                 start_ms: options.starttime.map_or(0, |s| s.saturating_mul(1000)),
-                options,
                 #[cfg(feature = "memory")]
                 l1,
                 l2,
                 backplane,
                 origin: origin_id(),
                 me: me.clone(),
-                shutdown,
-                lock,
-                flights: Arc::new(Flights::new()),
-                counters: Counters::new(),
+                engine: Engine::new(&options, lock, clock.clone(), shutdown),
+                options,
                 clock,
                 namespaces: Mutex::new(HashMap::new()),
                 generation: AtomicU64::new(0),
                 soft_before_ms: AtomicU64::new(0),
-                last_error_log_ms: AtomicU64::new(0),
             }),
         })
     }
@@ -341,7 +314,7 @@ impl Region {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stats(&self) -> Stats {
-        self.inner.counters.snapshot()
+        self.inner.engine.counters.snapshot()
     }
 
     /// How many entries and bytes the backend holds, where it can tell.
@@ -507,7 +480,7 @@ impl RegionInner {
 
     #[inline(always)]
     pub(crate) fn count(&self, event: Event) {
-        self.counters.add(event);
+        self.engine.count(event);
     }
 
     #[inline]
@@ -1005,29 +978,58 @@ impl RegionInner {
     /// Counts a backend failure and logs it at most once a second per
     /// region; returns the error back when the region says not to bypass.
     pub(crate) fn backend_failed(&self, err: &Error) -> Result<()> {
-        self.backend_failed_quietly(err);
-        match self.options.on_backend_error {
-            OnBackendError::Bypass => Ok(()),
-            _ => Err(err.clone()),
-        }
+        self.engine.backend_failed(err)
     }
 
     /// Counts a backend failure and logs it at most once a second.
     pub(crate) fn backend_failed_quietly(&self, err: &Error) {
-        self.count(Event::BackendError);
-        let now_ms = self.clock.now_ms();
-        let last = self.last_error_log_ms.load(Ordering::Relaxed);
-        if now_ms.saturating_sub(last) >= 1000
-            && self
-                .last_error_log_ms
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(
-                region = %self.options.name,
-                total = self.counters.snapshot().backend_errors,
-                "cache backend failed, running without it: {err}"
-            );
-        }
+        self.engine.backend_failed_quietly(err);
+    }
+}
+
+/// The engine sees a region through this seam only: one key of one
+/// namespace, read and written through the region's tiers.
+impl Storage for RegionInner {
+    type Namespace = NamespaceState;
+
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn flight_key(ns: &NamespaceState, key: &str) -> FlightKey {
+        (ns.id, Box::from(key))
+    }
+
+    fn lock_key(ns: &NamespaceState, key: &str) -> String {
+        ns.scope.lock_key(key)
+    }
+
+    fn namespace_name(ns: &NamespaceState) -> &str {
+        &ns.scope.namespace
+    }
+
+    fn lookup<T>(
+        &self,
+        ns: &NamespaceState,
+        key: &str,
+    ) -> impl Future<Output = Result<Lookup<T>>> + Send
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        RegionInner::lookup(self, ns, key)
+    }
+
+    fn store<T>(
+        &self,
+        ns: &NamespaceState,
+        key: &str,
+        value: &Arc<T>,
+        expire: Option<Duration>,
+        generations: Option<Generations>,
+    ) -> impl Future<Output = Result<()>> + Send
+    where
+        T: Serialize + Send + Sync + 'static,
+    {
+        RegionInner::store(self, ns, key, value, expire, generations)
     }
 }

@@ -1,0 +1,166 @@
+//! The storage seam: what the engine needs of whatever it protects
+//! ([`Storage`]), and what it owns itself ([`Engine`]).
+//!
+//! The engine never sees a region. A region implements [`Storage`]: it
+//! reads and writes one key of one namespace through its tiers, and hands
+//! out the [`Engine`] it was built with (single-flight map, creation lock,
+//! policy, counters, shutdown signal). Everything here is owned behind
+//! `Arc`s, so a regeneration can move into a task that outlives its caller.
+
+use std::any::Any;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::Shutdown;
+use super::flight::Flights;
+use crate::backend::lock::CreationLock;
+use crate::clock::Clock;
+use crate::config::{OnBackendError, Refresh, RegionOptions};
+use crate::entry::Generations;
+use crate::error::{Error, Result};
+use crate::stats::{Counters, Event};
+
+/// A key of the single-flight map: namespace id and caller's key.
+pub(crate) type FlightKey = (u64, Box<str>);
+
+/// What a creator's waiters receive.
+pub(crate) type Outcome = std::result::Result<Arc<dyn Any + Send + Sync>, Error>;
+
+/// What a lookup found.
+pub(crate) enum Found<T> {
+    Fresh(Arc<T>),
+    Stale(Arc<T>),
+    Missing,
+}
+
+/// A lookup's result and the generations to stamp a new entry with
+/// (`None` when the store could not tell).
+pub(crate) struct Lookup<T> {
+    pub(crate) found: Found<T>,
+    pub(crate) generations: Option<Generations>,
+}
+
+/// What the engine protects: keys grouped in namespaces, each read and
+/// written as a whole. A region implements it over its tiers.
+pub(crate) trait Storage: Send + Sync + 'static {
+    /// One group of keys (a region's namespace).
+    type Namespace: Send + Sync + 'static;
+
+    /// The engine this storage was built with.
+    fn engine(&self) -> &Engine;
+
+    /// The key of the single-flight map for `key` of `ns`.
+    fn flight_key(ns: &Self::Namespace, key: &str) -> FlightKey;
+
+    /// The creation lock's key for `key` of `ns`.
+    fn lock_key(ns: &Self::Namespace, key: &str) -> String;
+
+    /// The namespace's name, for logs.
+    fn namespace_name(ns: &Self::Namespace) -> &str;
+
+    /// Reads a key: fresh, stale or missing. A store failure is an error
+    /// here; the engine decides whether to bypass.
+    fn lookup<T>(
+        &self,
+        ns: &Self::Namespace,
+        key: &str,
+    ) -> impl Future<Output = Result<Lookup<T>>> + Send
+    where
+        T: DeserializeOwned + Send + Sync + 'static;
+
+    /// Stores a value created now, stamped with `generations` (read before
+    /// its creator ran) when given.
+    fn store<T>(
+        &self,
+        ns: &Self::Namespace,
+        key: &str,
+        value: &Arc<T>,
+        expire: Option<Duration>,
+        generations: Option<Generations>,
+    ) -> impl Future<Output = Result<()>> + Send
+    where
+        T: Serialize + Send + Sync + 'static;
+}
+
+/// What the engine owns for one storage: the single-flight map, the
+/// creation lock, the policy it follows, its counters and the signal that
+/// stops its background work.
+pub(crate) struct Engine {
+    /// The storage's name (a region's), for logs.
+    pub(crate) name: String,
+    pub(crate) enabled: bool,
+    pub(crate) refresh: Refresh,
+    pub(crate) wait_timeout: Duration,
+    on_backend_error: OnBackendError,
+    /// `None` for `lock = none`: no single-flight at all.
+    pub(crate) lock: Option<Arc<dyn CreationLock>>,
+    pub(crate) flights: Arc<Flights<FlightKey, Outcome>>,
+    pub(crate) counters: Counters,
+    clock: Clock,
+    /// Fires when the manager is dropped: background work stops.
+    pub(crate) shutdown: Shutdown,
+    last_error_log_ms: AtomicU64,
+}
+
+impl Engine {
+    /// An engine following a region's options.
+    pub(crate) fn new(
+        options: &RegionOptions,
+        lock: Option<Arc<dyn CreationLock>>,
+        clock: Clock,
+        shutdown: Shutdown,
+    ) -> Engine {
+        Engine {
+            name: options.name.clone(),
+            enabled: options.enabled,
+            refresh: options.refresh,
+            wait_timeout: options.wait_timeout,
+            on_backend_error: options.on_backend_error,
+            lock,
+            flights: Arc::new(Flights::new()),
+            counters: Counters::new(),
+            clock,
+            shutdown,
+            last_error_log_ms: AtomicU64::new(0),
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn count(&self, event: Event) {
+        self.counters.add(event);
+    }
+
+    /// Counts a store failure and logs it at most once a second; returns
+    /// the error back when the policy says not to bypass.
+    pub(crate) fn backend_failed(&self, err: &Error) -> Result<()> {
+        self.backend_failed_quietly(err);
+        match self.on_backend_error {
+            OnBackendError::Bypass => Ok(()),
+            _ => Err(err.clone()),
+        }
+    }
+
+    /// Counts a store failure and logs it at most once a second.
+    pub(crate) fn backend_failed_quietly(&self, err: &Error) {
+        self.count(Event::BackendError);
+        let now_ms = self.clock.now_ms();
+        let last = self.last_error_log_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) >= 1000
+            && self
+                .last_error_log_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                region = %self.name,
+                total = self.counters.snapshot().backend_errors,
+                "cache backend failed, running without it: {err}"
+            );
+        }
+    }
+}
