@@ -35,9 +35,18 @@
 //!
 //! ## The way a value travels
 //!
-//! [`Config`] → [`CacheManager`] → [`Region`] (backend, expiry, lock
-//! policy, counters) → [`Cache`] (one namespace) → backend and creation
+//! [`Config`] → [`CacheManager`] → [`Region`] (its tiers, expiry, lock
+//! policy, counters) → [`Cache`] (one namespace) → the dog-pile engine →
+//! the tiers: an in-process L1 (a memory region's whole store, or `l1 =
+//! true` in front of a shared one) and a shared store with its creation
 //! lock. See [`Cache`] for what concurrent callers of one key see.
+//!
+//! Inside, modules depend downwards only (DESIGN §1): `config` → `backend`
+//! (one folder per store, each owning its lock; the backplane) → `engine`
+//! (single-flight, lock policy, background work; generic over a storage
+//! seam) → `region` (the tiers, composed; it implements the seam) → front
+//! ends (`namespace`, `blocking`, the attribute's runtime, `web`) →
+//! `manager`.
 //!
 //! ## Cargo features
 //!
