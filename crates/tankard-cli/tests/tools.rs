@@ -58,16 +58,10 @@ fn check_prints_each_region_s_resolved_options() {
     assert!(short.contains("type              memory"), "{short}");
     assert!(short.contains("expire            1200s"), "{short}");
     assert!(short.contains("stale             30s"), "{short}");
-    assert!(
-        short.contains("refresh           background (not built yet: works as foreground)"),
-        "{short}"
-    );
+    assert!(short.contains("refresh           background\n"), "{short}");
     assert!(long.contains("refresh           foreground"), "{long}");
-    // The library's warning reaches stderr, never the table.
-    assert!(
-        err.contains("cache.short_term.refresh = background is not built yet"),
-        "{err}"
-    );
+    // Background refresh is built: nothing warns about it any more.
+    assert!(!err.contains("refresh"), "{err}");
     assert!(!out.contains("WARN"), "{out}");
     assert!(out.contains("[default]"));
 
