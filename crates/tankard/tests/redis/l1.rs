@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tankard::{Cache, CacheManager, Clock, Config, Invalidation};
 
-use crate::common::{Kind, PrivateServer, Raw, manager, toml, toml_for, unique_prefix};
+use crate::common::{Kind, PrivateServer, Raw, counted, manager, toml, toml_for, unique_prefix};
 use crate::node::Node;
 
 both!(
@@ -204,25 +204,16 @@ async fn a_regenerated_entry_reaches_the_other_node(kind: Kind) {
     let (a, b) = nodes_with(&config, (a_clock.clone(), b_clock)).await;
     let (a, b) = (a.namespace("l1"), b.namespace("l1"));
     let runs = Arc::new(AtomicUsize::new(0));
-    let created = a
-        .get_or_create("k", crate::common::counted(&runs, "v1"))
-        .await
-        .unwrap();
+    let created = a.get_or_create("k", counted(&runs, "v1")).await.unwrap();
     assert_eq!(*created, "v1");
     fence(&a, &b).await;
-    let read_b = b
-        .get_or_create("k", crate::common::counted(&runs, "never"))
-        .await
-        .unwrap();
+    let read_b = b.get_or_create("k", counted(&runs, "never")).await.unwrap();
     assert_eq!(*read_b, "v1");
     assert_eq!(held(&b, "k").as_deref(), Some("v1"));
 
     // expire = 60, stale = 60: past both, the entry is missing for A.
     a_clock.advance(Duration::from_secs(121));
-    let regenerated = a
-        .get_or_create("k", crate::common::counted(&runs, "v2"))
-        .await
-        .unwrap();
+    let regenerated = a.get_or_create("k", counted(&runs, "v2")).await.unwrap();
     assert_eq!(*regenerated, "v2");
     assert_eq!(runs.load(Ordering::SeqCst), 2);
     assert_eq!(held(&a, "k").as_deref(), Some("v2"));
