@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use tankard::config::{BackplaneSetting, Refresh, RegionOptions};
+use tankard::config::{BackplaneSetting, RegionOptions};
 use tankard::{CacheManager, Config, EntryState, Invalidation, Purged, Region};
 
 use crate::EntryArgs;
@@ -70,13 +70,7 @@ fn options_table(o: &RegionOptions) -> Vec<(&'static str, String)> {
             "on_backend_error",
             format!("{:?}", o.on_backend_error).to_lowercase(),
         ),
-        (
-            "refresh",
-            match o.refresh {
-                Refresh::Background => "background (not built yet: works as foreground)".to_owned(),
-                other => format!("{other:?}").to_lowercase(),
-            },
-        ),
+        ("refresh", format!("{:?}", o.refresh).to_lowercase()),
         ("l1", o.l1.to_string()),
         ("l1_max_entries", o.l1_max_entries.to_string()),
         ("l1_max_bytes", opt(o.l1_max_bytes.map(|n| n.to_string()))),

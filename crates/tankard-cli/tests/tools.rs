@@ -58,16 +58,10 @@ fn check_prints_each_region_s_resolved_options() {
     assert!(short.contains("type              memory"), "{short}");
     assert!(short.contains("expire            1200s"), "{short}");
     assert!(short.contains("stale             30s"), "{short}");
-    assert!(
-        short.contains("refresh           background (not built yet: works as foreground)"),
-        "{short}"
-    );
+    assert!(short.contains("refresh           background\n"), "{short}");
     assert!(long.contains("refresh           foreground"), "{long}");
-    // The library's warning reaches stderr, never the table.
-    assert!(
-        err.contains("cache.short_term.refresh = background is not built yet"),
-        "{err}"
-    );
+    // Background refresh is built: nothing warns about it any more.
+    assert!(!err.contains("refresh"), "{err}");
     assert!(!out.contains("WARN"), "{out}");
     assert!(out.contains("[default]"));
 
@@ -594,4 +588,182 @@ async fn get_and_stats_read_through_a_damaged_redis_generation_counter() {
     let (code, out, err) = run(dir.path(), &[&["get"][..], &at, &["page"]].concat());
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("state:       missing"), "{out}");
+}
+
+/// The L1 of running nodes and the binary's `clear` and `invalidate`.
+#[cfg(feature = "redis")]
+mod l1 {
+    use std::future::Future;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use tankard::{Cache, CacheManager, Config};
+
+    use crate::support::config;
+
+    /// Polls `check` until it holds; fails after 10 s.
+    async fn until<F, Fut>(what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if check().await {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: not within 10 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Runs `tankard ARGS` off the runtime (the nodes' backplane tasks
+    /// keep running meanwhile); it must succeed. Returns its stdout.
+    async fn tankard(dir: &Path, args: &[&str]) -> String {
+        let dir = dir.to_owned();
+        let owned: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let (code, out, err) = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+            super::run(&dir, &args)
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 0, "tankard {args:?}: {out}\n{err}");
+        out
+    }
+
+    fn held(ns: &Cache, key: &str) -> Option<String> {
+        ns.try_get_fresh::<String>(key).map(|v| (*v).clone())
+    }
+
+    /// Returns once `to` has heard every backplane message published
+    /// before this call: `to` keeps a copy of a fresh key, `from` writes
+    /// it, and messages on one channel arrive in order.
+    async fn fence(from: &Cache, to: &Cache) {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let key = format!("fence-{}", N.fetch_add(1, Ordering::Relaxed));
+        to.put(&key, 0u8).await.unwrap();
+        assert!(to.try_get_fresh::<u8>(&key).is_some());
+        from.put(&key, 1u8).await.unwrap();
+        until("the fence's message arrives", || async {
+            to.try_get_fresh::<u8>(&key).is_none()
+        })
+        .await;
+    }
+
+    /// `page` = `value` written by `a` and read by `b`, both keeping a
+    /// copy. `b` reads once the write's message is in: one arriving after
+    /// the read would drop its copy again.
+    async fn hold(a: &Cache, b: &Cache, value: &str) {
+        a.put("page", value.to_owned()).await.unwrap();
+        fence(a, b).await;
+        let read = b.get::<String>("page").await.unwrap();
+        assert_eq!(read.as_deref().map(String::as_str), Some(value));
+        assert_eq!(held(a, "page").as_deref(), Some(value), "A holds a copy");
+        assert_eq!(held(b, "page").as_deref(), Some(value), "B holds a copy");
+    }
+
+    /// Waits until neither node's read of `page` answers: the L1 copies
+    /// are gone (only the backplane ends them within the test), and Redis
+    /// has no fresh value.
+    async fn both_miss(a: &Cache, b: &Cache, after: &str) {
+        for ns in [a, b] {
+            until(&format!("a node's read misses after {after}"), || async {
+                ns.get::<String>("page").await.unwrap().is_none()
+            })
+            .await;
+            assert_eq!(held(ns, "page"), None);
+        }
+    }
+
+    async fn peek(ns: &Cache) -> Option<(String, bool)> {
+        let found = ns.peek::<String>("page").await.unwrap();
+        found.map(|(v, fresh)| ((*v).clone(), fresh))
+    }
+
+    /// Two running nodes (managers of this process) on a Redis region
+    /// with an L1 whose copies only the backplane ends (`l1_expire = 1h`):
+    /// `tankard clear` and `tankard invalidate`, a third process on the
+    /// same config file, reach both nodes' L1.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn clear_and_invalidate_reach_the_l1_of_running_nodes() {
+        let url = std::env::var("TANKARD_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:26379/".into());
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = format!(
+            "cli-l1-{}-{}/",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let file = config(
+            dir.path(),
+            &format!(
+                "type = \"redis\"\nurl = \"{url}\"\nprefix = \"{prefix}\"\n\
+                 expire = 60\nstale = 60\nl1 = true\nl1_expire = \"1h\""
+            ),
+        );
+        let f = file.to_str().unwrap();
+        let node = || CacheManager::new(Config::from_file(&file).unwrap()).unwrap();
+        let (a_node, b_node) = (node(), node());
+        let a = a_node.region("short_term").unwrap().namespace("views");
+        let b = b_node.region("short_term").unwrap().namespace("views");
+        // Each L1 stays off until its node's subscription is live, which
+        // the first read starts.
+        a.put("warm", 0u8).await.unwrap();
+        for ns in [&a, &b] {
+            until("the node's L1 comes on", || async {
+                ns.get::<u8>("warm").await.unwrap();
+                ns.try_get_fresh::<u8>("warm").is_some()
+            })
+            .await;
+        }
+        let region = ["--config", f, "--region", "short_term"];
+
+        hold(&a, &b, "v1").await;
+        let out = tankard(
+            dir.path(),
+            &[&["clear"][..], &region, &["--namespace", "views"]].concat(),
+        )
+        .await;
+        assert!(out.contains("cleared namespace views"), "{out}");
+        both_miss(&a, &b, "`tankard clear`").await;
+
+        hold(&a, &b, "v2").await;
+        let out = tankard(dir.path(), &[&["invalidate"][..], &region].concat()).await;
+        assert!(out.contains("soft-invalidated region short_term"), "{out}");
+        both_miss(&a, &b, "`tankard invalidate`").await;
+        for ns in [&a, &b] {
+            assert_eq!(peek(ns).await, Some(("v2".to_owned(), false)), "stale");
+        }
+
+        hold(&a, &b, "v3").await;
+        let out = tankard(
+            dir.path(),
+            &[&["invalidate"][..], &region, &["--hard"]].concat(),
+        )
+        .await;
+        assert!(out.contains("hard-invalidated"), "{out}");
+        both_miss(&a, &b, "`tankard invalidate --hard`").await;
+        for ns in [&a, &b] {
+            assert_eq!(peek(ns).await, None);
+        }
+
+        hold(&a, &b, "v4").await;
+        let out = tankard(
+            dir.path(),
+            &[
+                &["invalidate"][..],
+                &region,
+                &["--namespace", "views", "page"],
+            ]
+            .concat(),
+        )
+        .await;
+        assert!(out.contains("removed page"), "{out}");
+        both_miss(&a, &b, "`tankard invalidate KEY`").await;
+    }
 }

@@ -48,9 +48,6 @@ pub(crate) struct MemoryTier {
     /// Whether the backplane's listener has been started (it needs a
     /// runtime, so it starts on first use, not when the region opens).
     listening: AtomicBool,
-    /// Whether the backplane's subscription dropped and is not back: its
-    /// server is likely unreachable, so publishing would only wait.
-    lost: AtomicBool,
 }
 
 /// What a lookup reads before it goes to the shared store, to stamp the
@@ -69,7 +66,6 @@ impl MemoryTier {
             live: AtomicBool::new(true),
             evictions: AtomicU64::new(0),
             listening: AtomicBool::new(true),
-            lost: AtomicBool::new(false),
         }
     }
 
@@ -82,7 +78,6 @@ impl MemoryTier {
             live: AtomicBool::new(!backplane),
             evictions: AtomicU64::new(0),
             listening: AtomicBool::new(!backplane),
-            lost: AtomicBool::new(false),
         }
     }
 
@@ -116,11 +111,6 @@ impl MemoryTier {
         if self.evictions.load(Ordering::Acquire) != before.evictions {
             self.store.remove(key);
         }
-    }
-
-    /// Whether the backplane's subscription was lost and is not back.
-    pub(crate) fn backplane_lost(&self) -> bool {
-        self.lost.load(Ordering::Acquire)
     }
 
     /// Claims the right to start the listener: `true` once.
@@ -161,12 +151,10 @@ impl Listener for RegionInner {
         if live {
             // Messages may have been missed while it was down.
             self.drop_local();
-            l1.lost.store(false, Ordering::Release);
             l1.live.store(true, Ordering::Release);
             tracing::info!(region = %self.options.name, "backplane connected: L1 on");
         } else {
             l1.live.store(false, Ordering::Release);
-            l1.lost.store(true, Ordering::Release);
             self.drop_local();
             tracing::warn!(
                 region = %self.options.name,

@@ -505,17 +505,18 @@ impl RegionInner {
     /// an L1 and a backplane. A failure is counted and logged, never
     /// returned: the change itself is made, and the others' copies still
     /// end within `l1_expire` (or sooner: a lost backplane empties them).
+    ///
+    /// Only changes that reached the shared store come here, and each is
+    /// announced even while this process's own subscription is lost: a
+    /// subscription can drop alone (killed, cut by the server's pub/sub
+    /// output limit, refused on reconnecting) while the store answers and
+    /// the other processes' subscriptions are live, their copies now
+    /// overtaken; unannounced, those would be served for all of
+    /// `l1_expire`.
     async fn publish(&self, eviction: Eviction) {
         let Some(backplane) = &self.backplane else {
             return;
         };
-        // Its server is unreachable: the message would only wait out the
-        // timeout, and the other processes' subscriptions, on the same
-        // server, have most likely dropped too (emptying their L1s).
-        #[cfg(feature = "memory")]
-        if self.l1.as_ref().is_some_and(MemoryTier::backplane_lost) {
-            return;
-        }
         let message = Message {
             origin: self.origin,
             region: self.options.name.clone(),

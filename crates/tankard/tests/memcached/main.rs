@@ -11,6 +11,7 @@ mod basic;
 mod breaker;
 mod faults;
 mod hostile;
+mod l1;
 mod limits;
 mod locks;
 mod outage;

@@ -14,6 +14,9 @@
 #[path = "../support/stampede.rs"]
 mod stampede;
 stampede::child_entry!();
+#[path = "../support/node.rs"]
+mod node;
+node::node_entry!();
 
 mod common;
 
@@ -39,6 +42,7 @@ macro_rules! both {
 mod api;
 mod breaker;
 mod faults;
+mod l1;
 mod locks;
 mod multiprocess;
 mod outage;
