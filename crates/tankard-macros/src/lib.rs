@@ -64,6 +64,8 @@ struct Arg {
     ty: Type,
     /// The argument as the companions declare it (`mut` dropped).
     decl: TokenStream2,
+    /// Whether it carries attributes.
+    has_attrs: bool,
 }
 
 fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
@@ -131,6 +133,7 @@ fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
                 let attrs = &pat_type.attrs;
                 keyed.push(Arg {
                     decl: quote!(#(#attrs)* #ident: #ty),
+                    has_attrs: !attrs.is_empty(),
                     ident,
                     ty,
                 });
@@ -279,9 +282,24 @@ fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     let block = &func.block;
     let start = Ident::new("__tankard_start", Span::mixed_site());
     let refresh = Ident::new("__tankard_refresh", Span::mixed_site());
+    let spawnable =
+        is_async && !method && receiver.is_none() && can_own_its_arguments(&func, &keyed, &ret);
+    let body_fn = Ident::new("__tankard_body", Span::mixed_site());
+    let call_fn = Ident::new("__tankard_call", Span::mixed_site());
+    let spawner_fn = Ident::new("__tankard_spawner", Span::mixed_site());
+    let args = Ident::new("__tankard_args", Span::mixed_site());
+    let arg_idents: Vec<_> = keyed.iter().map(|arg| &arg.ident).collect();
+    let arg_types: Vec<_> = keyed.iter().map(|arg| &arg.ty).collect();
+    let spawnable_body = quote!(#private::spawnable((#(#arg_idents,)*), #call_fn, #spawner_fn));
     // Spanned at the return type: an unsuitable value or error type is
     // reported there.
     let finish = match (&mode, is_async) {
+        (Mode::Plain, true) if spawnable => quote_spanned!(ret.span()=>
+            ::tankard::__private::finish_spawnable_async(#start, #spawnable_body).await),
+        (Mode::Result, true) if spawnable => quote_spanned!(ret.span()=>
+            ::tankard::__private::finish_spawnable_result_async(#start, #spawnable_body).await),
+        (Mode::Option, true) if spawnable => quote_spanned!(ret.span()=>
+            ::tankard::__private::finish_spawnable_option_async(#start, #spawnable_body).await),
         (Mode::Plain, true) => quote_spanned!(ret.span()=>
             ::tankard::__private::finish_async(#start, ::tankard::__private::body_async::<#ret, _, _>(move || async move #block)).await),
         (Mode::Result, true) => quote_spanned!(ret.span()=>
@@ -296,12 +314,47 @@ fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
             ::tankard::__private::finish_option_blocking(#start, move || -> #ret #block)),
     };
 
+    // A body that owns its arguments is a function of its own, so that
+    // whether its future is `Send + 'static` is known where the call is
+    // compiled (see `tankard::__private::Probe`): then `refresh =
+    // background` can regenerate a stale result in a task.
+    let (wrapper_sig, body_items) = if spawnable {
+        let inputs = &sig.inputs;
+        let items = quote! {
+            #[allow(clippy::too_many_arguments, clippy::unused_async)]
+            async fn #body_fn(#inputs) -> #ret #block
+            #[allow(clippy::too_many_arguments)]
+            fn #call_fn(#args: (#(#arg_types,)*)) -> impl ::core::future::Future<Output = #ret> {
+                let (#(#arg_idents,)*) = #args;
+                #body_fn(#(#arg_idents),*)
+            }
+            fn #spawner_fn() -> #private::Spawner<(#(#arg_types,)*), #ret> {
+                #[allow(unused_imports)]
+                use #private::{ViaLocal as _, ViaOwned as _};
+                (&#private::Probe::<_, (#(#arg_types,)*), #ret>::new(#call_fn)).spawner()
+            }
+        };
+        // The arguments are only moved on: `mut` belongs to the body's own
+        // function.
+        let mut sig = sig.clone();
+        for input in &mut sig.inputs {
+            if let FnArg::Typed(pat_type) = input
+                && let Pat::Ident(pat) = &mut *pat_type.pat
+            {
+                pat.mutability = None;
+            }
+        }
+        (sig, items)
+    } else {
+        (sig.clone(), quote!())
+    };
     let attrs = &func.attrs;
     let vis = &func.vis;
     let wrapper = quote! {
         #(#attrs)*
-        #vis #sig {
+        #vis #wrapper_sig {
             #site_static
+            #body_items
             let #refresh = #private::take_refresh();
             let #start = {
                 #key_binding
@@ -434,6 +487,60 @@ fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
         {
             #locate.#peek_call()#dot_await
         }
+    })
+}
+
+/// Whether a cached `async fn`'s body can be a function of its own that
+/// owns its arguments (and so, if its future is `Send`, run in a task):
+/// nothing in it may borrow from the caller or need the enclosing impl or
+/// generics, which a nested function cannot see. Whether the future is
+/// `Send` is left to the compiler (`__private::Probe`). A lifetime the
+/// signature hides (`Cow<str>` for `Cow<'_, str>`) cannot be seen here;
+/// `Cow`, the one such key type Tankard knows, is checked by name.
+fn can_own_its_arguments(func: &ItemFn, args: &[Arg], ret: &Type) -> bool {
+    let sig = &func.sig;
+    if !sig.generics.params.is_empty()
+        || sig.generics.where_clause.is_some()
+        || sig.unsafety.is_some()
+        || sig.abi.is_some()
+        || args.iter().any(|arg| arg.has_attrs)
+    {
+        return false;
+    }
+    let owned = |ty: &Type| {
+        let tokens = quote!(#ty);
+        !borrows(tokens.clone()) && !names(tokens, &["Self", "Cow"])
+    };
+    let block = &func.block;
+    args.iter().all(|arg| owned(&arg.ty)) && owned(ret) && !names(quote!(#block), &["self", "Self"])
+}
+
+/// Whether a type's tokens hold a reference or a lifetime other than
+/// `'static`.
+fn borrows(tokens: TokenStream2) -> bool {
+    let mut tokens = tokens.into_iter().peekable();
+    while let Some(token) = tokens.next() {
+        let borrowed = match token {
+            TokenTree::Punct(punct) if punct.as_char() == '&' => true,
+            TokenTree::Punct(punct) if punct.as_char() == '\'' => {
+                !matches!(tokens.peek(), Some(TokenTree::Ident(ident)) if ident == "static")
+            }
+            TokenTree::Group(group) => borrows(group.stream()),
+            _ => false,
+        };
+        if borrowed {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether the tokens name one of `idents`.
+fn names(tokens: TokenStream2, idents: &[&str]) -> bool {
+    tokens.into_iter().any(|token| match token {
+        TokenTree::Ident(ident) => idents.iter().any(|name| ident == name),
+        TokenTree::Group(group) => names(group.stream(), idents),
+        _ => false,
     })
 }
 

@@ -247,7 +247,8 @@ const U128_MARK: u8 = 0xfe;
 /// the pushed values themselves: hashing the finished bytes would read
 /// back memory just written in pieces, which stalls the CPU for longer
 /// than the rest of a hit takes.
-#[derive(Debug)]
+// Cloned only to hand a key to a background refresh (`OwnedSlot`).
+#[derive(Clone, Debug)]
 pub(crate) struct KeyBuf {
     len: usize,
     short: [u8; INLINE_KEY],

@@ -9,9 +9,16 @@
 //!    the key on the stack, and, on a memory region, look in the
 //!    function's typed map (`TypedCache`): a hit clones the value out,
 //!    allocates nothing and awaits nothing;
-//! 3. a `finish_*` function: the hit's clone, or the slow path through
-//!    [`Cache::get_or_try_create`] (on a private runtime for sync functions,
-//!    see [`crate::blocking`]).
+//! 3. a `finish_*` function: the hit's clone, or the slow path through the
+//!    dog-pile engine on the namespace or the typed map (on a private
+//!    runtime for sync functions, see [`crate::blocking`]).
+//!
+//! An `async fn` that owns its arguments has its body expanded as a
+//! function of its own and goes through `finish_spawnable_*`: there,
+//! [`Probe`] tells at compile time whether the body's future is `Send +
+//! 'static`, and if so a stale result on a `refresh = background` region
+//! is regenerated in a task ([`Spawnable`]). Other bodies run in the
+//! caller (`Caller`).
 //!
 //! # What a call returns when the cache fails
 //!
@@ -33,15 +40,18 @@ use std::any::Any;
 use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 
+use futures_util::TryFutureExt;
+use futures_util::future::{BoxFuture, Either};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use crate::cache_key::KeyWriter;
 use crate::cache_key::{CacheKey, KeyBuf, Word, WordKey};
-use crate::engine::Declined;
+use crate::engine::{Creator, Declined};
 use crate::error::{Error, Kind, Result};
 use crate::manager::CacheManager;
 use crate::namespace::Cache;
@@ -612,10 +622,10 @@ impl std::error::Error for Outcome {}
 impl Outcome {
     /// The creator error it becomes: an `Option` body's `None` is declined
     /// (nothing went wrong, so no creator error is counted).
-    fn into_source(self) -> Box<dyn std::error::Error + Send + Sync> {
+    fn into_error(self) -> Error {
         match self {
-            Outcome::NoneReturned => Box::new(NONE_RETURNED),
-            failed => Box::new(failed),
+            Outcome::NoneReturned => Error::creator_boxed(NONE_RETURNED),
+            failed => Error::creator_boxed(failed),
         }
     }
 }
@@ -624,33 +634,83 @@ const NONE_RETURNED: Declined = Declined("the function returned None, which is n
 
 impl<V: CachedValue> Call<V> {
     /// The dog-pile engine on this call's key, in the typed map if there
-    /// is one.
-    async fn get_or_create<F, Fut>(&self, creator: F) -> Result<Arc<V>>
+    /// is one. `local` runs the body in the caller; on a stale key with
+    /// `refresh = background`, `body` goes to a task instead when it can
+    /// (see [`Body::spawn`]), and `finish` turns its output into what is
+    /// stored.
+    async fn get_or_create<B, R, L, Fut>(
+        &self,
+        body: &mut Option<B>,
+        local: L,
+        finish: fn(R) -> Result<V, Outcome>,
+    ) -> Result<Arc<V>>
     where
-        F: FnOnce() -> Fut,
+        B: Body<R>,
+        L: FnOnce(B) -> Fut,
         Fut: Future<Output = Result<V, Outcome>>,
     {
+        let creator = MissCreator {
+            body,
+            local,
+            finish,
+        };
         #[cfg(feature = "memory")]
         if let Some(typed) = self.handle.typed() {
             return typed
-                .get_or_create(&self.key.text(), &typed.key(&self.key), || async {
-                    creator()
-                        .await
-                        .map_err(|outcome| Error::creator_boxed(outcome.into_source()))
-                })
+                .get_or_create(&self.key.text(), &self.key, creator)
                 .await;
         }
         self.handle
             .cache()
-            .get_or_try_create(&self.key.text(), || async {
-                creator().await.map_err(Outcome::into_source)
-            })
+            .get_or_create_with(&self.key.text(), creator)
             .await
     }
 
     async fn store(&self, site: &Site, value: &V) {
         if let Err(err) = put(&self.handle, &self.key, value).await {
             site.report(&err);
+        }
+    }
+}
+
+/// The creator of a miss: `local` runs the body in the caller, and
+/// [`Body::spawn`] makes it a task. A struct rather than closures: a
+/// closure over a borrowed slot is given a signature for every lifetime,
+/// which the check that a caller's future is `Send` then fails on (the
+/// "implementation of `FnOnce` is not general enough" error).
+struct MissCreator<'b, B, L, R, V> {
+    body: &'b mut Option<B>,
+    local: L,
+    finish: fn(R) -> Result<V, Outcome>,
+}
+
+impl<B, L, Fut, R, V> Creator<V> for MissCreator<'_, B, L, R, V>
+where
+    B: Body<R>,
+    L: FnOnce(B) -> Fut,
+    Fut: Future<Output = Result<V, Outcome>>,
+    V: 'static,
+{
+    type Future = Either<
+        futures_util::future::MapErr<Fut, fn(Outcome) -> Error>,
+        futures_util::future::Ready<Result<V>>,
+    >;
+
+    fn create(self) -> Self::Future {
+        match self.body.take() {
+            Some(body) => Either::Left(
+                (self.local)(body).map_err(Outcome::into_error as fn(Outcome) -> Error),
+            ),
+            None => Either::Right(futures_util::future::ready(Err(
+                Outcome::RanTwice.into_error()
+            ))),
+        }
+    }
+
+    fn spawnable(self) -> std::result::Result<BoxFuture<'static, Result<V>>, Self> {
+        match B::spawn(self.body, self.finish) {
+            Some(task) => Ok(task),
+            None => Err(self),
         }
     }
 }
@@ -672,6 +732,156 @@ async fn remove<V: CachedValue>(handle: &Handle<V>, key: &KeyBuf) -> Result<bool
     handle.cache().remove(&key.text()).await
 }
 
+/// A boxed body (or creator) that can run in a task of its own.
+pub type Task<R> = BoxFuture<'static, R>;
+
+/// What a spawnable function's `__tankard_spawner` returns: its body as a
+/// task when it can be one (see [`Probe`]), else `None`.
+pub type Spawner<A, R> = Option<Box<dyn Fn(A) -> Task<R> + Send + Sync>>;
+
+/// Tells, at compile time, whether a body can run in a task: `call`
+/// takes the function's arguments as a tuple and returns the body's
+/// future. Through autoref specialization, `(&Probe::new(call)).spawner()`
+/// resolves to [`ViaOwned`] when that future is `Send + 'static`, and to
+/// [`ViaLocal`] otherwise. Both are decided on concrete types: the
+/// attribute uses it only on functions without type parameters, and
+/// `call` is a function item (a closure's `Send` is not known yet when
+/// the method is chosen).
+pub struct Probe<F, A, R>(F, PhantomData<fn(A) -> R>);
+
+impl<F, A, R> Probe<F, A, R> {
+    #[inline]
+    pub fn new(call: F) -> Probe<F, A, R> {
+        Probe(call, PhantomData)
+    }
+}
+
+pub trait ViaOwned<A, R> {
+    fn spawner(&self) -> Spawner<A, R>;
+}
+
+impl<F, A, R, Fut> ViaOwned<A, R> for Probe<F, A, R>
+where
+    F: Fn(A) -> Fut + Copy + Send + Sync + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+    A: 'static,
+    R: 'static,
+{
+    fn spawner(&self) -> Spawner<A, R> {
+        let call = self.0;
+        // A function item is zero-sized: boxing it allocates nothing.
+        Some(Box::new(move |args| Box::pin(call(args))))
+    }
+}
+
+pub trait ViaLocal<A, R> {
+    fn spawner(&self) -> Spawner<A, R>;
+}
+
+impl<F, A, R> ViaLocal<A, R> for &Probe<F, A, R> {
+    fn spawner(&self) -> Spawner<A, R> {
+        None
+    }
+}
+
+/// A cached function's body, ready to run.
+trait Body<R>: Sized {
+    type Future: Future<Output = R>;
+
+    /// Runs it in the caller.
+    fn run(self) -> Self::Future;
+
+    /// The owned half of a miss's creator: the body, taken out of its
+    /// slot, as a task whose output `finish` turns into what the engine
+    /// stores; or `None`, the body left in place, when it cannot outlive
+    /// its caller (it borrows from it, or is not `Send`).
+    fn spawn<V: 'static>(
+        slot: &mut Option<Self>,
+        finish: fn(R) -> Result<V, Outcome>,
+    ) -> Option<BoxFuture<'static, Result<V>>>;
+}
+
+/// A body that runs in its caller only: a closure over the arguments.
+struct Caller<F>(F);
+
+impl<R, F, Fut> Body<R> for Caller<F>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = R>,
+{
+    type Future = Fut;
+
+    fn run(self) -> Fut {
+        (self.0)()
+    }
+
+    fn spawn<V: 'static>(
+        _: &mut Option<Self>,
+        _: fn(R) -> Result<V, Outcome>,
+    ) -> Option<BoxFuture<'static, Result<V>>> {
+        None
+    }
+}
+
+/// The body of an `async fn` that owns its arguments: `call(args)` in the
+/// caller, or in a task when `spawner` (the function's `Probe`) says the
+/// body is `Send + 'static`. Asked only for a stale key on a region with
+/// `refresh = background`.
+/// `call` and `spawner` are function items: zero-sized, so a call's
+/// future carries nothing but the arguments, as a closure's would.
+pub struct Spawnable<A, C, S> {
+    args: A,
+    call: C,
+    spawner: S,
+}
+
+#[inline]
+pub fn spawnable<A, C, S>(args: A, call: C, spawner: S) -> Spawnable<A, C, S> {
+    Spawnable {
+        args,
+        call,
+        spawner,
+    }
+}
+
+impl<R, A, C, Fut, S> Body<R> for Spawnable<A, C, S>
+where
+    C: FnOnce(A) -> Fut,
+    Fut: Future<Output = R>,
+    S: Fn() -> Spawner<A, R>,
+    R: 'static,
+{
+    type Future = Fut;
+
+    fn run(self) -> Fut {
+        (self.call)(self.args)
+    }
+
+    fn spawn<V: 'static>(
+        slot: &mut Option<Self>,
+        finish: fn(R) -> Result<V, Outcome>,
+    ) -> Option<BoxFuture<'static, Result<V>>> {
+        let spawner = (slot.as_ref()?.spawner)()?;
+        let body = slot.take()?;
+        let task = spawner(body.args);
+        Some(Box::pin(async move {
+            finish(task.await).map_err(Outcome::into_error)
+        }))
+    }
+}
+
+fn plain_outcome<V>(value: V) -> Result<V, Outcome> {
+    Ok(value)
+}
+
+fn result_outcome<V, E: fmt::Display>(result: Result<V, E>) -> Result<V, Outcome> {
+    result.map_err(|err| Outcome::LeaderFailed(err.to_string()))
+}
+
+fn option_outcome<V>(value: Option<V>) -> Result<V, Outcome> {
+    value.ok_or(Outcome::NoneReturned)
+}
+
 pub async fn finish_async<V, F, Fut>(start: Start<V>, body: F) -> V
 where
     V: CachedValue,
@@ -685,47 +895,64 @@ where
         // and a hit would move it around. The benchmark's async function:
         // a 240-byte future and 38.6 ns a hit before, 80 bytes and 35.8 ns
         // after.
+        Begun::Slow(slow) => Box::pin(slow_async(slow, Caller(body))).await,
+    }
+}
+
+/// [`finish_async`] for a body that may run in a task (see [`Spawnable`]).
+/// The same hit path, written out rather than shared through another
+/// `async fn`, which would nest its state machine inside this one.
+pub async fn finish_spawnable_async<V, A, C, Fut, S>(start: Start<V>, body: Spawnable<A, C, S>) -> V
+where
+    V: CachedValue,
+    C: FnOnce(A) -> Fut,
+    Fut: Future<Output = V>,
+    S: Fn() -> Spawner<A, V>,
+{
+    match start.0 {
+        Begun::Hit(value) => value,
         Begun::Slow(slow) => Box::pin(slow_async(slow, body)).await,
     }
 }
 
-async fn slow_async<V, F, Fut>(slow: Box<Slow<V>>, body: F) -> V
+async fn slow_async<V, B>(slow: Box<Slow<V>>, body: B) -> V
 where
     V: CachedValue,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = V>,
+    B: Body<V>,
 {
     let Slow { site, state } = *slow;
     match state {
         SlowState::Unavailable(err) => {
             site.report(&err);
-            body().await
+            body.run().await
         }
         SlowState::Miss(call) => miss(site, call, body).await,
     }
 }
 
-async fn miss<V, F, Fut>(site: &'static Site, call: Call<V>, body: F) -> V
+async fn miss<V, B>(site: &'static Site, call: Call<V>, body: B) -> V
 where
     V: CachedValue,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = V>,
+    B: Body<V>,
 {
     if call.refresh {
-        let value = body().await;
+        let value = body.run().await;
         call.store(site, &value).await;
         return value;
     }
     let mut body = Some(body);
     let mut kept = None;
-    let (body_slot, kept_slot) = (&mut body, &mut kept);
+    let kept_slot = &mut kept;
     let result = call
-        .get_or_create(move || async move {
-            let body = body_slot.take().ok_or(Outcome::RanTwice)?;
-            let value = body().await;
-            *kept_slot = Some(value.clone());
-            Ok::<V, Outcome>(value)
-        })
+        .get_or_create(
+            &mut body,
+            move |body: B| async move {
+                let value = body.run().await;
+                *kept_slot = Some(value.clone());
+                Ok::<V, Outcome>(value)
+            },
+            plain_outcome,
+        )
         .await;
     match (result, kept) {
         // This caller ran the body: its own value, whatever became of storing it.
@@ -736,7 +963,7 @@ where
                 site.report(&err);
             }
             match body.take() {
-                Some(body) => body().await,
+                Some(body) => body.run().await,
                 None => unreachable!("a body that ran either kept its value or unwound"),
             }
         }
@@ -752,16 +979,33 @@ where
 {
     match start.0 {
         Begun::Hit(value) => Ok(value),
+        Begun::Slow(slow) => Box::pin(slow_result_async(slow, Caller(body))).await,
+    }
+}
+
+/// [`finish_result_async`] for a body that may run in a task (see [`Spawnable`]).
+pub async fn finish_spawnable_result_async<V, E, A, C, Fut, S>(
+    start: Start<V>,
+    body: Spawnable<A, C, S>,
+) -> Result<V, E>
+where
+    V: CachedValue,
+    E: CacheError + 'static,
+    C: FnOnce(A) -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+    S: Fn() -> Spawner<A, Result<V, E>>,
+{
+    match start.0 {
+        Begun::Hit(value) => Ok(value),
         Begun::Slow(slow) => Box::pin(slow_result_async(slow, body)).await,
     }
 }
 
-async fn slow_result_async<V, E, F, Fut>(slow: Box<Slow<V>>, body: F) -> Result<V, E>
+async fn slow_result_async<V, E, B>(slow: Box<Slow<V>>, body: B) -> Result<V, E>
 where
     V: CachedValue,
     E: CacheError,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<V, E>>,
+    B: Body<Result<V, E>>,
 {
     let Slow { site, state } = *slow;
     match state {
@@ -770,35 +1014,39 @@ where
     }
 }
 
-async fn miss_result<V, E, F, Fut>(site: &'static Site, call: Call<V>, body: F) -> Result<V, E>
+async fn miss_result<V, E, B>(site: &'static Site, call: Call<V>, body: B) -> Result<V, E>
 where
     V: CachedValue,
     E: CacheError,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<V, E>>,
+    B: Body<Result<V, E>>,
 {
     if call.refresh {
-        let value = body().await?;
+        let value = body.run().await?;
         call.store(site, &value).await;
         return Ok(value);
     }
+    let mut body = Some(body);
     let mut kept = None;
     let mut failed = None;
     let (kept_slot, failed_slot) = (&mut kept, &mut failed);
     let result = call
-        .get_or_create(move || async move {
-            match body().await {
-                Ok(value) => {
-                    *kept_slot = Some(value.clone());
-                    Ok(value)
+        .get_or_create(
+            &mut body,
+            move |body: B| async move {
+                match body.run().await {
+                    Ok(value) => {
+                        *kept_slot = Some(value.clone());
+                        Ok(value)
+                    }
+                    Err(err) => {
+                        let shared = Outcome::LeaderFailed(err.to_string());
+                        *failed_slot = Some(err);
+                        Err(shared)
+                    }
                 }
-                Err(err) => {
-                    let shared = Outcome::LeaderFailed(err.to_string());
-                    *failed_slot = Some(err);
-                    Err(shared)
-                }
-            }
-        })
+            },
+            result_outcome,
+        )
         .await;
     match (result, kept, failed) {
         (_, Some(value), _) => Ok(value),
@@ -816,34 +1064,49 @@ where
 {
     match start.0 {
         Begun::Hit(value) => Some(value),
+        Begun::Slow(slow) => Box::pin(slow_option_async(slow, Caller(body))).await,
+    }
+}
+
+/// [`finish_option_async`] for a body that may run in a task (see [`Spawnable`]).
+pub async fn finish_spawnable_option_async<V, A, C, Fut, S>(
+    start: Start<V>,
+    body: Spawnable<A, C, S>,
+) -> Option<V>
+where
+    V: CachedValue,
+    C: FnOnce(A) -> Fut,
+    Fut: Future<Output = Option<V>>,
+    S: Fn() -> Spawner<A, Option<V>>,
+{
+    match start.0 {
+        Begun::Hit(value) => Some(value),
         Begun::Slow(slow) => Box::pin(slow_option_async(slow, body)).await,
     }
 }
 
-async fn slow_option_async<V, F, Fut>(slow: Box<Slow<V>>, body: F) -> Option<V>
+async fn slow_option_async<V, B>(slow: Box<Slow<V>>, body: B) -> Option<V>
 where
     V: CachedValue,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Option<V>>,
+    B: Body<Option<V>>,
 {
     let Slow { site, state } = *slow;
     match state {
         SlowState::Unavailable(err) => {
             site.report(&err);
-            body().await
+            body.run().await
         }
         SlowState::Miss(call) => miss_option(site, call, body).await,
     }
 }
 
-async fn miss_option<V, F, Fut>(site: &'static Site, call: Call<V>, body: F) -> Option<V>
+async fn miss_option<V, B>(site: &'static Site, call: Call<V>, body: B) -> Option<V>
 where
     V: CachedValue,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Option<V>>,
+    B: Body<Option<V>>,
 {
     if call.refresh {
-        let value = body().await;
+        let value = body.run().await;
         match &value {
             Some(value) => call.store(site, value).await,
             // No value to keep: the old one must not outlive the refresh.
@@ -858,21 +1121,24 @@ where
     let mut body = Some(body);
     let mut kept = None;
     let mut got_none = false;
-    let (body_slot, kept_slot, none_slot) = (&mut body, &mut kept, &mut got_none);
+    let (kept_slot, none_slot) = (&mut kept, &mut got_none);
     let result = call
-        .get_or_create(move || async move {
-            let body = body_slot.take().ok_or(Outcome::RanTwice)?;
-            match body().await {
-                Some(value) => {
-                    *kept_slot = Some(value.clone());
-                    Ok(value)
+        .get_or_create(
+            &mut body,
+            move |body: B| async move {
+                match body.run().await {
+                    Some(value) => {
+                        *kept_slot = Some(value.clone());
+                        Ok(value)
+                    }
+                    None => {
+                        *none_slot = true;
+                        Err(Outcome::NoneReturned)
+                    }
                 }
-                None => {
-                    *none_slot = true;
-                    Err(Outcome::NoneReturned)
-                }
-            }
-        })
+            },
+            option_outcome,
+        )
         .await;
     if got_none {
         return None;
@@ -887,7 +1153,7 @@ where
                 site.report(&err);
             }
             match body.take() {
-                Some(body) => body().await,
+                Some(body) => body.run().await,
                 None => unreachable!("a body that ran either kept its value or unwound"),
             }
         }
@@ -918,9 +1184,10 @@ where
             body()
         }
         SlowState::Miss(call) => match crate::blocking::runtime() {
-            Ok(handle) => {
-                crate::blocking::run_on(handle, miss(site, call, move || async move { body() }))
-            }
+            Ok(handle) => crate::blocking::run_on(
+                handle,
+                miss(site, call, Caller(move || async move { body() })),
+            ),
             Err(err) => {
                 site.report(&err);
                 body()
@@ -954,7 +1221,7 @@ where
             let handle = crate::blocking::runtime().map_err(E::from)?;
             crate::blocking::run_on(
                 handle,
-                miss_result(slow.site, call, move || async move { body() }),
+                miss_result(slow.site, call, Caller(move || async move { body() })),
             )
         }
     }
@@ -986,7 +1253,7 @@ where
         SlowState::Miss(call) => match crate::blocking::runtime() {
             Ok(handle) => crate::blocking::run_on(
                 handle,
-                miss_option(site, call, move || async move { body() }),
+                miss_option(site, call, Caller(move || async move { body() })),
             ),
             Err(err) => {
                 site.report(&err);

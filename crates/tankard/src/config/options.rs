@@ -249,6 +249,19 @@ pub enum BackplaneSetting {
 /// borrows from its caller ([`Cache::get_or_create`](crate::Cache::get_or_create))
 /// cannot, and regenerates in the caller as with `foreground`.
 ///
+/// The front ends honour it too:
+///
+/// - the page layer (`tankard::web`, feature `axum`): the request that finds
+///   a page stale is answered with it at once (`X-Cache: STALE`), and a task
+///   calls the inner service with that request and stores the page under the
+///   same rules as a request would (a response that may not be cached is not
+///   stored, and the stale page stays);
+/// - `#[tankard::cached]` (feature `macros`): an `async fn` that owns its
+///   arguments (no reference or lifetime in them, no `self`, no generic
+///   parameters) and whose body's future is `Send` reruns its body in a task;
+///   every other function regenerates in the caller. The attribute's
+///   documentation lists the rules.
+///
 /// ```
 /// assert_eq!(tankard::config::Refresh::default(), tankard::config::Refresh::Foreground);
 /// ```

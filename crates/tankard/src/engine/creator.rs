@@ -22,7 +22,10 @@ pub(crate) trait Creator<T>: Sized {
     fn create(self) -> Self::Future;
 
     /// The creator as a task that can outlive its caller, or the creator
-    /// back when it borrows from the caller.
+    /// back when it borrows from the caller. Called only when the task will
+    /// be spawned (a runtime is there), never to run it in the caller: a
+    /// task may wait on something its caller hands over after the call
+    /// returns.
     fn spawnable(self) -> std::result::Result<BoxFuture<'static, Result<T>>, Self>;
 }
 
@@ -61,5 +64,37 @@ where
 
     fn spawnable(self) -> std::result::Result<BoxFuture<'static, Result<T>>, Self> {
         Ok(Box::pin((self.0)()))
+    }
+}
+
+/// A creator with both forms: `local`, which may borrow from the caller,
+/// and, when there is one, `owned`, which makes a task that owns what it
+/// needs. The page layer uses it: the caller keeps its borrowing creator
+/// for a miss, where it waits anyway and wants the response it made, and
+/// a stale page can still be regenerated in a task.
+#[cfg(feature = "axum")]
+pub(crate) struct Both<L, O> {
+    pub(crate) local: L,
+    pub(crate) owned: Option<O>,
+}
+
+#[cfg(feature = "axum")]
+impl<T, L, LFut, O> Creator<T> for Both<L, O>
+where
+    L: FnOnce() -> LFut,
+    LFut: Future<Output = Result<T>>,
+    O: FnOnce() -> BoxFuture<'static, Result<T>>,
+{
+    type Future = LFut;
+
+    fn create(self) -> LFut {
+        (self.local)()
+    }
+
+    fn spawnable(self) -> std::result::Result<BoxFuture<'static, Result<T>>, Self> {
+        match self.owned {
+            Some(owned) => Ok(owned()),
+            None => Err(self),
+        }
     }
 }

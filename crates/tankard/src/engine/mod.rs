@@ -28,6 +28,8 @@ use crate::error::{Error, Kind, Result};
 use crate::backend::lock::{self, LockGuard};
 use crate::stats::Event;
 use crate::sync;
+#[cfg(feature = "axum")]
+pub(crate) use creator::Both;
 pub(crate) use creator::{Creator, Local, Owned};
 use flight::{Flights, Role};
 pub(crate) use seam::{Engine, FlightKey, Found, Lookup, Outcome, Storage};
@@ -226,6 +228,10 @@ pub(crate) trait Place<T>: Sync {
     /// Stores a value created now, stamped with `generations` (read before
     /// the creator ran) when given.
     fn store(&self, value: &Arc<T>, expire: Option<Duration>, generations: Option<Generations>);
+    /// The same place, owned, for a task that regenerates the entry after
+    /// its caller has gone (`refresh = background`); `None` if it cannot
+    /// be owned, and then the caller regenerates. Called only on that path.
+    fn detach(&self) -> Option<Box<dyn Place<T> + Send>>;
 }
 
 /// DESIGN §5: returns the fresh value, or the stale one while another
@@ -271,20 +277,21 @@ where
                 else {
                     return call.serve_stale(stale);
                 };
-                let creator = if engine.refresh == Refresh::Background && call.place.is_none() {
-                    match creator.spawnable() {
-                        // Rule 3 with `background`: this caller too gets the
-                        // stale value; the task takes the lock and creates.
-                        Ok(task) => match refresh_in_background(call, leader, task) {
-                            Ok(()) => return call.serve_stale(stale),
-                            Err((leader, task)) => {
-                                return regenerate(call, leader, &*lock, stale, task).await;
-                            }
-                        },
+                // Rule 3 with `background`: this caller too gets the stale
+                // value; a task takes the lock and creates. The runtime and
+                // an owned place come first: a creator is made spawnable
+                // only when it will be spawned, so its task may wait on
+                // this caller (the page layer hands its request over once
+                // the call has returned).
+                let creator = match background(call) {
+                    Some((runtime, place)) => match creator.spawnable() {
+                        Ok(task) => {
+                            refresh_in_background(call, runtime, place, leader, task);
+                            return call.serve_stale(stale);
+                        }
                         Err(creator) => creator,
-                    }
-                } else {
-                    creator
+                    },
+                    None => creator,
                 };
                 return regenerate(call, leader, &*lock, stale, creator.create()).await;
             }
@@ -395,22 +402,38 @@ where
 /// A boxed creator that can run in a task of its own.
 type Task<T> = futures_util::future::BoxFuture<'static, Result<T>>;
 
+/// A place a task can own: `None` for the region's own store.
+type OwnedPlace<T> = Option<Box<dyn Place<T> + Send>>;
+
+/// Whether a stale key's regeneration can go to a task: the region says
+/// `refresh = background`, there is a runtime to spawn on, and the entry's
+/// place (if any) can be owned by the task.
+fn background<T, S: Storage>(
+    call: &Call<'_, T, S>,
+) -> Option<(tokio::runtime::Handle, OwnedPlace<T>)> {
+    if call.engine().refresh != Refresh::Background {
+        return None;
+    }
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    let place = match call.place {
+        None => None,
+        Some(place) => Some(place.detach()?),
+    };
+    Some((runtime, place))
+}
+
 /// Spawns the regeneration of a stale key (rule 9): the task owns the
-/// storage, namespace and flight handles, takes the lock, re-reads,
-/// creates and stores; it stops when the manager is dropped. Hands the
-/// leader and task back when there is no runtime to spawn on.
-#[allow(clippy::type_complexity)]
+/// storage, namespace, place and flight handles, takes the lock,
+/// re-reads, creates and stores; it stops when the manager is dropped.
 fn refresh_in_background<T, S: Storage>(
     call: &Call<'_, T, S>,
+    runtime: tokio::runtime::Handle,
+    place: OwnedPlace<T>,
     leader: flight::Leader<FlightKey, Outcome>,
     task: Task<T>,
-) -> std::result::Result<(), (flight::Leader<FlightKey, Outcome>, Task<T>)>
-where
+) where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return Err((leader, task));
-    };
     let storage = call.storage.clone();
     let ns = call.ns.clone();
     let key: Box<str> = call.key.into();
@@ -422,11 +445,14 @@ where
                 return;
             };
             let call = Call {
+                place: place.as_deref().map(|place| place as &dyn Place<T>),
                 detached: true,
                 ..Call::new(&storage, &ns, &key, expire)
             };
             match background_regenerate(&call, leader, &*lock, task).await {
                 Ok(()) => {}
+                // Nothing went wrong: there was nothing to store.
+                Err(err) if err.creator_error::<Declined>().is_some() => {}
                 Err(err) => tracing::warn!(
                     region = %storage.engine().name,
                     namespace = %S::namespace_name(&ns),
@@ -440,7 +466,6 @@ where
             () = shutdown.fired() => {}
         }
     });
-    Ok(())
 }
 
 /// [`regenerate`] for a task with no caller: the same steps, with nothing

@@ -17,6 +17,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+#[cfg(any(feature = "macros", feature = "axum"))]
+use crate::engine::Creator;
 use crate::engine::{self, Local, Owned};
 use crate::error::{Error, Result};
 use crate::region::{Found, NamespaceState, RegionInner};
@@ -297,34 +299,51 @@ impl Cache {
         .await
     }
 
-    /// [`get_or_try_create`](Cache::get_or_try_create) that also says
-    /// whether the value is a stale one, served while another caller or
-    /// process regenerates it. No fast path of its own: the page layer has
-    /// tried the memory hit already, and the dog-pile engine reads a fresh
-    /// value first anyway.
+    /// [`get_or_try_create`](Cache::get_or_try_create) for a creator in
+    /// the engine's own terms (see [`engine::Creator`]): what the front
+    /// ends that keep state of their own on a miss (cached functions) use.
+    #[cfg(feature = "macros")]
+    pub(crate) async fn get_or_create_with<T, C>(&self, key: &str, creator: C) -> Result<Arc<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        C: Creator<T>,
+    {
+        #[cfg(feature = "memory")]
+        if let Some(value) = self.try_get_fresh::<T>(key) {
+            return Ok(value);
+        }
+        Box::pin(engine::get_or_create(self.call(key), creator)).await
+    }
+
+    /// [`get_or_create_with`](Cache::get_or_create_with) that also says
+    /// whether the value is a stale one, served while another caller,
+    /// process or task regenerates it. No fast path of its own: the page
+    /// layer has tried the memory hit already, and the dog-pile engine
+    /// reads a fresh value first anyway.
     #[cfg(feature = "axum")]
-    pub(crate) async fn get_or_try_create_served<T, E, F, Fut>(
+    pub(crate) async fn get_or_create_served<T, C>(
         &self,
         key: &str,
-        creator: F,
+        creator: C,
     ) -> (Result<Arc<T>>, bool)
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
-        E: Into<Box<dyn StdError + Send + Sync>>,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<T, E>>,
+        C: Creator<T>,
     {
         let served_stale = std::sync::atomic::AtomicBool::new(false);
         let call = engine::Call {
             served_stale: Some(&served_stale),
             ..self.call(key)
         };
-        let result = Box::pin(engine::get_or_create(
-            call,
-            Local(|| async { creator().await.map_err(Error::creator_boxed) }),
-        ))
-        .await;
+        let result = Box::pin(engine::get_or_create(call, creator)).await;
         (result, served_stale.into_inner())
+    }
+
+    /// Whether a stale entry's regeneration goes to a task (`refresh =
+    /// background`).
+    #[cfg(feature = "axum")]
+    pub(crate) fn refreshes_in_background(&self) -> bool {
+        self.region.options.refresh == crate::config::Refresh::Background
     }
 
     /// The fresh value of a memory region, without waiting for anything:

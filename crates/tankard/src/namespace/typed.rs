@@ -6,7 +6,6 @@
 //! [`TypedMap<V>`] instead of the region's shared map, so a hit clones the
 //! `V` out of the map and touches no shared reference count.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use crate::backend::memory::encoded_len;
 use crate::backend::memory::typed::{TypedEntry, TypedKeyRef, TypedMap};
 use crate::cache_key::KeyBuf;
 use crate::cache_key::WordKey;
-use crate::engine::{self, Place};
+use crate::engine::{self, Creator, Place};
 use crate::entry::{Freshness, Generations};
 use crate::error::Result;
 use crate::region::{Found, Lookup};
@@ -28,6 +27,16 @@ use crate::stats::Event;
 pub(crate) struct TypedCache<V> {
     cache: Cache,
     map: Arc<TypedMap<V>>,
+}
+
+// Not derived: that would ask for `V: Clone` on the struct's users.
+impl<V> Clone for TypedCache<V> {
+    fn clone(&self) -> Self {
+        TypedCache {
+            cache: self.cache.clone(),
+            map: self.map.clone(),
+        }
+    }
 }
 
 impl<V> TypedCache<V>
@@ -103,19 +112,23 @@ where
         found.map(|entry| entry.value)
     }
 
-    /// [`Cache::get_or_try_create`] on this map: `key` is looked up, and
+    /// [`Cache::get_or_try_create`] on this map: `buf` is looked up, and
     /// `text` (its text form) names the call to the single-flight map.
-    pub(crate) async fn get_or_create<F, Fut>(
+    pub(crate) async fn get_or_create<C>(
         &self,
         text: &str,
-        key: &TypedKeyRef<'_>,
-        creator: F,
+        buf: &KeyBuf,
+        creator: C,
     ) -> Result<Arc<V>>
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V>>,
+        C: Creator<V>,
     {
-        let slot = Slot { typed: self, key };
+        let key = &self.key(buf);
+        let slot = Slot {
+            typed: self,
+            key,
+            buf,
+        };
         let call = engine::Call {
             place: Some(&slot),
             ..engine::Call::new(
@@ -125,7 +138,7 @@ where
                 self.cache.expire_after(),
             )
         };
-        Box::pin(engine::get_or_create(call, engine::Local(creator))).await
+        Box::pin(engine::get_or_create(call, creator)).await
     }
 
     /// Stores `value`, as [`Cache::put`].
@@ -157,6 +170,8 @@ where
 struct Slot<'a, 'k, V> {
     typed: &'a TypedCache<V>,
     key: &'a TypedKeyRef<'k>,
+    /// The key `key` was made from, for [`Place::detach`].
+    buf: &'a KeyBuf,
 }
 
 impl<V> Place<V> for Slot<'_, '_, V>
@@ -185,5 +200,53 @@ where
     fn store(&self, value: &Arc<V>, expire: Option<Duration>, generations: Option<Generations>) {
         self.typed
             .store(self.key, V::clone(value), expire, generations);
+    }
+
+    fn detach(&self) -> Option<Box<dyn Place<V> + Send>> {
+        Some(Box::new(OwnedSlot {
+            typed: self.typed.clone(),
+            buf: self.buf.clone(),
+        }))
+    }
+}
+
+/// A [`Slot`] that owns its map handle and key: the place of a background
+/// refresh, which outlives the call that started it.
+struct OwnedSlot<V> {
+    typed: TypedCache<V>,
+    buf: KeyBuf,
+}
+
+impl<V> OwnedSlot<V>
+where
+    V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    fn slot<R>(&self, f: impl FnOnce(&Slot<'_, '_, V>) -> R) -> R {
+        let key = self.typed.key(&self.buf);
+        f(&Slot {
+            typed: &self.typed,
+            key: &key,
+            buf: &self.buf,
+        })
+    }
+}
+
+impl<V> Place<V> for OwnedSlot<V>
+where
+    V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    fn lookup(&self) -> Lookup<V> {
+        self.slot(|slot| slot.lookup())
+    }
+
+    fn store(&self, value: &Arc<V>, expire: Option<Duration>, generations: Option<Generations>) {
+        self.slot(|slot| slot.store(value, expire, generations));
+    }
+
+    fn detach(&self) -> Option<Box<dyn Place<V> + Send>> {
+        Some(Box::new(OwnedSlot {
+            typed: self.typed.clone(),
+            buf: self.buf.clone(),
+        }))
     }
 }

@@ -54,7 +54,13 @@
 //!   request) or `STALE` (a page past its expiry, or made before a soft
 //!   invalidation, served while another request regenerates it);
 //! - the dog-pile rules of the namespace apply: a burst of requests on a
-//!   cold route runs the handler once, and the others are handed its page.
+//!   cold route runs the handler once, and the others are handed its page;
+//! - on a region with `refresh = background`, the request that finds a page
+//!   stale is answered with it at once too (`STALE`), and a task calls the
+//!   inner service with that request and stores the new page (or, if the
+//!   response may not be stored, nothing: the stale page stays). A route
+//!   that varies keeps its stale list of headers, which each variant's
+//!   refresh checks against the handler's answer.
 //!
 //! A response the layer refuses to store counts as a creator call in the
 //! region's [`Stats`](crate::Stats), not as a creator error: the handler

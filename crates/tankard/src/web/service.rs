@@ -8,15 +8,18 @@ use axum_core::BoxError;
 use axum_core::body::Body;
 use axum_core::response::Response;
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
+use tokio::sync::oneshot;
 use tower_service::Service;
 
 use super::future::ResponseFuture;
 use super::layer::CachePageLayer;
 use super::page::{Page, Stored, X_CACHE, XCache, now_ms, storable};
-use crate::engine::Declined;
+use crate::engine::{Both, Creator, Declined};
+use crate::error::Error;
 use crate::namespace::Cache;
 
 /// What a [`CachePageLayer`] was told beyond its namespace.
@@ -414,6 +417,85 @@ fn body_failed() -> Response {
     res
 }
 
+/// What the request that found a page stale hands the task that
+/// regenerates it (`refresh = background`), once it has its answer.
+enum Handoff<ReqBody, S> {
+    /// The request, answered from the stale page, and the ready service to
+    /// call with it.
+    Call(Request<ReqBody>, S),
+    /// The stale `Vary` list of a route's base key, to store again as it
+    /// is: the request is still needed for its variant key, and the
+    /// variant's own regeneration checks the list against the handler's
+    /// answer.
+    Keep(Stored),
+}
+
+/// Where a step's creator leaves the sender of its task's [`Handoff`],
+/// when the engine spawned one.
+type Handing<ReqBody, S> = Option<oneshot::Sender<Handoff<ReqBody, S>>>;
+
+/// The creator of one step of [`serve`]: the request's own [`Run`] in the
+/// caller, as with `refresh = foreground`; with `background`, also a task
+/// that waits for the caller's [`Handoff`] and regenerates the page as
+/// the caller would have.
+fn creator<'a, S, ReqBody, ResBody>(
+    run: &'a mut Run<ReqBody, S::Error>,
+    inner: &'a mut S,
+    cache: &'a Cache,
+    base: &'a str,
+    expected: Option<&'a [String]>,
+    handing: &'a mut Handing<ReqBody, S>,
+) -> impl Creator<Stored, Future: Send> + 'a
+where
+    S: Service<Request<ReqBody>, Response = http::Response<ResBody>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    let owned = cache.refreshes_in_background().then_some(move || {
+        let (sender, receiver) = oneshot::channel();
+        *handing = Some(sender);
+        let (cache, base, expected) = (cache.clone(), base.to_owned(), expected.map(<[_]>::to_vec));
+        let task = async move {
+            let stored = match receiver.await {
+                Ok(Handoff::Call(req, mut inner)) => {
+                    let mut run = Run {
+                        request: Some(req),
+                        created: None,
+                        passed: None,
+                    };
+                    run.create(&mut inner, &cache, &base, expected.as_deref())
+                        .await
+                }
+                Ok(Handoff::Keep(stored)) => Ok(stored),
+                // The caller had nothing to hand over, or was dropped.
+                Err(_) => Err(NOT_STORED),
+            };
+            stored.map_err(Error::creator_boxed)
+        };
+        Box::pin(task) as BoxFuture<'static, crate::Result<Stored>>
+    });
+    Both {
+        local: move || async move {
+            run.create(inner, cache, base, expected)
+                .await
+                .map_err(Error::creator_boxed)
+        },
+        owned,
+    }
+}
+
+/// Hands the request and the service to the task regenerating the stale
+/// page the request was answered with, if there is one.
+fn hand_over<ReqBody, S, E>(handing: Handing<ReqBody, S>, run: &mut Run<ReqBody, E>, inner: S) {
+    if let (Some(sender), Some(req)) = (handing, run.request.take()) {
+        // A task that is gone (the manager dropped) needs nothing.
+        let _ = sender.send(Handoff::Call(req, inner));
+    }
+}
+
 async fn serve<S, ReqBody, ResBody>(
     mut inner: S,
     cache: Cache,
@@ -421,7 +503,10 @@ async fn serve<S, ReqBody, ResBody>(
     base: String,
 ) -> Result<Response, S::Error>
 where
-    S: Service<Request<ReqBody>, Response = http::Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = http::Response<ResBody>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
@@ -430,14 +515,26 @@ where
         created: None,
         passed: None,
     };
+    let mut handing = None;
     let (stored, served_stale) = cache
-        .get_or_try_create_served(&base, || run.create(&mut inner, &cache, &base, None))
+        .get_or_create_served(
+            &base,
+            creator(&mut run, &mut inner, &cache, &base, None, &mut handing),
+        )
         .await;
     let vary = match stored {
         Ok(stored) => match run.answer(&stored, served_stale) {
-            Some(res) => return Ok(res),
+            Some(res) => {
+                hand_over(handing, &mut run, inner);
+                return Ok(res);
+            }
             None => match &*stored {
-                Stored::Vary(vary) => vary.clone(),
+                Stored::Vary(vary) => {
+                    if let Some(sender) = handing.take() {
+                        let _ = sender.send(Handoff::Keep(Stored::Vary(vary.clone())));
+                    }
+                    vary.clone()
+                }
                 Stored::Page(_) => return run.fallback(inner).await,
             },
         },
@@ -447,15 +544,33 @@ where
         return run.fallback(inner).await;
     };
     let key = variant_key(&base, &vary, req.headers());
+    let mut handing = None;
     let (stored, served_stale): (Result<Arc<Stored>, _>, _) = cache
-        .get_or_try_create_served(&key, || run.create(&mut inner, &cache, &base, Some(&vary)))
+        .get_or_create_served(
+            &key,
+            creator(
+                &mut run,
+                &mut inner,
+                &cache,
+                &base,
+                Some(&vary),
+                &mut handing,
+            ),
+        )
         .await;
     match stored
         .ok()
         .and_then(|stored| run.answer(&stored, served_stale))
     {
-        Some(res) => Ok(res),
-        None => run.fallback(inner).await,
+        Some(res) => {
+            hand_over(handing, &mut run, inner);
+            Ok(res)
+        }
+        None => {
+            // A task waiting for this request declines without it.
+            drop(handing);
+            run.fallback(inner).await
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod support;
 
+mod background;
 mod blocking;
 mod dogpile;
 mod failures;

@@ -96,3 +96,16 @@ impl StripeHolder {
 #[path = "../support/logs.rs"]
 mod logs;
 pub use logs::Logs;
+
+/// Polls `done` until it holds, failing after ten seconds: for what a
+/// background task does after the call that started it has returned.
+pub async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{FromRef, Path, State};
@@ -12,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tankard::web::CachePageLayer;
-use tankard::{Cache, CacheManager, Config, Invalidation};
+use tankard::{Cache, CacheManager, Clock, Config, Invalidation};
 use tokio::sync::{Notify, Semaphore};
 
 /// Counts handler runs per test.
@@ -118,6 +119,14 @@ fn pages(backend: Backend, extra: &[(&str, &str)]) -> (Cache, tempfile::TempDir)
 }
 
 fn manager(backend: Backend, extra: &[(&str, &str)]) -> (CacheManager, tempfile::TempDir) {
+    manager_with_clock(backend, extra, Clock::default())
+}
+
+fn manager_with_clock(
+    backend: Backend,
+    extra: &[(&str, &str)],
+    clock: Clock,
+) -> (CacheManager, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut flat: Vec<(String, String)> = match backend {
@@ -129,7 +138,7 @@ fn manager(backend: Backend, extra: &[(&str, &str)]) -> (CacheManager, tempfile:
     };
     flat.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     (
-        CacheManager::new(Config::from_flat(flat).unwrap()).unwrap(),
+        CacheManager::with_clock(Config::from_flat(flat).unwrap(), clock).unwrap(),
         dir,
     )
 }
@@ -539,6 +548,167 @@ async fn a_soft_invalidated_page_is_served_stale_while_one_request_regenerates()
             "{backend:?}"
         );
     }
+}
+
+/// Polls `done` until it holds, failing after ten seconds: for what a
+/// background refresh does after the request that started it was answered.
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Pages fresh for 10 s, then served stale for a minute while a task
+/// regenerates them.
+const BACKGROUND: &[(&str, &str)] = &[
+    ("cache.expire", "10"),
+    ("cache.stale", "60"),
+    ("cache.refresh", "background"),
+];
+
+#[tokio::test]
+async fn with_background_refresh_the_request_that_finds_a_page_stale_gets_it_at_once() {
+    for backend in BACKENDS {
+        let clock = Clock::manual(1_000_000);
+        let (manager, dir) = manager_with_clock(backend, BACKGROUND, clock.clone());
+        let SecondRunWaits {
+            router,
+            calls,
+            entered,
+            release,
+        } = second_run_waits(manager.namespace("pages"));
+        let app = App::start(router, dir).await;
+        let first = app.get("/page").await;
+        assert_eq!((first.x(), first.body.as_str()), ("MISS", "page #1"));
+        clock.advance(Duration::from_secs(11));
+        // Answered before the handler's second run could finish: it waits
+        // for a permit that is only given below.
+        let second = app.get("/page").await;
+        assert_eq!(
+            (second.x(), second.body.as_str()),
+            ("STALE", "page #1"),
+            "{backend:?}"
+        );
+        // A task runs the handler with the second request.
+        entered.notified().await;
+        assert_eq!(calls.get(), 2, "{backend:?}");
+        let third = app.get("/page").await;
+        assert_eq!(
+            (third.x(), third.body.as_str()),
+            ("STALE", "page #1"),
+            "{backend:?}: stale while the handler runs"
+        );
+        release.add_permits(1);
+        let mut after = None;
+        eventually("the new page is served", async || {
+            let reply = app.get("/page").await;
+            let done = reply.body == "page #2";
+            after = Some(reply);
+            done
+        })
+        .await;
+        let after = after.unwrap();
+        assert_eq!(after.x(), "HIT", "{backend:?}");
+        assert_eq!(
+            calls.get(),
+            2,
+            "{backend:?}: the handler ran once for the refresh"
+        );
+        let stats = manager.default_region().stats();
+        assert_eq!(stats.creator_calls, 2, "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn with_background_refresh_a_varying_route_refreshes_its_pages_in_a_task() {
+    for backend in BACKENDS {
+        let clock = Clock::manual(1_000_000);
+        let (manager, dir) = manager_with_clock(backend, BACKGROUND, clock.clone());
+        let calls = Calls::default();
+        let layer = CachePageLayer::new(manager.namespace("pages"));
+        let app = App::start(counted_app(calls.clone(), layer), dir).await;
+        let first = app.get_with("/vary", "accept-language", "en").await;
+        assert_eq!((first.x(), first.body.as_str()), ("MISS", "lang en #1"));
+        clock.advance(Duration::from_secs(11));
+        // The route's list of varying headers is stale too, and is kept;
+        // a language never seen before still gets its own page at once.
+        let fr = app.get_with("/vary", "accept-language", "fr").await;
+        assert_eq!(
+            (fr.x(), fr.body.as_str()),
+            ("MISS", "lang fr #2"),
+            "{backend:?}"
+        );
+        let stale = app.get_with("/vary", "accept-language", "en").await;
+        assert_eq!(
+            (stale.x(), stale.body.as_str()),
+            ("STALE", "lang en #1"),
+            "{backend:?}"
+        );
+        eventually("the new page is served", async || {
+            app.get_with("/vary", "accept-language", "en").await.body == "lang en #3"
+        })
+        .await;
+        assert_eq!(
+            app.get_with("/vary", "accept-language", "en").await.x(),
+            "HIT",
+            "{backend:?}"
+        );
+        let fr = app.get_with("/vary", "accept-language", "fr").await;
+        assert_eq!(
+            (fr.x(), fr.body.as_str()),
+            ("HIT", "lang fr #2"),
+            "{backend:?}"
+        );
+        assert_eq!(calls.get(), 3, "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn with_background_refresh_a_response_that_may_not_be_stored_keeps_the_stale_page() {
+    let clock = Clock::manual(1_000_000);
+    let (manager, dir) = manager_with_clock(Backend::Memory, BACKGROUND, clock.clone());
+    let calls = Calls::default();
+    let c = calls.clone();
+    let router = Router::new()
+        .route(
+            "/flaky",
+            get(move || {
+                let n = c.bump();
+                async move {
+                    // The second answer must not be cached.
+                    let status = if n == 2 {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        StatusCode::OK
+                    };
+                    (status, format!("flaky #{n}"))
+                }
+            }),
+        )
+        .layer(CachePageLayer::new(manager.namespace("pages")));
+    let app = App::start(router, dir).await;
+    assert_eq!(app.get("/flaky").await.body, "flaky #1");
+    clock.advance(Duration::from_secs(11));
+    let stale = app.get("/flaky").await;
+    assert_eq!((stale.x(), stale.body.as_str()), ("STALE", "flaky #1"));
+    let region = manager.default_region().clone();
+    eventually("the refresh has run", async || {
+        region.stats().creator_calls == 2
+    })
+    .await;
+    // Nothing was stored, and nothing went wrong: the next stale request
+    // starts another refresh, which succeeds.
+    assert_eq!(region.stats().creator_errors, 0);
+    eventually("the new page is served", async || {
+        app.get("/flaky").await.body == "flaky #3"
+    })
+    .await;
+    assert_eq!(calls.get(), 3);
 }
 
 #[tokio::test]
