@@ -286,6 +286,35 @@ impl Cache {
         )?
     }
 
+    /// [`get_or_create`](Cache::get_or_create) for a creator that owns what
+    /// it needs (`Send + 'static`), so that with `refresh = background` a
+    /// stale entry is answered at once and regenerated in a task; see
+    /// [`crate::Cache::get_or_spawn`]. The creator runs on tokio's blocking
+    /// pool (`spawn_blocking`), on a miss too, never on a runtime's own
+    /// threads.
+    ///
+    /// ```
+    /// let manager = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let ns = tankard::blocking::Cache::new(manager.namespace("squares"));
+    /// let n = 5u32;
+    /// assert_eq!(*ns.get_or_spawn("5", move || n * n)?, 25);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_or_spawn<T, F>(&self, key: &str, creator: F) -> Result<Arc<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        #[cfg(feature = "memory")]
+        if let Some(value) = self.inner.try_get_fresh::<T>(key) {
+            return Ok(value);
+        }
+        block_on(
+            self.inner
+                .get_or_spawn(key, move || off_the_runtime(creator)),
+        )?
+    }
+
     /// The fresh value of a memory region, without waiting for anything;
     /// see [`crate::Cache::try_get_fresh`].
     ///
@@ -410,5 +439,22 @@ impl Cache {
     /// ```
     pub fn clear(&self) -> Result<()> {
         block_on(self.inner.clear())?
+    }
+}
+
+/// Runs a sync creator on tokio's blocking pool, so a task that owns it
+/// never stalls a runtime thread; a panic continues in the awaiting task.
+async fn off_the_runtime<T, F>(creator: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    match tokio::task::spawn_blocking(creator).await {
+        Ok(value) => value,
+        Err(err) => match err.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // The runtime is shutting down: nobody is left to hand it to.
+            Err(err) => panic!("a creator's blocking task was cancelled: {err}"),
+        },
     }
 }

@@ -196,3 +196,40 @@ async fn sync_cached_calls_nest() {
     assert_eq!(outer(4), 41);
     assert_eq!(inner_peek(4).unwrap(), Some(40));
 }
+
+/// `refresh = background` from sync code: the call on a stale entry
+/// returns the stale value while the creator, on the blocking pool, is
+/// still held; the new value is stored once it is let go.
+#[test]
+fn get_or_spawn_refreshes_a_stale_entry_in_the_background() {
+    let clock = tankard::Clock::manual(1_700_000_000_000);
+    let config = tankard::Config::from_flat([
+        ("cache.type", "memory"),
+        ("cache.expire", "10"),
+        ("cache.stale", "60"),
+        ("cache.refresh", "background"),
+    ])
+    .unwrap();
+    let manager = tankard::CacheManager::with_clock(config, clock.clone()).unwrap();
+    let ns = blocking::Cache::new(manager.namespace("twin"));
+    ns.put("k", 1u32).unwrap();
+    clock.advance(std::time::Duration::from_secs(11));
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let v = ns
+        .get_or_spawn("k", move || {
+            held.recv().unwrap();
+            2u32
+        })
+        .unwrap();
+    assert_eq!(*v, 1, "the stale value, at once");
+    release.send(()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ns.get::<u32>("k").unwrap().as_deref() != Some(&2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refresh never stored"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(manager.default_region().stats().creator_calls, 1);
+}
