@@ -4,6 +4,8 @@
 //! generic over the storage it protects ([`seam`]): it never sees a region.
 
 mod creator;
+#[cfg(all(test, feature = "__shuttle"))]
+mod engine_model;
 pub(crate) mod flight;
 #[cfg(all(test, feature = "__shuttle"))]
 mod flight_model;
