@@ -762,7 +762,35 @@ impl RegionInner {
         let now_ms = self.clock.recent_ms();
         let left = Duration::from_millis(meta.fresh_until_ms.saturating_sub(now_ms));
         let expire = tier.bound.map_or(left, |bound| bound.min(left));
-        let (meta, epoch) = self.stamp(ns, Some(expire), Duration::ZERO, Some(generations));
+        self.put_copy(
+            tier,
+            ns,
+            key,
+            value,
+            Some(expire),
+            Some(generations),
+            size,
+            before,
+        );
+    }
+
+    /// Stores an L1 copy fresh for `expire`, stamped with `generations`
+    /// (read before the shared store was) or the current ones, then drops
+    /// it again if any key was evicted since `before`: see `l1`'s docs.
+    #[cfg(feature = "memory")]
+    #[allow(clippy::too_many_arguments)]
+    fn put_copy<T: Send + Sync + 'static>(
+        &self,
+        tier: &MemoryTier,
+        ns: &NamespaceState,
+        key: &str,
+        value: &Arc<T>,
+        expire: Option<Duration>,
+        generations: Option<Generations>,
+        size: u64,
+        before: l1::Before,
+    ) {
+        let (meta, epoch) = self.stamp(ns, expire, Duration::ZERO, generations);
         let at = MemKeyRef {
             namespace: ns.id,
             key,
@@ -805,18 +833,7 @@ impl RegionInner {
                 (expire, bound) => expire.or(bound),
             };
             let before = tier.before();
-            let (meta, epoch) = self.stamp(ns, expire, Duration::ZERO, None);
-            tier.store.insert(
-                MemKeyRef {
-                    namespace: ns.id,
-                    key,
-                },
-                value.clone() as Arc<dyn Any + Send + Sync>,
-                meta,
-                epoch,
-                || size,
-            );
-            tier.recheck(&at, before);
+            self.put_copy(tier, ns, key, value, expire, None, size, before);
         }
         self.publish(Eviction::Key {
             namespace: ns.scope.namespace.clone(),
