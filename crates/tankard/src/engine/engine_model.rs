@@ -11,7 +11,6 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,49 +54,45 @@ impl Storage for Model {
         "model"
     }
 
-    fn lookup<T>(&self, _ns: &(), key: &str) -> impl Future<Output = Result<Lookup<T>>> + Send
+    async fn lookup<T>(&self, _ns: &(), key: &str) -> Result<Lookup<T>>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
-        async move {
-            future::yield_now().await;
-            let found = self
-                .entries
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(key)
-                .cloned();
-            let found = match found.map(|value| value.downcast::<T>()) {
-                Some(Ok(value)) => Found::Fresh(value),
-                _ => Found::Missing,
-            };
-            Ok(Lookup {
-                found,
-                generations: Some(Generations::default()),
-            })
-        }
+        future::yield_now().await;
+        let found = self
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned();
+        let found = match found.map(|value| value.downcast::<T>()) {
+            Some(Ok(value)) => Found::Fresh(value),
+            _ => Found::Missing,
+        };
+        Ok(Lookup {
+            found,
+            generations: Some(Generations::default()),
+        })
     }
 
-    fn store<T>(
+    async fn store<T>(
         &self,
         _ns: &(),
         key: &str,
         value: &Arc<T>,
         _expire: Option<Duration>,
         _generations: Option<Generations>,
-    ) -> impl Future<Output = Result<()>> + Send
+    ) -> Result<()>
     where
         T: Serialize + Send + Sync + 'static,
     {
         let value = value.clone() as Arc<dyn Any + Send + Sync>;
-        async move {
-            future::yield_now().await;
-            self.entries
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key.to_owned(), value);
-            Ok(())
-        }
+        future::yield_now().await;
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_owned(), value);
+        Ok(())
     }
 }
 

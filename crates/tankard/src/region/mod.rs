@@ -10,6 +10,7 @@
 #[cfg(feature = "memory")]
 pub(crate) mod l1;
 
+#[cfg(feature = "memory")]
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
