@@ -72,7 +72,7 @@ fn percentile(sorted: &[u64], p: f64) -> Duration {
 pub(crate) async fn run(args: BenchArgs) -> Outcome {
     let cache = load(&args.config)?;
     let region = cache.region(&args.region)?.clone();
-    if region.backend_name() != "memory" {
+    if !region.in_process() {
         region
             .namespace("tankard::probe")
             .inspect("reachable")

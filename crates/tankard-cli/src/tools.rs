@@ -24,7 +24,7 @@ fn region<'a>(cache: &'a CacheManager, name: &str) -> Outcome<&'a Region> {
 
 /// Entries of a memory region live in the process that made them.
 fn shared(region: &Region) -> Outcome<&Region> {
-    if region.backend_name() == "memory" {
+    if region.in_process() {
         return Err(Failure::User(format!(
             "region {} keeps its entries in memory, inside the process that uses it; \
              tankard can reach only shared backends (file, dbm, memcached, redis, database)",
@@ -142,7 +142,7 @@ async fn usage(region: &Region) -> Usage {
         temp_bytes: None,
         error: None,
     };
-    if region.backend_name() != "memory" {
+    if !region.in_process() {
         // A read of a key nobody writes: the cheapest real round trip.
         let probe = region
             .namespace("tankard::probe")
@@ -366,7 +366,7 @@ pub(crate) async fn gc(file: &Path) -> Outcome {
     let mut failed = Vec::new();
     for region in regions {
         bar.set_message(format!("purging {}", region.name()));
-        let line = if region.backend_name() == "memory" {
+        let line = if region.in_process() {
             "in memory: nothing on disk".to_owned()
         } else {
             match region.purge_expired().await {

@@ -237,6 +237,26 @@ impl Region {
         }
     }
 
+    /// Whether the region keeps its entries only inside this process (a
+    /// `memory` region): no other process, `tankard` included, can reach
+    /// them. A shared region with `l1 = true` is not: its L1 holds copies.
+    ///
+    /// ```
+    /// let config = tankard::Config::from_flat([
+    ///     ("cache.type", "memory"),
+    ///     ("cache.regions", "disk"),
+    ///     ("cache.disk.type", "file"),
+    ///     ("cache.disk.data_dir", "/tmp/tankard-doc-in-process"),
+    /// ])?;
+    /// let cache = tankard::CacheManager::new(config)?;
+    /// assert!(cache.default_region().in_process());
+    /// assert!(!cache.region("disk")?.in_process());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn in_process(&self) -> bool {
+        self.inner.l2.is_none() && self.inner.options.backend == BackendKind::Memory
+    }
+
     /// A namespace in this region: Beaker's `get_cache_region(...)` /
     /// `cache.get_cache(namespace)`. Cheap; keep it around where you can.
     ///
