@@ -522,6 +522,16 @@ impl RegionInner {
         }
     }
 
+    /// [`publish`](Self::publish) for one key of one namespace.
+    #[cfg(feature = "memory")]
+    async fn publish_key(&self, ns: &NamespaceState, key: &str) {
+        self.publish(Eviction::Key {
+            namespace: ns.scope.namespace.clone(),
+            key: key.to_owned(),
+        })
+        .await;
+    }
+
     /// Tells the other processes' L1s what changed, if this region has
     /// an L1 and a backplane. A failure is counted and logged, never
     /// returned: the change itself is made, and the others' copies still
@@ -856,11 +866,7 @@ impl RegionInner {
             let before = tier.before();
             self.put_copy(tier, ns, key, value, expire, None, size, before);
         }
-        self.publish(Eviction::Key {
-            namespace: ns.scope.namespace.clone(),
-            key: key.to_owned(),
-        })
-        .await;
+        self.publish_key(ns, key).await;
     }
 
     /// Decodes an entry read from the shared store: what it holds, and its
@@ -977,11 +983,7 @@ impl RegionInner {
         if !publish {
             return;
         }
-        self.publish(Eviction::Key {
-            namespace: ns.scope.namespace.clone(),
-            key: key.to_owned(),
-        })
-        .await;
+        self.publish_key(ns, key).await;
     }
 
     pub(crate) async fn remove(&self, ns: &NamespaceState, key: &str) -> Result<bool> {
