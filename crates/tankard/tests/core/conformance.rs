@@ -10,6 +10,8 @@ use std::time::Duration;
 use tankard::{CacheManager, Clock, Config, Invalidation};
 use tokio::sync::oneshot;
 
+use crate::eventually::eventually;
+
 /// A manager on one backend with a manual clock (and its directory).
 pub(crate) struct Fixture {
     pub(crate) manager: CacheManager,
@@ -531,19 +533,6 @@ async fn regions_keep_their_own_entries(backend: &str) {
 }
 
 impl std::error::Error for Boom {}
-
-/// Polls `done` (yielding, then sleeping a millisecond) until it holds, or
-/// fails the test after 10 s: for work that runs in a task of its own.
-async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !done().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
 
 const BACKGROUND: &[(&str, &str)] = &[
     ("cache.expire", "10"),

@@ -2,6 +2,8 @@
 //! and multi-process behaviour of the file backend.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../support/eventually.rs"]
+mod eventually;
 #[path = "../support/logs.rs"]
 mod logs;
 #[path = "../support/stampede.rs"]

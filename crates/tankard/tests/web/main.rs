@@ -14,6 +14,10 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tankard::web::CachePageLayer;
 use tankard::{Cache, CacheManager, Clock, Config, Invalidation};
+
+#[path = "../support/eventually.rs"]
+mod eventually;
+use eventually::eventually;
 use tokio::sync::{Notify, Semaphore};
 
 /// Counts handler runs per test.
@@ -547,19 +551,6 @@ async fn a_soft_invalidated_page_is_served_stale_while_one_request_regenerates()
             ("HIT", "page #2"),
             "{backend:?}"
         );
-    }
-}
-
-/// Polls `done` until it holds, failing after ten seconds: for what a
-/// background refresh does after the request that started it was answered.
-async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !done().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
