@@ -31,7 +31,7 @@ use hmac::{KeyInit, Mac};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::config::Secret;
+use crate::options::Secret;
 
 mod nesting;
 

@@ -41,8 +41,11 @@
 //! true` in front of a shared one) and a shared store with its creation
 //! lock. See [`Cache`] for what concurrent callers of one key see.
 //!
-//! Inside, modules depend downwards only (DESIGN §1): `config` → `backend`
-//! (one folder per store, each owning its lock; the backplane) → `engine`
+//! Inside, modules depend downwards only: `options` (the vocabulary of
+//! settings) → `backend` (one folder per store, each checking its own
+//! options, opening itself and owning its lock; the registry of stores; the
+//! backplane) → `config` (parsing, which asks each store to check its
+//! options) → `engine`
 //! (single-flight, lock policy, background work; generic over a storage
 //! seam) → `region` (the tiers, composed; it implements the seam) → front
 //! ends (`namespace`, `blocking`, the attribute's runtime, `web`) →
@@ -76,6 +79,7 @@ mod inspect;
 mod key;
 mod manager;
 mod namespace;
+mod options;
 mod region;
 mod stats;
 mod sync;

@@ -57,9 +57,9 @@ use futures_util::future::BoxFuture;
 use super::{Backend, Loaded, Location, Purged, RegionScope, Scope, Usage};
 use crate::backend::lock::{CreationLock, HeldLock, LockGuard};
 use crate::clock::Clock;
-use crate::config::RegionOptions;
 use crate::entry::Generations;
 use crate::error::{Error, Result};
+use crate::options::RegionOptions;
 
 /// `state` of a closed breaker. Open states are the clock time (ms, at
 /// least 1) until which the backend is skipped.
@@ -312,10 +312,6 @@ struct Guarded {
 impl Backend for Guarded {
     fn name(&self) -> &'static str {
         self.inner.name()
-    }
-
-    fn lock_reach(&self) -> super::LockReach {
-        self.inner.lock_reach()
     }
 
     async fn load(&self, at: &Location<'_>) -> Result<Loaded> {

@@ -16,10 +16,10 @@ use async_trait::async_trait;
 
 use crate::backend::lock::CreationLock;
 use crate::clock::Clock;
-use crate::config::{BackendKind, RegionOptions};
 use crate::entry::Generations;
-use crate::error::Result;
+use crate::error::{ConfigError, Error, Result};
 use crate::key;
+use crate::options::{BackendKind, RegionOptions, option_key};
 
 /// Where a server's generation counter starts when it is missing (never
 /// set, or evicted by a server that evicts): the wall clock in
@@ -35,6 +35,7 @@ pub(crate) fn generation_start() -> u64 {
         .map_or(0, |since| since.as_micros() as u64)
 }
 
+pub(crate) mod address;
 // Used by the L1 tier, which the `memory` feature builds.
 #[cfg_attr(not(all(feature = "redis", feature = "memory")), allow(dead_code))]
 pub(crate) mod backplane;
@@ -42,52 +43,195 @@ pub(crate) mod backplane;
 // does not depend on any store.
 #[cfg_attr(not(any(feature = "memcached", feature = "redis")), allow(dead_code))]
 pub(crate) mod breaker;
-#[cfg(feature = "file")]
 pub(crate) mod file;
 pub(crate) mod lock;
-#[cfg(feature = "memcached")]
 pub(crate) mod memcached;
-#[cfg(feature = "memory")]
 pub(crate) mod memory;
-#[cfg(feature = "redis")]
+mod null;
 pub(crate) mod redis;
 
-/// One store this build can open: the `type`s it serves and how it opens.
-/// Each store's folder declares its own (`SPEC`); [`STORES`] lists them,
-/// one line per cargo feature, so adding a store touches its folder and
-/// that line (and the config's vocabulary of `type` names).
-pub(crate) struct Spec {
-    /// The `type`s this store serves.
-    pub(crate) kinds: &'static [BackendKind],
-    /// Whether it talks to a server over the network: such a store comes
-    /// behind its circuit breaker ([`breaker`]).
-    pub(crate) network: bool,
-    /// Opens the store for one region; connects to nothing yet.
-    pub(crate) open: fn(&RegionOptions) -> Result<Arc<dyn Backend>>,
-}
-
-/// Every store compiled into this build.
-const STORES: &[Spec] = &[
-    #[cfg(feature = "file")]
-    file::SPEC,
-    #[cfg(feature = "memcached")]
-    memcached::SPEC,
-    #[cfg(feature = "redis")]
-    redis::SPEC,
+/// Every store Tankard has, one line each. A store's folder declares it
+/// (`STORE`) and is compiled whatever the features: its option rules are
+/// always there, so a typo in `url` reads the same in every build, and
+/// only its opening needs its cargo feature. Adding a store touches its
+/// folder, this list and the config's vocabulary of `type` names.
+const STORES: &[Store] = &[
+    null::STORE,
+    memory::STORE,
+    file::STORE,
+    memcached::STORE,
+    redis::STORE,
+    redis::CLUSTER,
 ];
 
-/// Opens the shared store of a region's `type`, if this build has it
-/// (`None` otherwise); a network store comes behind its breaker, which
-/// reads `clock`.
-pub(crate) fn open(options: &RegionOptions, clock: &Clock) -> Option<Result<Arc<dyn Backend>>> {
-    let spec = STORES
+/// One store: the `type`s it serves, what it can do, how it checks its
+/// options and how it opens.
+pub(crate) struct Store {
+    /// The `type` it serves.
+    pub(crate) kind: BackendKind,
+    /// The cargo feature that builds it; `None`: always built.
+    pub(crate) feature: Option<&'static str>,
+    /// What its entries and creation lock reach.
+    pub(crate) reach: Reach,
+    /// Reads its own options out of a region's (a `url`, a `data_dir`) and
+    /// says what is wrong with them, with or without its feature.
+    pub(crate) check: fn(&RegionOptions) -> std::result::Result<(), OptionProblem>,
+    /// How a region opens it; `None` when the build lacks its feature.
+    pub(crate) open: Option<Opener>,
+}
+
+/// How a region opens its store.
+#[derive(Clone, Copy)]
+// Each variant is built by a store that needs its feature, but `null`.
+#[cfg_attr(
+    not(all(
+        feature = "memory",
+        any(feature = "file", feature = "memcached", feature = "redis")
+    )),
+    allow(dead_code)
+)]
+pub(crate) enum Opener {
+    /// There is nothing to open: the region keeps its entries in a memory
+    /// tier of its own.
+    Memory,
+    /// There is nothing to open, and nothing is kept (`null`).
+    Nothing,
+    /// A shared store of encoded entries, opened from the region's options
+    /// (which its `check` accepted). Connects to nothing yet.
+    Shared(fn(&RegionOptions) -> Result<Arc<dyn Backend>>),
+}
+
+/// What a store's entries, and so its creation lock, reach. Each store
+/// declares it; from it follow the `lock` modes a region may choose, whether
+/// it may have an L1 tier, and whether it comes behind a circuit breaker,
+/// so nothing branches on a store's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// This process only (`memory`, `null`): `lock = auto` is the
+    /// in-process single-flight, and neither `l1` nor `lock = distributed`
+    /// means anything.
+    Process,
+    /// The processes of one host (`file`): `flock` stripes serve `lock =
+    /// file` and `auto`; `distributed` is refused.
+    Host,
+    /// Every process that reaches its server: its lock serves `lock =
+    /// distributed` and `auto`, and a breaker stands in front of it.
+    Network,
+}
+
+/// What a store found wrong in its options. The config parser names the
+/// key (the region's own, or the global one it inherited), so a store
+/// names only the option.
+#[derive(Debug)]
+pub(crate) enum OptionProblem {
+    /// A required option is missing; `message` says what to set.
+    Missing {
+        option: &'static str,
+        message: String,
+    },
+    /// An option's value does not fit the store.
+    Bad {
+        option: &'static str,
+        value: String,
+        problem: String,
+        expected: &'static str,
+    },
+}
+
+impl OptionProblem {
+    /// The config error for a region's options built elsewhere than in the
+    /// parser, which has said so already for those it built.
+    pub(crate) fn for_region(self, options: &RegionOptions) -> Error {
+        self.into_error(|option| option_key(options, option))
+    }
+
+    /// The config error, with `key` naming each option's key.
+    pub(crate) fn into_error(self, key: impl FnOnce(&str) -> String) -> Error {
+        Error::config(match self {
+            OptionProblem::Missing { option, message } => ConfigError::Missing {
+                key: key(option),
+                message,
+            },
+            OptionProblem::Bad {
+                option,
+                value,
+                problem,
+                expected,
+            } => ConfigError::BadValue {
+                key: key(option),
+                value,
+                problem,
+                expected: expected.to_owned(),
+            },
+        })
+    }
+}
+
+/// The store that serves a `type`: every type has one, built or not,
+/// except those Tankard does not have yet (`dbm`, `database`).
+pub(crate) fn store(kind: BackendKind) -> Option<&'static Store> {
+    STORES.iter().find(|store| store.kind == kind)
+}
+
+/// A region's store, opened.
+pub(crate) struct Opened {
+    /// What the store reaches.
+    pub(crate) reach: Reach,
+    /// The shared store, if the region has one.
+    pub(crate) shared: Option<Arc<dyn Backend>>,
+    /// Whether the region keeps its entries in a memory tier of its own
+    /// (`memory`), rather than in a shared store or nowhere.
+    pub(crate) memory: bool,
+}
+
+/// Opens the store of a region: an error when its type is not built or
+/// its options are wrong (the config has said so already, unless the
+/// options were built by hand). A network store comes behind its breaker,
+/// which reads `clock`.
+pub(crate) fn open(options: &RegionOptions, clock: &Clock) -> Result<Opened> {
+    let Some(store) = store(options.backend) else {
+        return Err(Error::config(ConfigError::BadValue {
+            key: option_key(options, "type"),
+            value: options.backend.to_string(),
+            problem: "is not built in this version of tankard".to_owned(),
+            expected: types(|_| true),
+        }));
+    };
+    (store.check)(options).map_err(|problem| problem.for_region(options))?;
+    match store.open {
+        None => Err(Error::config(ConfigError::FeatureMissing {
+            key: option_key(options, "type"),
+            value: options.backend.to_string(),
+            feature: store.feature.unwrap_or_default(),
+        })),
+        Some(Opener::Memory | Opener::Nothing) => Ok(Opened {
+            reach: store.reach,
+            shared: None,
+            memory: matches!(store.open, Some(Opener::Memory)),
+        }),
+        Some(Opener::Shared(open)) => {
+            let opened = open(options)?;
+            Ok(Opened {
+                reach: store.reach,
+                shared: Some(match store.reach {
+                    Reach::Network => breaker::guard(opened, options, clock.clone()),
+                    Reach::Process | Reach::Host => opened,
+                }),
+                memory: false,
+            })
+        }
+    }
+}
+
+/// The `type`s of the stores `keep` picks, as an error's expectation
+/// ("one of memory, file, …").
+pub(crate) fn types(keep: impl Fn(&Store) -> bool) -> String {
+    let names: Vec<&str> = STORES
         .iter()
-        .find(|spec| spec.kinds.contains(&options.backend))?;
-    let store = (spec.open)(options);
-    Some(match spec.network {
-        true => store.map(|store| breaker::guard(store, options, clock.clone())),
-        false => store,
-    })
+        .filter(|store| keep(store))
+        .map(|store| store.kind.as_str())
+        .collect();
+    format!("one of {}", names.join(", "))
 }
 
 /// Opens the backplane a region's `backplane` option asks for, with the
@@ -97,7 +241,7 @@ pub(crate) fn open_backplane(
     options: &RegionOptions,
     store: Option<&Arc<dyn Backend>>,
 ) -> Result<Option<Arc<dyn backplane::Backplane>>> {
-    use crate::config::BackplaneSetting;
+    use crate::options::BackplaneSetting;
     match &options.backplane {
         BackplaneSetting::None => Ok(None),
         BackplaneSetting::Auto => Ok(store.and_then(|store| store.backplane())),
@@ -106,7 +250,7 @@ pub(crate) fn open_backplane(
         #[cfg(not(feature = "redis"))]
         BackplaneSetting::Redis(_) => Err(crate::error::Error::config(
             crate::error::ConfigError::FeatureMissing {
-                key: crate::config::option_key(options, "backplane"),
+                key: crate::options::option_key(options, "backplane"),
                 value: "redis://…".to_owned(),
                 feature: "redis",
             },
@@ -250,27 +394,11 @@ pub struct Purged {
     pub temp_bytes: u64,
 }
 
-/// What a store's creation lock reaches: which `lock` modes a region on
-/// it may choose (DESIGN §5). Declared by each store, so the region
-/// composing it never branches on a store's name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum LockReach {
-    /// `flock` stripes: the processes of one host (`lock = file` and
-    /// `auto`; `distributed` is refused).
-    Host,
-    /// A lock held in a server, for every process that reaches it
-    /// (`lock = distributed` and `auto`).
-    Network,
-}
-
 /// A store of encoded entries shared between processes.
 #[async_trait]
 pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     /// The backend's name as `tankard stats` shows it.
     fn name(&self) -> &'static str;
-
-    /// What the store's creation lock reaches.
-    fn lock_reach(&self) -> LockReach;
 
     /// Reads an entry and the current generations, in one round trip where
     /// the backend allows it.

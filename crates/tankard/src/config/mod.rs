@@ -5,11 +5,9 @@
 //! too, which Beaker forgets), then applies its own `cache.<region>.<opt>`
 //! keys. Every error names the key, the value and what was expected.
 
-mod options;
 mod parse;
 
-pub(crate) use options::option_key;
-pub use options::{
+pub use crate::options::{
     BackendKind, BackplaneSetting, LockMode, OnBackendError, Refresh, RegionOptions, Secret,
 };
 

@@ -21,6 +21,7 @@ use std::time::Duration;
 use super::{
     BackendKind, BackplaneSetting, Config, LockMode, OnBackendError, Refresh, RegionOptions, Secret,
 };
+use crate::backend::{self, Reach, redis::options as redis};
 use crate::error::{ConfigError, Error, Kind, Result};
 
 /// Every option name accepted as `cache.<opt>` and `cache.<region>.<opt>`.
@@ -822,7 +823,7 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
                     key,
                     raw,
                     "is not a backend type",
-                    "one of memory, file, dbm, ext:memcached, ext:redis, ext:rediscluster, ext:database, null",
+                    "one of memory, file, ext:memcached, ext:redis, ext:rediscluster, null",
                 )
             })?;
         }
@@ -905,7 +906,7 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
             options.backplane = match value.to_ascii_lowercase().as_str() {
                 "auto" => BackplaneSetting::Auto,
                 "none" => BackplaneSetting::None,
-                _ if is_redis_url(value, false) => BackplaneSetting::Redis(value.to_owned()),
+                _ if redis::is_url(value, false) => BackplaneSetting::Redis(value.to_owned()),
                 lower => {
                     let problem = if lower.starts_with("redis") {
                         "is not a redis URL"
@@ -914,7 +915,7 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
                     };
                     return Err(bad(
                         key,
-                        &redact(raw),
+                        &redis::redact(raw),
                         problem,
                         "auto, none or a redis:// URL (redis://[user:password@]host[:port][/db], or rediss://…)",
                     ));
@@ -1082,102 +1083,39 @@ fn validate(
         options.max_entries = Some(DEFAULT_MAX_ENTRIES);
     }
 
-    let url_key = origin.url_key.map_or_else(|| own_key("url"), str::to_owned);
-    let needs_dir = |backend: &str| -> Result<()> {
-        if options.data_dir.is_none() {
-            return Err(ConfigError::Missing {
-                key: own_key("data_dir"),
-                message: format!("missing; the {backend} backend needs data_dir = \"<directory>\""),
-            }
-            .into());
-        }
-        Ok(())
+    let type_key = || {
+        origin
+            .type_key
+            .map_or_else(|| own_key("type"), str::to_owned)
     };
-    let url = |example: &str| -> Result<&str> {
-        options.url.as_deref().ok_or_else(|| {
-            ConfigError::Missing {
-                key: own_key("url"),
-                message: format!(
-                    "missing; the {} backend needs url = {example}",
-                    options.backend
-                ),
-            }
-            .into()
+    let type_value = || {
+        origin
+            .type_value
+            .map_or_else(|| options.backend.to_string(), str::to_owned)
+    };
+    let Some(store) = backend::store(options.backend) else {
+        return Err(bad(
+            &type_key(),
+            &type_value(),
+            "is not built in this version of tankard",
+            &backend::types(|_| true),
+        ));
+    };
+    // The store reads its own options; the key it names is the one the
+    // value came from (a region inherits the global `url`).
+    (store.check)(options).map_err(|problem| {
+        problem.into_error(|option| match (option, origin.url_key) {
+            ("url", Some(key)) => key.to_owned(),
+            _ => own_key(option),
         })
-    };
-
-    let feature = match options.backend {
-        BackendKind::Memory => Some("memory"),
-        BackendKind::File => {
-            needs_dir("file")?;
-            Some("file")
-        }
-        BackendKind::Dbm => {
-            needs_dir("dbm")?;
-            Some("dbm")
-        }
-        BackendKind::Memcached => {
-            let url = url("\"host:port[;host:port…]\"")?;
-            if let Some(problem) = memcached_servers_problem(url) {
-                return Err(bad(
-                    &url_key,
-                    url,
-                    &format!("is not a memcached address: {problem}"),
-                    "host:port[;host:port…]",
-                ));
-            }
-            Some("memcached")
-        }
-        BackendKind::Redis => {
-            let url = url("\"redis://host:port\"")?;
-            if !is_redis_url(url, true) {
-                return Err(bad(
-                    &url_key,
-                    url,
-                    "is not a redis URL",
-                    "redis://[user:password@]host[:port][/db] (or rediss://, redis+unix://, unix://)",
-                ));
-            }
-            Some("redis")
-        }
-        BackendKind::RedisCluster => {
-            let url = url("\"redis://host:port[,redis://host:port…]\"")?;
-            let mut seeds = url.split(',').map(str::trim).filter(|s| !s.is_empty());
-            let valid = seeds.clone().next().is_some() && seeds.all(|s| is_redis_url(s, false));
-            if !valid {
-                return Err(bad(
-                    &url_key,
-                    url,
-                    "is not a list of redis cluster seeds",
-                    "redis://host:port[,redis://host:port…]",
-                ));
-            }
-            Some("redis")
-        }
-        BackendKind::Database => {
-            let url = url("\"postgres://…\", \"mysql://…\" or \"sqlite:path\"")?;
-            Some(database_feature(url).ok_or_else(|| {
-                bad(
-                    &url_key,
-                    url,
-                    "is not a database URL",
-                    "postgres://…, postgresql://…, mysql://…, mariadb://… or sqlite:path (sqlite::memory: in memory)",
-                )
-            })?)
-        }
-        BackendKind::Null => None,
-    };
-    check_lock(options, own_key)?;
-    check_l1(options, own_key)?;
-    if let Some(feature) = feature.filter(|feature| !feature_enabled(feature)) {
+    })?;
+    check_lock(options, store.reach, own_key)?;
+    check_l1(options, store.reach, own_key)?;
+    if store.open.is_none() {
         return Ok(Some(ConfigError::FeatureMissing {
-            key: origin
-                .type_key
-                .map_or_else(|| own_key("type"), str::to_owned),
-            value: origin
-                .type_value
-                .map_or_else(|| options.backend.to_string(), str::to_owned),
-            feature,
+            key: type_key(),
+            value: type_value(),
+            feature: store.feature.unwrap_or_default(),
         }));
     }
     // Checked whether or not `l1` is on: a process without an L1 tier still
@@ -1188,12 +1126,12 @@ fn validate(
         } else {
             "redis"
         };
-        if !feature_enabled(feature) {
+        if !BACKPLANE_FEATURES.contains(&(feature, true)) {
             return Ok(Some(ConfigError::FeatureMissing {
                 key: origin
                     .backplane_key
                     .map_or_else(|| own_key("backplane"), str::to_owned),
-                value: redact(url),
+                value: redis::redact(url),
                 feature,
             }));
         }
@@ -1201,16 +1139,24 @@ fn validate(
     Ok(None)
 }
 
+/// The features a backplane URL may need, and whether each is built; a
+/// table of literals because `cfg!` needs them.
+const BACKPLANE_FEATURES: [(&str, bool); 2] = [
+    ("redis", cfg!(feature = "redis")),
+    ("redis-tls", cfg!(feature = "redis-tls")),
+];
+
 /// The lock mode against the backend, so that a config that loads also
 /// opens (the fuzz target `config_flat` found `lock = distributed` on a
 /// memory region passing here and failing in `CacheManager::new`):
 /// `lock = distributed` needs a server to hold the lock, and `lock = file`
 /// somewhere to put its lock files.
-fn check_lock(options: &RegionOptions, own_key: &dyn Fn(&str) -> String) -> Result<()> {
-    let serverless = matches!(
-        options.backend,
-        BackendKind::Memory | BackendKind::Null | BackendKind::File | BackendKind::Dbm
-    );
+fn check_lock(
+    options: &RegionOptions,
+    reach: Reach,
+    own_key: &dyn Fn(&str) -> String,
+) -> Result<()> {
+    let serverless = reach != Reach::Network;
     if options.lock == LockMode::Distributed && serverless {
         return Err(bad(
             &own_key("lock"),
@@ -1235,196 +1181,20 @@ fn check_lock(options: &RegionOptions, own_key: &dyn Fn(&str) -> String) -> Resu
 /// bookkeeping, so it is refused rather than silently ignored. Named by the
 /// region's own key, as `check_lock` does, since setting it there to false
 /// is the fix even when the `true` is inherited.
-fn check_l1(options: &RegionOptions, own_key: &dyn Fn(&str) -> String) -> Result<()> {
-    if options.l1 && matches!(options.backend, BackendKind::Memory | BackendKind::Null) {
+fn check_l1(options: &RegionOptions, reach: Reach, own_key: &dyn Fn(&str) -> String) -> Result<()> {
+    if options.l1 && reach == Reach::Process {
         return Err(bad(
             &own_key("l1"),
             "true",
             &format!(
-                "is not available for the {} backend: l1 is for shared stores (file, dbm, memcached, redis, redis-cluster, database)",
-                options.backend
+                "is not available for the {} backend: l1 is for shared stores ({})",
+                options.backend,
+                backend::types(|store| store.reach != Reach::Process).trim_start_matches("one of "),
             ),
             "l1 = false for this region, or a shared type",
         ));
     }
     Ok(())
-}
-
-/// `url` with its password replaced by `***`, for messages: a backplane
-/// URL that names a feature the build lacks is a working URL, password
-/// and all, and errors end up in logs.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split_once(':').map_or("", |(user, _)| user);
-            format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
-/// The backend features and whether each is compiled in; a table of
-/// literals because `cfg!` needs them.
-const FEATURES: &[(&str, bool)] = &[
-    ("memory", cfg!(feature = "memory")),
-    ("file", cfg!(feature = "file")),
-    ("dbm", cfg!(feature = "dbm")),
-    ("memcached", cfg!(feature = "memcached")),
-    ("redis", cfg!(feature = "redis")),
-    ("redis-tls", cfg!(feature = "redis-tls")),
-    ("postgres", cfg!(feature = "postgres")),
-    ("sqlite", cfg!(feature = "sqlite")),
-    ("mysql", cfg!(feature = "mysql")),
-];
-
-fn feature_enabled(feature: &str) -> bool {
-    FEATURES.iter().any(|&(name, on)| name == feature && on)
-}
-
-/// A host with no spaces, quotes or slashes (`memcached://h:1` is a common
-/// mistake, and `127.0.0.1.11211` the seed's).
-fn is_host(host: &str) -> bool {
-    let bracketed = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit() || c == ':'));
-    bracketed
-        || (!host.is_empty()
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '%')))
-}
-
-fn is_port(port: &str) -> bool {
-    !port.is_empty()
-        && port.chars().all(|c| c.is_ascii_digit())
-        && port.parse::<u16>().is_ok_and(|p| p > 0)
-}
-
-/// What is wrong with a memcached server list, naming the part: `host:port`
-/// items separated by `;` (or `,`, which users also write), none empty.
-fn memcached_servers_problem(url: &str) -> Option<String> {
-    let servers: Vec<&str> = url.split([';', ',']).map(str::trim).collect();
-    if servers.iter().all(|s| s.is_empty()) {
-        return Some("no server in it".to_owned());
-    }
-    // With one server the value already shows it; with several, say which.
-    let in_server = |server: &str| {
-        if servers.len() == 1 {
-            String::new()
-        } else {
-            format!(" in {server:?}")
-        }
-    };
-    for (index, server) in servers.iter().enumerate() {
-        if server.is_empty() {
-            return Some(format!(
-                "server {} of {} is empty (a `;` or `,` too many)",
-                index + 1,
-                servers.len()
-            ));
-        }
-        let Some((host, port)) = server.rsplit_once(':') else {
-            // The seed's `127.0.0.1.11211`: a dot typed for the colon.
-            let hint = server
-                .rsplit_once('.')
-                .filter(|(host, port)| is_host(host) && is_port(port))
-                .map(|(host, port)| format!(" (did you mean \"{host}:{port}\"?)"))
-                .unwrap_or_default();
-            return Some(format!("no port{}{hint}", in_server(server)));
-        };
-        if host.is_empty() {
-            return Some(format!("no host{}", in_server(server)));
-        }
-        if !is_host(host) {
-            let scheme = if host.contains("://") {
-                " (memcached addresses take no scheme)"
-            } else {
-                ""
-            };
-            return Some(format!(
-                "host {host:?}{} is not a host name or IP address{scheme}",
-                in_server(server)
-            ));
-        }
-        if !is_port(port) {
-            return Some(format!(
-                "port {port:?}{} is not a number from 1 to 65535",
-                in_server(server)
-            ));
-        }
-    }
-    None
-}
-
-/// `redis://[user[:password]@]host[:port][/db][?query]`, `rediss://…`, and
-/// with `allow_unix` also `redis+unix:///path` and `unix:///path`.
-fn is_redis_url(url: &str, allow_unix: bool) -> bool {
-    let lower = url.to_ascii_lowercase();
-    if allow_unix {
-        for scheme in ["redis+unix://", "unix://"] {
-            if lower.starts_with(scheme) {
-                let path = url[scheme.len()..].split('?').next().unwrap_or("");
-                return !path.is_empty() && !path.contains(char::is_whitespace);
-            }
-        }
-    }
-    let Some(rest) = ["redis://", "rediss://"]
-        .iter()
-        .find(|scheme| lower.starts_with(**scheme))
-        .map(|scheme| &url[scheme.len()..])
-    else {
-        return false;
-    };
-    let rest = rest.split('?').next().unwrap_or("");
-    let (authority, db) = match rest.split_once('/') {
-        Some((authority, db)) => (authority, db),
-        None => (rest, ""),
-    };
-    if !(db.is_empty() || db.chars().all(|c| c.is_ascii_digit())) {
-        return false;
-    }
-    // The password may contain `@`; the host is after the last one.
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
-    if host_port.starts_with('[') {
-        return match host_port.split_once(']') {
-            Some((host, "")) => is_host(&format!("{host}]")),
-            Some((host, port)) => {
-                is_host(&format!("{host}]")) && port.strip_prefix(':').is_some_and(is_port)
-            }
-            None => false,
-        };
-    }
-    match host_port.rsplit_once(':') {
-        Some((host, port)) => is_host(host) && is_port(port),
-        None => is_host(host_port),
-    }
-}
-
-/// The cargo feature a database URL needs, or `None` when it is not one.
-fn database_feature(url: &str) -> Option<&'static str> {
-    let lower = url.to_ascii_lowercase();
-    let after = |scheme: &str| {
-        lower
-            .strip_prefix(scheme)
-            .filter(|rest| !rest.trim().is_empty())
-    };
-    if after("postgres://")
-        .or_else(|| after("postgresql://"))
-        .is_some()
-    {
-        Some("postgres")
-    } else if after("mysql://").or_else(|| after("mariadb://")).is_some() {
-        Some("mysql")
-    } else if after("sqlite:").is_some_and(|rest| rest != "//") {
-        Some("sqlite")
-    } else {
-        None
-    }
 }
 
 impl RegionOptions {

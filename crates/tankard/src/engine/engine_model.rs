@@ -22,9 +22,9 @@ use shuttle::sync::atomic::{AtomicUsize, Ordering};
 use super::{Call, Engine, FlightKey, Found, Local, Lookup, Shutdown, Storage, get_or_create};
 use crate::backend::lock::LocalOnly;
 use crate::clock::Clock;
-use crate::config::RegionOptions;
 use crate::entry::Generations;
 use crate::error::{Error, Result};
+use crate::options::RegionOptions;
 
 const ITERATIONS: usize = 1_000;
 

@@ -23,9 +23,9 @@ use futures_util::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::config::Refresh;
 use crate::entry::Generations;
 use crate::error::{Error, Kind, Result};
+use crate::options::Refresh;
 // `flight` takes its primitives from here, so the model test can swap them.
 use crate::backend::lock::{self, LockGuard};
 use crate::stats::Event;

@@ -20,9 +20,9 @@ use super::Shutdown;
 use super::flight::Flights;
 use crate::backend::lock::CreationLock;
 use crate::clock::Clock;
-use crate::config::{OnBackendError, Refresh, RegionOptions};
 use crate::entry::Generations;
 use crate::error::{Error, Result};
+use crate::options::{OnBackendError, Refresh, RegionOptions};
 use crate::stats::{Counters, Event};
 
 /// A key of the single-flight map: namespace id and caller's key.

@@ -17,8 +17,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::Input;
-use crate::config::Secret;
 use crate::entry::{self, DecodeError, EntryMeta, Generations, RawEntry, ReadPolicy};
+use crate::options::Secret;
 
 /// A value shaped like the ones applications cache: an enum, a struct,
 /// optional and nested fields (so a lying length can hide at any depth).

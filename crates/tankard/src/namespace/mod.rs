@@ -343,7 +343,7 @@ impl Cache {
     /// background`).
     #[cfg(feature = "axum")]
     pub(crate) fn refreshes_in_background(&self) -> bool {
-        self.region.options.refresh == crate::config::Refresh::Background
+        self.region.options.refresh == crate::options::Refresh::Background
     }
 
     /// The fresh value of a memory region, without waiting for anything:

@@ -24,14 +24,14 @@ use serde::de::DeserializeOwned;
 
 use crate::backend::backplane::{Backplane, Eviction, Message};
 use crate::backend::lock::{CreationLock, LocalOnly};
-use crate::backend::{Backend, Location, LockReach, Purged, RegionScope, Scope, Usage};
+use crate::backend::{Backend, Location, Opened, Purged, Reach, RegionScope, Scope, Usage};
 use crate::clock::Clock;
-use crate::config::{BackendKind, LockMode, RegionOptions, option_key};
 use crate::engine::{Engine, FlightKey, Shutdown, Storage};
 pub(crate) use crate::engine::{Found, Lookup};
 use crate::entry::{self, EntryMeta, Freshness, Generations, ReadPolicy};
 use crate::error::{ConfigError, Error, Kind, Result};
 use crate::namespace::Cache;
+use crate::options::{LockMode, RegionOptions, option_key};
 use crate::stats::{Event, Stats};
 use crate::sync::lock;
 
@@ -140,12 +140,16 @@ fn lock_error(options: &RegionOptions, value: &str, backend: &str) -> Error {
 
 impl Region {
     pub(crate) fn open(options: RegionOptions, clock: Clock, shutdown: Shutdown) -> Result<Region> {
-        let l2 = open_store(&options, &clock)?;
+        let Opened {
+            reach,
+            shared: l2,
+            memory,
+        } = crate::backend::open(&options, &clock)?;
         let lock: Option<Arc<dyn CreationLock>> = match (options.lock, &l2) {
             (LockMode::None, _) => None,
             (LockMode::Local, _) | (LockMode::Auto, None) => Some(Arc::new(LocalOnly)),
             (LockMode::Auto, Some(backend)) => Some(backend.creation_lock()),
-            (LockMode::File, Some(backend)) if backend.lock_reach() == LockReach::Host => {
+            (LockMode::File, Some(backend)) if reach == Reach::Host => {
                 Some(backend.creation_lock())
             }
             #[cfg(feature = "file")]
@@ -160,9 +164,7 @@ impl Region {
                     }));
                 }
             },
-            (LockMode::Distributed, Some(backend))
-                if backend.lock_reach() == LockReach::Network =>
-            {
+            (LockMode::Distributed, Some(backend)) if reach == Reach::Network => {
                 Some(backend.creation_lock())
             }
             (mode, l2) => {
@@ -176,9 +178,10 @@ impl Region {
             _ => None,
         };
         #[cfg(feature = "memory")]
-        let l1 = open_memory_tier(&options, l2.is_some(), backplane.is_some());
+        let l1 = open_memory_tier(&options, memory, l2.is_some(), backplane.is_some());
+        // Without the feature no store opens as memory; an L1 needs it.
         #[cfg(not(feature = "memory"))]
-        if options.l1 && l2.is_some() {
+        if options.l1 && l2.is_some() || memory {
             return Err(feature_missing(&options, "memory"));
         }
         Ok(Region {
@@ -254,7 +257,10 @@ impl Region {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn in_process(&self) -> bool {
-        self.inner.l2.is_none() && self.inner.options.backend == BackendKind::Memory
+        #[cfg(feature = "memory")]
+        return self.inner.l2.is_none() && self.inner.l1.is_some();
+        #[cfg(not(feature = "memory"))]
+        false
     }
 
     /// A namespace in this region: Beaker's `get_cache_region(...)` /
@@ -404,6 +410,7 @@ impl Region {
     }
 }
 
+#[cfg(not(feature = "memory"))]
 fn feature_missing(options: &RegionOptions, feature: &'static str) -> Error {
     Error::config(ConfigError::FeatureMissing {
         key: option_key(options, "type"),
@@ -415,9 +422,14 @@ fn feature_missing(options: &RegionOptions, feature: &'static str) -> Error {
 /// A region's memory tier: the whole store of a memory region, the L1 of
 /// a shared one with `l1 = true`, or none.
 #[cfg(feature = "memory")]
-fn open_memory_tier(options: &RegionOptions, shared: bool, backplane: bool) -> Option<MemoryTier> {
-    match (shared, options.backend) {
-        (false, BackendKind::Memory) => Some(MemoryTier::memory(MemoryStore::new(
+fn open_memory_tier(
+    options: &RegionOptions,
+    memory: bool,
+    shared: bool,
+    backplane: bool,
+) -> Option<MemoryTier> {
+    match (shared, memory) {
+        (false, true) => Some(MemoryTier::memory(MemoryStore::new(
             options.max_entries,
             options.max_bytes,
         ))),
@@ -457,31 +469,6 @@ fn origin_id() -> u64 {
     );
     hasher.write_u32(std::process::id());
     hasher.finish()
-}
-
-/// The region's shared store, if its type has one.
-fn open_store(options: &RegionOptions, clock: &Clock) -> Result<Option<Arc<dyn Backend>>> {
-    match options.backend {
-        BackendKind::Null => Ok(None),
-        #[cfg(feature = "memory")]
-        BackendKind::Memory => Ok(None),
-        _ => match crate::backend::open(options, clock) {
-            Some(store) => store.map(Some),
-            None => Err(feature_missing(options, feature_of(options.backend))),
-        },
-    }
-}
-
-/// The cargo feature a `type` needs.
-fn feature_of(kind: BackendKind) -> &'static str {
-    match kind {
-        BackendKind::Memory => "memory",
-        BackendKind::File => "file",
-        BackendKind::Dbm => "dbm",
-        BackendKind::Memcached => "memcached",
-        BackendKind::Redis | BackendKind::RedisCluster => "redis",
-        _ => "database",
-    }
 }
 
 impl RegionInner {

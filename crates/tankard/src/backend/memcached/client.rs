@@ -575,33 +575,26 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client for `host:port[;host:port…]` (commas work too) that reads
-    /// no value longer than `read_limit` bytes. Connects lazily: building
-    /// one never fails on a server that is down.
-    pub(crate) fn new(servers: &str, read_limit: u64) -> Result<Client> {
+    /// A client for `servers` (`host:port` each, at least one; the
+    /// store's options have checked them) that reads no value longer than
+    /// `read_limit` bytes. Connects lazily: building one never fails on a
+    /// server that is down.
+    pub(crate) fn new(servers: &[String], read_limit: u64) -> Client {
         let servers: Box<[Server]> = servers
-            .split([';', ','])
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
+            .iter()
             .map(|addr| Server {
                 seed: fnv1a(&[addr.as_bytes()]),
-                addr: addr.to_owned(),
+                addr: addr.clone(),
                 idle: Mutex::new(Vec::new()),
                 slots: Semaphore::new(MAX_CONNECTIONS),
                 down_until_ms: AtomicU64::new(0),
             })
             .collect();
-        if servers.is_empty() {
-            return Err(Error::backend(
-                BACKEND,
-                "no server address; set cache.url = \"host:port[;host:port…]\"",
-            ));
-        }
-        Ok(Client {
+        Client {
             servers,
             epoch: Instant::now(),
             read_limit,
-        })
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -926,7 +919,7 @@ mod tests {
 
     #[test]
     fn rendezvous_moves_only_the_failed_servers_keys() {
-        let client = Client::new("a:1;b:2;c:3", 1 << 20).unwrap();
+        let client = Client::new(&["a:1".into(), "b:2".into(), "c:3".into()], 1 << 20);
         let before: Vec<usize> = (0..3000u64)
             .map(|k| client.pick(fnv1a(&[&k.to_le_bytes()])).unwrap())
             .collect();
@@ -999,7 +992,7 @@ mod tests {
     #[tokio::test]
     async fn values_over_the_read_limit_are_skipped_and_the_pool_stays_sound() {
         let (addr, accepted) = fake_server().await;
-        let client = Client::new(&addr, 1024).unwrap();
+        let client = Client::new(std::slice::from_ref(&addr), 1024);
         let drained = format!("big-{}", 4 << 20);
         let values = get(&client, &["a", &drained, "b"]).await.unwrap();
         let sizes: Vec<_> = values

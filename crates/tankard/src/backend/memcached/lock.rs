@@ -428,7 +428,7 @@ pub(super) mod tests {
     /// The release used on servers without `md`: owner-checked as well.
     #[tokio::test]
     async fn tombstone_release_deletes_only_the_owners_lock() {
-        let client = Arc::new(Client::new(&server(), 1 << 20).unwrap());
+        let client = Arc::new(Client::new(&[server()], 1 << 20));
         let owner = |key: &str| Owner {
             client: client.clone(),
             key: key.to_owned(),

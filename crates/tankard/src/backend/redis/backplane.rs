@@ -399,7 +399,7 @@ mod tests {
 
     use super::*;
     use crate::backend::backplane::Eviction;
-    use crate::config::{BackendKind, BackplaneSetting, RegionOptions};
+    use crate::options::{BackendKind, BackplaneSetting, RegionOptions};
 
     /// What a test's subscription connection looks like to the server:
     /// `CLIENT INFO`, asked on that very connection after subscribing.

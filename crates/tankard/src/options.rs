@@ -1,4 +1,7 @@
-//! The resolved options of one region, and the small enums they use.
+//! The resolved options of one region, and the small enums they use: the
+//! vocabulary every layer reads (stores, engine, region), below the parser
+//! in `config`, which reaches up to the stores to check their options.
+//! Public as `tankard::config::*`.
 
 use std::fmt;
 use std::path::PathBuf;
