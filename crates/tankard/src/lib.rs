@@ -59,7 +59,7 @@
 //! | `file` | ✓ | one file per key, `flock` creation locks | nothing extra |
 //! | `macros` | ✓ | [`#[tankard::cached]`](cached) (turns on `blocking`) | a proc-macro crate on syn, which serde's derive already builds |
 //! | `blocking` | with `macros` | [`blocking`]: the sync API, with or without a runtime | tokio's multi-thread scheduler code (no new crate) |
-//! | `memcached`, `redis`, `postgres`, `sqlite`, `mysql`, `dbm` | | the server and embedded backends | their client crates |
+//! | `memcached`, `redis` | | the memcached and Redis (and Redis Cluster) backends | memcached: nothing extra (its own client on tokio); redis: the redis crate |
 //! | `redis-tls` | | `rediss://` URLs for `redis` (implies it) | rustls and ring |
 //! | `axum` | | `web`: the page-caching tower layer and the manager as axum state | axum-core, http, tower-layer |
 #![cfg_attr(docsrs, feature(doc_cfg))]
