@@ -72,6 +72,9 @@ pub(crate) struct EntryMeta {
 pub(crate) enum Freshness {
     Fresh,
     Stale,
+    /// Past `stale` but within the region's `fail_safe`: not served, but
+    /// kept to stand in for a creator that fails.
+    Expired,
     Missing,
 }
 
@@ -81,6 +84,9 @@ pub(crate) struct ReadPolicy {
     pub(crate) now_ms: u64,
     /// Entries created before this (the `starttime` option) are stale.
     pub(crate) start_ms: u64,
+    /// How long past its stale time an entry is kept for fail-safe (the
+    /// `fail_safe` option; 0 = off).
+    pub(crate) fail_safe_ms: u64,
 }
 
 impl EntryMeta {
@@ -113,20 +119,29 @@ impl EntryMeta {
     }
 
     /// How long a backend should keep the entry: until it can no longer be
-    /// served even as stale. `None` = forever.
-    pub(crate) fn ttl(&self, now_ms: u64) -> Option<std::time::Duration> {
-        (self.stale_until_ms != u64::MAX).then(|| {
-            std::time::Duration::from_millis(self.stale_until_ms.saturating_sub(now_ms).max(1))
-        })
+    /// served even as stale, nor stand in for a failed creator
+    /// (`fail_safe_ms` past that). `None` = forever.
+    pub(crate) fn ttl(&self, now_ms: u64, fail_safe_ms: u64) -> Option<std::time::Duration> {
+        let kept_until_ms = self.kept_until_ms(fail_safe_ms);
+        (kept_until_ms != u64::MAX)
+            .then(|| std::time::Duration::from_millis(kept_until_ms.saturating_sub(now_ms).max(1)))
+    }
+
+    /// Until when a store keeps the entry.
+    pub(crate) fn kept_until_ms(&self, fail_safe_ms: u64) -> u64 {
+        self.stale_until_ms.saturating_add(fail_safe_ms)
     }
 
     #[inline]
     pub(crate) fn freshness(&self, gens: &Generations, policy: &ReadPolicy) -> Freshness {
-        if self.region_gen != gens.region
-            || self.namespace_gen != gens.namespace
-            || policy.now_ms >= self.stale_until_ms
-        {
+        if self.region_gen != gens.region || self.namespace_gen != gens.namespace {
             return Freshness::Missing;
+        }
+        if policy.now_ms >= self.stale_until_ms {
+            return match policy.now_ms < self.kept_until_ms(policy.fail_safe_ms) {
+                true => Freshness::Expired,
+                false => Freshness::Missing,
+            };
         }
         // `<=`: an entry written in the same millisecond as a soft
         // invalidation may predate it, so it counts as stale.
@@ -517,6 +532,7 @@ mod tests {
         let at = |now_ms| ReadPolicy {
             now_ms,
             start_ms: 0,
+            fail_safe_ms: 0,
         };
         assert_eq!(m.freshness(&gens, &at(1_000)), Freshness::Fresh);
         assert_eq!(m.freshness(&gens, &at(10_999)), Freshness::Fresh);
@@ -536,6 +552,7 @@ mod tests {
         let started = ReadPolicy {
             now_ms: 1_000,
             start_ms: 1_001,
+            fail_safe_ms: 0,
         };
         assert_eq!(m.freshness(&gens, &started), Freshness::Stale);
     }

@@ -146,7 +146,7 @@ impl Cache {
         let state = |freshness| match freshness {
             Freshness::Fresh => Some(EntryState::Fresh),
             Freshness::Stale => Some(EntryState::Stale),
-            Freshness::Missing => None,
+            Freshness::Expired | Freshness::Missing => None,
         };
         #[cfg(feature = "memory")]
         if let Some(memory) = region.memory_only() {

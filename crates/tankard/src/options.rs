@@ -81,6 +81,28 @@ pub struct RegionOptions {
     pub on_backend_error: OnBackendError,
     /// Key `refresh`: who waits for a stale entry's regeneration.
     pub refresh: Refresh,
+    /// Key `fail_safe`: how long past `expire + stale` an entry is kept, to
+    /// be served when its creator fails or panics (default 0: off; at most
+    /// 100 years; needs `expire`). Stores keep entries that much longer.
+    ///
+    /// ```
+    /// let config = tankard::Config::from_flat([
+    ///     ("cache.type", "memory"),
+    ///     ("cache.expire", "1m"),
+    ///     ("cache.fail_safe", "1h"),
+    ///     ("cache.fail_safe_throttle", "10s"),
+    /// ])?;
+    /// let options = config.default_options();
+    /// assert_eq!(options.fail_safe, std::time::Duration::from_secs(3600));
+    /// assert_eq!(options.fail_safe_throttle, std::time::Duration::from_secs(10));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fail_safe: Duration,
+    /// Key `fail_safe_throttle`: once a creator has failed and its last good
+    /// value was served instead, how long that value counts as fresh
+    /// before the creator is tried again (default 30 s; at most 24 h; not
+    /// zero, which would retry a failing creator on every call).
+    pub fail_safe_throttle: Duration,
     /// Key `l1`: an in-process memory tier in front of the region's shared
     /// store (DESIGN §4, §8); a boolean, default `false`. Only shared types
     /// take it (file, dbm, memcached, redis, redis-cluster, database): on a

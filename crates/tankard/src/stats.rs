@@ -86,9 +86,13 @@ pub(crate) enum Event {
     LockWait = 5,
     BackendError = 6,
     DecodeError = 7,
+    // Counted by the fail-safe policy (DESIGN §4 `fail_safe`) once it lands;
+    // its figure is already in `/stats` and the metrics.
+    #[allow(dead_code)]
+    FailSafeServed = 8,
 }
 
-const EVENTS: usize = 8;
+const EVENTS: usize = 9;
 
 #[repr(align(128))]
 #[derive(Default)]

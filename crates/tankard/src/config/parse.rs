@@ -50,6 +50,8 @@ pub(crate) const OPTION_NAMES: &[&str] = &[
     "secret",
     "on_backend_error",
     "refresh",
+    "fail_safe",
+    "fail_safe_throttle",
     "l1",
     "l1_max_entries",
     "l1_max_bytes",
@@ -867,6 +869,10 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
             )?);
         }
         "timeout" => options.timeout = duration(key, raw, value, MAX_OPERATION, false)?,
+        "fail_safe" => options.fail_safe = duration(key, raw, value, MAX_LIFETIME, true)?,
+        "fail_safe_throttle" => {
+            options.fail_safe_throttle = duration(key, raw, value, MAX_CREATION, false)?;
+        }
         // 0 turns the circuit breaker off: every operation tries the server.
         "retry_after" => options.retry_after = duration(key, raw, value, MAX_OPERATION, true)?,
         "lock_timeout" => options.lock_timeout = duration(key, raw, value, MAX_CREATION, false)?,
@@ -1110,6 +1116,7 @@ fn validate(
         })
     })?;
     check_lock(options, store.reach, own_key)?;
+    check_fail_safe(options, own_key)?;
     check_l1(options, store.reach, own_key)?;
     if store.open.is_none() {
         return Ok(Some(ConfigError::FeatureMissing {
@@ -1145,6 +1152,21 @@ const BACKPLANE_FEATURES: [(&str, bool); 2] = [
     ("redis", cfg!(feature = "redis")),
     ("redis-tls", cfg!(feature = "redis-tls")),
 ];
+
+/// `fail_safe` keeps entries past their expiry; with no `expire` nothing
+/// ever expires, so there is nothing to keep past and the setting is more
+/// likely a slip (a region that forgot its `expire`) than a wish.
+fn check_fail_safe(options: &RegionOptions, own_key: &dyn Fn(&str) -> String) -> Result<()> {
+    if !options.fail_safe.is_zero() && options.expire.is_none() {
+        return Err(bad(
+            &own_key("fail_safe"),
+            &format!("{:?}", options.fail_safe),
+            "is set on a region without expire: its entries never expire, so none is kept past expiry",
+            "expire = <duration> for this region, or fail_safe = 0",
+        ));
+    }
+    Ok(())
+}
 
 /// The lock mode against the backend, so that a config that loads also
 /// opens (the fuzz target `config_flat` found `lock = distributed` on a
@@ -1221,6 +1243,8 @@ impl RegionOptions {
             secret: None,
             on_backend_error: super::OnBackendError::Bypass,
             refresh: super::Refresh::Foreground,
+            fail_safe: std::time::Duration::ZERO,
+            fail_safe_throttle: std::time::Duration::from_secs(30),
             l1: false,
             l1_max_entries: 10_000,
             l1_max_bytes: None,

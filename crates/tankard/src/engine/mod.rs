@@ -105,15 +105,45 @@ where
     }
 }
 
+/// Stores a value for the call: in its place, or in the storage. A failed
+/// store is the backend's failure (bypassed or returned), never the value's.
+async fn store_value<T, S: Storage>(
+    call: &Call<'_, T, S>,
+    value: &Arc<T>,
+    expire: Option<Duration>,
+    generations: Option<Generations>,
+) -> Result<()>
+where
+    T: Serialize + Send + Sync + 'static,
+{
+    let stored = match call.place {
+        Some(place) => {
+            place.store(value, expire, generations);
+            Ok(())
+        }
+        None => {
+            call.storage
+                .store(call.ns, call.key, value, expire, generations)
+                .await
+        }
+    };
+    stored.or_else(|err| call.engine().backend_failed(&err))
+}
+
 /// The creation step shared by every path: run the creator, store its
 /// value, release the cross-process lock, and hand the outcome to this
-/// process's waiters (if this caller leads a flight).
+/// process's waiters (if this caller leads a flight). With `fail_safe`, a
+/// creator that fails or panics while a last good value is at hand
+/// (`fallback`: a stale or expired entry) hands out that value instead,
+/// stored again as fresh for `fail_safe_throttle` so the creator is not
+/// retried on every call (rule 5).
 async fn create_and_store<T, S: Storage, Fut>(
     call: &Call<'_, T, S>,
     generations: Option<Generations>,
     creator: Fut,
     guard: Option<LockGuard>,
     leader: Option<flight::Leader<FlightKey, Outcome>>,
+    fallback: Option<Arc<T>>,
 ) -> Result<Arc<T>>
 where
     T: Serialize + Send + Sync + 'static,
@@ -121,27 +151,37 @@ where
 {
     let engine = call.engine();
     let outcome = run_creator(engine, creator).await;
-    let result = match outcome {
-        Ok(value) => {
+    // A creator that declined (nothing to store) did not fail.
+    let declined =
+        matches!(&outcome, Err(Failure::Error(err)) if err.creator_error::<Declined>().is_some());
+    let fail_safe = engine
+        .fail_safe_throttle
+        .zip(fallback)
+        .filter(|_| !declined);
+    let result = match (outcome, fail_safe) {
+        (Ok(value), _) => {
             let value = Arc::new(value);
-            let stored = match call.place {
-                Some(place) => {
-                    place.store(&value, call.expire, generations);
-                    Ok(())
-                }
-                None => {
-                    call.storage
-                        .store(call.ns, call.key, &value, call.expire, generations)
-                        .await
-                }
-            };
-            match stored {
-                Ok(()) => Ok(value),
-                Err(err) => engine.backend_failed(&err).map(|()| value),
-            }
+            store_value(call, &value, call.expire, generations)
+                .await
+                .map(|()| value)
         }
-        Err(Failure::Error(err)) => Err(err),
-        Err(Failure::Panic(panic)) => {
+        (Err(failure), Some((throttle, fallback))) => {
+            let why = match &failure {
+                Failure::Error(err) => err.to_string(),
+                Failure::Panic(panic) => format!("panicked: {}", panic_message(&**panic)),
+            };
+            tracing::warn!(
+                region = %engine.name,
+                key = %call.key,
+                "creator failed; serving the last good value (fail_safe) for {throttle:?}: {why}",
+            );
+            engine.count(Event::FailSafeServed);
+            store_value(call, &fallback, Some(throttle), generations)
+                .await
+                .map(|()| fallback)
+        }
+        (Err(Failure::Error(err)), None) => Err(err),
+        (Err(Failure::Panic(panic)), None) => {
             let err = Error::new(Kind::CreatorPanicked {
                 message: panic_message(&*panic),
             });
@@ -261,9 +301,17 @@ where
                     engine.count(Event::Hit);
                     Ok(value)
                 }
-                _ => {
+                Found::Stale(last) | Found::Expired(last) => {
                     engine.count(Event::Miss);
-                    create_and_store(call, lookup.generations, creator.create(), None, None).await
+                    let fallback = Some(last);
+                    let generations = lookup.generations;
+                    create_and_store(call, generations, creator.create(), None, None, fallback)
+                        .await
+                }
+                Found::Missing => {
+                    engine.count(Event::Miss);
+                    let generations = lookup.generations;
+                    create_and_store(call, generations, creator.create(), None, None, None).await
                 }
             };
         };
@@ -288,7 +336,14 @@ where
                 let creator = match background(call) {
                     Some((runtime, place)) => match creator.spawnable() {
                         Ok(task) => {
-                            refresh_in_background(call, runtime, place, leader, task);
+                            refresh_in_background(
+                                call,
+                                runtime,
+                                place,
+                                leader,
+                                task,
+                                stale.clone(),
+                            );
                             return call.serve_stale(stale);
                         }
                         Err(creator) => creator,
@@ -297,7 +352,13 @@ where
                 };
                 return regenerate(call, leader, &*lock, stale, creator.create()).await;
             }
-            Found::Missing => {
+            found @ (Found::Expired(_) | Found::Missing) => {
+                // An expired entry kept by `fail_safe` is a miss whose value
+                // stands in if the creator fails.
+                let fallback = match found {
+                    Found::Expired(last) => Some(last),
+                    _ => None,
+                };
                 if !counted_miss {
                     engine.count(Event::Miss);
                     counted_miss = true;
@@ -349,12 +410,18 @@ where
                     }
                     return Ok(value);
                 }
+                // The re-read may have found a newer expired entry.
+                let fallback = match lookup.found {
+                    Found::Stale(last) | Found::Expired(last) => Some(last),
+                    _ => fallback,
+                };
                 return create_and_store(
                     call,
                     lookup.generations,
                     creator.create(),
                     guard,
                     Some(leader),
+                    fallback,
                 )
                 .await;
             }
@@ -398,7 +465,16 @@ where
         engine.count(Event::Hit);
         return Ok(value);
     }
-    create_and_store(call, lookup.generations, creator, Some(guard), Some(leader)).await
+    let fallback = Some(stale);
+    create_and_store(
+        call,
+        lookup.generations,
+        creator,
+        Some(guard),
+        Some(leader),
+        fallback,
+    )
+    .await
 }
 
 /// A boxed creator that can run in a task of its own.
@@ -433,6 +509,7 @@ fn refresh_in_background<T, S: Storage>(
     place: OwnedPlace<T>,
     leader: flight::Leader<FlightKey, Outcome>,
     task: Task<T>,
+    stale: Arc<T>,
 ) where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
@@ -451,7 +528,7 @@ fn refresh_in_background<T, S: Storage>(
                 detached: true,
                 ..Call::new(&storage, &ns, &key, expire)
             };
-            match background_regenerate(&call, leader, &*lock, task).await {
+            match background_regenerate(&call, leader, &*lock, task, stale).await {
                 Ok(()) => {}
                 // Nothing went wrong: there was nothing to store.
                 Err(err) if err.creator_error::<Declined>().is_some() => {}
@@ -477,6 +554,7 @@ async fn background_regenerate<T, S: Storage>(
     leader: flight::Leader<FlightKey, Outcome>,
     lock: &dyn lock::CreationLock,
     task: Task<T>,
+    stale: Arc<T>,
 ) -> Result<()>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -498,9 +576,17 @@ where
         guard.release().await;
         return Ok(());
     }
-    create_and_store(call, lookup.generations, task, Some(guard), Some(leader))
-        .await
-        .map(drop)
+    let fallback = Some(stale);
+    create_and_store(
+        call,
+        lookup.generations,
+        task,
+        Some(guard),
+        Some(leader),
+        fallback,
+    )
+    .await
+    .map(drop)
 }
 
 /// Runs the creator and stores nothing (`enabled = false`, or a type

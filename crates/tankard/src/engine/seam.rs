@@ -20,7 +20,7 @@ use super::Shutdown;
 use super::flight::Flights;
 use crate::backend::lock::CreationLock;
 use crate::clock::Clock;
-use crate::entry::Generations;
+use crate::entry::{Freshness, Generations};
 use crate::error::{Error, Result};
 use crate::options::{OnBackendError, Refresh, RegionOptions};
 use crate::stats::{Counters, Event};
@@ -35,7 +35,22 @@ pub(crate) type Outcome = std::result::Result<Arc<dyn Any + Send + Sync>, Error>
 pub(crate) enum Found<T> {
     Fresh(Arc<T>),
     Stale(Arc<T>),
+    /// Past its stale time, kept by `fail_safe`: a miss, whose value
+    /// stands in if the creator fails.
+    Expired(Arc<T>),
     Missing,
+}
+
+impl<T> Found<T> {
+    /// An entry with `value`, as its `freshness` says.
+    pub(crate) fn entry(freshness: Freshness, value: Arc<T>) -> Found<T> {
+        match freshness {
+            Freshness::Fresh => Found::Fresh(value),
+            Freshness::Stale => Found::Stale(value),
+            Freshness::Expired => Found::Expired(value),
+            Freshness::Missing => Found::Missing,
+        }
+    }
 }
 
 /// A lookup's result and the generations to stamp a new entry with
@@ -96,6 +111,9 @@ pub(crate) struct Engine {
     pub(crate) enabled: bool,
     pub(crate) refresh: Refresh,
     pub(crate) wait_timeout: Duration,
+    /// With `fail_safe` on, how long a last good value served in place of
+    /// a failed creator counts as fresh (`fail_safe_throttle`).
+    pub(crate) fail_safe_throttle: Option<Duration>,
     on_backend_error: OnBackendError,
     /// `None` for `lock = none`: no single-flight at all.
     pub(crate) lock: Option<Arc<dyn CreationLock>>,
@@ -120,6 +138,8 @@ impl Engine {
             enabled: options.enabled,
             refresh: options.refresh,
             wait_timeout: options.wait_timeout,
+            fail_safe_throttle: (!options.fail_safe.is_zero())
+                .then_some(options.fail_safe_throttle),
             on_backend_error: options.on_backend_error,
             lock,
             flights: Arc::new(Flights::new()),

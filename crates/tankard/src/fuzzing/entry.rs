@@ -116,9 +116,10 @@ fn freshness_never_panics(meta: &EntryMeta) {
         let policy = ReadPolicy {
             now_ms,
             start_ms: meta.created_ms,
+            fail_safe_ms: meta.fresh_until_ms,
         };
         let _ = meta.freshness(&gens, &policy);
-        let _ = meta.ttl(now_ms);
+        let _ = meta.ttl(now_ms, meta.created_ms);
         let _ = EntryMeta::new(
             now_ms,
             Some(std::time::Duration::from_millis(meta.fresh_until_ms)),

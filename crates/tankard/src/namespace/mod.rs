@@ -418,7 +418,7 @@ impl Cache {
             Ok(lookup) => Ok(match lookup.found {
                 Found::Fresh(value) => Some((value, true)),
                 Found::Stale(value) => Some((value, false)),
-                Found::Missing => None,
+                Found::Expired(_) | Found::Missing => None,
             }),
             Err(err) => self.region.backend_failed(&err).map(|()| None),
         }

@@ -18,7 +18,7 @@ use crate::backend::memory::typed::{TypedEntry, TypedKeyRef, TypedMap};
 use crate::cache_key::KeyBuf;
 use crate::cache_key::WordKey;
 use crate::engine::{self, Creator, Place};
-use crate::entry::{Freshness, Generations};
+use crate::entry::Generations;
 use crate::error::Result;
 use crate::region::{Found, Lookup};
 use crate::stats::Event;
@@ -185,11 +185,10 @@ where
         let generations = region.memory_generations(&self.typed.cache.ns);
         let found = match self.typed.map.get(self.key) {
             None => Found::Missing,
-            Some(entry) => match entry.meta.freshness(&generations, &region.read_policy()) {
-                Freshness::Fresh => Found::Fresh(Arc::new(entry.value)),
-                Freshness::Stale => Found::Stale(Arc::new(entry.value)),
-                Freshness::Missing => Found::Missing,
-            },
+            Some(entry) => Found::entry(
+                entry.meta.freshness(&generations, &region.read_policy()),
+                Arc::new(entry.value),
+            ),
         };
         Lookup {
             found,

@@ -390,7 +390,13 @@ impl Region {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub async fn purge_expired(&self) -> Result<Purged> {
-        let now_ms = self.inner.clock.now_ms();
+        // The stores purge what was stale before the time given: with
+        // `fail_safe`, an entry lives that much past its stale time.
+        let now_ms = self
+            .inner
+            .clock
+            .now_ms()
+            .saturating_sub(crate::clock::millis(self.inner.options.fail_safe));
         #[cfg(feature = "memory")]
         let l1_purged = match &self.inner.l1 {
             Some(tier) => tier.store.purge_expired(now_ms),
@@ -496,6 +502,7 @@ impl RegionInner {
         ReadPolicy {
             now_ms: self.clock.recent_ms(),
             start_ms: self.start_ms,
+            fail_safe_ms: crate::clock::millis(self.options.fail_safe),
         }
     }
 
@@ -589,7 +596,7 @@ impl RegionInner {
         );
         let policy = ReadPolicy {
             now_ms: meta.created_ms,
-            start_ms: self.start_ms,
+            ..self.read_policy()
         };
         match meta.freshness(&current, &policy) {
             Freshness::Fresh => (meta, epoch),
@@ -642,8 +649,7 @@ impl RegionInner {
             Some(entry) => match entry.meta.freshness(&generations, &self.read_policy()) {
                 Freshness::Missing => Found::Missing,
                 freshness => match entry.value.downcast::<T>() {
-                    Ok(value) if freshness == Freshness::Fresh => Found::Fresh(value),
-                    Ok(value) => Found::Stale(value),
+                    Ok(value) => Found::entry(freshness, value),
                     Err(_) => {
                         self.count(Event::DecodeError);
                         Found::Missing
@@ -877,10 +883,7 @@ impl RegionInner {
             return (Found::Missing, None);
         }
         match entry::decode_payload::<T>(&raw) {
-            Ok(value) if freshness == Freshness::Fresh => {
-                (Found::Fresh(Arc::new(value)), Some(raw.meta))
-            }
-            Ok(value) => (Found::Stale(Arc::new(value)), Some(raw.meta)),
+            Ok(value) => (Found::entry(freshness, Arc::new(value)), Some(raw.meta)),
             Err(err) => {
                 self.count(Event::DecodeError);
                 tracing::debug!(region = %self.options.name, key = %at.storage_key, "entry ignored: {err}");
@@ -944,7 +947,13 @@ impl RegionInner {
         if size > self.options.max_entry_bytes {
             return Err(Error::too_large(size, self.options.max_entry_bytes));
         }
-        let stored = backend.store(&at, bytes, meta.ttl(now_ms)).await;
+        let stored = backend
+            .store(
+                &at,
+                bytes,
+                meta.ttl(now_ms, crate::clock::millis(self.options.fail_safe)),
+            )
+            .await;
         #[cfg(feature = "memory")]
         if self.l1.is_some() {
             match &stored {

@@ -130,6 +130,9 @@ all_backends!(
     a_failed_background_refresh_keeps_the_stale_value,
     background_work_stops_when_the_manager_is_dropped,
     a_borrowing_creator_regenerates_in_the_caller_even_with_background,
+    fail_safe_serves_the_last_good_value_when_the_creator_fails,
+    fail_safe_stands_in_for_a_panic_and_a_failed_background_refresh,
+    without_a_last_good_value_the_error_is_returned,
 );
 
 async fn put_get_remove_contains(backend: &str) {
@@ -668,4 +671,129 @@ async fn a_borrowing_creator_regenerates_in_the_caller_even_with_background(back
         .await
         .unwrap();
     assert_eq!((*v, calls.load(Ordering::SeqCst)), (2, 1));
+}
+
+/// A region with `fail_safe`: fresh for 10 s, kept an hour more, a failed
+/// creator throttled for 30 s.
+const FAIL_SAFE: [(&str, &str); 3] = [
+    ("cache.expire", "10"),
+    ("cache.fail_safe", "1h"),
+    ("cache.fail_safe_throttle", "30s"),
+];
+
+async fn fail_safe_serves_the_last_good_value_when_the_creator_fails(backend: &str) {
+    let f = fixture(backend, &FAIL_SAFE);
+    let ns = f.manager.namespace("fs");
+    let calls = AtomicUsize::new(0);
+    let failing = || async {
+        calls.fetch_add(1, Ordering::SeqCst);
+        Err::<u32, _>("upstream down")
+    };
+    ns.get_or_create("k", || async { 1u32 }).await.unwrap();
+    // Past expiry: a miss, but the entry is kept for the fail-safe.
+    f.clock.advance(Duration::from_secs(20));
+    assert!(ns.peek::<u32>("k").await.unwrap().is_none());
+    let v = ns.get_or_try_create("k", failing).await.unwrap();
+    assert_eq!((*v, calls.load(Ordering::SeqCst)), (1, 1));
+    assert_eq!(f.manager.default_region().stats().fail_safe_served, 1);
+    // Served again as fresh for the throttle: the creator is not retried.
+    f.clock.advance(Duration::from_secs(29));
+    let v = ns.get_or_try_create("k", failing).await.unwrap();
+    assert_eq!((*v, calls.load(Ordering::SeqCst)), (1, 1));
+    // Then it is tried again, and its value wins once it works.
+    f.clock.advance(Duration::from_secs(2));
+    let v = ns.get_or_try_create("k", failing).await.unwrap();
+    assert_eq!((*v, calls.load(Ordering::SeqCst)), (1, 2));
+    f.clock.advance(Duration::from_secs(31));
+    let v = ns.get_or_create("k", || async { 2u32 }).await.unwrap();
+    assert_eq!(*v, 2);
+    assert_eq!(f.manager.default_region().stats().fail_safe_served, 2);
+    // Past the fail-safe window there is nothing left to serve.
+    f.clock.advance(Duration::from_secs(10 + 3600));
+    let err = ns.get_or_try_create("k", failing).await.unwrap_err();
+    assert!(err.to_string().contains("upstream down"), "{err}");
+}
+
+async fn fail_safe_stands_in_for_a_panic_and_a_failed_background_refresh(backend: &str) {
+    let f = fixture(
+        backend,
+        &[
+            FAIL_SAFE.as_slice(),
+            &[("cache.stale", "10"), ("cache.refresh", "background")],
+        ]
+        .concat(),
+    );
+    let ns = f.manager.namespace("fs");
+    ns.put("k", 1u32).await.unwrap();
+    // Expired, kept: a panicking creator is a failure like any other.
+    f.clock.advance(Duration::from_secs(25));
+    let v = ns
+        .get_or_create("k", || async { panic!("creator bug") })
+        .await
+        .unwrap();
+    assert_eq!(*v, 1);
+    assert_eq!(f.manager.default_region().stats().fail_safe_served, 1);
+    // Stale with `refresh = background`: the task's failure re-stores the
+    // stale value for the throttle, so no caller starts another refresh.
+    ns.put("s", 1u32).await.unwrap();
+    f.clock.advance(Duration::from_secs(15));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let spawn = |calls: Arc<AtomicUsize>| async move {
+        calls.fetch_add(1, Ordering::SeqCst);
+        Err::<u32, _>("upstream down")
+    };
+    let first = ns
+        .get_or_try_spawn("s", {
+            let calls = calls.clone();
+            move || spawn(calls)
+        })
+        .await
+        .unwrap();
+    assert_eq!(*first, 1);
+    eventually("the failed refresh is counted", async || {
+        f.manager.default_region().stats().fail_safe_served == 2
+    })
+    .await;
+    let again = ns
+        .get_or_try_spawn("s", {
+            let calls = calls.clone();
+            move || spawn(calls)
+        })
+        .await
+        .unwrap();
+    assert_eq!(*again, 1);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "throttled: no second refresh"
+    );
+    assert_eq!(
+        ns.peek::<u32>("s")
+            .await
+            .unwrap()
+            .map(|(v, fresh)| (*v, fresh)),
+        Some((1, true))
+    );
+}
+
+async fn without_a_last_good_value_the_error_is_returned(backend: &str) {
+    // A cold key has nothing to fall back on.
+    let f = fixture(backend, &FAIL_SAFE);
+    let ns = f.manager.namespace("fs");
+    let err = ns
+        .get_or_try_create("cold", || async { Err::<u32, _>("upstream down") })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("upstream down"), "{err}");
+    // Without `fail_safe` an expired entry is simply gone.
+    let f = fixture(backend, &[("cache.expire", "10")]);
+    let ns = f.manager.namespace("fs");
+    ns.put("k", 1u32).await.unwrap();
+    f.clock.advance(Duration::from_secs(20));
+    assert!(
+        ns.get_or_try_create("k", || async { Err::<u32, _>("upstream down") })
+            .await
+            .is_err()
+    );
+    assert_eq!(f.manager.default_region().stats().fail_safe_served, 0);
 }
