@@ -1489,7 +1489,8 @@ fn l1_goes_in_front_of_every_shared_type() {
 // Bounds: every number has a largest value, named by the error
 
 /// Each bounded key, its largest value as written, and a value just past it.
-const LARGEST: [(&str, &str, &str); 14] = [
+const LARGEST: [(&str, &str, &str); 15] = [
+    ("fail_safe_throttle", "24h", "86400.5"),
     ("timeout", "1h", "3600.001"),
     ("retry_after", "1h", "61m"),
     ("lock_timeout", "24h", "86401"),
@@ -1510,7 +1511,7 @@ const LARGEST: [(&str, &str, &str); 14] = [
 fn largest_allowed(key: &str) -> &'static str {
     match key {
         "timeout" | "retry_after" => "at most 1h",
-        "lock_timeout" | "wait_timeout" => "at most 24h",
+        "lock_timeout" | "wait_timeout" | "fail_safe_throttle" => "at most 24h",
         "expire" | "stale" | "l1_expire" => "at most 876000h (100 years)",
         "starttime" => "at most 4102444800 (2100-01-01, in seconds since the epoch)",
         "key_length" => "at most 65535",
@@ -1519,6 +1520,34 @@ fn largest_allowed(key: &str) -> &'static str {
         "max_entry_bytes" => "at most 1073741824",
         other => panic!("no bound for {other}"),
     }
+}
+
+#[test]
+fn fail_safe_keys_are_parsed_bounded_and_need_an_expiry() {
+    let defaults = ok(flat_memory(&[])).default_options().clone();
+    assert_eq!(defaults.fail_safe, Duration::ZERO);
+    assert_eq!(defaults.fail_safe_throttle, Duration::from_secs(30));
+    let config = ok(flat_memory(&[
+        ("cache.expire", "1m"),
+        ("cache.fail_safe", "2h"),
+        ("cache.fail_safe_throttle", "5s"),
+    ]));
+    let options = config.default_options();
+    assert_eq!(options.fail_safe, Duration::from_secs(7200));
+    assert_eq!(options.fail_safe_throttle, Duration::from_secs(5));
+    // Nothing expires, so nothing is kept past expiry: a slip, named.
+    assert_eq!(
+        err(flat_memory(&[("cache.fail_safe", "1h")])),
+        "cache.fail_safe: \"3600s\" is set on a region without expire: its entries never expire, so none is kept past expiry; expected expire = <duration> for this region, or fail_safe = 0"
+    );
+    assert_eq!(
+        err(flat_memory(&[("cache.fail_safe_throttle", "0")])),
+        "cache.fail_safe_throttle: \"0\" is not a positive duration; expected a positive number of seconds (\"0.5\", \"30\") or a number with a unit (\"250ms\", \"2s\", \"20m\", \"1h\")"
+    );
+    assert_eq!(
+        err(flat_memory(&[("cache.expire", "1"), ("cache.fail_safe", "876000.001h")])),
+        "cache.fail_safe: \"876000.001h\" is too long; expected at most 876000h (100 years)"
+    );
 }
 
 #[test]
@@ -1534,6 +1563,7 @@ fn every_bounded_key_takes_its_largest_and_names_it_past_that() {
             "expire",
             "stale",
             "l1_expire",
+            "fail_safe_throttle",
         ]
         .contains(&key);
         let problem = if duration {
