@@ -65,12 +65,18 @@ pub(crate) struct EntryMeta {
     pub(crate) stale_until_ms: u64,
     pub(crate) region_gen: u64,
     pub(crate) namespace_gen: u64,
+    /// Not stored: when this process starts an early refresh of the entry
+    /// (`early_refresh`), for the memory tier's hit path to compare with;
+    /// `fresh_until_ms` when there is none.
+    pub(crate) refresh_at_ms: u64,
 }
 
 /// What a lookup found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Freshness {
     Fresh,
+    /// Fresh, and past the point where `early_refresh` renews it.
+    Due,
     Stale,
     /// Past `stale` but within the region's `fail_safe`: not served, but
     /// kept to stand in for a creator that fails.
@@ -87,6 +93,25 @@ pub(crate) struct ReadPolicy {
     /// How long past its stale time an entry is kept for fail-safe (the
     /// `fail_safe` option; 0 = off).
     pub(crate) fail_safe_ms: u64,
+    /// The `early_refresh` fraction of an entry's fresh life past which it
+    /// is renewed in the background; `None` = off.
+    pub(crate) early_refresh: Option<f64>,
+}
+
+impl ReadPolicy {
+    /// When an entry is due for an early refresh: `early_refresh` of the
+    /// way from its creation to its expiry (never for one that never
+    /// expires, nor without the policy).
+    #[inline]
+    pub(crate) fn refresh_at_ms(&self, meta: &EntryMeta) -> u64 {
+        match self.early_refresh {
+            Some(fraction) if meta.fresh_until_ms != u64::MAX => {
+                let life = meta.fresh_until_ms.saturating_sub(meta.created_ms);
+                meta.created_ms + (life as f64 * fraction) as u64
+            }
+            _ => meta.fresh_until_ms,
+        }
+    }
 }
 
 impl EntryMeta {
@@ -115,6 +140,7 @@ impl EntryMeta {
             stale_until_ms: fresh_until_ms.saturating_add(crate::clock::millis(stale)),
             region_gen: gens.region,
             namespace_gen: gens.namespace,
+            refresh_at_ms: fresh_until_ms,
         }
     }
 
@@ -150,6 +176,9 @@ impl EntryMeta {
             || policy.now_ms >= self.fresh_until_ms
         {
             return Freshness::Stale;
+        }
+        if policy.now_ms >= policy.refresh_at_ms(self) {
+            return Freshness::Due;
         }
         Freshness::Fresh
     }
@@ -311,6 +340,7 @@ pub(crate) fn open<'a>(
             stale_until_ms: u64_at(bytes, 24),
             region_gen: u64_at(bytes, 32),
             namespace_gen: u64_at(bytes, 40),
+            refresh_at_ms: u64_at(bytes, 16),
         },
         type_tag: u64_at(bytes, TYPE_AT.start),
         payload: &bytes[HEADER + key_len..body_end],
@@ -356,6 +386,7 @@ pub(crate) fn peek_meta(bytes: &[u8]) -> Option<EntryMeta> {
         stale_until_ms: u64_at(bytes, 24),
         region_gen: u64_at(bytes, 32),
         namespace_gen: u64_at(bytes, 40),
+        refresh_at_ms: u64_at(bytes, 16),
     })
 }
 
@@ -533,6 +564,7 @@ mod tests {
             now_ms,
             start_ms: 0,
             fail_safe_ms: 0,
+            early_refresh: None,
         };
         assert_eq!(m.freshness(&gens, &at(1_000)), Freshness::Fresh);
         assert_eq!(m.freshness(&gens, &at(10_999)), Freshness::Fresh);
@@ -553,6 +585,7 @@ mod tests {
             now_ms: 1_000,
             start_ms: 1_001,
             fail_safe_ms: 0,
+            early_refresh: None,
         };
         assert_eq!(m.freshness(&gens, &started), Freshness::Stale);
     }

@@ -144,7 +144,7 @@ impl Cache {
         let region = &self.region;
         let policy = region.read_policy();
         let state = |freshness| match freshness {
-            Freshness::Fresh => Some(EntryState::Fresh),
+            Freshness::Fresh | Freshness::Due => Some(EntryState::Fresh),
             Freshness::Stale => Some(EntryState::Stale),
             Freshness::Expired | Freshness::Missing => None,
         };

@@ -81,6 +81,8 @@ pub struct RegionOptions {
     pub on_backend_error: OnBackendError,
     /// Key `refresh`: who waits for a stale entry's regeneration.
     pub refresh: Refresh,
+    /// Key `early_refresh`: renew a steadily read entry before it expires.
+    pub early_refresh: EarlyRefresh,
     /// Key `fail_safe`: how long past `expire + stale` an entry is kept, to
     /// be served when its creator fails or panics (default 0: off; at most
     /// 100 years; needs `expire`). Stores keep entries that much longer.
@@ -301,6 +303,48 @@ pub enum Refresh {
     /// across processes), stores its value, and stops when the manager is
     /// dropped. Its failure is counted and logged; the stale value stays.
     Background,
+}
+
+/// Key `early_refresh`: whether an entry is renewed before it expires, so
+/// that a key read steadily never expires in front of a caller.
+///
+/// With a fraction `f` (`early_refresh = 0.8`), the first call past `f` of
+/// an entry's fresh life gets the current value at once and starts one
+/// refresh in a task (one across processes: it takes the region's creation
+/// lock). Every later caller keeps getting the current value until the
+/// refreshed one is stored. The refresh needs a creator that owns what it
+/// needs ([`Cache::get_or_spawn`](crate::Cache::get_or_spawn) and
+/// [`get_or_try_spawn`](crate::Cache::get_or_try_spawn), the page layer,
+/// `#[tankard::cached]` async functions with owned arguments); a borrowing
+/// creator is left alone until the entry expires. Needs `expire`.
+///
+/// ```
+/// let config = tankard::Config::from_flat([
+///     ("cache.type", "memory"),
+///     ("cache.expire", "60"),
+///     ("cache.early_refresh", "0.8"),
+/// ])?;
+/// assert_eq!(config.default_options().early_refresh, tankard::config::EarlyRefresh::At(0.8));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub enum EarlyRefresh {
+    /// `off` (default): an entry is regenerated when it expires.
+    #[default]
+    Off,
+    /// A fraction above 0 and below 1 of an entry's fresh life, past which
+    /// the first call starts its refresh.
+    At(f64),
+}
+
+impl EarlyRefresh {
+    pub(crate) fn fraction(self) -> Option<f64> {
+        match self {
+            EarlyRefresh::Off => None,
+            EarlyRefresh::At(fraction) => Some(fraction),
+        }
+    }
 }
 
 /// Key `secret`: the HMAC key for authenticated entries. Its `Debug` output

@@ -8,7 +8,8 @@
 mod parse;
 
 pub use crate::options::{
-    BackendKind, BackplaneSetting, LockMode, OnBackendError, Refresh, RegionOptions, Secret,
+    BackendKind, BackplaneSetting, EarlyRefresh, LockMode, OnBackendError, Refresh, RegionOptions,
+    Secret,
 };
 
 use std::collections::BTreeMap;

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    BackendKind, BackplaneSetting, Config, LockMode, OnBackendError, Refresh, RegionOptions, Secret,
+    BackendKind, BackplaneSetting, Config, EarlyRefresh, LockMode, OnBackendError, Refresh,
+    RegionOptions, Secret,
 };
 use crate::backend::{self, Reach, redis::options as redis};
 use crate::error::{ConfigError, Error, Kind, Result};
@@ -50,6 +51,7 @@ pub(crate) const OPTION_NAMES: &[&str] = &[
     "secret",
     "on_backend_error",
     "refresh",
+    "early_refresh",
     "fail_safe",
     "fail_safe_throttle",
     "l1",
@@ -870,6 +872,22 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
         }
         "timeout" => options.timeout = duration(key, raw, value, MAX_OPERATION, false)?,
         "fail_safe" => options.fail_safe = duration(key, raw, value, MAX_LIFETIME, true)?,
+        "early_refresh" => {
+            options.early_refresh = match value.to_ascii_lowercase().as_str() {
+                "off" => EarlyRefresh::Off,
+                _ => match parse_fraction(value) {
+                    Some(fraction) => EarlyRefresh::At(fraction),
+                    None => {
+                        return Err(bad(
+                            key,
+                            raw,
+                            "is not a fraction of the expiry",
+                            "off, or a fraction above 0 and below 1 (0.8: refresh past 80 % of expire)",
+                        ));
+                    }
+                },
+            };
+        }
         "fail_safe_throttle" => {
             options.fail_safe_throttle = duration(key, raw, value, MAX_CREATION, false)?;
         }
@@ -1004,6 +1022,17 @@ fn parse_backend(value: &str) -> Option<BackendKind> {
         "null" => BackendKind::Null,
         _ => return None,
     })
+}
+
+/// A decimal above 0 and below 1, in digits and one dot (`0.8`, `.75`):
+/// no sign, exponent, `inf` or `NaN` slips through.
+fn parse_fraction(value: &str) -> Option<f64> {
+    let (whole, fraction) = value.split_once('.')?;
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if !(digits(whole) && digits(fraction)) || fraction.is_empty() {
+        return None;
+    }
+    value.parse::<f64>().ok().filter(|f| *f > 0.0 && *f < 1.0)
 }
 
 /// Beaker's `asbool` spellings, case-insensitive.
@@ -1153,9 +1182,9 @@ const BACKPLANE_FEATURES: [(&str, bool); 2] = [
     ("redis-tls", cfg!(feature = "redis-tls")),
 ];
 
-/// `fail_safe` keeps entries past their expiry; with no `expire` nothing
-/// ever expires, so there is nothing to keep past and the setting is more
-/// likely a slip (a region that forgot its `expire`) than a wish.
+/// `fail_safe` keeps entries past their expiry and `early_refresh` renews
+/// them before it; with no `expire` nothing ever expires, so either setting
+/// is more likely a slip (a region that forgot its `expire`) than a wish.
 fn check_fail_safe(options: &RegionOptions, own_key: &dyn Fn(&str) -> String) -> Result<()> {
     if !options.fail_safe.is_zero() && options.expire.is_none() {
         return Err(bad(
@@ -1163,6 +1192,14 @@ fn check_fail_safe(options: &RegionOptions, own_key: &dyn Fn(&str) -> String) ->
             &format!("{:?}", options.fail_safe),
             "is set on a region without expire: its entries never expire, so none is kept past expiry",
             "expire = <duration> for this region, or fail_safe = 0",
+        ));
+    }
+    if let (EarlyRefresh::At(fraction), None) = (options.early_refresh, options.expire) {
+        return Err(bad(
+            &own_key("early_refresh"),
+            &fraction.to_string(),
+            "is set on a region without expire: its entries never expire, so none is renewed early",
+            "expire = <duration> for this region, or early_refresh = off",
         ));
     }
     Ok(())
@@ -1243,6 +1280,7 @@ impl RegionOptions {
             secret: None,
             on_backend_error: super::OnBackendError::Bypass,
             refresh: super::Refresh::Foreground,
+            early_refresh: EarlyRefresh::Off,
             fail_safe: std::time::Duration::ZERO,
             fail_safe_throttle: std::time::Duration::from_secs(30),
             l1: false,

@@ -297,7 +297,8 @@ where
         let Some(lock) = engine.lock.clone() else {
             // `lock = none`: every caller that misses creates.
             return match lookup.found {
-                Found::Fresh(value) => {
+                // No single-flight, so no early refresh either.
+                Found::Fresh(value) | Found::Due(value) => {
                     engine.count(Event::Hit);
                     Ok(value)
                 }
@@ -320,6 +321,19 @@ where
         match lookup.found {
             Found::Fresh(value) => {
                 engine.count(Event::Hit);
+                return Ok(value);
+            }
+            Found::Due(value) => {
+                engine.count(Event::Hit);
+                // `early_refresh`: this caller gets the current value, and
+                // one task renews it; a caller that finds the refresh under
+                // way, or has a creator that cannot be spawned, just reads.
+                if let Role::Leader(leader) = Flights::join_or_lead(&engine.flights, &flight_key())
+                    && let Some((runtime, place)) = spawn_target(call)
+                    && let Ok(task) = creator.spawnable()
+                {
+                    refresh_in_background(call, runtime, place, leader, task, value.clone());
+                }
                 return Ok(value);
             }
             Found::Stale(stale) => {
@@ -492,6 +506,14 @@ fn background<T, S: Storage>(
     if call.engine().refresh != Refresh::Background {
         return None;
     }
+    spawn_target(call)
+}
+
+/// Where a call's regeneration can be spawned: a runtime, and the entry's
+/// place (if any) owned; `None` when either is missing.
+fn spawn_target<T, S: Storage>(
+    call: &Call<'_, T, S>,
+) -> Option<(tokio::runtime::Handle, OwnedPlace<T>)> {
     let runtime = tokio::runtime::Handle::try_current().ok()?;
     let place = match call.place {
         None => None,

@@ -34,6 +34,8 @@ pub(crate) type Outcome = std::result::Result<Arc<dyn Any + Send + Sync>, Error>
 /// What a lookup found.
 pub(crate) enum Found<T> {
     Fresh(Arc<T>),
+    /// Fresh, and due for an early refresh (`early_refresh`).
+    Due(Arc<T>),
     Stale(Arc<T>),
     /// Past its stale time, kept by `fail_safe`: a miss, whose value
     /// stands in if the creator fails.
@@ -46,6 +48,7 @@ impl<T> Found<T> {
     pub(crate) fn entry(freshness: Freshness, value: Arc<T>) -> Found<T> {
         match freshness {
             Freshness::Fresh => Found::Fresh(value),
+            Freshness::Due => Found::Due(value),
             Freshness::Stale => Found::Stale(value),
             Freshness::Expired => Found::Expired(value),
             Freshness::Missing => Found::Missing,

@@ -41,13 +41,16 @@ pub(super) fn fuzz(data: &[u8]) {
     let secret = secret.as_ref();
     let kind = (mode >> 3) & 7;
     if mode & 0x80 != 0 {
-        let meta = EntryMeta {
+        let mut meta = EntryMeta {
             created_ms: input.u64(),
             fresh_until_ms: input.u64(),
             stale_until_ms: input.u64(),
             region_gen: input.u64(),
             namespace_gen: input.u64(),
+            refresh_at_ms: 0,
         };
+        // Not stored: a decoded entry's is its expiry.
+        meta.refresh_at_ms = meta.fresh_until_ms;
         let key = input.string(64);
         return decode_as(kind, &mut EncodeFirst(&key, &meta, secret), input.rest());
     }
@@ -117,6 +120,7 @@ fn freshness_never_panics(meta: &EntryMeta) {
             now_ms,
             start_ms: meta.created_ms,
             fail_safe_ms: meta.fresh_until_ms,
+            early_refresh: Some(0.5),
         };
         let _ = meta.freshness(&gens, &policy);
         let _ = meta.ttl(now_ms, meta.created_ms);

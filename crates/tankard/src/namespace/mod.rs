@@ -416,7 +416,7 @@ impl Cache {
         }
         match self.region.lookup::<T>(&self.ns, key).await {
             Ok(lookup) => Ok(match lookup.found {
-                Found::Fresh(value) => Some((value, true)),
+                Found::Fresh(value) | Found::Due(value) => Some((value, true)),
                 Found::Stale(value) => Some((value, false)),
                 Found::Expired(_) | Found::Missing => None,
             }),

@@ -503,6 +503,7 @@ impl RegionInner {
             now_ms: self.clock.recent_ms(),
             start_ms: self.start_ms,
             fail_safe_ms: crate::clock::millis(self.options.fail_safe),
+            early_refresh: self.options.early_refresh.fraction(),
         }
     }
 
@@ -588,7 +589,7 @@ impl RegionInner {
         // before it shows in the generations read next.
         let epoch = ns.epoch.load(Ordering::Acquire);
         let current = self.memory_generations(ns);
-        let meta = EntryMeta::new(
+        let mut meta = EntryMeta::new(
             self.clock.recent_ms(),
             expire,
             stale,
@@ -598,6 +599,7 @@ impl RegionInner {
             now_ms: meta.created_ms,
             ..self.read_policy()
         };
+        meta.refresh_at_ms = policy.refresh_at_ms(&meta);
         match meta.freshness(&current, &policy) {
             Freshness::Fresh => (meta, epoch),
             _ => (meta, NO_EPOCH),
@@ -615,7 +617,9 @@ impl RegionInner {
         epoch: u64,
     ) -> bool {
         if epoch == ns.epoch.load(Ordering::Acquire) {
-            return self.clock.recent_ms() < meta.fresh_until_ms;
+            // Not `fresh_until_ms`: past `refresh_at_ms` the engine starts
+            // an early refresh (without the policy the two are equal).
+            return self.clock.recent_ms() < meta.refresh_at_ms;
         }
         self.fresh_after_invalidation(ns, meta)
     }
@@ -627,6 +631,7 @@ impl RegionInner {
     #[cold]
     #[inline(never)]
     fn fresh_after_invalidation(&self, ns: &NamespaceState, meta: &EntryMeta) -> bool {
+        // Not `Due`: the engine starts its early refresh.
         meta.freshness(&self.memory_generations(ns), &self.read_policy()) == Freshness::Fresh
     }
 
@@ -784,7 +789,9 @@ impl RegionInner {
         generations: Generations,
     ) {
         let now_ms = self.clock.recent_ms();
-        let left = Duration::from_millis(meta.fresh_until_ms.saturating_sub(now_ms));
+        // Up to the point where the entry is due for an early refresh.
+        let due_ms = self.read_policy().refresh_at_ms(meta);
+        let left = Duration::from_millis(due_ms.saturating_sub(now_ms));
         let expire = tier.bound.map_or(left, |bound| bound.min(left));
         self.put_copy(
             tier,
@@ -814,7 +821,11 @@ impl RegionInner {
         size: u64,
         before: l1::Before,
     ) {
-        let (meta, epoch) = self.stamp(ns, expire, Duration::ZERO, generations);
+        let (mut meta, epoch) = self.stamp(ns, expire, Duration::ZERO, generations);
+        // A copy is kept only until its entry is due for an early refresh
+        // (its callers shorten `expire` to that point): it never starts one
+        // itself, the shared store's entry does.
+        meta.refresh_at_ms = meta.fresh_until_ms;
         let at = MemKeyRef {
             namespace: ns.id,
             key,
@@ -852,6 +863,11 @@ impl RegionInner {
         };
         tier.evict(&at);
         if tier.live() {
+            // Up to the point where the entry is due for an early refresh.
+            let expire = match self.options.early_refresh.fraction() {
+                Some(fraction) => expire.map(|expire| expire.mul_f64(fraction)),
+                None => expire,
+            };
             let expire = match (expire, tier.bound) {
                 (Some(expire), Some(bound)) => Some(expire.min(bound)),
                 (expire, bound) => expire.or(bound),

@@ -1523,6 +1523,36 @@ fn largest_allowed(key: &str) -> &'static str {
 }
 
 #[test]
+fn early_refresh_takes_off_or_a_fraction_and_needs_an_expiry() {
+    use tankard::config::EarlyRefresh;
+    assert_eq!(
+        ok(flat_memory(&[])).default_options().early_refresh,
+        EarlyRefresh::Off
+    );
+    let at = |value| {
+        flat_memory(&[("cache.expire", "1m"), ("cache.early_refresh", value)])
+            .map(|config| config.default_options().early_refresh)
+    };
+    assert_eq!(ok(at("0.8")), EarlyRefresh::At(0.8));
+    assert_eq!(ok(at(".5")), EarlyRefresh::At(0.5));
+    assert_eq!(ok(at("OFF")), EarlyRefresh::Off);
+    for bad in [
+        "0", "0.0", "1", "1.0", "1.5", "-0.5", "80%", "inf", "NaN", "0.8e0", "",
+    ] {
+        assert_eq!(
+            err(at(bad)),
+            format!(
+                "cache.early_refresh: {bad:?} is not a fraction of the expiry; expected off, or a fraction above 0 and below 1 (0.8: refresh past 80 % of expire)"
+            ),
+        );
+    }
+    assert_eq!(
+        err(flat_memory(&[("cache.early_refresh", "0.8")])),
+        "cache.early_refresh: \"0.8\" is set on a region without expire: its entries never expire, so none is renewed early; expected expire = <duration> for this region, or early_refresh = off"
+    );
+}
+
+#[test]
 fn fail_safe_keys_are_parsed_bounded_and_need_an_expiry() {
     let defaults = ok(flat_memory(&[])).default_options().clone();
     assert_eq!(defaults.fail_safe, Duration::ZERO);
@@ -1545,7 +1575,10 @@ fn fail_safe_keys_are_parsed_bounded_and_need_an_expiry() {
         "cache.fail_safe_throttle: \"0\" is not a positive duration; expected a positive number of seconds (\"0.5\", \"30\") or a number with a unit (\"250ms\", \"2s\", \"20m\", \"1h\")"
     );
     assert_eq!(
-        err(flat_memory(&[("cache.expire", "1"), ("cache.fail_safe", "876000.001h")])),
+        err(flat_memory(&[
+            ("cache.expire", "1"),
+            ("cache.fail_safe", "876000.001h")
+        ])),
         "cache.fail_safe: \"876000.001h\" is too long; expected at most 876000h (100 years)"
     );
 }

@@ -133,6 +133,7 @@ all_backends!(
     fail_safe_serves_the_last_good_value_when_the_creator_fails,
     fail_safe_stands_in_for_a_panic_and_a_failed_background_refresh,
     without_a_last_good_value_the_error_is_returned,
+    early_refresh_renews_a_steadily_read_key_before_it_expires,
 );
 
 async fn put_get_remove_contains(backend: &str) {
@@ -796,4 +797,43 @@ async fn without_a_last_good_value_the_error_is_returned(backend: &str) {
             .is_err()
     );
     assert_eq!(f.manager.default_region().stats().fail_safe_served, 0);
+}
+
+async fn early_refresh_renews_a_steadily_read_key_before_it_expires(backend: &str) {
+    let f = fixture(
+        backend,
+        &[("cache.expire", "10"), ("cache.early_refresh", "0.8")],
+    );
+    let ns = f.manager.namespace("early");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let creator = |value: u32| {
+        let calls = calls.clone();
+        move || async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            value
+        }
+    };
+    assert_eq!(*ns.get_or_spawn("k", creator(1)).await.unwrap(), 1);
+    // Before 80 % of `expire`: a hit, nothing renewed.
+    f.clock.advance(Duration::from_millis(7_999));
+    assert_eq!(*ns.get_or_spawn("k", creator(2)).await.unwrap(), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // Past it: this caller gets the current value at once, and one task
+    // renews the entry.
+    f.clock.advance(Duration::from_millis(1));
+    assert_eq!(*ns.get_or_spawn("k", creator(2)).await.unwrap(), 1);
+    eventually("the entry is renewed", async || {
+        ns.peek::<u32>("k").await.unwrap().map(|(v, _)| *v) == Some(2)
+    })
+    .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // The renewed entry is fresh past the old expiry: no caller ever waits.
+    f.clock.advance(Duration::from_secs(5));
+    assert_eq!(*ns.get_or_spawn("k", creator(3)).await.unwrap(), 2);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // A borrowing creator cannot be spawned: it gets the value, renews nothing.
+    f.clock.advance(Duration::from_secs(4));
+    let v = ns.get_or_create("k", || async { 4u32 }).await.unwrap();
+    assert_eq!(*v, 2);
+    assert_eq!(ns.peek::<u32>("k").await.unwrap().map(|(v, _)| *v), Some(2));
 }
