@@ -27,9 +27,64 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// clock.advance(Duration::from_secs(2));
 /// assert_eq!(clock.now_ms(), 3_000);
 /// ```
+///
+/// The clock also draws the random numbers of `early_refresh = xfetch`;
+/// [`with_random`](Clock::with_random) fixes them for a test.
 #[derive(Clone, Debug, Default)]
 pub struct Clock {
     manual: Option<Arc<AtomicU64>>,
+    random: Option<Random>,
+}
+
+/// A random source a test gave the clock.
+#[derive(Clone)]
+struct Random(Arc<dyn Fn() -> f64 + Send + Sync>);
+
+impl std::fmt::Debug for Random {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Random(..)")
+    }
+}
+
+impl Clock {
+    /// The same clock, drawing its random numbers from `draw`, which must
+    /// return values in (0, 1]: what a test of `early_refresh = xfetch`
+    /// uses to decide, without chance, whether a read renews its entry.
+    ///
+    /// ```
+    /// let clock = tankard::Clock::manual(1_000).with_random(|| 0.5);
+    /// # let _ = clock;
+    /// ```
+    pub fn with_random(mut self, draw: impl Fn() -> f64 + Send + Sync + 'static) -> Clock {
+        self.random = Some(Random(Arc::new(draw)));
+        self
+    }
+
+    /// A random number in (0, 1]: the test's, or a per-thread
+    /// xorshift64* generator's (no lock, no system call).
+    pub(crate) fn random(&self) -> f64 {
+        if let Some(Random(draw)) = &self.random {
+            return draw().clamp(f64::MIN_POSITIVE, 1.0);
+        }
+        thread_local! {
+            static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
+                use std::hash::{BuildHasher, Hasher};
+                let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+                hasher.write_u64(precise_ms());
+                hasher.finish() | 1
+            });
+        }
+        let x = STATE.with(|state| {
+            let mut x = state.get();
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            state.set(x);
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        });
+        // 53 random bits, shifted into (0, 1].
+        ((x >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
 }
 
 /// The milliseconds in `d`, at most `u64::MAX` (585 million years): what
@@ -96,7 +151,7 @@ impl Clock {
     /// assert!(tankard::Clock::system().now_ms() > 1_600_000_000_000);
     /// ```
     pub fn system() -> Clock {
-        Clock { manual: None }
+        Clock::default()
     }
 
     /// A clock that starts at `epoch_ms` and moves only with
@@ -111,6 +166,7 @@ impl Clock {
     /// ```
     pub fn manual(epoch_ms: u64) -> Clock {
         Clock {
+            random: None,
             manual: Some(Arc::new(AtomicU64::new(epoch_ms))),
         }
     }
@@ -125,6 +181,20 @@ impl Clock {
         match &self.manual {
             Some(ms) => ms.load(Ordering::Acquire),
             None => precise_ms(),
+        }
+    }
+
+    /// A point in time for measuring how long something took, in
+    /// microseconds: the monotonic clock, or a manual clock's time (so a
+    /// test's creator "takes" what it advances the clock by).
+    pub(crate) fn stopwatch_us(&self) -> u64 {
+        static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+        match &self.manual {
+            Some(ms) => ms.load(Ordering::Acquire).saturating_mul(1000),
+            None => {
+                let origin = *ORIGIN.get_or_init(std::time::Instant::now);
+                u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX)
+            }
         }
     }
 

@@ -2,12 +2,12 @@
 //! they decide fresh, stale or missing, and the byte format every
 //! non-memory backend stores.
 //!
-//! # Byte format (version 1, little-endian)
+//! # Byte format (version 2, little-endian)
 //!
 //! | bytes | field |
 //! |---|---|
 //! | 0..4 | magic `TKRD` |
-//! | 4 | format version (1) |
+//! | 4 | format version (2; a version 1 entry is a miss) |
 //! | 5 | flags (bit 0: an HMAC tag follows the payload) |
 //! | 6..8 | length of the stored key |
 //! | 8..16 | created at, epoch ms |
@@ -18,7 +18,9 @@
 //! | 48..52 | payload length |
 //! | 52..60 | type tag: the first 8 bytes of BLAKE3 of the value's Rust type name |
 //! | 60..64 | CRC-32 of every other byte before the tag |
-//! | 64.. | the stored key, then the payload (postcard), then the 32-byte HMAC-SHA256 tag when `secret` is set |
+//! | 64..68 | what the value cost to make, in microseconds (XFetch's δ; 0 when put, not made) |
+//! | 68..72 | reserved, 0 |
+//! | 72.. | the stored key, then the payload (postcard), then the 32-byte HMAC-SHA256 tag when `secret` is set |
 //!
 //! The key is stored so that an entry can never be mistaken for another
 //! key's (a hash collision in a file name, a foreign writer) and so that
@@ -36,12 +38,13 @@ use crate::options::Secret;
 mod nesting;
 
 const MAGIC: &[u8; 4] = b"TKRD";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const FLAG_HMAC: u8 = 1;
-const HEADER: usize = 64;
+const HEADER: usize = 72;
 const TAG: usize = 32;
 const TYPE_AT: std::ops::Range<usize> = 52..60;
 const CRC_AT: std::ops::Range<usize> = 60..64;
+const COST_AT: usize = 64;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -65,6 +68,8 @@ pub(crate) struct EntryMeta {
     pub(crate) stale_until_ms: u64,
     pub(crate) region_gen: u64,
     pub(crate) namespace_gen: u64,
+    /// What the value cost to make, in microseconds (0: it was put).
+    pub(crate) cost_us: u32,
     /// Not stored: when this process starts an early refresh of the entry
     /// (`early_refresh`), for the memory tier's hit path to compare with;
     /// `fresh_until_ms` when there is none.
@@ -93,10 +98,29 @@ pub(crate) struct ReadPolicy {
     /// How long past its stale time an entry is kept for fail-safe (the
     /// `fail_safe` option; 0 = off).
     pub(crate) fail_safe_ms: u64,
-    /// The `early_refresh` fraction of an entry's fresh life past which it
-    /// is renewed in the background; `None` = off.
-    pub(crate) early_refresh: Option<f64>,
+    /// When an entry is renewed before it expires (`early_refresh`).
+    pub(crate) early: Early,
 }
+
+/// `early_refresh` at read time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Early {
+    Off,
+    /// Past this fraction of an entry's fresh life.
+    At(f64),
+    /// XFetch (Vattani, Chierichetti and Lowenstein, VLDB 2015): renew when
+    /// `now + δ·β·chance ≥ expiry`, δ the entry's cost, `chance` = −ln(r)
+    /// for a random r in (0, 1] drawn for this read.
+    XFetch {
+        beta: f64,
+        chance: f64,
+    },
+}
+
+/// The largest XFetch `chance` a read can draw: −ln of the smallest random
+/// number the clock returns (2⁻⁵³). The memory tier's hit path leaves for
+/// the full rule that far before expiry.
+pub(crate) const MAX_CHANCE: f64 = 36.8;
 
 impl ReadPolicy {
     /// When an entry is due for an early refresh: `early_refresh` of the
@@ -104,12 +128,34 @@ impl ReadPolicy {
     /// expires, nor without the policy).
     #[inline]
     pub(crate) fn refresh_at_ms(&self, meta: &EntryMeta) -> u64 {
-        match self.early_refresh {
-            Some(fraction) if meta.fresh_until_ms != u64::MAX => {
+        if meta.fresh_until_ms == u64::MAX {
+            return u64::MAX;
+        }
+        match self.early {
+            Early::Off => meta.fresh_until_ms,
+            Early::At(fraction) => {
                 let life = meta.fresh_until_ms.saturating_sub(meta.created_ms);
                 meta.created_ms + (life as f64 * fraction) as u64
             }
-            _ => meta.fresh_until_ms,
+            Early::XFetch { beta, chance } => {
+                let ahead_ms = f64::from(meta.cost_us) / 1000.0 * beta * chance;
+                meta.fresh_until_ms.saturating_sub(ahead_ms as u64)
+            }
+        }
+    }
+
+    /// This policy with XFetch's largest chance: the earliest an entry can
+    /// be renewed, which the memory tier's hit path compares against.
+    pub(crate) fn earliest(self) -> ReadPolicy {
+        match self.early {
+            Early::XFetch { beta, .. } => ReadPolicy {
+                early: Early::XFetch {
+                    beta,
+                    chance: MAX_CHANCE,
+                },
+                ..self
+            },
+            _ => self,
         }
     }
 }
@@ -140,6 +186,7 @@ impl EntryMeta {
             stale_until_ms: fresh_until_ms.saturating_add(crate::clock::millis(stale)),
             region_gen: gens.region,
             namespace_gen: gens.namespace,
+            cost_us: 0,
             refresh_at_ms: fresh_until_ms,
         }
     }
@@ -261,6 +308,8 @@ pub(crate) fn encode_payload(
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&type_tag.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&meta.cost_us.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(key);
     out.extend_from_slice(payload);
     let crc = checksum(&out);
@@ -287,6 +336,12 @@ fn tag(secret: &Secret, bytes: &[u8]) -> [u8; TAG] {
     let mut mac = mac(secret);
     mac.update(bytes);
     mac.finalize().into_bytes().into()
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    let mut n = [0; 4];
+    n.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(n)
 }
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
@@ -340,6 +395,7 @@ pub(crate) fn open<'a>(
             stale_until_ms: u64_at(bytes, 24),
             region_gen: u64_at(bytes, 32),
             namespace_gen: u64_at(bytes, 40),
+            cost_us: u32_at(bytes, COST_AT),
             refresh_at_ms: u64_at(bytes, 16),
         },
         type_tag: u64_at(bytes, TYPE_AT.start),
@@ -386,6 +442,7 @@ pub(crate) fn peek_meta(bytes: &[u8]) -> Option<EntryMeta> {
         stale_until_ms: u64_at(bytes, 24),
         region_gen: u64_at(bytes, 32),
         namespace_gen: u64_at(bytes, 40),
+        cost_us: u32_at(bytes, COST_AT),
         refresh_at_ms: u64_at(bytes, 16),
     })
 }
@@ -564,7 +621,7 @@ mod tests {
             now_ms,
             start_ms: 0,
             fail_safe_ms: 0,
-            early_refresh: None,
+            early: Early::Off,
         };
         assert_eq!(m.freshness(&gens, &at(1_000)), Freshness::Fresh);
         assert_eq!(m.freshness(&gens, &at(10_999)), Freshness::Fresh);
@@ -585,7 +642,7 @@ mod tests {
             now_ms: 1_000,
             start_ms: 1_001,
             fail_safe_ms: 0,
-            early_refresh: None,
+            early: Early::Off,
         };
         assert_eq!(m.freshness(&gens, &started), Freshness::Stale);
     }

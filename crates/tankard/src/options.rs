@@ -83,6 +83,9 @@ pub struct RegionOptions {
     pub refresh: Refresh,
     /// Key `early_refresh`: renew a steadily read entry before it expires.
     pub early_refresh: EarlyRefresh,
+    /// Key `early_refresh_beta`: XFetch's β (default 1.0, above 0 and at
+    /// most 1000): above 1 renews earlier, below 1 later.
+    pub early_refresh_beta: f64,
     /// Key `fail_safe`: how long past `expire + stale` an entry is kept, to
     /// be served when its creator fails or panics (default 0: off; at most
     /// 100 years; needs `expire`). Stores keep entries that much longer.
@@ -318,6 +321,15 @@ pub enum Refresh {
 /// `#[tankard::cached]` async functions with owned arguments); a borrowing
 /// creator is left alone until the entry expires. Needs `expire`.
 ///
+/// With `xfetch`, each read decides by itself, with no lock and no
+/// coordination, following Vattani, Chierichetti and Lowenstein (VLDB
+/// 2015): it renews the entry when `now − δ·β·ln(r) ≥ expiry`, where δ is
+/// what the entry's value took to make (measured when it was made, and
+/// stored in the entry), β is `early_refresh_beta` and r a random number
+/// in (0, 1]. So an entry that is expensive to make is renewed earlier, and
+/// the chance that some read renews it rises smoothly as expiry nears. An
+/// entry that was `put` (δ = 0) is not renewed early.
+///
 /// ```
 /// let config = tankard::Config::from_flat([
 ///     ("cache.type", "memory"),
@@ -336,15 +348,9 @@ pub enum EarlyRefresh {
     /// A fraction above 0 and below 1 of an entry's fresh life, past which
     /// the first call starts its refresh.
     At(f64),
-}
-
-impl EarlyRefresh {
-    pub(crate) fn fraction(self) -> Option<f64> {
-        match self {
-            EarlyRefresh::Off => None,
-            EarlyRefresh::At(fraction) => Some(fraction),
-        }
-    }
+    /// XFetch: renewal with a probability that rises as expiry nears,
+    /// scaled by what the entry cost to make and `early_refresh_beta`.
+    XFetch,
 }
 
 /// Key `secret`: the HMAC key for authenticated entries. Its `Debug` output

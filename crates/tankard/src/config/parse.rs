@@ -52,6 +52,7 @@ pub(crate) const OPTION_NAMES: &[&str] = &[
     "on_backend_error",
     "refresh",
     "early_refresh",
+    "early_refresh_beta",
     "fail_safe",
     "fail_safe_throttle",
     "l1",
@@ -872,9 +873,20 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
         }
         "timeout" => options.timeout = duration(key, raw, value, MAX_OPERATION, false)?,
         "fail_safe" => options.fail_safe = duration(key, raw, value, MAX_LIFETIME, true)?,
+        "early_refresh_beta" => {
+            options.early_refresh_beta = parse_beta(value).ok_or_else(|| {
+                bad(
+                    key,
+                    raw,
+                    "is not a positive factor",
+                    "a number above 0 and at most 1000 (1.0 is XFetch's default; above 1 renews earlier)",
+                )
+            })?;
+        }
         "early_refresh" => {
             options.early_refresh = match value.to_ascii_lowercase().as_str() {
                 "off" => EarlyRefresh::Off,
+                "xfetch" => EarlyRefresh::XFetch,
                 _ => match parse_fraction(value) {
                     Some(fraction) => EarlyRefresh::At(fraction),
                     None => {
@@ -882,7 +894,7 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
                             key,
                             raw,
                             "is not a fraction of the expiry",
-                            "off, or a fraction above 0 and below 1 (0.8: refresh past 80 % of expire)",
+                            "off, xfetch, or a fraction above 0 and below 1 (0.8: refresh past 80 % of expire)",
                         ));
                     }
                 },
@@ -1033,6 +1045,21 @@ fn parse_fraction(value: &str) -> Option<f64> {
         return None;
     }
     value.parse::<f64>().ok().filter(|f| *f > 0.0 && *f < 1.0)
+}
+
+/// XFetch's β: a decimal above 0 and at most 1000, in digits and at most
+/// one dot. The bound keeps δ·β·chance far from overflowing a
+/// millisecond count; a larger β renews everything almost at once.
+fn parse_beta(value: &str) -> Option<f64> {
+    let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.len() + fraction.len() == 0 || !(digits(whole) && digits(fraction)) {
+        return None;
+    }
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|beta| *beta > 0.0 && *beta <= 1000.0)
 }
 
 /// Beaker's `asbool` spellings, case-insensitive.
@@ -1194,10 +1221,14 @@ fn check_fail_safe(options: &RegionOptions, own_key: &dyn Fn(&str) -> String) ->
             "expire = <duration> for this region, or fail_safe = 0",
         ));
     }
-    if let (EarlyRefresh::At(fraction), None) = (options.early_refresh, options.expire) {
+    if options.early_refresh != EarlyRefresh::Off && options.expire.is_none() {
+        let shown = match options.early_refresh {
+            EarlyRefresh::At(fraction) => fraction.to_string(),
+            _ => "xfetch".to_owned(),
+        };
         return Err(bad(
             &own_key("early_refresh"),
-            &fraction.to_string(),
+            &shown,
             "is set on a region without expire: its entries never expire, so none is renewed early",
             "expire = <duration> for this region, or early_refresh = off",
         ));
@@ -1281,6 +1312,7 @@ impl RegionOptions {
             on_backend_error: super::OnBackendError::Bypass,
             refresh: super::Refresh::Foreground,
             early_refresh: EarlyRefresh::Off,
+            early_refresh_beta: 1.0,
             fail_safe: std::time::Duration::ZERO,
             fail_safe_throttle: std::time::Duration::from_secs(30),
             l1: false,

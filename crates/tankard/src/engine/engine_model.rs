@@ -81,6 +81,7 @@ impl Storage for Model {
         key: &str,
         value: &Arc<T>,
         _expire: Option<Duration>,
+        _cost_us: u32,
         _generations: Option<Generations>,
     ) -> Result<()>
     where

@@ -54,14 +54,19 @@ enum Failure {
 }
 
 /// Runs a creator, counting it and catching a panic so the flight can be
-/// resolved before the panic continues.
-async fn run_creator<T, Fut>(engine: &Engine, creator: Fut) -> Result<T, Failure>
+/// resolved before the panic continues. A value comes with what it took to
+/// make, in microseconds (XFetch's δ).
+async fn run_creator<T, Fut>(engine: &Engine, creator: Fut) -> Result<(T, u32), Failure>
 where
     Fut: Future<Output = Result<T>>,
 {
     engine.count(Event::CreatorCall);
+    let started_us = engine.clock().stopwatch_us();
     match AssertUnwindSafe(creator).catch_unwind().await {
-        Ok(Ok(value)) => Ok(value),
+        Ok(Ok(value)) => {
+            let took_us = engine.clock().stopwatch_us().saturating_sub(started_us);
+            Ok((value, u32::try_from(took_us).unwrap_or(u32::MAX)))
+        }
         Ok(Err(err)) => {
             if err.creator_error::<Declined>().is_none() {
                 engine.count(Event::CreatorError);
@@ -111,6 +116,7 @@ async fn store_value<T, S: Storage>(
     call: &Call<'_, T, S>,
     value: &Arc<T>,
     expire: Option<Duration>,
+    cost_us: u32,
     generations: Option<Generations>,
 ) -> Result<()>
 where
@@ -118,12 +124,12 @@ where
 {
     let stored = match call.place {
         Some(place) => {
-            place.store(value, expire, generations);
+            place.store(value, expire, cost_us, generations);
             Ok(())
         }
         None => {
             call.storage
-                .store(call.ns, call.key, value, expire, generations)
+                .store(call.ns, call.key, value, expire, cost_us, generations)
                 .await
         }
     };
@@ -159,9 +165,9 @@ where
         .zip(fallback)
         .filter(|_| !declined);
     let result = match (outcome, fail_safe) {
-        (Ok(value), _) => {
+        (Ok((value, cost_us)), _) => {
             let value = Arc::new(value);
-            store_value(call, &value, call.expire, generations)
+            store_value(call, &value, call.expire, cost_us, generations)
                 .await
                 .map(|()| value)
         }
@@ -176,7 +182,7 @@ where
                 "creator failed; serving the last good value (fail_safe) for {throttle:?}: {why}",
             );
             engine.count(Event::FailSafeServed);
-            store_value(call, &fallback, Some(throttle), generations)
+            store_value(call, &fallback, Some(throttle), 0, generations)
                 .await
                 .map(|()| fallback)
         }
@@ -269,7 +275,13 @@ pub(crate) trait Place<T>: Sync {
     fn lookup(&self) -> Lookup<T>;
     /// Stores a value created now, stamped with `generations` (read before
     /// the creator ran) when given.
-    fn store(&self, value: &Arc<T>, expire: Option<Duration>, generations: Option<Generations>);
+    fn store(
+        &self,
+        value: &Arc<T>,
+        expire: Option<Duration>,
+        cost_us: u32,
+        generations: Option<Generations>,
+    );
     /// The same place, owned, for a task that regenerates the entry after
     /// its caller has gone (`refresh = background`); `None` if it cannot
     /// be owned, and then the caller regenerates. Called only on that path.
@@ -618,7 +630,7 @@ where
     Fut: Future<Output = Result<T>>,
 {
     match run_creator(engine, creator).await {
-        Ok(value) => Ok(Arc::new(value)),
+        Ok((value, _)) => Ok(Arc::new(value)),
         Err(Failure::Error(err)) => Err(err),
         Err(Failure::Panic(panic)) => std::panic::resume_unwind(panic),
     }

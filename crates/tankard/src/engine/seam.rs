@@ -91,14 +91,16 @@ pub(crate) trait Storage: Send + Sync + 'static {
     where
         T: DeserializeOwned + Send + Sync + 'static;
 
-    /// Stores a value created now, stamped with `generations` (read before
-    /// its creator ran) when given.
+    /// Stores a value created now, which took `cost_us` to make, stamped
+    /// with `generations` (read before its creator ran) when given.
+    #[allow(clippy::too_many_arguments)]
     fn store<T>(
         &self,
         ns: &Self::Namespace,
         key: &str,
         value: &Arc<T>,
         expire: Option<Duration>,
+        cost_us: u32,
         generations: Option<Generations>,
     ) -> impl Future<Output = Result<()>> + Send
     where
@@ -151,6 +153,11 @@ impl Engine {
             shutdown,
             last_error_log_ms: AtomicU64::new(0),
         }
+    }
+
+    /// The clock the storage reads.
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     #[inline(always)]

@@ -47,10 +47,12 @@ pub(super) fn fuzz(data: &[u8]) {
             stale_until_ms: input.u64(),
             region_gen: input.u64(),
             namespace_gen: input.u64(),
+            cost_us: 0,
             refresh_at_ms: 0,
         };
         // Not stored: a decoded entry's is its expiry.
         meta.refresh_at_ms = meta.fresh_until_ms;
+        meta.cost_us = input.u64() as u32;
         let key = input.string(64);
         return decode_as(kind, &mut EncodeFirst(&key, &meta, secret), input.rest());
     }
@@ -120,7 +122,10 @@ fn freshness_never_panics(meta: &EntryMeta) {
             now_ms,
             start_ms: meta.created_ms,
             fail_safe_ms: meta.fresh_until_ms,
-            early_refresh: Some(0.5),
+            early: crate::entry::Early::XFetch {
+                beta: 1.0,
+                chance: 3.0,
+            },
         };
         let _ = meta.freshness(&gens, &policy);
         let _ = meta.ttl(now_ms, meta.created_ms);

@@ -486,7 +486,7 @@ impl Cache {
         }
         match self
             .region
-            .store(&self.ns, key, &value, self.expire_after(), None)
+            .store(&self.ns, key, &value, self.expire_after(), 0, None)
             .await
         {
             Ok(()) => Ok(()),

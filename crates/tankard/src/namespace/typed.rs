@@ -143,7 +143,7 @@ where
 
     /// Stores `value`, as [`Cache::put`].
     pub(crate) fn put(&self, key: &TypedKeyRef<'_>, value: V) {
-        self.store(key, value, self.cache.expire_after(), None);
+        self.store(key, value, self.cache.expire_after(), 0, None);
     }
 
     /// Removes the value; `true` if there was one.
@@ -156,12 +156,13 @@ where
         key: &TypedKeyRef<'_>,
         value: V,
         expire: Option<Duration>,
+        cost_us: u32,
         generations: Option<Generations>,
     ) {
-        let (meta, epoch) = self
-            .cache
-            .region
-            .memory_stamp(&self.cache.ns, expire, generations);
+        let (meta, epoch) =
+            self.cache
+                .region
+                .memory_stamp(&self.cache.ns, expire, cost_us, generations);
         self.map.insert(key, value, meta, epoch, encoded_len);
     }
 }
@@ -196,9 +197,15 @@ where
         }
     }
 
-    fn store(&self, value: &Arc<V>, expire: Option<Duration>, generations: Option<Generations>) {
+    fn store(
+        &self,
+        value: &Arc<V>,
+        expire: Option<Duration>,
+        cost_us: u32,
+        generations: Option<Generations>,
+    ) {
         self.typed
-            .store(self.key, V::clone(value), expire, generations);
+            .store(self.key, V::clone(value), expire, cost_us, generations);
     }
 
     fn detach(&self) -> Option<Box<dyn Place<V> + Send>> {
@@ -238,8 +245,14 @@ where
         self.slot(|slot| slot.lookup())
     }
 
-    fn store(&self, value: &Arc<V>, expire: Option<Duration>, generations: Option<Generations>) {
-        self.slot(|slot| slot.store(value, expire, generations));
+    fn store(
+        &self,
+        value: &Arc<V>,
+        expire: Option<Duration>,
+        cost_us: u32,
+        generations: Option<Generations>,
+    ) {
+        self.slot(|slot| slot.store(value, expire, cost_us, generations));
     }
 
     fn detach(&self) -> Option<Box<dyn Place<V> + Send>> {

@@ -28,10 +28,10 @@ use crate::backend::{Backend, Location, Opened, Purged, Reach, RegionScope, Scop
 use crate::clock::Clock;
 use crate::engine::{Engine, FlightKey, Shutdown, Storage};
 pub(crate) use crate::engine::{Found, Lookup};
-use crate::entry::{self, EntryMeta, Freshness, Generations, ReadPolicy};
+use crate::entry::{self, Early, EntryMeta, Freshness, Generations, ReadPolicy};
 use crate::error::{ConfigError, Error, Kind, Result};
 use crate::namespace::Cache;
-use crate::options::{LockMode, RegionOptions, option_key};
+use crate::options::{EarlyRefresh, LockMode, RegionOptions, option_key};
 use crate::stats::{Event, Stats};
 use crate::sync::lock;
 
@@ -503,7 +503,14 @@ impl RegionInner {
             now_ms: self.clock.recent_ms(),
             start_ms: self.start_ms,
             fail_safe_ms: crate::clock::millis(self.options.fail_safe),
-            early_refresh: self.options.early_refresh.fraction(),
+            early: match self.options.early_refresh {
+                EarlyRefresh::Off => Early::Off,
+                EarlyRefresh::At(fraction) => Early::At(fraction),
+                EarlyRefresh::XFetch => Early::XFetch {
+                    beta: self.options.early_refresh_beta,
+                    chance: -self.clock.random().ln(),
+                },
+            },
         }
     }
 
@@ -572,9 +579,10 @@ impl RegionInner {
         &self,
         ns: &NamespaceState,
         expire: Option<Duration>,
+        cost_us: u32,
         generations: Option<Generations>,
     ) -> (EntryMeta, u64) {
-        self.stamp(ns, expire, self.options.stale, generations)
+        self.stamp(ns, expire, self.options.stale, cost_us, generations)
     }
 
     #[cfg(feature = "memory")]
@@ -583,6 +591,7 @@ impl RegionInner {
         ns: &NamespaceState,
         expire: Option<Duration>,
         stale: Duration,
+        cost_us: u32,
         generations: Option<Generations>,
     ) -> (EntryMeta, u64) {
         // The epoch first: a change after this read moves it on, and one
@@ -599,7 +608,8 @@ impl RegionInner {
             now_ms: meta.created_ms,
             ..self.read_policy()
         };
-        meta.refresh_at_ms = policy.refresh_at_ms(&meta);
+        meta.cost_us = cost_us;
+        meta.refresh_at_ms = policy.earliest().refresh_at_ms(&meta);
         match meta.freshness(&current, &policy) {
             Freshness::Fresh => (meta, epoch),
             _ => (meta, NO_EPOCH),
@@ -789,8 +799,8 @@ impl RegionInner {
         generations: Generations,
     ) {
         let now_ms = self.clock.recent_ms();
-        // Up to the point where the entry is due for an early refresh.
-        let due_ms = self.read_policy().refresh_at_ms(meta);
+        // Up to the point where the entry may be due for an early refresh.
+        let due_ms = self.read_policy().earliest().refresh_at_ms(meta);
         let left = Duration::from_millis(due_ms.saturating_sub(now_ms));
         let expire = tier.bound.map_or(left, |bound| bound.min(left));
         self.put_copy(
@@ -821,7 +831,7 @@ impl RegionInner {
         size: u64,
         before: l1::Before,
     ) {
-        let (mut meta, epoch) = self.stamp(ns, expire, Duration::ZERO, generations);
+        let (mut meta, epoch) = self.stamp(ns, expire, Duration::ZERO, 0, generations);
         // A copy is kept only until its entry is due for an early refresh
         // (its callers shorten `expire` to that point): it never starts one
         // itself, the shared store's entry does.
@@ -843,6 +853,18 @@ impl RegionInner {
         tier.recheck(&at, before);
     }
 
+    /// How long an L1 copy of an entry made now is kept: up to the point
+    /// where the entry may be due for an early refresh, which then reads
+    /// the shared store's entry.
+    #[cfg(feature = "memory")]
+    fn until_due(&self, expire: Option<Duration>, cost_us: u32) -> Option<Duration> {
+        let now_ms = self.clock.recent_ms();
+        let mut meta = EntryMeta::new(now_ms, expire, Duration::ZERO, Generations::default());
+        meta.cost_us = cost_us;
+        let due_ms = self.read_policy().earliest().refresh_at_ms(&meta);
+        expire.map(|_| Duration::from_millis(due_ms.saturating_sub(now_ms)))
+    }
+
     /// Puts a value just written to the shared store in the L1 (replacing
     /// any copy, and any copy being taken), and tells the other processes.
     #[cfg(feature = "memory")]
@@ -852,6 +874,7 @@ impl RegionInner {
         key: &str,
         value: &Arc<T>,
         expire: Option<Duration>,
+        cost_us: u32,
         size: u64,
     ) where
         T: Send + Sync + 'static,
@@ -863,11 +886,7 @@ impl RegionInner {
         };
         tier.evict(&at);
         if tier.live() {
-            // Up to the point where the entry is due for an early refresh.
-            let expire = match self.options.early_refresh.fraction() {
-                Some(fraction) => expire.map(|expire| expire.mul_f64(fraction)),
-                None => expire,
-            };
+            let expire = self.until_due(expire, cost_us);
             let expire = match (expire, tier.bound) {
                 (Some(expire), Some(bound)) => Some(expire.min(bound)),
                 (expire, bound) => expire.or(bound),
@@ -910,12 +929,15 @@ impl RegionInner {
 
     /// Stores a value created now. `generations` are those read before the
     /// creator ran, so a `clear` that happened meanwhile hides this entry.
+    /// `cost_us` is what the value took to make (0 when it was put).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn store<T>(
         &self,
         ns: &NamespaceState,
         key: &str,
         value: &Arc<T>,
         expire: Option<Duration>,
+        cost_us: u32,
         generations: Option<Generations>,
     ) -> Result<()>
     where
@@ -926,7 +948,7 @@ impl RegionInner {
         let now_ms = self.clock.recent_ms();
         #[cfg(feature = "memory")]
         if let Some(memory) = self.memory_only() {
-            let (meta, epoch) = self.memory_stamp(ns, expire, generations);
+            let (meta, epoch) = self.memory_stamp(ns, expire, cost_us, generations);
             memory.insert(
                 MemKeyRef {
                     namespace: ns.id,
@@ -946,7 +968,8 @@ impl RegionInner {
             Some(generations) => generations,
             None => backend.generations(&ns.scope).await?,
         };
-        let meta = EntryMeta::new(now_ms, expire, self.options.stale, generations);
+        let mut meta = EntryMeta::new(now_ms, expire, self.options.stale, generations);
+        meta.cost_us = cost_us;
         let at = ns.scope.locate(key);
         let bytes = entry::encode(
             &at.storage_key,
@@ -973,7 +996,10 @@ impl RegionInner {
         #[cfg(feature = "memory")]
         if self.l1.is_some() {
             match &stored {
-                Ok(()) => self.replace_copy(ns, key, value, expire, size).await,
+                Ok(()) => {
+                    self.replace_copy(ns, key, value, expire, cost_us, size)
+                        .await;
+                }
                 // The shared entry did not change, so the other processes'
                 // copies still match it; this process keeps none of a value
                 // the store does not hold.
@@ -1078,11 +1104,12 @@ impl Storage for RegionInner {
         key: &str,
         value: &Arc<T>,
         expire: Option<Duration>,
+        cost_us: u32,
         generations: Option<Generations>,
     ) -> impl Future<Output = Result<()>> + Send
     where
         T: Serialize + Send + Sync + 'static,
     {
-        RegionInner::store(self, ns, key, value, expire, generations)
+        RegionInner::store(self, ns, key, value, expire, cost_us, generations)
     }
 }

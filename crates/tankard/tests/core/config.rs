@@ -1536,6 +1536,25 @@ fn early_refresh_takes_off_or_a_fraction_and_needs_an_expiry() {
     assert_eq!(ok(at("0.8")), EarlyRefresh::At(0.8));
     assert_eq!(ok(at(".5")), EarlyRefresh::At(0.5));
     assert_eq!(ok(at("OFF")), EarlyRefresh::Off);
+    assert_eq!(ok(at("xfetch")), EarlyRefresh::XFetch);
+    let beta = |value| {
+        flat_memory(&[("cache.early_refresh_beta", value)])
+            .map(|config| config.default_options().early_refresh_beta)
+    };
+    assert_eq!(
+        ok(flat_memory(&[])).default_options().early_refresh_beta,
+        1.0
+    );
+    assert_eq!(ok(beta("2.5")), 2.5);
+    assert_eq!(ok(beta("1000")), 1000.0);
+    for bad in ["0", "0.0", "-1", "1001", "1e3", "inf", "NaN", ""] {
+        assert_eq!(
+            err(beta(bad)),
+            format!(
+                "cache.early_refresh_beta: {bad:?} is not a positive factor; expected a number above 0 and at most 1000 (1.0 is XFetch's default; above 1 renews earlier)"
+            ),
+        );
+    }
     for bad in [
         "0", "0.0", "1", "1.0", "1.5", "-0.5", "80%", "inf", "NaN", "0.8e0", "",
     ] {

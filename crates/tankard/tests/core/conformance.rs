@@ -27,6 +27,12 @@ pub(crate) const START_MS: u64 = 1_700_000_000_000;
 /// of `scripts/services` and a prefix of their own, so tests never share
 /// entries.
 pub(crate) fn fixture(shape: &str, extra: &[(&str, &str)]) -> Fixture {
+    fixture_on(shape, extra, Clock::manual(START_MS))
+}
+
+/// [`fixture`] with a clock of the test's (one that draws fixed random
+/// numbers, say), which must start at [`START_MS`].
+pub(crate) fn fixture_on(shape: &str, extra: &[(&str, &str)], clock: Clock) -> Fixture {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data").display().to_string();
@@ -70,7 +76,6 @@ pub(crate) fn fixture(shape: &str, extra: &[(&str, &str)]) -> Fixture {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
     );
     let config = Config::from_flat(pairs).expect("config");
-    let clock = Clock::manual(START_MS);
     let manager = CacheManager::with_clock(config, clock.clone()).expect("manager");
     Fixture {
         manager,
@@ -134,6 +139,7 @@ all_backends!(
     fail_safe_stands_in_for_a_panic_and_a_failed_background_refresh,
     without_a_last_good_value_the_error_is_returned,
     early_refresh_renews_a_steadily_read_key_before_it_expires,
+    xfetch_renews_early_by_cost_and_chance,
 );
 
 async fn put_get_remove_contains(backend: &str) {
@@ -836,4 +842,77 @@ async fn early_refresh_renews_a_steadily_read_key_before_it_expires(backend: &st
     let v = ns.get_or_create("k", || async { 4u32 }).await.unwrap();
     assert_eq!(*v, 2);
     assert_eq!(ns.peek::<u32>("k").await.unwrap().map(|(v, _)| *v), Some(2));
+}
+
+async fn xfetch_renews_early_by_cost_and_chance(backend: &str) {
+    use std::sync::atomic::AtomicU64;
+    // The random number each read draws, fixed by the test.
+    let random = Arc::new(AtomicU64::new(1.0f64.to_bits()));
+    let draw = random.clone();
+    let clock =
+        Clock::manual(START_MS).with_random(move || f64::from_bits(draw.load(Ordering::SeqCst)));
+    let f = fixture_on(
+        backend,
+        &[("cache.expire", "10"), ("cache.early_refresh", "xfetch")],
+        clock,
+    );
+    let ns = f.manager.namespace("xfetch");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let creator = |value: u32, takes: Duration| {
+        let (calls, clock) = (calls.clone(), f.clock.clone());
+        move || async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            clock.advance(takes);
+            value
+        }
+    };
+    // Made in 1 s (δ), so fresh until 11 s after the start.
+    assert_eq!(
+        *ns.get_or_spawn("k", creator(1, Duration::from_secs(1)))
+            .await
+            .unwrap(),
+        1
+    );
+    // r = 1: −ln r = 0, so no read renews it before it expires.
+    f.clock.advance(Duration::from_millis(9_999));
+    assert_eq!(
+        *ns.get_or_spawn("k", creator(2, Duration::ZERO))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // r = e⁻²: renewed once now + δ·β·2 reaches the expiry, i.e. from 9 s.
+    f.clock.set_ms(START_MS + 8_999);
+    random.store((-2.0f64).exp().to_bits(), Ordering::SeqCst);
+    assert_eq!(
+        *ns.get_or_spawn("k", creator(2, Duration::ZERO))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    f.clock.advance(Duration::from_millis(1));
+    assert_eq!(
+        *ns.get_or_spawn("k", creator(2, Duration::ZERO))
+            .await
+            .unwrap(),
+        1
+    );
+    eventually("the entry is renewed", async || {
+        ns.peek::<u32>("k").await.unwrap().map(|(v, _)| *v) == Some(2)
+    })
+    .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // A value that was put cost nothing: XFetch never renews it early.
+    ns.put("p", 7u32).await.unwrap();
+    f.clock.advance(Duration::from_millis(9_999));
+    random.store(f64::MIN_POSITIVE.to_bits(), Ordering::SeqCst);
+    assert_eq!(
+        *ns.get_or_spawn("p", creator(8, Duration::ZERO))
+            .await
+            .unwrap(),
+        7
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
