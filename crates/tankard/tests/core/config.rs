@@ -1529,24 +1529,20 @@ fn early_refresh_takes_off_or_a_fraction_and_needs_an_expiry() {
         ok(flat_memory(&[])).default_options().early_refresh,
         EarlyRefresh::Off
     );
-    let at = |value| {
-        flat_memory(&[("cache.expire", "1m"), ("cache.early_refresh", value)])
-            .map(|config| config.default_options().early_refresh)
-    };
-    assert_eq!(ok(at("0.8")), EarlyRefresh::At(0.8));
-    assert_eq!(ok(at(".5")), EarlyRefresh::At(0.5));
-    assert_eq!(ok(at("OFF")), EarlyRefresh::Off);
-    assert_eq!(ok(at("xfetch")), EarlyRefresh::XFetch);
-    let beta = |value| {
-        flat_memory(&[("cache.early_refresh_beta", value)])
-            .map(|config| config.default_options().early_refresh_beta)
-    };
+    let at = |value| flat_memory(&[("cache.expire", "1m"), ("cache.early_refresh", value)]);
+    let early = |value| ok(at(value)).default_options().early_refresh;
+    assert_eq!(early("0.8"), EarlyRefresh::At(0.8));
+    assert_eq!(early(".5"), EarlyRefresh::At(0.5));
+    assert_eq!(early("OFF"), EarlyRefresh::Off);
+    assert_eq!(early("xfetch"), EarlyRefresh::XFetch);
+    let beta = |value| flat_memory(&[("cache.early_refresh_beta", value)]);
+    let beta_of = |value| ok(beta(value)).default_options().early_refresh_beta;
     assert_eq!(
         ok(flat_memory(&[])).default_options().early_refresh_beta,
         1.0
     );
-    assert_eq!(ok(beta("2.5")), 2.5);
-    assert_eq!(ok(beta("1000")), 1000.0);
+    assert_eq!(beta_of("2.5"), 2.5);
+    assert_eq!(beta_of("1000"), 1000.0);
     for bad in ["0", "0.0", "-1", "1001", "1e3", "inf", "NaN", ""] {
         assert_eq!(
             err(beta(bad)),
@@ -1561,7 +1557,7 @@ fn early_refresh_takes_off_or_a_fraction_and_needs_an_expiry() {
         assert_eq!(
             err(at(bad)),
             format!(
-                "cache.early_refresh: {bad:?} is not a fraction of the expiry; expected off, or a fraction above 0 and below 1 (0.8: refresh past 80 % of expire)"
+                "cache.early_refresh: {bad:?} is not a fraction of the expiry; expected off, xfetch, or a fraction above 0 and below 1 (0.8: refresh past 80 % of expire)"
             ),
         );
     }

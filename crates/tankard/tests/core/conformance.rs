@@ -735,7 +735,12 @@ async fn fail_safe_stands_in_for_a_panic_and_a_failed_background_refresh(backend
     // Expired, kept: a panicking creator is a failure like any other.
     f.clock.advance(Duration::from_secs(25));
     let v = ns
-        .get_or_create("k", || async { panic!("creator bug") })
+        .get_or_create("k", || async {
+            if true {
+                panic!("creator bug");
+            }
+            2u32
+        })
         .await
         .unwrap();
     assert_eq!(*v, 1);
@@ -873,18 +878,9 @@ async fn xfetch_renews_early_by_cost_and_chance(backend: &str) {
             .unwrap(),
         1
     );
-    // r = 1: −ln r = 0, so no read renews it before it expires.
-    f.clock.advance(Duration::from_millis(9_999));
-    assert_eq!(
-        *ns.get_or_spawn("k", creator(2, Duration::ZERO))
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
     // r = e⁻²: renewed once now + δ·β·2 reaches the expiry, i.e. from 9 s.
-    f.clock.set_ms(START_MS + 8_999);
     random.store((-2.0f64).exp().to_bits(), Ordering::SeqCst);
+    f.clock.set_ms(START_MS + 8_999);
     assert_eq!(
         *ns.get_or_spawn("k", creator(2, Duration::ZERO))
             .await
@@ -904,6 +900,23 @@ async fn xfetch_renews_early_by_cost_and_chance(backend: &str) {
     })
     .await;
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // r = 1: −ln r = 0, so no read renews an entry before it expires.
+    random.store(1.0f64.to_bits(), Ordering::SeqCst);
+    let made = f.clock.now_ms();
+    assert_eq!(
+        *ns.get_or_spawn("j", creator(1, Duration::from_secs(1)))
+            .await
+            .unwrap(),
+        1
+    );
+    f.clock.set_ms(made + 10_999);
+    assert_eq!(
+        *ns.get_or_spawn("j", creator(2, Duration::ZERO))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
     // A value that was put cost nothing: XFetch never renews it early.
     ns.put("p", 7u32).await.unwrap();
     f.clock.advance(Duration::from_millis(9_999));
@@ -914,5 +927,5 @@ async fn xfetch_renews_early_by_cost_and_chance(backend: &str) {
             .unwrap(),
         7
     );
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
