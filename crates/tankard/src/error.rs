@@ -68,6 +68,9 @@ pub(crate) enum Kind {
     Creator,
     /// The creator panicked; callers waiting on it receive this.
     CreatorPanicked { message: String },
+    /// A caller waited `hard_timeout` for a creator and had no last good
+    /// value to fall back on.
+    CreatorTimeout { after: std::time::Duration },
     /// A value could not be encoded for a shared backend.
     Encode { message: String },
     /// A region was asked for that the configuration does not define.
@@ -273,14 +276,20 @@ impl Error {
         matches!(self.kind(), Kind::TooLarge { .. })
     }
 
-    /// A backend operation took longer than its timeout.
+    /// A backend operation took longer than its timeout, or a caller
+    /// waited `hard_timeout` for a creator with no last good value to fall
+    /// back on (the creator goes on, and stores its value when it is done,
+    /// if it could be handed to a task).
     ///
     /// ```
     /// let err = tankard::Config::from_flat([("cache.type", "floppy")]).unwrap_err();
     /// assert!(!err.is_timeout());
     /// ```
     pub fn is_timeout(&self) -> bool {
-        matches!(self.kind(), Kind::Timeout { .. })
+        matches!(
+            self.kind(),
+            Kind::Timeout { .. } | Kind::CreatorTimeout { .. }
+        )
     }
 
     /// The creator failed (returned an error or panicked). The creator's own
@@ -378,6 +387,10 @@ impl fmt::Display for Error {
             Kind::CreatorPanicked { message } => {
                 write!(f, "the creator panicked while others waited on it: {message}")
             }
+            Kind::CreatorTimeout { after } => write!(
+                f,
+                "the creator did not finish within hard_timeout ({after:?}) and there was no last good value to serve; raise hard_timeout, or set fail_safe"
+            ),
             Kind::Encode { message } => write!(
                 f,
                 "the value could not be encoded for the cache ({message}); nothing was stored"

@@ -86,6 +86,30 @@ pub struct RegionOptions {
     /// Key `early_refresh_beta`: XFetch's β (default 1.0, above 0 and at
     /// most 1000): above 1 renews earlier, below 1 later.
     pub early_refresh_beta: f64,
+    /// Key `soft_timeout`: with a stale value (or a `fail_safe` one) at
+    /// hand, the longest a caller waits for the creator before it gets that
+    /// value; the creator goes on and stores its result (at most 24 h,
+    /// below `hard_timeout`; `None`: no limit).
+    ///
+    /// ```
+    /// let config = tankard::Config::from_flat([
+    ///     ("cache.type", "memory"),
+    ///     ("cache.soft_timeout", "100ms"),
+    ///     ("cache.hard_timeout", "2s"),
+    /// ])?;
+    /// let options = config.default_options();
+    /// assert_eq!(options.soft_timeout, Some(std::time::Duration::from_millis(100)));
+    /// assert_eq!(options.hard_timeout, Some(std::time::Duration::from_secs(2)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub soft_timeout: Option<Duration>,
+    /// Key `hard_timeout`: the longest any caller waits for a creator,
+    /// stale value or not: then it gets the last good value if `fail_safe`
+    /// kept one, else an error ([`Error::is_timeout`](crate::Error::is_timeout)).
+    /// A creator that can run in a task (`get_or_spawn`, the page layer,
+    /// cached async functions with owned arguments) finishes there and
+    /// stores its value; a borrowing one is dropped (at most 24 h).
+    pub hard_timeout: Option<Duration>,
     /// Key `fail_safe`: how long past `expire + stale` an entry is kept, to
     /// be served when its creator fails or panics (default 0: off; at most
     /// 100 years; needs `expire`). Stores keep entries that much longer.

@@ -55,6 +55,8 @@ pub(crate) const OPTION_NAMES: &[&str] = &[
     "early_refresh_beta",
     "fail_safe",
     "fail_safe_throttle",
+    "soft_timeout",
+    "hard_timeout",
     "l1",
     "l1_max_entries",
     "l1_max_bytes",
@@ -900,6 +902,12 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
                 },
             };
         }
+        "soft_timeout" => {
+            options.soft_timeout = Some(duration(key, raw, value, MAX_CREATION, false)?);
+        }
+        "hard_timeout" => {
+            options.hard_timeout = Some(duration(key, raw, value, MAX_CREATION, false)?);
+        }
         "fail_safe_throttle" => {
             options.fail_safe_throttle = duration(key, raw, value, MAX_CREATION, false)?;
         }
@@ -1221,6 +1229,18 @@ fn check_fail_safe(options: &RegionOptions, own_key: &dyn Fn(&str) -> String) ->
             "expire = <duration> for this region, or fail_safe = 0",
         ));
     }
+    if let (Some(soft), Some(hard)) = (options.soft_timeout, options.hard_timeout)
+        && soft >= hard
+    {
+        return Err(bad(
+            &own_key("soft_timeout"),
+            &format!("{soft:?}"),
+            &format!(
+                "is not below hard_timeout ({hard:?}): no caller would ever get the stale value early"
+            ),
+            "a soft_timeout below hard_timeout, or no soft_timeout",
+        ));
+    }
     if options.early_refresh != EarlyRefresh::Off && options.expire.is_none() {
         let shown = match options.early_refresh {
             EarlyRefresh::At(fraction) => fraction.to_string(),
@@ -1313,6 +1333,8 @@ impl RegionOptions {
             refresh: super::Refresh::Foreground,
             early_refresh: EarlyRefresh::Off,
             early_refresh_beta: 1.0,
+            soft_timeout: None,
+            hard_timeout: None,
             fail_safe: std::time::Duration::ZERO,
             fail_safe_throttle: std::time::Duration::from_secs(30),
             l1: false,

@@ -218,6 +218,151 @@ where
     result
 }
 
+/// [`create_and_store`] for a caller, bounded by the region's timeouts:
+/// with a last good value at hand (`fallback`), the caller waits at most
+/// `soft_timeout` and then gets it (counted as a stale value served); no
+/// caller waits past `hard_timeout` (then the fail-safe value, or a
+/// timeout error). A creator that can be owned goes on in a task and
+/// stores its value; a borrowing one is dropped at the limit, which
+/// releases its lock and lets a waiter take over.
+async fn create<T, S, C>(
+    call: &Call<'_, T, S>,
+    generations: Option<Generations>,
+    creator: C,
+    guard: Option<LockGuard>,
+    leader: Option<flight::Leader<FlightKey, Outcome>>,
+    fallback: Option<Arc<T>>,
+) -> Result<Arc<T>>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    S: Storage,
+    C: Creator<T>,
+{
+    let engine = call.engine();
+    let soft = engine.soft_timeout.filter(|_| fallback.is_some());
+    let Some(limit) = soft.or(engine.hard_timeout) else {
+        let creation = creator.create();
+        return create_and_store(call, generations, creation, guard, leader, fallback).await;
+    };
+    let spawnable = match spawn_target(call) {
+        Some(target) => creator.spawnable().map(|task| (target, task)),
+        None => Err(creator),
+    };
+    let outcome = match spawnable {
+        Ok(((runtime, place), task)) => {
+            let finish = finish_in_background(
+                call,
+                runtime,
+                place,
+                generations,
+                task,
+                guard,
+                leader,
+                fallback.clone(),
+            );
+            match tokio::time::timeout(limit, finish).await {
+                Ok(Ok(Some(result))) => return result,
+                // The manager was dropped under the task, or it panicked
+                // outside the creator (its panics are caught): no value.
+                Ok(_) => return Err(Error::new(Kind::CreatorTimeout { after: limit })),
+                Err(_) => Err(limit),
+            }
+        }
+        Err(creator) => {
+            bounded(
+                call,
+                generations,
+                creator,
+                guard,
+                leader,
+                fallback.clone(),
+                limit,
+            )
+            .await
+        }
+    };
+    match outcome {
+        Ok(result) => result,
+        Err(after) => timed_out(call, soft.is_some(), after, fallback),
+    }
+}
+
+/// A creator that cannot be owned, run in the caller up to `limit`.
+async fn bounded<T, S, C>(
+    call: &Call<'_, T, S>,
+    generations: Option<Generations>,
+    creator: C,
+    guard: Option<LockGuard>,
+    leader: Option<flight::Leader<FlightKey, Outcome>>,
+    fallback: Option<Arc<T>>,
+    limit: Duration,
+) -> std::result::Result<Result<Arc<T>>, Duration>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    S: Storage,
+    C: Creator<T>,
+{
+    let creation = create_and_store(call, generations, creator.create(), guard, leader, fallback);
+    tokio::time::timeout(limit, creation)
+        .await
+        .map_err(|_| limit)
+}
+
+/// What a caller gets when its creator ran past a limit: the stale value
+/// at `soft_timeout`; at `hard_timeout` the `fail_safe` value, or an error.
+fn timed_out<T, S: Storage>(
+    call: &Call<'_, T, S>,
+    soft: bool,
+    after: Duration,
+    fallback: Option<Arc<T>>,
+) -> Result<Arc<T>> {
+    let engine = call.engine();
+    match fallback {
+        Some(value) if soft => call.serve_stale(value),
+        Some(value) if engine.fail_safe_throttle.is_some() => {
+            engine.count(Event::FailSafeServed);
+            Ok(value)
+        }
+        _ => Err(Error::new(Kind::CreatorTimeout { after })),
+    }
+}
+
+/// Runs [`create_and_store`] in a task that owns what it needs, so that
+/// it finishes (stores, releases the lock, answers the waiters) whether or
+/// not its caller still waits; stops when the manager is dropped.
+#[allow(clippy::too_many_arguments)]
+fn finish_in_background<T, S: Storage>(
+    call: &Call<'_, T, S>,
+    runtime: tokio::runtime::Handle,
+    place: OwnedPlace<T>,
+    generations: Option<Generations>,
+    task: Task<T>,
+    guard: Option<LockGuard>,
+    leader: Option<flight::Leader<FlightKey, Outcome>>,
+    fallback: Option<Arc<T>>,
+) -> tokio::task::JoinHandle<Option<Result<Arc<T>>>>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    let storage = call.storage.clone();
+    let ns = call.ns.clone();
+    let key: Box<str> = call.key.into();
+    let expire = call.expire;
+    let shutdown = storage.engine().shutdown.clone();
+    runtime.spawn(async move {
+        let call = Call {
+            place: place.as_deref().map(|place| place as &dyn Place<T>),
+            detached: true,
+            ..Call::new(&storage, &ns, &key, expire)
+        };
+        let work = create_and_store(&call, generations, task, guard, leader, fallback);
+        tokio::select! {
+            result = work => Some(result),
+            () = shutdown.fired() => None,
+        }
+    })
+}
+
 /// One `get_or_create` call: where, and how long what it stores lives.
 pub(crate) struct Call<'a, T, S: Storage> {
     pub(crate) storage: &'a Arc<S>,
@@ -316,15 +461,11 @@ where
                 }
                 Found::Stale(last) | Found::Expired(last) => {
                     engine.count(Event::Miss);
-                    let fallback = Some(last);
-                    let generations = lookup.generations;
-                    create_and_store(call, generations, creator.create(), None, None, fallback)
-                        .await
+                    create(call, lookup.generations, creator, None, None, Some(last)).await
                 }
                 Found::Missing => {
                     engine.count(Event::Miss);
-                    let generations = lookup.generations;
-                    create_and_store(call, generations, creator.create(), None, None, None).await
+                    create(call, lookup.generations, creator, None, None, None).await
                 }
             };
         };
@@ -376,7 +517,7 @@ where
                     },
                     None => creator,
                 };
-                return regenerate(call, leader, &*lock, stale, creator.create()).await;
+                return regenerate(call, leader, &*lock, stale, creator).await;
             }
             found @ (Found::Expired(_) | Found::Missing) => {
                 // An expired entry kept by `fail_safe` is a miss whose value
@@ -393,7 +534,14 @@ where
                     Role::Leader(leader) => leader,
                     Role::Waiter(wait) => {
                         engine.count(Event::LockWait);
-                        match wait.await {
+                        let waited = match engine.hard_timeout {
+                            Some(limit) => match tokio::time::timeout(limit, wait).await {
+                                Ok(outcome) => outcome,
+                                Err(_) => return timed_out(call, false, limit, fallback),
+                            },
+                            None => wait.await,
+                        };
+                        match waited {
                             Some(Ok(value)) => match value.downcast::<T>() {
                                 Ok(value) => return Ok(value),
                                 // Another call site stored another type under
@@ -441,10 +589,10 @@ where
                     Found::Stale(last) | Found::Expired(last) => Some(last),
                     _ => fallback,
                 };
-                return create_and_store(
+                return create(
                     call,
                     lookup.generations,
-                    creator.create(),
+                    creator,
                     guard,
                     Some(leader),
                     fallback,
@@ -458,17 +606,17 @@ where
 /// Rule 3 for the caller that leads a stale key's flight: take the
 /// cross-process lock (or serve the stale value while another process
 /// holds it), re-read (rule 4), and regenerate.
-async fn regenerate<T, S, Fut>(
+async fn regenerate<T, S, C>(
     call: &Call<'_, T, S>,
     leader: flight::Leader<FlightKey, Outcome>,
     lock: &dyn lock::CreationLock,
     stale: Arc<T>,
-    creator: Fut,
+    creator: C,
 ) -> Result<Arc<T>>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
     S: Storage,
-    Fut: Future<Output = Result<T>>,
+    C: Creator<T>,
 {
     let engine = call.engine();
     let lock_key = S::lock_key(call.ns, call.key);
@@ -492,7 +640,7 @@ where
         return Ok(value);
     }
     let fallback = Some(stale);
-    create_and_store(
+    create(
         call,
         lookup.generations,
         creator,

@@ -119,6 +119,9 @@ pub(crate) struct Engine {
     /// With `fail_safe` on, how long a last good value served in place of
     /// a failed creator counts as fresh (`fail_safe_throttle`).
     pub(crate) fail_safe_throttle: Option<Duration>,
+    /// `soft_timeout` and `hard_timeout`.
+    pub(crate) soft_timeout: Option<Duration>,
+    pub(crate) hard_timeout: Option<Duration>,
     on_backend_error: OnBackendError,
     /// `None` for `lock = none`: no single-flight at all.
     pub(crate) lock: Option<Arc<dyn CreationLock>>,
@@ -145,6 +148,8 @@ impl Engine {
             wait_timeout: options.wait_timeout,
             fail_safe_throttle: (!options.fail_safe.is_zero())
                 .then_some(options.fail_safe_throttle),
+            soft_timeout: options.soft_timeout,
+            hard_timeout: options.hard_timeout,
             on_backend_error: options.on_backend_error,
             lock,
             flights: Arc::new(Flights::new()),

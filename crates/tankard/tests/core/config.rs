@@ -1568,6 +1568,30 @@ fn early_refresh_takes_off_or_a_fraction_and_needs_an_expiry() {
 }
 
 #[test]
+fn soft_timeout_must_stay_below_hard_timeout() {
+    let options = ok(flat_memory(&[
+        ("cache.soft_timeout", "100ms"),
+        ("cache.hard_timeout", "2s"),
+    ]))
+    .default_options()
+    .clone();
+    assert_eq!(options.soft_timeout, Some(Duration::from_millis(100)));
+    assert_eq!(options.hard_timeout, Some(Duration::from_secs(2)));
+    assert_eq!(ok(flat_memory(&[])).default_options().hard_timeout, None);
+    assert_eq!(
+        err(flat_memory(&[
+            ("cache.soft_timeout", "2s"),
+            ("cache.hard_timeout", "2s")
+        ])),
+        "cache.soft_timeout: \"2s\" is not below hard_timeout (2s): no caller would ever get the stale value early; expected a soft_timeout below hard_timeout, or no soft_timeout"
+    );
+    assert!(
+        err(flat_memory(&[("cache.hard_timeout", "0")])).contains("is not a positive duration")
+    );
+    assert!(err(flat_memory(&[("cache.soft_timeout", "25h")])).contains("at most 24h"));
+}
+
+#[test]
 fn fail_safe_keys_are_parsed_bounded_and_need_an_expiry() {
     let defaults = ok(flat_memory(&[])).default_options().clone();
     assert_eq!(defaults.fail_safe, Duration::ZERO);

@@ -140,6 +140,10 @@ all_backends!(
     without_a_last_good_value_the_error_is_returned,
     early_refresh_renews_a_steadily_read_key_before_it_expires,
     xfetch_renews_early_by_cost_and_chance,
+    soft_timeout_serves_the_stale_value_and_the_creator_still_stores,
+    hard_timeout_errs_without_a_last_good_value_and_the_creator_still_stores,
+    hard_timeout_serves_the_fail_safe_value,
+    hard_timeout_drops_a_borrowing_creator,
 );
 
 async fn put_get_remove_contains(backend: &str) {
@@ -928,4 +932,106 @@ async fn xfetch_renews_early_by_cost_and_chance(backend: &str) {
         7
     );
     assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+/// An owned creator that makes `value` once `release` fires.
+fn held_creator(
+    value: u32,
+) -> (
+    oneshot::Sender<()>,
+    impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = u32> + Send>> + Send + 'static,
+) {
+    let (release, held) = oneshot::channel::<()>();
+    let creator = move || {
+        Box::pin(async move {
+            let _ = held.await;
+            value
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = u32> + Send>>
+    };
+    (release, creator)
+}
+
+async fn soft_timeout_serves_the_stale_value_and_the_creator_still_stores(backend: &str) {
+    let f = fixture(
+        backend,
+        &[
+            ("cache.expire", "10"),
+            ("cache.stale", "1m"),
+            ("cache.soft_timeout", "20ms"),
+            ("cache.hard_timeout", "1h"),
+        ],
+    );
+    let ns = f.manager.namespace("soft");
+    ns.put("k", 1u32).await.unwrap();
+    f.clock.advance(Duration::from_secs(20));
+    // The creator is held: past soft_timeout the caller gets the stale value.
+    let (release, creator) = held_creator(2);
+    assert_eq!(*ns.get_or_spawn("k", creator).await.unwrap(), 1);
+    assert_eq!(f.manager.default_region().stats().stale_served, 1);
+    // It goes on, and its value is stored when it is done.
+    release.send(()).unwrap();
+    eventually("the held creator's value is stored", async || {
+        ns.peek::<u32>("k")
+            .await
+            .unwrap()
+            .map(|(v, fresh)| (*v, fresh))
+            == Some((2, true))
+    })
+    .await;
+}
+
+async fn hard_timeout_errs_without_a_last_good_value_and_the_creator_still_stores(backend: &str) {
+    let f = fixture(backend, &[("cache.hard_timeout", "20ms")]);
+    let ns = f.manager.namespace("hard");
+    let (release, creator) = held_creator(2);
+    let err = ns
+        .get_or_spawn::<u32, _, _>("k", creator)
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(err.to_string().contains("hard_timeout"), "{err}");
+    release.send(()).unwrap();
+    eventually("the creator's value is stored after all", async || {
+        ns.peek::<u32>("k").await.unwrap().map(|(v, _)| *v) == Some(2)
+    })
+    .await;
+}
+
+async fn hard_timeout_serves_the_fail_safe_value(backend: &str) {
+    let f = fixture(
+        backend,
+        &[
+            ("cache.expire", "10"),
+            ("cache.fail_safe", "1h"),
+            ("cache.hard_timeout", "20ms"),
+        ],
+    );
+    let ns = f.manager.namespace("hard");
+    ns.put("k", 1u32).await.unwrap();
+    f.clock.advance(Duration::from_secs(20));
+    let (release, creator) = held_creator(2);
+    assert_eq!(*ns.get_or_spawn("k", creator).await.unwrap(), 1);
+    assert_eq!(f.manager.default_region().stats().fail_safe_served, 1);
+    release.send(()).unwrap();
+    eventually("the creator's value replaces it", async || {
+        ns.peek::<u32>("k").await.unwrap().map(|(v, _)| *v) == Some(2)
+    })
+    .await;
+}
+
+async fn hard_timeout_drops_a_borrowing_creator(backend: &str) {
+    let f = fixture(backend, &[("cache.hard_timeout", "20ms")]);
+    let ns = f.manager.namespace("hard");
+    let (_release, held) = oneshot::channel::<()>();
+    let err = ns
+        .get_or_create("k", || async {
+            let _ = held.await;
+            2u32
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    // Nothing stored, nothing left locked: the next caller creates at once.
+    assert!(ns.peek::<u32>("k").await.unwrap().is_none());
+    assert_eq!(*ns.get_or_create("k", || async { 3u32 }).await.unwrap(), 3);
 }
