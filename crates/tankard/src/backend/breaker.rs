@@ -318,6 +318,10 @@ impl Backend for Guarded {
         self.breaker.call(|| self.inner.load(at)).await
     }
 
+    async fn load_many(&self, at: &[Location<'_>]) -> Result<Vec<Loaded>> {
+        self.breaker.call(|| self.inner.load_many(at)).await
+    }
+
     async fn generations(&self, scope: &Scope) -> Result<Generations> {
         self.breaker.call(|| self.inner.generations(scope)).await
     }

@@ -404,6 +404,14 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     /// the backend allows it.
     async fn load(&self, at: &Location<'_>) -> Result<Loaded>;
 
+    /// Reads several entries of one namespace and the current generations,
+    /// in one round trip per server where the store allows it (Redis: one
+    /// pipeline; memcached: one multi-key `get` per server). `at` is not
+    /// empty, and every location in it is in the same namespace.
+    async fn load_many(&self, at: &[Location<'_>]) -> Result<Vec<Loaded>> {
+        futures_util::future::try_join_all(at.iter().map(|at| self.load(at))).await
+    }
+
     /// Reads only the current generations (before a write with no read).
     async fn generations(&self, scope: &Scope) -> Result<Generations>;
 

@@ -394,6 +394,42 @@ impl Cache {
         })
     }
 
+    /// The fresh values of several keys, in their order (`None` for a key
+    /// with no fresh value), in one round trip per server: a Redis
+    /// pipeline, one multi-key `get` per memcached server, the file store's
+    /// reads at once. Runs nothing and counts nothing, like [`get`](Cache::get).
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let ns = cache.namespace("users");
+    /// ns.put("1", "ada".to_string()).await?;
+    /// ns.put("3", "grace".to_string()).await?;
+    /// let names = ns.get_many::<String, _>(&["1", "2", "3"]).await?;
+    /// let names: Vec<Option<&str>> = names.iter().map(|n| n.as_deref().map(String::as_str)).collect();
+    /// assert_eq!(names, [Some("ada"), None, Some("grace")]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn get_many<T, K>(&self, keys: &[K]) -> Result<Vec<Option<Arc<T>>>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+        K: AsRef<str>,
+    {
+        if !self.region.options.enabled || keys.is_empty() {
+            return Ok(vec![None; keys.len()]);
+        }
+        let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
+        match self.region.get_many::<T>(&self.ns, &keys).await {
+            Ok(found) => Ok(found),
+            Err(err) => self
+                .region
+                .backend_failed(&err)
+                .map(|()| vec![None; keys.len()]),
+        }
+    }
+
     /// The value under `key`, fresh or stale, with `true` when fresh.
     /// Runs nothing and counts nothing.
     ///

@@ -783,6 +783,55 @@ impl RegionInner {
         })
     }
 
+    /// The fresh values of several keys of one namespace (`None` for a
+    /// key with none): the memory tier first, then the shared store for the
+    /// rest in one [`Backend::load_many`], so one round trip per server.
+    /// Backend failures are errors here; the caller decides whether to
+    /// bypass. Copies are not kept in the L1 (a lookup of one key does that).
+    pub(crate) async fn get_many<T>(
+        &self,
+        ns: &NamespaceState,
+        keys: &[&str],
+    ) -> Result<Vec<Option<Arc<T>>>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let mut found: Vec<Option<Arc<T>>> = vec![None; keys.len()];
+        let mut wanted = Vec::with_capacity(keys.len());
+        for (index, key) in keys.iter().enumerate() {
+            #[cfg(feature = "memory")]
+            if let Some(lookup) = self.lookup_memory::<T>(ns, key) {
+                if let Found::Fresh(value) | Found::Due(value) = lookup.found {
+                    found[index] = Some(value);
+                }
+                continue;
+            }
+            #[cfg(feature = "memory")]
+            if let Some(value) = self.fresh_memory::<T>(ns, key) {
+                found[index] = Some(value);
+                continue;
+            }
+            wanted.push(index);
+        }
+        let Some(backend) = self.l2.as_ref().filter(|_| !wanted.is_empty()) else {
+            return Ok(found);
+        };
+        let at: Vec<Location<'_>> = wanted.iter().map(|&i| ns.scope.locate(keys[i])).collect();
+        let loaded = backend.load_many(&at).await?;
+        for ((index, at), loaded) in wanted.into_iter().zip(&at).zip(loaded) {
+            if loaded.oversized.is_some() {
+                self.count(Event::DecodeError);
+            }
+            if let Some(bytes) = &loaded.bytes
+                && let (Found::Fresh(value) | Found::Due(value), _) =
+                    self.decode::<T>(at, bytes, &loaded.generations)
+            {
+                found[index] = Some(value);
+            }
+        }
+        Ok(found)
+    }
+
     /// Keeps a fresh value read from the shared store in the L1, for as
     /// long as it stays fresh there and `l1_expire` allows.
     #[cfg(feature = "memory")]

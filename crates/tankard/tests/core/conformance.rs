@@ -144,6 +144,7 @@ all_backends!(
     hard_timeout_errs_without_a_last_good_value_and_the_creator_still_stores,
     hard_timeout_serves_the_fail_safe_value,
     hard_timeout_drops_a_borrowing_creator,
+    get_many_reads_fresh_values_in_order,
 );
 
 async fn put_get_remove_contains(backend: &str) {
@@ -1034,4 +1035,37 @@ async fn hard_timeout_drops_a_borrowing_creator(backend: &str) {
     // Nothing stored, nothing left locked: the next caller creates at once.
     assert!(ns.peek::<u32>("k").await.unwrap().is_none());
     assert_eq!(*ns.get_or_create("k", || async { 3u32 }).await.unwrap(), 3);
+}
+
+async fn get_many_reads_fresh_values_in_order(backend: &str) {
+    let f = fixture(backend, &[("cache.expire", "10"), ("cache.stale", "10")]);
+    let ns = f.manager.namespace("many");
+    for i in (0..100u32).filter(|i| i % 3 != 0) {
+        ns.put(&i.to_string(), i).await.unwrap();
+    }
+    f.manager.namespace("other").put("1", 999u32).await.unwrap();
+    let keys: Vec<String> = (0..100).map(|i: u32| i.to_string()).collect();
+    let found = ns.get_many::<u32, _>(&keys).await.unwrap();
+    let want: Vec<Option<u32>> = (0..100).map(|i| (i % 3 != 0).then_some(i)).collect();
+    assert_eq!(
+        found
+            .iter()
+            .map(|v| v.as_deref().copied())
+            .collect::<Vec<_>>(),
+        want
+    );
+    // Only fresh values: a stale one is not returned, a fresh put is.
+    f.clock.advance(Duration::from_secs(11));
+    ns.put("2", 2_000u32).await.unwrap();
+    let found = ns.get_many::<u32, _>(&["1", "2", "3"]).await.unwrap();
+    assert_eq!(
+        found
+            .iter()
+            .map(|v| v.as_deref().copied())
+            .collect::<Vec<_>>(),
+        [None, Some(2_000), None]
+    );
+    // Another type under a key is no value of this one.
+    assert_eq!(ns.get_many::<String, _>(&["2"]).await.unwrap(), [None]);
+    assert!(ns.get_many::<u32, &str>(&[]).await.unwrap().is_empty());
 }

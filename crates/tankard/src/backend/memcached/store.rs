@@ -78,10 +78,10 @@ impl MemcachedBackend {
     async fn read_with_counters(
         &self,
         scope: &Scope,
-        extra: Option<&str>,
+        extra: &[&str],
         deadline: Instant,
         operation: &'static str,
-    ) -> Result<(Generations, Option<Item>)> {
+    ) -> Result<(Generations, Vec<Option<Item>>)> {
         let region = &scope.region;
         let route = Self::counters_route(region);
         let (generation, soft, namespace) = (
@@ -89,27 +89,21 @@ impl MemcachedBackend {
             self.key(&region.soft_key),
             self.key(&scope.generation_key),
         );
-        let mut keys = Vec::with_capacity(4);
+        let extra: Vec<Cow<'_, str>> = extra.iter().map(|key| self.key(key)).collect();
+        let mut keys = Vec::with_capacity(3 + extra.len());
         for key in [&generation, &soft, &namespace] {
             keys.push(Keyed { key, route });
         }
-        let extra = extra.map(|key| self.key(key));
-        if let Some(entry) = &extra {
-            keys.push(Keyed::own(entry));
-        }
+        keys.extend(extra.iter().map(|key| Keyed::own(key)));
         let mut items = self.client.get_many(&keys, deadline, operation).await?;
-        let entry = if extra.is_some() {
-            items.pop().flatten()
-        } else {
-            None
-        };
+        let entries = items.split_off(3.min(items.len()));
         Ok((
             Generations {
-                region: number(items[0].as_ref()),
-                soft_before_ms: number(items[1].as_ref()),
-                namespace: number(items[2].as_ref()),
+                region: number(items.first().and_then(Option::as_ref)),
+                soft_before_ms: number(items.get(1).and_then(Option::as_ref)),
+                namespace: number(items.get(2).and_then(Option::as_ref)),
             },
-            entry,
+            entries,
         ))
     }
 
@@ -159,27 +153,41 @@ impl Backend for MemcachedBackend {
     }
 
     async fn load(&self, at: &Location<'_>) -> Result<Loaded> {
-        let (generations, entry) = self
-            .read_with_counters(at.scope, Some(&at.storage_key), self.deadline(), "load")
-            .await?;
-        let (bytes, oversized) = match entry {
-            Some(Item {
-                oversized: Some(size),
-                ..
-            }) => (None, Some(size)),
-            Some(item) => (Some(item.data), None),
-            None => (None, None),
+        let mut loaded = self.load_many(std::slice::from_ref(at)).await?;
+        Ok(loaded.pop().unwrap_or_default())
+    }
+
+    async fn load_many(&self, at: &[Location<'_>]) -> Result<Vec<Loaded>> {
+        let Some(first) = at.first() else {
+            return Ok(Vec::new());
         };
-        Ok(Loaded {
-            generations,
-            bytes,
-            oversized,
-        })
+        let keys: Vec<&str> = at.iter().map(|at| at.storage_key.as_str()).collect();
+        let (generations, entries) = self
+            .read_with_counters(first.scope, &keys, self.deadline(), "load")
+            .await?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| {
+                let (bytes, oversized) = match entry {
+                    Some(Item {
+                        oversized: Some(size),
+                        ..
+                    }) => (None, Some(size)),
+                    Some(item) => (Some(item.data), None),
+                    None => (None, None),
+                };
+                Loaded {
+                    generations,
+                    bytes,
+                    oversized,
+                }
+            })
+            .collect())
     }
 
     async fn generations(&self, scope: &Scope) -> Result<Generations> {
         let (generations, _) = self
-            .read_with_counters(scope, None, self.deadline(), "generations")
+            .read_with_counters(scope, &[], self.deadline(), "generations")
             .await?;
         Ok(generations)
     }

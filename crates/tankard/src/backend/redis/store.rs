@@ -385,37 +385,53 @@ impl RedisBackend {
 
     /// Reads the three generations and at most `max_entry_bytes` + 1 bytes
     /// of the entry at `key`, in one round trip (see the module docs).
-    async fn read_entry(&self, ns_gen_key: &str, key: &str) -> Result<(Generations, EntryReply)> {
+    async fn read_entries(
+        &self,
+        ns_gen_key: &str,
+        keys: &[String],
+    ) -> Result<(Generations, Vec<EntryReply>)> {
         let mget = self.generations_command(ns_gen_key);
         // GETRANGE's end is inclusive and a signed 64-bit number.
         let last = self.max_entry_bytes.min(i64::MAX as u64);
-        let mut range = cmd("GETRANGE");
-        range.arg(key).arg(0).arg(last);
-        let mut entry = ::redis::pipe();
-        entry.ignore_errors();
-        let (counters, reply) = if self.link.is_cluster() {
-            entry.add_command(range);
-            let (counters, reply) = tokio::join!(
+        let mut entries = ::redis::pipe();
+        entries.ignore_errors();
+        let (counters, replies) = if self.link.is_cluster() {
+            // The counters live in the region's slot, the entries in the
+            // namespace's: two round trips at once.
+            for key in keys {
+                entries.add_command(cmd("GETRANGE").arg(key).arg(0).arg(last).clone());
+            }
+            let (counters, replies) = tokio::join!(
                 self.link.query::<Vec<Option<Vec<u8>>>>("read", &mget),
-                self.link.pipeline("read", &entry)
+                self.link.pipeline("read", &entries)
             );
-            (counters?, reply?.pop())
+            (counters?, replies?)
         } else {
-            entry.add_command(mget).add_command(range);
-            let mut replies = self.link.pipeline("read", &entry).await?.into_iter();
-            let counters = match replies.next() {
+            entries.add_command(mget);
+            for key in keys {
+                entries.add_command(cmd("GETRANGE").arg(key).arg(0).arg(last).clone());
+            }
+            let mut replies = self.link.pipeline("read", &entries).await?;
+            let rest = replies.split_off(1.min(replies.len()));
+            let counters = match replies.pop() {
                 Some(Value::ServerError(err)) => return Err(self.link.error("read", err.into())),
                 Some(counters) => ::redis::from_redis_value(counters).map_err(|err| {
                     Error::backend(self.link.name, format!("read: MGET answered {err}"))
                 })?,
                 None => Vec::new(),
             };
-            (counters, replies.next())
+            (counters, rest)
         };
         let generations = self.parse_generations(ns_gen_key, counters)?;
-        let entry = EntryReply::new(reply, self.max_entry_bytes)
-            .map_err(|err| self.link.error("read", err))?;
-        Ok((generations, entry))
+        let mut replies = replies.into_iter();
+        let entries = keys
+            .iter()
+            .map(|_| {
+                EntryReply::new(replies.next(), self.max_entry_bytes)
+                    .map_err(|err| self.link.error("read", err))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((generations, entries))
     }
 
     /// The size of an entry found too large, for the report; `None` if the
@@ -435,32 +451,47 @@ impl Backend for RedisBackend {
     }
 
     async fn load(&self, at: &Location<'_>) -> Result<Loaded> {
-        let tag = namespace_tag(at.scope);
-        let key = entry_key(&tag, at.key, self.key_length);
-        let (generations, entry) = self.read_entry(&namespace_gen_key(&tag), &key).await?;
-        Ok(match entry {
-            EntryReply::Missing => Loaded {
-                generations,
-                bytes: None,
-                oversized: None,
-            },
-            EntryReply::Bytes(bytes) => Loaded {
-                generations,
-                bytes: Some(bytes),
-                oversized: None,
-            },
-            // Only a foreign value gets here, so the extra round trip for
-            // its exact size costs nothing on the paths that matter.
-            EntryReply::Oversized => Loaded {
-                generations,
-                bytes: None,
-                oversized: Some(
-                    self.size_of(&key)
-                        .await
-                        .unwrap_or(self.max_entry_bytes.saturating_add(1)),
-                ),
-            },
-        })
+        let mut loaded = self.load_many(std::slice::from_ref(at)).await?;
+        Ok(loaded.pop().unwrap_or_default())
+    }
+
+    async fn load_many(&self, at: &[Location<'_>]) -> Result<Vec<Loaded>> {
+        let Some(first) = at.first() else {
+            return Ok(Vec::new());
+        };
+        let tag = namespace_tag(first.scope);
+        let keys: Vec<String> = at
+            .iter()
+            .map(|at| entry_key(&tag, at.key, self.key_length))
+            .collect();
+        let (generations, entries) = self.read_entries(&namespace_gen_key(&tag), &keys).await?;
+        let mut loaded = Vec::with_capacity(entries.len());
+        for (key, entry) in keys.iter().zip(entries) {
+            loaded.push(match entry {
+                EntryReply::Missing => Loaded {
+                    generations,
+                    bytes: None,
+                    oversized: None,
+                },
+                EntryReply::Bytes(bytes) => Loaded {
+                    generations,
+                    bytes: Some(bytes),
+                    oversized: None,
+                },
+                // Only a foreign value gets here, so the extra round trip for
+                // its exact size costs nothing on the paths that matter.
+                EntryReply::Oversized => Loaded {
+                    generations,
+                    bytes: None,
+                    oversized: Some(
+                        self.size_of(key)
+                            .await
+                            .unwrap_or(self.max_entry_bytes.saturating_add(1)),
+                    ),
+                },
+            });
+        }
+        Ok(loaded)
     }
 
     async fn generations(&self, scope: &Scope) -> Result<Generations> {
