@@ -8,8 +8,7 @@
 //!     a + b
 //! }
 //!
-//! tankard::install(tankard::CacheManager::new(tankard::Config::memory())?)
-//!     .map_err(|_| "a manager is already installed")?;
+//! tankard::install(tankard::CacheManager::new(tankard::Config::memory())?)?;
 //! assert_eq!(slow_sum(1, 2), 3);
 //! assert_eq!(slow_sum_peek(1, 2)?, Some(3));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -36,8 +35,7 @@ use options::Options;
 ///     n * 2
 /// }
 ///
-/// tankard::install(tankard::CacheManager::new(tankard::Config::memory())?)
-///     .map_err(|_| "a manager is already installed")?;
+/// tankard::install(tankard::CacheManager::new(tankard::Config::memory())?)?;
 /// assert_eq!(double(21), 42);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

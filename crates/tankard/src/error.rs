@@ -79,6 +79,7 @@ pub(crate) enum Kind {
     NotInstalled,
     /// `tankard::install` was given a manager that lacks regions which
     /// `#[tankard::cached]` functions name: each region with the functions.
+    #[cfg_attr(not(feature = "macros"), allow(dead_code))]
     RegionsMissing {
         missing: Vec<(String, Vec<String>)>,
         configured: Vec<String>,

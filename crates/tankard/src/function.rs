@@ -30,6 +30,8 @@
 //!   without the cache and the failure is logged at error level, once per
 //!   function for set-up failures (region, manager, key), at most once a
 //!   second for others. The companions (`<fn>_peek`, …) return the error.
+//!   No manager, or no region, panics instead in a debug build
+//!   ([`Site::cannot_cache`]): nothing else would show it.
 //! - Once the body has produced a value, that value is returned even if it
 //!   cannot be stored (encoding failed, backend down); the failure is logged
 //!   and counted by the region.
@@ -534,6 +536,7 @@ pub struct Value<V>(PhantomData<fn() -> V>);
 
 impl<V> Value<V> {
     #[inline(always)]
+    #[allow(clippy::new_without_default)]
     pub const fn new() -> Value<V> {
         Value(PhantomData)
     }

@@ -54,7 +54,7 @@
 //! |---|---|---|---|
 //! | `memory` | ✓ | the in-process backend (typed values, no encoding) | quick_cache |
 //! | `file` | ✓ | one file per key, `flock` creation locks | nothing extra |
-//! | `macros` | ✓ | [`#[tankard::cached]`](cached) (turns on `blocking`) | a proc-macro crate on syn, which serde's derive already builds |
+//! | `macros` | ✓ | [`#[tankard::cached]`](cached) (turns on `blocking`) | a proc-macro crate on syn, which serde's derive already builds; inventory (no dependencies), for the regions `install` checks |
 //! | `blocking` | with `macros` | [`blocking`]: the sync API, with or without a runtime | tokio's multi-thread scheduler code (no new crate) |
 //! | `memcached`, `redis`, `postgres`, `sqlite`, `mysql`, `dbm` | | the server and embedded backends | their client crates |
 //! | `redis-tls` | | `rediss://` URLs for `redis` (implies it) | rustls and ring |
