@@ -31,7 +31,7 @@
 //!   function for set-up failures (region, manager, key), at most once a
 //!   second for others. The companions (`<fn>_peek`, …) return the error.
 //!   No manager, or no region, panics instead in a debug build
-//!   ([`Site::cannot_cache`]): nothing else would show it.
+//!   (`Site::cannot_cache`): nothing else would show it.
 //! - Once the body has produced a value, that value is returned even if it
 //!   cannot be stored (encoding failed, backend down); the failure is logged
 //!   and counted by the region.
