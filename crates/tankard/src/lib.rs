@@ -57,7 +57,7 @@
 //! |---|---|---|---|
 //! | `memory` | ✓ | the in-process backend (typed values, no encoding) | quick_cache |
 //! | `file` | ✓ | one file per key, `flock` creation locks | nothing extra |
-//! | `macros` | ✓ | [`#[tankard::cached]`](cached) (turns on `blocking`) | a proc-macro crate on syn, which serde's derive already builds |
+//! | `macros` | ✓ | [`#[tankard::cached]`](cached) (turns on `blocking`) | a proc-macro crate on syn, which serde's derive already builds; inventory (no dependencies), for the regions `install` checks |
 //! | `blocking` | with `macros` | [`blocking`]: the sync API, with or without a runtime | tokio's multi-thread scheduler code (no new crate) |
 //! | `memcached`, `redis` | | the memcached and Redis (and Redis Cluster) backends | memcached: nothing extra (its own client on tokio); redis: the redis crate |
 //! | `redis-tls` | | `rediss://` URLs for `redis` (implies it) | rustls and ring |
