@@ -562,44 +562,60 @@ fn sample_start() -> HitSample {
     HitSample(Some(Instant::now()))
 }
 
-/// The handles of one recorder, for one region.
+/// The handles of one recorder, for one region. The histograms are
+/// registered when first recorded, so a region shows none it never
+/// records (a memory region's shared-store reads).
 struct Facade {
     /// The recorder they came from (its address).
     recorder: usize,
+    labels: [metrics::Label; 2],
     counters: [metrics::Counter; EVENTS],
-    memory_hits: metrics::Histogram,
-    shared_lookups: metrics::Histogram,
-    creator: metrics::Histogram,
-    entries: metrics::Gauge,
-    bytes: metrics::Gauge,
+    memory_hits: Option<metrics::Histogram>,
+    shared_lookups: Option<metrics::Histogram>,
+    creator: Option<metrics::Histogram>,
+}
+
+/// Which of a region's histograms.
+#[derive(Clone, Copy)]
+enum Timed {
+    MemoryHit,
+    SharedLookup,
+    Creator,
 }
 
 impl Facade {
     fn register(recorder: usize, region: &str, backend: &'static str) -> Facade {
-        let labels = || {
-            [
-                metrics::Label::new("region", region.to_owned()),
-                metrics::Label::new("backend", backend),
-            ]
-        };
-        let lookup = |tier: &'static str| {
-            let [region, backend] = labels();
-            metrics::histogram!(
-                "tankard_lookup_seconds",
-                vec![region, backend, metrics::Label::new("tier", tier)]
-            )
-        };
+        let labels = [
+            metrics::Label::new("region", region.to_owned()),
+            metrics::Label::new("backend", backend),
+        ];
         Facade {
             recorder,
             counters: std::array::from_fn(|event| {
-                metrics::counter!(Stats::COUNTERS[event].metric, labels().to_vec())
+                metrics::counter!(Stats::COUNTERS[event].metric, labels.to_vec())
             }),
-            memory_hits: lookup("memory"),
-            shared_lookups: lookup("shared"),
-            creator: metrics::histogram!("tankard_creator_seconds", labels().to_vec()),
-            entries: metrics::gauge!("tankard_entries", labels().to_vec()),
-            bytes: metrics::gauge!("tankard_bytes", labels().to_vec()),
+            labels,
+            memory_hits: None,
+            shared_lookups: None,
+            creator: None,
         }
+    }
+
+    fn record(&mut self, timed: Timed, elapsed: Duration) {
+        let labels = &self.labels;
+        let lookup = |tier: &'static str| {
+            let mut labels = labels.to_vec();
+            labels.push(metrics::Label::new("tier", tier));
+            metrics::histogram!("tankard_lookup_seconds", labels)
+        };
+        let histogram = match timed {
+            Timed::MemoryHit => self.memory_hits.get_or_insert_with(|| lookup("memory")),
+            Timed::SharedLookup => self.shared_lookups.get_or_insert_with(|| lookup("shared")),
+            Timed::Creator => self.creator.get_or_insert_with(|| {
+                metrics::histogram!("tankard_creator_seconds", labels.to_vec())
+            }),
+        };
+        histogram.record(elapsed.as_secs_f64());
     }
 }
 
@@ -650,7 +666,7 @@ impl Figures {
 
     /// Runs `f` with the handles of the current recorder, registering
     /// them first if this region has none from it yet.
-    fn with_facade(&self, f: impl FnOnce(&Facade)) {
+    fn with_facade(&self, f: impl FnOnce(&mut Facade)) {
         let recorder = current_recorder();
         let mut held = lock(&self.facade);
         let facade = match &mut *held {
@@ -717,7 +733,7 @@ impl Figures {
         self.memory_hits.record(elapsed, self.clock.recent_ms());
         let row = slot().min(SHARED);
         self.with_facade(|facade| {
-            facade.memory_hits.record(elapsed.as_secs_f64());
+            facade.record(Timed::MemoryHit, elapsed);
             self.counters.forward_row(row, facade);
         });
     }
@@ -725,27 +741,33 @@ impl Figures {
     /// Records a read through the shared store.
     pub(crate) fn shared_lookup(&self, elapsed: Duration) {
         self.shared_lookups.record(elapsed, self.clock.recent_ms());
-        self.with_facade(|facade| facade.shared_lookups.record(elapsed.as_secs_f64()));
+        self.with_facade(|facade| facade.record(Timed::SharedLookup, elapsed));
     }
 
     /// Records a creator run.
     pub(crate) fn creator_ran(&self, elapsed: Duration) {
         self.creator.record(elapsed, self.clock.recent_ms());
-        self.with_facade(|facade| facade.creator.record(elapsed.as_secs_f64()));
+        self.with_facade(|facade| facade.record(Timed::Creator, elapsed));
     }
 
-    /// Gives the recorder the region's size, as far as it is known.
+    /// Gives the recorder the region's size, as far as it is known (a
+    /// figure the store cannot tell is never registered, rather than
+    /// shown as 0). Rare: registering each time costs nothing here.
     pub(crate) fn usage(&self, entries: Option<u64>, bytes: Option<u64>) {
         self.usage_sent_ms
             .store(self.clock.recent_ms(), Ordering::Relaxed);
-        self.with_facade(|facade| {
-            if let Some(entries) = entries {
-                facade.entries.set(entries as f64);
-            }
-            if let Some(bytes) = bytes {
-                facade.bytes.set(bytes as f64);
-            }
-        });
+        let labels = || {
+            [
+                ("region", self.region.clone()),
+                ("backend", self.backend.to_owned()),
+            ]
+        };
+        if let Some(entries) = entries {
+            metrics::gauge!("tankard_entries", &labels()).set(entries as f64);
+        }
+        if let Some(bytes) = bytes {
+            metrics::gauge!("tankard_bytes", &labels()).set(bytes as f64);
+        }
     }
 
     /// Whether the memory tier's size is due to go to the recorder again

@@ -375,6 +375,15 @@ impl Region {
         self.inner.l2.as_ref().and_then(|backend| backend.breaker())
     }
 
+    /// Whether the region has a memory tier (a memory region, or an L1).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn has_memory_tier(&self) -> bool {
+        #[cfg(feature = "memory")]
+        return self.inner.l1.is_some();
+        #[cfg(not(feature = "memory"))]
+        false
+    }
+
     /// Forwards to the `metrics` recorder the hits this process's threads
     /// held back (each forwards its own 64 at a time), and the size of a
     /// memory region.

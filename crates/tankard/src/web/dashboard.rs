@@ -531,10 +531,20 @@ fn render_metrics(lines: &[Line<'_>]) -> String {
     );
     let _ = writeln!(out, "# TYPE {name} histogram");
     for line in lines {
-        for (tier, latency) in [
-            ("memory", &line.latency.memory_hits),
-            ("shared", &line.latency.shared_lookups),
-        ] {
+        // Only the tiers the region has.
+        let tiers = [
+            (
+                "memory",
+                &line.latency.memory_hits,
+                line.region.has_memory_tier(),
+            ),
+            (
+                "shared",
+                &line.latency.shared_lookups,
+                line.region.inner.l2.is_some(),
+            ),
+        ];
+        for (tier, latency, _) in tiers.into_iter().filter(|tier| tier.2) {
             let labels = format!("{},tier=\"{tier}\"", line.labels);
             histogram(&mut out, name, &labels, latency);
         }
@@ -774,8 +784,12 @@ mod tests {
             "unknown sizes are left out"
         );
         assert!(text.contains(
-            "tankard_lookup_seconds_bucket{region=\"a\\\"b\",backend=\"memory\",tier=\"shared\",le=\"+Inf\"} 0"
+            "tankard_lookup_seconds_bucket{region=\"a\\\"b\",backend=\"memory\",tier=\"memory\",le=\"+Inf\"} 0"
         ));
+        assert!(
+            !text.contains("tier=\"shared\""),
+            "a memory region has no shared store"
+        );
         assert_eq!(
             text.matches("# TYPE").count(),
             Stats::COUNTERS.len() + 3 + 2
