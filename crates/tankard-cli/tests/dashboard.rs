@@ -78,10 +78,7 @@ fn screenshot(url: &str, profile: &Path) -> Vec<Vec<[u8; 3]>> {
 /// How many rows of the screenshot hold the hits line's colour: a flat
 /// line (or none) holds a few, a line that rises after traffic many.
 fn rows_with_hits_line(image: &[Vec<[u8; 3]>]) -> usize {
-    image
-        .iter()
-        .filter(|row| row.iter().any(|px| *px == HITS_GREEN))
-        .count()
+    image.iter().filter(|row| row.contains(&HITS_GREEN)).count()
 }
 
 /// One region's section of the page.

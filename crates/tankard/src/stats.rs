@@ -179,6 +179,7 @@ impl Counters {
         row.counts[event as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    #[cfg_attr(not(feature = "memory"), allow(dead_code))]
     /// Whether the hit about to be counted on this thread's row is its
     /// 64th: that one is timed, and forwards the row.
     #[inline(always)]
@@ -552,10 +553,12 @@ impl Latencies {
     }
 }
 
+#[cfg_attr(not(feature = "memory"), allow(dead_code))]
 /// A memory hit's timing, when this hit is the one in 64 that is timed.
 #[must_use]
 pub(crate) struct HitSample(Option<Instant>);
 
+#[cfg_attr(not(feature = "memory"), allow(dead_code))]
 #[cold]
 #[inline(never)]
 fn sample_start() -> HitSample {
@@ -706,6 +709,7 @@ impl Figures {
         });
     }
 
+    #[cfg_attr(not(feature = "memory"), allow(dead_code))]
     /// Starts a memory hit: timed if it is this row's 64th.
     #[inline(always)]
     pub(crate) fn start_hit(&self) -> HitSample {
@@ -716,6 +720,7 @@ impl Figures {
         }
     }
 
+    #[cfg_attr(not(feature = "memory"), allow(dead_code))]
     /// Counts a memory hit (and, for the timed one, records its time and
     /// forwards the row).
     #[inline(always)]
@@ -726,6 +731,7 @@ impl Figures {
         }
     }
 
+    #[cfg_attr(not(feature = "memory"), allow(dead_code))]
     #[cold]
     #[inline(never)]
     fn sampled_hit(&self, start: Instant) {
@@ -770,6 +776,7 @@ impl Figures {
         }
     }
 
+    #[cfg_attr(not(feature = "memory"), allow(dead_code))]
     /// Whether the memory tier's size is due to go to the recorder again
     /// (at most once a second, from the write path).
     pub(crate) fn usage_due(&self) -> bool {

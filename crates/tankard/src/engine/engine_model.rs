@@ -103,6 +103,7 @@ fn model() -> Arc<Model> {
     Arc::new(Model {
         engine: Engine::new(
             &options,
+            "model",
             Some(Arc::new(LocalOnly)),
             Clock::manual(0),
             shutdown,

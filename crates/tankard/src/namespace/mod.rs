@@ -22,7 +22,6 @@ use crate::engine::Creator;
 use crate::engine::{self, Local, Owned};
 use crate::error::{Error, Result};
 use crate::region::{Found, NamespaceState, RegionInner};
-#[cfg(feature = "memory")]
 
 /// One namespace inside a region: Beaker's `Cache` object. Cheap to clone;
 /// clones share the region.

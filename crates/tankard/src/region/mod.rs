@@ -34,7 +34,9 @@ pub(crate) use crate::engine::{Found, Lookup};
 use crate::entry::{self, EntryMeta, Freshness, Generations, ReadPolicy};
 use crate::error::{ConfigError, Error, Kind, Result};
 use crate::namespace::Cache;
-use crate::stats::{Event, HitSample, Latencies, Stats};
+#[cfg(feature = "memory")]
+use crate::stats::HitSample;
+use crate::stats::{Event, Latencies, Stats};
 use crate::sync::lock;
 
 #[cfg(feature = "memory")]
@@ -582,12 +584,14 @@ impl RegionInner {
     }
 
     /// Starts a memory hit (the hit path: see [`Figures`](crate::stats)).
+    #[cfg(feature = "memory")]
     #[inline(always)]
     pub(crate) fn start_hit(&self) -> HitSample {
         self.engine.figures.start_hit()
     }
 
     /// Counts a memory hit started with [`start_hit`](Self::start_hit).
+    #[cfg(feature = "memory")]
     #[inline(always)]
     pub(crate) fn hit(&self, sample: HitSample) {
         self.engine.figures.hit(sample);

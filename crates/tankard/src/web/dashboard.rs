@@ -475,6 +475,9 @@ struct Line<'a> {
     region: &'a Region,
 }
 
+/// A gauge of `/metrics`: name, help, and its value for a region (if known).
+type Gauge = (&'static str, &'static str, fn(&Line<'_>) -> Option<f64>);
+
 fn render_metrics(lines: &[Line<'_>]) -> String {
     let mut out = String::new();
     for counter in Stats::COUNTERS {
@@ -490,7 +493,7 @@ fn render_metrics(lines: &[Line<'_>]) -> String {
             );
         }
     }
-    let gauges: [(&str, &str, fn(&Line<'_>) -> Option<f64>); 3] = [
+    let gauges: [Gauge; 3] = [
         (
             "tankard_entries",
             "Entries the region's store holds, where it can tell.",
