@@ -790,7 +790,7 @@ mod tests {
             "tankard_lookup_seconds_bucket{region=\"a\\\"b\",backend=\"memory\",tier=\"memory\",le=\"+Inf\"} 0"
         ));
         assert!(
-            !text.contains("tier=\"shared\""),
+            !text.contains(",tier=\"shared\""),
             "a memory region has no shared store"
         );
         assert_eq!(
