@@ -158,7 +158,12 @@ impl Counters {
 
     #[inline(always)]
     pub(crate) fn add(&self, event: Event) {
-        let slot = SLOT.with(Cell::get);
+        self.add_at(SLOT.with(Cell::get), event);
+    }
+
+    /// [`add`](Self::add) with the thread's slot already read.
+    #[inline(always)]
+    fn add_at(&self, slot: usize, event: Event) {
         if slot < SLOTS {
             // This thread is the row's only writer: no read-modify-write needed.
             let counter = &self.shards[slot].counts[event as usize];
@@ -180,11 +185,10 @@ impl Counters {
     }
 
     #[cfg_attr(not(feature = "memory"), allow(dead_code))]
-    /// Whether the hit about to be counted on this thread's row is its
-    /// 64th: that one is timed, and forwards the row.
+    /// Whether the hit about to be counted on `slot`'s row is its 64th:
+    /// that one is timed, and forwards the row.
     #[inline(always)]
-    fn hit_due(&self) -> bool {
-        let slot = SLOT.with(Cell::get);
+    fn hit_due(&self, slot: usize) -> bool {
         slot <= SHARED
             && self.shards[slot].counts[Event::Hit as usize].load(Ordering::Relaxed) % SAMPLE_EVERY
                 == SAMPLE_EVERY - 1
@@ -554,15 +558,19 @@ impl Latencies {
 }
 
 #[cfg_attr(not(feature = "memory"), allow(dead_code))]
-/// A memory hit's timing, when this hit is the one in 64 that is timed.
+/// A memory hit under way: the thread's slot, read once for the whole
+/// hit, and its start when this hit is the one in 64 that is timed.
 #[must_use]
-pub(crate) struct HitSample(Option<Instant>);
+pub(crate) struct HitSample {
+    slot: usize,
+    start: Option<Instant>,
+}
 
 #[cfg_attr(not(feature = "memory"), allow(dead_code))]
 #[cold]
 #[inline(never)]
-fn sample_start() -> HitSample {
-    HitSample(Some(Instant::now()))
+fn sample_start() -> Option<Instant> {
+    Some(Instant::now())
 }
 
 /// The handles of one recorder, for one region. The histograms are
@@ -713,10 +721,14 @@ impl Figures {
     /// Starts a memory hit: timed if it is this row's 64th.
     #[inline(always)]
     pub(crate) fn start_hit(&self) -> HitSample {
-        if self.counters.hit_due() {
-            sample_start()
-        } else {
-            HitSample(None)
+        let slot = SLOT.with(Cell::get);
+        HitSample {
+            slot,
+            start: if self.counters.hit_due(slot) {
+                sample_start()
+            } else {
+                None
+            },
         }
     }
 
@@ -725,8 +737,8 @@ impl Figures {
     /// forwards the row).
     #[inline(always)]
     pub(crate) fn hit(&self, sample: HitSample) {
-        self.counters.add(Event::Hit);
-        if let HitSample(Some(start)) = sample {
+        self.counters.add_at(sample.slot, Event::Hit);
+        if let Some(start) = sample.start {
             self.sampled_hit(start);
         }
     }
