@@ -100,7 +100,7 @@ pub mod __private;
 #[path = "fuzzing/mod.rs"]
 pub mod __fuzz;
 
-pub use backend::{Purged, Usage};
+pub use backend::{BreakerState, Purged, Usage};
 pub use cache_key::{CacheKey, SerdeKey};
 pub use clock::Clock;
 pub use config::Config;
@@ -110,7 +110,7 @@ pub use inspect::{EntryInfo, EntryState};
 pub use manager::{CacheManager, global, install};
 pub use namespace::Cache;
 pub use region::{Invalidation, Region};
-pub use stats::{Counter, Stats};
+pub use stats::{Counter, Latencies, Latency, Stats};
 
 #[cfg(feature = "macros")]
 #[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
