@@ -117,7 +117,9 @@ pub(crate) fn check(file: &Path) -> Outcome {
     Ok(())
 }
 
-/// One region's line of `tankard stats`.
+/// One region's line of `tankard stats`: what the store itself can tell
+/// (the figures a dashboard's `/stats` shows beside each process's
+/// counters and latencies).
 #[derive(Serialize)]
 struct Usage {
     backend: &'static str,
@@ -165,6 +167,31 @@ async fn usage(region: &Region) -> Usage {
     line
 }
 
+/// Where the figures `tankard stats` cannot know are read.
+const HIT_RATIO_NOTE: &str = "Hits, misses, hit ratio and latency are counted inside each process that \
+uses the cache: read them from its /stats or /metrics (tankard::web::dashboard; \
+`tankard demo` serves them at /), or from its metrics recorder.";
+
+/// The settings the dashboard shows for a region, on one line.
+fn region_settings(o: &RegionOptions) -> String {
+    options_table(o)
+        .into_iter()
+        .filter(|(key, _)| {
+            [
+                "expire",
+                "stale",
+                "lock",
+                "l1",
+                "refresh",
+                "on_backend_error",
+            ]
+            .contains(key)
+        })
+        .map(|(key, value)| format!("{key} {value}"))
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
 /// `tankard stats --config F [--json]`.
 pub(crate) async fn stats(file: &Path, json: bool) -> Outcome {
     let cache = load(file)?;
@@ -173,8 +200,10 @@ pub(crate) async fn stats(file: &Path, json: bool) -> Outcome {
         regions.push(cache.default_region());
     }
     let mut lines = BTreeMap::new();
+    let mut settings = BTreeMap::new();
     for region in regions {
         lines.insert(region.name().to_owned(), usage(region).await);
+        settings.insert(region.name().to_owned(), region_settings(region.options()));
     }
     if json {
         #[derive(Serialize)]
@@ -212,7 +241,12 @@ pub(crate) async fn stats(file: &Path, json: bool) -> Outcome {
             if let Some(error) = &line.error {
                 println!("  {error}");
             }
+            if let Some(settings) = settings.get(name) {
+                println!("  {settings}");
+            }
         }
+        println!();
+        println!("{HIT_RATIO_NOTE}");
     }
     let down: Vec<_> = lines
         .iter()

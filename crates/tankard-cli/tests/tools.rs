@@ -418,6 +418,14 @@ async fn gc_purges_expired_entries_and_stats_reports_usage() {
         out.contains("1 temp files (10 bytes) left by crashed writers"),
         "{out}"
     );
+    assert!(
+        out.contains("expire 86400s · stale 0ns · lock auto"),
+        "{out}"
+    );
+    assert!(
+        out.contains("hit ratio") && out.contains("/stats"),
+        "says where the hit ratio is: {out}"
+    );
 
     let (code, out, _) = run(dir.path(), &["stats", "--config", f, "--json"]);
     assert_eq!(code, 0);

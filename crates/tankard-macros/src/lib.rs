@@ -8,8 +8,7 @@
 //!     a + b
 //! }
 //!
-//! tankard::install(tankard::CacheManager::new(tankard::Config::memory())?)
-//!     .map_err(|_| "a manager is already installed")?;
+//! tankard::install(tankard::CacheManager::new(tankard::Config::memory())?)?;
 //! assert_eq!(slow_sum(1, 2), 3);
 //! assert_eq!(slow_sum_peek(1, 2)?, Some(3));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -36,8 +35,7 @@ use options::Options;
 ///     n * 2
 /// }
 ///
-/// tankard::install(tankard::CacheManager::new(tankard::Config::memory())?)
-///     .map_err(|_| "a manager is already installed")?;
+/// tankard::install(tankard::CacheManager::new(tankard::Config::memory())?)?;
 /// assert_eq!(double(21), 42);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -77,6 +75,25 @@ fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
         )
     })?;
     let sig = &func.sig;
+
+    if let Some(region) = &options.region {
+        // The rule `cache.regions` applies (tankard's config/parse.rs): a
+        // name no configuration can define is a typo caught here.
+        let name = region.value();
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !valid {
+            return Err(syn::Error::new_spanned(
+                region,
+                format!(
+                    "no configuration can define a region named {name:?}: \
+                     region names are letters, digits, `_`, `.` and `-`"
+                ),
+            ));
+        }
+    }
 
     if let Some(constness) = &sig.constness {
         return Err(syn::Error::new_spanned(
@@ -274,8 +291,63 @@ fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     let key_closure = quote!(|#writer: &mut #private::KeyWriter<'_>| { #key_writes });
 
     let site = Ident::new("__TANKARD_SITE", Span::mixed_site());
+    // A call that cannot reach its cache (no manager installed, region
+    // missing) panics in a debug build of a function with no error channel:
+    // decided by the crate that holds the function, not by tankard's build.
+    let strict = match mode {
+        Mode::Result => quote!(false),
+        Mode::Plain | Mode::Option => quote!(::core::cfg!(debug_assertions)),
+    };
+    let wrapper_site = quote! {
+        static #site: #private::Site = #private::Site::new(#namespace, #region, #expire, #strict);
+    };
     let site_static = quote! {
-        static #site: #private::Site = #private::Site::new(#namespace, #region, #expire);
+        static #site: #private::Site = #private::Site::new(#namespace, #region, #expire, false);
+    };
+    // A region the global manager must have: `tankard::install` checks it.
+    let registration = match (&options.region, &options.manager) {
+        (Some(region), None) => quote! {
+            #private::inventory::submit! {
+                #private::Registration::new(
+                    #region,
+                    ::core::concat!(::core::module_path!(), "::", #fn_name_str),
+                )
+            }
+        },
+        _ => quote!(),
+    };
+
+    // The value type's marker (see `tankard::__private::ValueOf`): with
+    // companions, a hidden sibling returns it as an opaque type, so that an
+    // unsuitable value type is one error there. A trait impl cannot gain
+    // that sibling (the reason for `companions = false`): there the
+    // wrapper names the type itself.
+    let value_span = value_ty.span();
+    let value_fn = format_ident!("__tankard_{}_value", fn_name);
+    let (value_item, value) = if options.companions {
+        let call = if method {
+            quote!(Self::#value_fn())
+        } else {
+            quote!(#value_fn())
+        };
+        let cfgs = func.attrs.iter().filter(|attr| attr.path().is_ident("cfg"));
+        let generics = &sig.generics;
+        let where_clause = &sig.generics.where_clause;
+        // The signature is spanned at the value type: an unsuitable one is
+        // reported there (the body, which the compiler mentions too, at the
+        // attribute).
+        let ret = quote_spanned!(value_span=> impl ::tankard::__private::ValueOf<V = #value_ty>);
+        let item = quote! {
+            #(#cfgs)*
+            #[doc(hidden)]
+            #[inline(always)]
+            fn #value_fn #generics () -> #ret #where_clause {
+                #private::Value::<#value_ty>::new()
+            }
+        };
+        (item, call)
+    } else {
+        (quote!(), quote!(#private::Value::<#value_ty>::new()))
     };
 
     let is_async = sig.asyncness.is_some();
@@ -350,15 +422,28 @@ fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     };
     let attrs = &func.attrs;
     let vis = &func.vis;
+    // A sync function points a debug build's panic (no manager, missing
+    // region) at its caller. `#[track_caller]` does nothing on an `async
+    // fn` (rustc warns), and needs the Rust ABI.
+    let track_caller = if is_async
+        || sig.abi.is_some()
+        || func.attrs.iter().any(|a| a.path().is_ident("track_caller"))
+    {
+        quote!()
+    } else {
+        quote!(#[track_caller])
+    };
     let wrapper = quote! {
         #(#attrs)*
+        #track_caller
         #vis #wrapper_sig {
-            #site_static
+            #wrapper_site
+            #registration
             #body_items
             let #refresh = #private::take_refresh();
             let #start = {
                 #key_binding
-                #private::start(&#site, #manager, #self_type, #refresh, #words, #key_closure)
+                #private::start(#value, &#site, #manager, #self_type, #refresh, #words, #key_closure)
             };
             #finish
         }
@@ -389,7 +474,6 @@ fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     let asyncness = &sig.asyncness;
     let unsafety = &sig.unsafety;
     let dot_await = if is_async { quote!(.await) } else { quote!() };
-    let value_span = value_ty.span();
     let blocking = |name: &str| {
         let name = if is_async {
             name.to_owned()
@@ -401,7 +485,7 @@ fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     let locate = quote! {
         #site_static
         #key_binding
-        #private::locate::<#value_ty, _, _>(&#site, #manager, #self_type, #words, #key_closure)?
+        #private::locate(#value, &#site, #manager, #self_type, #words, #key_closure)?
     };
     let value_name = if idents.iter().any(|i| *i == "value") {
         format_ident!("new_value")
@@ -451,6 +535,8 @@ fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
 
     Ok(quote! {
         #wrapper
+
+        #value_item
 
         #(#cfgs)*
         #[doc = #doc_invalidate]

@@ -4,7 +4,11 @@
 //! - memory region hit through `get_or_create` (async, polled once) and
 //!   through `try_get_fresh` (sync) vs quick_cache's `get` and moka's `get`
 //!   on the same 10k-key working set, 1 thread and 2 threads;
-//! - file region hit vs `std::fs::read` of the same bytes.
+//! - file region hit vs `std::fs::read` of the same bytes;
+//! - the memory hits again with a `metrics` recorder installed (the
+//!   Prometheus exporter's), which Tankard's counters and sampled hit
+//!   latencies then reach as they happen (`recorder`; run last, as a
+//!   global recorder stays for the process).
 //!
 //! A plain harness: each figure is the median of 7 rounds of at least
 //! 200 ms, in nanoseconds per operation.
@@ -57,6 +61,50 @@ fn row(name: &str, ns: f64, reference: Option<(&str, f64)>) {
 }
 
 fn memory(threads: usize) {
+    let (q, m, t_async, t_sync) = memory_hits(threads);
+    println!("\n**Memory hit, 10k keys, {threads} thread(s)**\n");
+    println!("| path | per op | ratio |\n|---|---|---|");
+    row("quick_cache `get`", q, None);
+    row("moka `get`", m, Some(("quick_cache", q)));
+    row(
+        "tankard `get_or_create` (async, hit)",
+        t_async,
+        Some(("quick_cache", q)),
+    );
+    row(
+        "tankard `try_get_fresh` (sync)",
+        t_sync,
+        Some(("quick_cache", q)),
+    );
+    println!(
+        "\nTankard async hit vs moka: {:.2}×; sync hit vs moka: {:.2}×",
+        t_async / m,
+        t_sync / m
+    );
+}
+
+/// The memory hits with a Prometheus recorder installed: the figures
+/// reach it as they happen (hits 64 at a time per thread, one hit in 64
+/// timed).
+fn memory_recorded(threads: usize) {
+    let (q, _, t_async, t_sync) = memory_hits(threads);
+    println!("\n**Memory hit with a metrics recorder, 10k keys, {threads} thread(s)**\n");
+    println!("| path | per op | ratio |\n|---|---|---|");
+    row("quick_cache `get`", q, None);
+    row(
+        "tankard `get_or_create` (async, hit), recorder on",
+        t_async,
+        Some(("quick_cache", q)),
+    );
+    row(
+        "tankard `try_get_fresh` (sync), recorder on",
+        t_sync,
+        Some(("quick_cache", q)),
+    );
+}
+
+/// quick_cache, moka, and Tankard's async and sync memory hits, ns/op.
+fn memory_hits(threads: usize) -> (f64, f64, f64, f64) {
     let value = Arc::new("v".repeat(100));
     let quick: quick_cache::sync::Cache<String, Arc<String>> =
         quick_cache::sync::Cache::new(KEYS * 2);
@@ -90,25 +138,7 @@ fn memory(threads: usize) {
     let t_sync = measure(threads, |k| {
         black_box(ns.try_get_fresh::<String>(k));
     });
-    println!("\n**Memory hit, 10k keys, {threads} thread(s)**\n");
-    println!("| path | per op | ratio |\n|---|---|---|");
-    row("quick_cache `get`", q, None);
-    row("moka `get`", m, Some(("quick_cache", q)));
-    row(
-        "tankard `get_or_create` (async, hit)",
-        t_async,
-        Some(("quick_cache", q)),
-    );
-    row(
-        "tankard `try_get_fresh` (sync)",
-        t_sync,
-        Some(("quick_cache", q)),
-    );
-    println!(
-        "\nTankard async hit vs moka: {:.2}×; sync hit vs moka: {:.2}×",
-        t_async / m,
-        t_sync / m
-    );
+    (q, m, t_async, t_sync)
 }
 
 fn file() {
@@ -181,5 +211,12 @@ fn main() {
     }
     if wants("file") {
         file();
+    }
+    if wants("recorder") {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("the only recorder");
+        memory_recorded(1);
+        memory_recorded(2);
     }
 }

@@ -80,6 +80,15 @@ pub(crate) enum Kind {
     },
     /// The global manager was used before `tankard::install`.
     NotInstalled,
+    /// `tankard::install` was given a manager that lacks regions which
+    /// `#[tankard::cached]` functions name: each region with the functions.
+    #[cfg_attr(not(feature = "macros"), allow(dead_code))]
+    RegionsMissing {
+        missing: Vec<(String, Vec<String>)>,
+        configured: Vec<String>,
+    },
+    /// `tankard::install` was called after a manager was installed.
+    AlreadyInstalled,
 }
 
 /// A configuration problem: names the key, the value and what was expected.
@@ -337,6 +346,8 @@ impl Error {
     }
 
     /// A region was asked for that the configuration does not define.
+    /// [`tankard::install`](crate::install) fails with such an error too,
+    /// when `#[tankard::cached]` functions name regions its manager lacks.
     ///
     /// ```
     /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
@@ -345,7 +356,23 @@ impl Error {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn is_region_not_found(&self) -> bool {
-        matches!(self.kind(), Kind::RegionNotFound { .. })
+        matches!(
+            self.kind(),
+            Kind::RegionNotFound { .. } | Kind::RegionsMissing { .. }
+        )
+    }
+
+    /// [`tankard::install`](crate::install) was called when a manager was
+    /// already installed; the first one stays.
+    ///
+    /// ```
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// tankard::install(cache.clone())?;
+    /// assert!(tankard::install(cache).unwrap_err().is_already_installed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_already_installed(&self) -> bool {
+        matches!(self.kind(), Kind::AlreadyInstalled)
     }
 
     /// The creator's own error, if this error is one and it has type `E`.
@@ -411,6 +438,27 @@ impl fmt::Display for Error {
             }
             Kind::NotInstalled => f.write_str(
                 "no global cache manager: call tankard::install(manager) at start-up, or pass manager = ... to the attribute",
+            ),
+            Kind::RegionsMissing {
+                missing,
+                configured,
+            } => {
+                f.write_str("#[tankard::cached] functions name cache regions the manager does not configure: ")?;
+                for (i, (region, functions)) in missing.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    write!(f, "{sep}{region:?} (by {})", functions.join(", "))?;
+                }
+                if configured.is_empty() {
+                    f.write_str("; none are configured")?;
+                } else {
+                    write!(f, "; configured regions: {}", configured.join(", "))?;
+                }
+                f.write_str(
+                    ". List them in cache.regions, or correct the attribute's region = \"...\"",
+                )
+            }
+            Kind::AlreadyInstalled => f.write_str(
+                "a global cache manager is already installed: tankard::install is called once, at start-up",
             ),
         }
     }

@@ -30,6 +30,8 @@
 //!   without the cache and the failure is logged at error level, once per
 //!   function for set-up failures (region, manager, key), at most once a
 //!   second for others. The companions (`<fn>_peek`, …) return the error.
+//!   No manager, or no region, panics instead in a debug build
+//!   (`Site::cannot_cache`): nothing else would show it.
 //! - Once the body has produced a value, that value is returned even if it
 //!   cannot be stored (encoding failed, backend down); the failure is logged
 //!   and counted by the region.
@@ -58,6 +60,7 @@ use crate::namespace::Cache;
 #[cfg(feature = "memory")]
 use crate::namespace::typed::TypedCache;
 use crate::region::Region;
+use crate::stats::Event;
 
 /// Lets `std::io::Result` functions be cached: a cache failure becomes an
 /// `io::Error` of kind `Other` whose source is the `tankard::Error`.
@@ -85,6 +88,9 @@ pub struct Site {
     namespace: Namespace,
     region: Option<&'static str>,
     expire: Option<u64>,
+    /// A call that cannot reach its cache panics: set in debug builds of
+    /// functions with no error channel (see [`Site::cannot_cache`]).
+    strict: bool,
     bound: OnceLock<Bound>,
     setup_logged: AtomicBool,
     last_log_ms: AtomicU64,
@@ -173,11 +179,13 @@ impl Site {
         namespace: Namespace,
         region: Option<&'static str>,
         expire: Option<u64>,
+        strict: bool,
     ) -> Site {
         Site {
             namespace,
             region,
             expire,
+            strict,
             bound: OnceLock::new(),
             setup_logged: AtomicBool::new(false),
             last_log_ms: AtomicU64::new(0),
@@ -258,6 +266,33 @@ impl Site {
         }
     }
 
+    /// A call that cannot reach its cache at all: no manager is installed,
+    /// or the manager lacks the function's region. Nothing else would tell:
+    /// a function with no error channel runs uncached, as fast as its body,
+    /// and `tankard::install` can only check the regions. So a strict site
+    /// (a debug build of such a function) panics, at the caller's line for
+    /// a sync function (`#[track_caller]` all the way from the wrapper);
+    /// otherwise the call is counted as a backend error of the manager's
+    /// default region, when there is a manager, and [`Site::report`] logs
+    /// it once.
+    #[cold]
+    #[track_caller]
+    fn cannot_cache(&self, err: &Error, manager: Option<&CacheManager>) {
+        if !matches!(err.kind(), Kind::NotInstalled | Kind::RegionNotFound { .. }) {
+            return;
+        }
+        if panics_when_uncached(self.strict) {
+            panic!(
+                "#[tankard::cached] function {} cannot use its cache: {err}\n\
+                 (a debug build panics here; a release build runs the function without its cache and logs this once)",
+                self.name()
+            );
+        }
+        if let Some(manager) = manager {
+            manager.default_region().inner.count(Event::BackendError);
+        }
+    }
+
     /// Logs a failure that made a call run without the cache.
     #[cold]
     fn report(&self, err: &Error) {
@@ -288,6 +323,73 @@ impl Site {
             );
         }
     }
+}
+
+/// Set by [`release_behaviour_for_tests`].
+static RELEASE_BEHAVIOUR: AtomicBool = AtomicBool::new(false);
+
+/// Whether a strict site's uncached call panics: what decides between the
+/// debug and the release behaviour.
+fn panics_when_uncached(strict: bool) -> bool {
+    strict && !RELEASE_BEHAVIOUR.load(Ordering::Relaxed)
+}
+
+/// Test hook: from now on, in this whole process, calls that cannot reach
+/// their cache behave as in a release build (run uncached, log once,
+/// count) even where the debug build would panic. Tankard's tests of the
+/// release behaviour call it in a child process of their own.
+pub fn release_behaviour_for_tests() {
+    RELEASE_BEHAVIOUR.store(true, Ordering::Relaxed);
+}
+
+/// A `#[tankard::cached]` function that names a region and uses the
+/// global manager: [`crate::install`] checks that its manager has the
+/// region. The attribute submits one per such function, at compile time.
+#[derive(Debug)]
+pub struct Registration {
+    region: &'static str,
+    function: &'static str,
+}
+
+impl Registration {
+    pub const fn new(region: &'static str, function: &'static str) -> Registration {
+        Registration { region, function }
+    }
+}
+
+pub use inventory;
+
+inventory::collect!(Registration);
+
+/// The regions that registered functions name and `manager` lacks, each
+/// with the functions naming it, sorted.
+///
+/// Functions in rustdoc's merged doctests are left out: edition 2024
+/// compiles a crate's doctests into one binary (modules
+/// `doctest_bundle_<edition>::__doctest_<n>`) and runs each in a process
+/// of its own, so every doctest would be checked against the regions of
+/// all the others. A doctest that shows this check is a `standalone_crate`
+/// one; the first-call panic still covers merged ones.
+pub(crate) fn missing_regions(manager: &CacheManager) -> Vec<(String, Vec<String>)> {
+    let mut missing: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for registration in inventory::iter::<Registration> {
+        if registration.function.starts_with("doctest_bundle_")
+            || manager.region(registration.region).is_ok()
+        {
+            continue;
+        }
+        let functions = missing.entry(registration.region).or_default();
+        if !functions.iter().any(|f| f == registration.function) {
+            functions.push(registration.function.to_owned());
+        }
+    }
+    missing
+        .into_iter()
+        .map(|(region, mut functions)| {
+            functions.sort();
+            (region.to_owned(), functions)
+        })
+        .collect()
 }
 
 thread_local! {
@@ -410,15 +512,103 @@ where
     body
 }
 
-/// What a cached function's value type must be.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be the value of a #[tankard::cached] function",
-    label = "needs Clone + Serialize + DeserializeOwned + Send + Sync + 'static",
-    note = "the cache stores the value (encoded with serde on shared backends) and hands out clones of it"
-)]
+/// What a cached function's value type must be. Generated code does not
+/// ask for it directly: see [`ValueOf`].
 pub trait CachedValue: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {}
 
 impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> CachedValue for T {}
+
+/// A cached function's value type, checked once.
+///
+/// Each function gets a hidden sibling, `fn __tankard_<name>_value() ->
+/// impl ValueOf<V = T>`, and every generated call takes its marker. An
+/// unsuitable `T` is then one error at that sibling (per missing trait,
+/// naming the derive to add), not one at each of the dozen generic calls
+/// that need `T: CachedValue`: those only need the opaque type to be
+/// `ValueOf`, which its signature promises. The marker is zero-sized, so
+/// the calls compile to what they would be with `T` itself.
+pub trait ValueOf {
+    type V: CachedValue;
+}
+
+/// The marker behind [`ValueOf`].
+pub struct Value<V>(PhantomData<fn() -> V>);
+
+impl<V> Value<V> {
+    #[inline(always)]
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Value<V> {
+        Value(PhantomData)
+    }
+}
+
+/// What a marker stands for; no bounds, so that the one impl of
+/// [`ValueOf`] is a blanket one (the compiler then does not print it as
+/// "the trait is implemented for `Value<V>`" under every error).
+pub trait Marks {
+    type Marked;
+}
+
+impl<V> Marks for Value<V> {
+    type Marked = V;
+}
+
+impl<T: Marks> ValueOf for T
+where
+    T::Marked: ValueClone + ValueSerialize + ValueDeserialize + ValueSend + ValueSync + 'static,
+{
+    type V = T::Marked;
+}
+
+// One trait per requirement, each saying what to add: the compiler reports
+// the first unmet bound of the impl above by its own message, where
+// serde's traits would print a list of every type that does implement them.
+// `do_not_recommend` keeps it at our trait instead of the serde one behind.
+
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the value of a #[tankard::cached] function: it is not `Clone`",
+    label = "add `#[derive(Clone)]` to `{Self}`",
+    note = "each call returns a clone of the cached value; wrap a large value in an `Arc`"
+)]
+pub trait ValueClone: Clone {}
+#[diagnostic::do_not_recommend]
+impl<T: Clone> ValueClone for T {}
+
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the value of a #[tankard::cached] function: it is not `serde::Serialize`",
+    label = "add `#[derive(serde::Serialize)]` to `{Self}`",
+    note = "shared backends (file, memcached, Redis) store the value encoded with serde"
+)]
+pub trait ValueSerialize: Serialize {}
+#[diagnostic::do_not_recommend]
+impl<T: Serialize> ValueSerialize for T {}
+
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the value of a #[tankard::cached] function: it is not `serde::Deserialize`",
+    label = "add `#[derive(serde::Deserialize)]` to `{Self}`",
+    note = "shared backends (file, memcached, Redis) read the value back with serde, into an owned value"
+)]
+pub trait ValueDeserialize: DeserializeOwned {}
+#[diagnostic::do_not_recommend]
+impl<T: DeserializeOwned> ValueDeserialize for T {}
+
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the value of a #[tankard::cached] function: it is not `Send`",
+    label = "the cache hands this value to other threads",
+    note = "use `Arc` instead of `Rc`; a `Mutex` or an atomic instead of `Cell` or `RefCell`"
+)]
+pub trait ValueSend: Send {}
+#[diagnostic::do_not_recommend]
+impl<T: Send> ValueSend for T {}
+
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the value of a #[tankard::cached] function: it is not `Sync`",
+    label = "the cache shares this value between threads",
+    note = "use `Arc` instead of `Rc`; a `Mutex` or an atomic instead of `Cell` or `RefCell`"
+)]
+pub trait ValueSync: Sync {}
+#[diagnostic::do_not_recommend]
+impl<T: Sync> ValueSync for T {}
 
 /// What a cached `Result` function's error type must be.
 #[diagnostic::on_unimplemented(
@@ -432,7 +622,7 @@ impl<E: From<Error> + fmt::Display> CacheError for E {}
 
 /// The first half of a call: a hit, or what the slow path needs. The
 /// slow path is boxed so the hit path moves nothing else around.
-pub struct Start<V: 'static>(Begun<V>);
+pub struct Start<M: ValueOf>(Begun<M::V>);
 
 enum Begun<V: 'static> {
     /// Answered on the calling thread: only a memory region can.
@@ -459,10 +649,19 @@ struct Call<V: 'static> {
     refresh: bool,
 }
 
-impl<V> Start<V> {
+impl<M: ValueOf> Start<M> {
     #[cold]
-    fn slow(site: &'static Site, state: SlowState<V>) -> Start<V> {
+    fn slow(site: &'static Site, state: SlowState<M::V>) -> Start<M> {
         Start(Begun::Slow(Box::new(Slow { site, state })))
+    }
+
+    /// A call that cannot reach its cache: the site decides whether that
+    /// panics (see [`Site::cannot_cache`]).
+    #[cold]
+    #[track_caller]
+    fn unavailable(site: &'static Site, err: Error, manager: Option<&CacheManager>) -> Start<M> {
+        site.cannot_cache(&err, manager);
+        Start::slow(site, SlowState::Unavailable(err))
     }
 
     /// A miss on a word key: the key's text is written only now, for the
@@ -471,14 +670,11 @@ impl<V> Start<V> {
     #[cfg_attr(not(feature = "memory"), allow(dead_code))]
     fn miss_with<K: FnOnce(&mut KeyWriter<'_>)>(
         site: &'static Site,
-        handle: Handle<V>,
+        handle: Handle<M::V>,
         word: Option<WordKey>,
         key: K,
         refresh: bool,
-    ) -> Start<V>
-    where
-        V: CachedValue,
-    {
+    ) -> Start<M> {
         let mut buf = handle.new_key();
         match write_key(&mut buf, word, key) {
             Ok(()) => Start::miss(site, handle, buf, refresh),
@@ -487,7 +683,7 @@ impl<V> Start<V> {
     }
 
     #[cold]
-    fn miss(site: &'static Site, handle: Handle<V>, key: KeyBuf, refresh: bool) -> Start<V> {
+    fn miss(site: &'static Site, handle: Handle<M::V>, key: KeyBuf, refresh: bool) -> Start<M> {
         Start::slow(
             site,
             SlowState::Miss(Call {
@@ -499,30 +695,36 @@ impl<V> Start<V> {
     }
 }
 
+/// The first half of a call. `value` is the function's [`ValueOf`]
+/// marker. `#[track_caller]`, like a sync wrapper: a call that cannot
+/// reach its cache panics at the caller's line in debug builds.
 #[inline]
-pub fn start<V, K, const N: usize>(
+#[track_caller]
+pub fn start<M, K, const N: usize>(
+    value: M,
     site: &'static Site,
     manager: Result<&CacheManager>,
     self_type: Option<&'static str>,
     refresh: bool,
     words: [Option<Word>; N],
     key: K,
-) -> Start<V>
+) -> Start<M>
 where
-    V: CachedValue,
+    M: ValueOf,
     K: FnOnce(&mut KeyWriter<'_>),
 {
+    let _ = value;
     // Taken apart first: a `Result` still whole at the end of the hit
     // path is tested again there, for a drop that cannot happen.
     let manager = match manager {
         Ok(manager) => manager,
-        Err(err) => return Start::slow(site, SlowState::Unavailable(err)),
+        Err(err) => return Start::unavailable(site, err, None),
     };
     // The hit path: a bound site on a memory region.
     #[cfg(feature = "memory")]
     if let Some(bound) = site.bound.get()
         && bound.matches(manager, self_type)
-        && let Some(typed) = bound.typed::<V>()
+        && let Some(typed) = bound.typed::<M::V>()
     {
         let word = WordKey::of(words);
         if let Some(found) = &word {
@@ -548,21 +750,22 @@ where
 
 /// [`start`] for every other case: the first call, a call through another
 /// manager or implementing type, a region that is not in memory.
-fn start_slow<V, K>(
+#[track_caller]
+fn start_slow<M, K>(
     site: &'static Site,
     manager: &CacheManager,
     self_type: Option<&'static str>,
     refresh: bool,
     word: Option<WordKey>,
     key: K,
-) -> Start<V>
+) -> Start<M>
 where
-    V: CachedValue,
+    M: ValueOf,
     K: FnOnce(&mut KeyWriter<'_>),
 {
-    let handle = match site.resolve::<V>(manager, self_type) {
+    let handle = match site.resolve::<M::V>(manager, self_type) {
         Ok(handle) => handle,
-        Err(err) => return Start::slow(site, SlowState::Unavailable(err)),
+        Err(err) => return Start::unavailable(site, err, Some(manager)),
     };
     let mut buf = handle.new_key();
     if let Err(err) = write_key(&mut buf, word, key) {
@@ -882,11 +1085,11 @@ fn option_outcome<V>(value: Option<V>) -> Result<V, Outcome> {
     value.ok_or(Outcome::NoneReturned)
 }
 
-pub async fn finish_async<V, F, Fut>(start: Start<V>, body: F) -> V
+pub async fn finish_async<M, F, Fut>(start: Start<M>, body: F) -> M::V
 where
-    V: CachedValue,
+    M: ValueOf,
     F: FnOnce() -> Fut,
-    Fut: Future<Output = V>,
+    Fut: Future<Output = M::V>,
 {
     match start.0 {
         Begun::Hit(value) => value,
@@ -902,12 +1105,15 @@ where
 /// [`finish_async`] for a body that may run in a task (see [`Spawnable`]).
 /// The same hit path, written out rather than shared through another
 /// `async fn`, which would nest its state machine inside this one.
-pub async fn finish_spawnable_async<V, A, C, Fut, S>(start: Start<V>, body: Spawnable<A, C, S>) -> V
+pub async fn finish_spawnable_async<M, A, C, Fut, S>(
+    start: Start<M>,
+    body: Spawnable<A, C, S>,
+) -> M::V
 where
-    V: CachedValue,
+    M: ValueOf,
     C: FnOnce(A) -> Fut,
-    Fut: Future<Output = V>,
-    S: Fn() -> Spawner<A, V>,
+    Fut: Future<Output = M::V>,
+    S: Fn() -> Spawner<A, M::V>,
 {
     match start.0 {
         Begun::Hit(value) => value,
@@ -970,12 +1176,12 @@ where
     }
 }
 
-pub async fn finish_result_async<V, E, F, Fut>(start: Start<V>, body: F) -> Result<V, E>
+pub async fn finish_result_async<M, E, F, Fut>(start: Start<M>, body: F) -> Result<M::V, E>
 where
-    V: CachedValue,
+    M: ValueOf,
     E: CacheError,
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<V, E>>,
+    Fut: Future<Output = Result<M::V, E>>,
 {
     match start.0 {
         Begun::Hit(value) => Ok(value),
@@ -984,16 +1190,16 @@ where
 }
 
 /// [`finish_result_async`] for a body that may run in a task (see [`Spawnable`]).
-pub async fn finish_spawnable_result_async<V, E, A, C, Fut, S>(
-    start: Start<V>,
+pub async fn finish_spawnable_result_async<M, E, A, C, Fut, S>(
+    start: Start<M>,
     body: Spawnable<A, C, S>,
-) -> Result<V, E>
+) -> Result<M::V, E>
 where
-    V: CachedValue,
+    M: ValueOf,
     E: CacheError + 'static,
     C: FnOnce(A) -> Fut,
-    Fut: Future<Output = Result<V, E>>,
-    S: Fn() -> Spawner<A, Result<V, E>>,
+    Fut: Future<Output = Result<M::V, E>>,
+    S: Fn() -> Spawner<A, Result<M::V, E>>,
 {
     match start.0 {
         Begun::Hit(value) => Ok(value),
@@ -1056,11 +1262,11 @@ where
     }
 }
 
-pub async fn finish_option_async<V, F, Fut>(start: Start<V>, body: F) -> Option<V>
+pub async fn finish_option_async<M, F, Fut>(start: Start<M>, body: F) -> Option<M::V>
 where
-    V: CachedValue,
+    M: ValueOf,
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Option<V>>,
+    Fut: Future<Output = Option<M::V>>,
 {
     match start.0 {
         Begun::Hit(value) => Some(value),
@@ -1069,15 +1275,15 @@ where
 }
 
 /// [`finish_option_async`] for a body that may run in a task (see [`Spawnable`]).
-pub async fn finish_spawnable_option_async<V, A, C, Fut, S>(
-    start: Start<V>,
+pub async fn finish_spawnable_option_async<M, A, C, Fut, S>(
+    start: Start<M>,
     body: Spawnable<A, C, S>,
-) -> Option<V>
+) -> Option<M::V>
 where
-    V: CachedValue,
+    M: ValueOf,
     C: FnOnce(A) -> Fut,
-    Fut: Future<Output = Option<V>>,
-    S: Fn() -> Spawner<A, Option<V>>,
+    Fut: Future<Output = Option<M::V>>,
+    S: Fn() -> Spawner<A, Option<M::V>>,
 {
     match start.0 {
         Begun::Hit(value) => Some(value),
@@ -1161,10 +1367,10 @@ where
 }
 
 #[inline]
-pub fn finish_blocking<V, F>(start: Start<V>, body: F) -> V
+pub fn finish_blocking<M, F>(start: Start<M>, body: F) -> M::V
 where
-    V: CachedValue,
-    F: FnOnce() -> V,
+    M: ValueOf,
+    F: FnOnce() -> M::V,
 {
     match start.0 {
         Begun::Hit(value) => value,
@@ -1197,11 +1403,11 @@ where
 }
 
 #[inline]
-pub fn finish_result_blocking<V, E, F>(start: Start<V>, body: F) -> Result<V, E>
+pub fn finish_result_blocking<M, E, F>(start: Start<M>, body: F) -> Result<M::V, E>
 where
-    V: CachedValue,
+    M: ValueOf,
     E: CacheError,
-    F: FnOnce() -> Result<V, E>,
+    F: FnOnce() -> Result<M::V, E>,
 {
     match start.0 {
         Begun::Hit(value) => Ok(value),
@@ -1228,10 +1434,10 @@ where
 }
 
 #[inline]
-pub fn finish_option_blocking<V, F>(start: Start<V>, body: F) -> Option<V>
+pub fn finish_option_blocking<M, F>(start: Start<M>, body: F) -> Option<M::V>
 where
-    V: CachedValue,
-    F: FnOnce() -> Option<V>,
+    M: ValueOf,
+    F: FnOnce() -> Option<M::V>,
 {
     match start.0 {
         Begun::Hit(value) => Some(value),
@@ -1264,38 +1470,40 @@ where
 }
 
 /// A companion's target: the handle and the key of one argument list.
-pub struct Located<V: 'static> {
-    handle: Handle<V>,
+pub struct Located<M: ValueOf> {
+    handle: Handle<M::V>,
     key: KeyBuf,
 }
 
-pub fn locate<V, K, const N: usize>(
+pub fn locate<M, K, const N: usize>(
+    value: M,
     site: &'static Site,
     manager: Result<&CacheManager>,
     self_type: Option<&'static str>,
     words: [Option<Word>; N],
     key: K,
-) -> Result<Located<V>>
+) -> Result<Located<M>>
 where
-    V: CachedValue,
+    M: ValueOf,
     K: FnOnce(&mut KeyWriter<'_>),
 {
-    let handle = site.resolve::<V>(manager?, self_type)?;
+    let _ = value;
+    let handle = site.resolve::<M::V>(manager?, self_type)?;
     let mut buf = handle.new_key();
     write_key(&mut buf, WordKey::of(words), key)?;
     Ok(Located { handle, key: buf })
 }
 
-impl<V: CachedValue> Located<V> {
+impl<M: ValueOf> Located<M> {
     pub async fn remove(self) -> Result<bool> {
         remove(&self.handle, &self.key).await
     }
 
-    pub async fn set(self, value: &V) -> Result<()> {
+    pub async fn set(self, value: &M::V) -> Result<()> {
         put(&self.handle, &self.key, value).await
     }
 
-    pub async fn peek(self) -> Result<Option<V>> {
+    pub async fn peek(self) -> Result<Option<M::V>> {
         #[cfg(feature = "memory")]
         if let Some(typed) = self.handle.typed() {
             return Ok(typed.get(&typed.key(&self.key)));
@@ -1303,20 +1511,20 @@ impl<V: CachedValue> Located<V> {
         Ok(self
             .handle
             .cache()
-            .get::<V>(&self.key.text())
+            .get::<M::V>(&self.key.text())
             .await?
-            .map(|value| V::clone(&value)))
+            .map(|value| <M::V as Clone>::clone(&value)))
     }
 
     pub fn remove_blocking(self) -> Result<bool> {
         crate::blocking::block_on(self.remove())?
     }
 
-    pub fn set_blocking(self, value: &V) -> Result<()> {
+    pub fn set_blocking(self, value: &M::V) -> Result<()> {
         crate::blocking::block_on(self.set(value))?
     }
 
-    pub fn peek_blocking(self) -> Result<Option<V>> {
+    pub fn peek_blocking(self) -> Result<Option<M::V>> {
         crate::blocking::block_on(self.peek())?
     }
 }

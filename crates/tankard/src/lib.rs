@@ -57,7 +57,7 @@
 //! |---|---|---|---|
 //! | `memory` | ✓ | the in-process backend (typed values, no encoding) | quick_cache |
 //! | `file` | ✓ | one file per key, `flock` creation locks | nothing extra |
-//! | `macros` | ✓ | [`#[tankard::cached]`](cached) (turns on `blocking`) | a proc-macro crate on syn, which serde's derive already builds |
+//! | `macros` | ✓ | [`#[tankard::cached]`](cached) (turns on `blocking`) | a proc-macro crate on syn, which serde's derive already builds; inventory (no dependencies), for the regions `install` checks |
 //! | `blocking` | with `macros` | [`blocking`]: the sync API, with or without a runtime | tokio's multi-thread scheduler code (no new crate) |
 //! | `memcached`, `redis` | | the memcached and Redis (and Redis Cluster) backends | memcached: nothing extra (its own client on tokio); redis: the redis crate |
 //! | `redis-tls` | | `rediss://` URLs for `redis` (implies it) | rustls and ring |
@@ -100,7 +100,7 @@ pub mod __private;
 #[path = "fuzzing/mod.rs"]
 pub mod __fuzz;
 
-pub use backend::{Purged, Usage};
+pub use backend::{BreakerState, Purged, Usage};
 pub use cache_key::{CacheKey, SerdeKey};
 pub use clock::Clock;
 pub use config::Config;
@@ -110,7 +110,7 @@ pub use inspect::{EntryInfo, EntryState};
 pub use manager::{CacheManager, global, install};
 pub use namespace::Cache;
 pub use region::{Invalidation, Region};
-pub use stats::{Counter, Stats};
+pub use stats::{Counter, Latencies, Latency, Stats};
 
 #[cfg(feature = "macros")]
 #[cfg_attr(docsrs, doc(cfg(feature = "macros")))]

@@ -195,8 +195,15 @@ impl CacheManager {
         &self.inner.clock
     }
 
-    /// Publishes every region's counters through the [`metrics`] facade
-    /// (see [`Stats::publish`](crate::Stats::publish)).
+    /// Forwards to the [`metrics`] recorder what the regions have not
+    /// forwarded yet: the hits each thread holds back (it forwards them 64
+    /// at a time, and with every other event) and the size of memory
+    /// regions.
+    ///
+    /// Not needed to see the metrics: every count, latency and breaker
+    /// change reaches the recorder as it happens. Call it before reading
+    /// a recorder when the last few hits matter (a test), or from a timer
+    /// to keep memory regions' `tankard_entries` current without traffic.
     ///
     /// ```
     /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
@@ -204,12 +211,9 @@ impl CacheManager {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn publish_metrics(&self) {
-        self.inner
-            .default
-            .stats()
-            .publish(self.inner.default.name());
+        self.inner.default.forward_metrics();
         for region in self.regions() {
-            region.stats().publish(region.name());
+            region.forward_metrics();
         }
     }
 }
@@ -217,18 +221,47 @@ impl CacheManager {
 static GLOBAL: OnceLock<CacheManager> = OnceLock::new();
 
 /// Installs the process-wide manager that `#[tankard::cached]` functions
-/// use when they name no `manager`. Installing twice is refused: the
-/// second manager is handed back.
+/// use when they name no `manager`.
+///
+/// Every such function that names a `region` registers it at compile
+/// time, and `install` checks them all against `manager` before
+/// installing it: a misspelled region, or one missing from the
+/// configuration, fails here, at start-up, naming the regions and the
+/// functions, instead of leaving those functions to run uncached. (A
+/// function that cannot reach its cache panics at its first call in debug
+/// builds, and logs once in release builds: see [`cached`](crate::cached)
+/// under "When the cache fails".)
+///
+/// # Errors
+///
+/// Nothing is installed if it fails:
+/// - [`Error::is_region_not_found`]: functions name regions that `manager`
+///   lacks; the message lists each with its functions and the configured
+///   regions;
+/// - [`Error::is_already_installed`]: a manager was installed before
+///   (the first one stays).
 ///
 /// ```
 /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
-/// assert!(tankard::install(cache.clone()).is_ok());
-/// assert!(tankard::install(cache).is_err());
+/// tankard::install(cache.clone())?;
+/// assert!(tankard::install(cache).unwrap_err().is_already_installed());
 /// assert!(tankard::global().is_ok());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn install(manager: CacheManager) -> std::result::Result<(), CacheManager> {
-    GLOBAL.set(manager)
+pub fn install(manager: CacheManager) -> Result<()> {
+    #[cfg(feature = "macros")]
+    {
+        let missing = crate::__private::missing_regions(&manager);
+        if !missing.is_empty() {
+            return Err(Error::new(Kind::RegionsMissing {
+                missing,
+                configured: manager.inner.regions.keys().cloned().collect(),
+            }));
+        }
+    }
+    GLOBAL
+        .set(manager)
+        .map_err(|_| Error::new(Kind::AlreadyInstalled))
 }
 
 /// The manager set by [`install`].

@@ -3,26 +3,22 @@
 //! `short_term`; the first request is slow and the next ones are instant,
 //! and a burst of requests on a cold page runs its work once.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, Uri, header};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
-use serde::Serialize;
-use tankard::{Cache, CacheManager, Config, Invalidation, Region};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tankard::{Cache, CacheManager, Config, Region};
 
 use crate::DemoArgs;
 use crate::failure::{Failure, Outcome};
 
 /// The configuration used without `--config`.
 pub(crate) const DEFAULT_CONFIG: &str = include_str!("default.toml");
-const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// The namespaces the demo's pages are cached in (for `tankard get`).
 pub(crate) const HELLO_NAMESPACE: &str = "demo::hello";
@@ -120,17 +116,17 @@ fn bind_failure(addr: SocketAddr, err: &std::io::Error) -> Failure {
     Failure::Environment(format!("cannot listen on {addr}: {err}{hint}"))
 }
 
+/// The post's pages, and the library's dashboard at `/` (with `/stats`,
+/// `/metrics` and `POST /invalidate/{region}`).
 fn router(demo: Shared) -> Router {
+    let dashboard = tankard::web::dashboard(demo.cache.clone());
     Router::new()
-        .route("/", get(dashboard))
         .route("/hello", get(hello))
         .route("/goodbye", get(goodbye))
         .route("/greet/{name}", get(greet))
-        .route("/stats", get(stats))
-        .route("/metrics", get(metrics))
-        .route("/invalidate/{region}", post(invalidate))
-        .fallback(not_found)
         .with_state(demo)
+        .merge(dashboard)
+        .fallback(not_found)
 }
 
 /// `datetime.now()` as Python prints it, as in the post.
@@ -189,170 +185,6 @@ async fn greet(State(demo): State<Shared>, Path(name): Path<String>) -> Response
     )
 }
 
-/// One region's line of `/stats`.
-#[derive(Serialize)]
-struct RegionStats {
-    backend: &'static str,
-    hits: u64,
-    misses: u64,
-    stale_served: u64,
-    creator_calls: u64,
-    creator_errors: u64,
-    lock_waits: u64,
-    backend_errors: u64,
-}
-
-#[derive(Serialize)]
-struct StatsBody {
-    regions: BTreeMap<String, RegionStats>,
-}
-
-fn region_stats(demo: &Demo) -> StatsBody {
-    let regions = demo
-        .cache
-        .regions()
-        .map(|region| {
-            let s = region.stats();
-            let line = RegionStats {
-                backend: region.backend_name(),
-                hits: s.hits,
-                misses: s.misses,
-                stale_served: s.stale_served,
-                creator_calls: s.creator_calls,
-                creator_errors: s.creator_errors,
-                lock_waits: s.lock_waits,
-                backend_errors: s.backend_errors,
-            };
-            (region.name().to_owned(), line)
-        })
-        .collect();
-    StatsBody { regions }
-}
-
-async fn stats(State(demo): State<Shared>) -> Response {
-    match serde_json::to_string(&region_stats(&demo)) {
-        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")).into_response(),
-    }
-}
-
-/// Escapes a Prometheus label value.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn render_metrics(regions: &[(String, &'static str, tankard::Stats)]) -> String {
-    let mut out = String::new();
-    for counter in tankard::Stats::COUNTERS {
-        let name = counter.metric;
-        let _ = writeln!(out, "# HELP {name} {}", counter.help);
-        let _ = writeln!(out, "# TYPE {name} counter");
-        for (region, backend, stats) in regions {
-            let _ = writeln!(
-                out,
-                "{name}{{region=\"{}\",backend=\"{}\"}} {}",
-                label(region),
-                label(backend),
-                counter.read(stats)
-            );
-        }
-    }
-    out
-}
-
-async fn metrics(State(demo): State<Shared>) -> Response {
-    let regions: Vec<_> = demo
-        .cache
-        .regions()
-        .map(|r| (r.name().to_owned(), r.backend_name(), r.stats()))
-        .collect();
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        render_metrics(&regions),
-    )
-        .into_response()
-}
-
-fn escape_html(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-const COUNTERS: [&str; 7] = [
-    "hits",
-    "misses",
-    "stale_served",
-    "creator_calls",
-    "creator_errors",
-    "lock_waits",
-    "backend_errors",
-];
-
-/// The dashboard: rendered with the counters as they are now, then kept
-/// live by its script, which polls `/stats`.
-async fn dashboard(State(demo): State<Shared>) -> Html<String> {
-    let stats = region_stats(&demo);
-    let mut rows = String::new();
-    for (name, s) in &stats.regions {
-        let values = [
-            s.hits,
-            s.misses,
-            s.stale_served,
-            s.creator_calls,
-            s.creator_errors,
-            s.lock_waits,
-            s.backend_errors,
-        ];
-        let name = escape_html(name);
-        let _ = write!(
-            rows,
-            "<tr data-region=\"{name}\"><th>{name}</th><td class=\"backend\">{}</td>",
-            escape_html(s.backend)
-        );
-        for (counter, value) in COUNTERS.iter().zip(values) {
-            let _ = write!(rows, "<td data-counter=\"{counter}\">{value}</td>");
-        }
-        let _ = write!(
-            rows,
-            "<td><button data-invalidate=\"{name}\">invalidate</button></td></tr>"
-        );
-    }
-    let work = |d: Duration| format!("{:.1}&nbsp;s", d.as_secs_f64());
-    Html(
-        DASHBOARD
-            .replace("{{ROWS}}", &rows)
-            .replace("{{HELLO_WORK}}", &work(demo.hello_work))
-            .replace("{{GOODBYE_WORK}}", &work(demo.goodbye_work)),
-    )
-}
-
-async fn invalidate(State(demo): State<Shared>, Path(name): Path<String>) -> Response {
-    let region = match demo.cache.region(&name) {
-        Ok(region) => region,
-        Err(err) => return (StatusCode::NOT_FOUND, format!("{err}\n")).into_response(),
-    };
-    match region.invalidate(Invalidation::Soft).await {
-        Ok(()) => format!(
-            "soft-invalidated region {name}: its entries are stale; each is served \
-             stale while one request regenerates it\n"
-        )
-        .into_response(),
-        Err(err) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot invalidate region {name}: {err}\n"),
-        )
-            .into_response(),
-    }
-}
-
 async fn not_found(uri: Uri) -> Response {
     (
         StatusCode::NOT_FOUND,
@@ -368,18 +200,6 @@ async fn not_found(uri: Uri) -> Response {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metrics_escape_labels_and_list_every_counter() {
-        let stats = tankard::Stats::default();
-        let text = render_metrics(&[("a\"b".to_owned(), "memory", stats)]);
-        assert!(text.contains("tankard_hits_total{region=\"a\\\"b\",backend=\"memory\"} 0"));
-        assert_eq!(
-            text.matches("# TYPE").count(),
-            tankard::Stats::COUNTERS.len()
-        );
-        assert!(text.contains("# HELP tankard_decode_errors_total Stored entries"));
-    }
 
     #[test]
     fn the_default_config_has_the_post_regions() {

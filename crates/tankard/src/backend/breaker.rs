@@ -54,7 +54,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 
-use super::{Backend, Loaded, Location, Purged, RegionScope, Scope, Usage};
+use super::{Backend, BreakerState, Loaded, Location, Purged, RegionScope, Scope, Usage};
 use crate::backend::lock::{CreationLock, HeldLock, LockGuard};
 use crate::clock::Clock;
 use crate::entry::Generations;
@@ -124,6 +124,26 @@ impl Breaker {
         self.state.load(Ordering::Acquire) == CLOSED
     }
 
+    /// The state as the region reports it.
+    pub(crate) fn state(&self) -> BreakerState {
+        match self.state.load(Ordering::Acquire) {
+            CLOSED => BreakerState::Closed,
+            until if until != PROBING && self.clock.recent_ms() < until => BreakerState::Open,
+            _ => BreakerState::Probing,
+        }
+    }
+
+    /// Tells the `metrics` recorder whether the breaker is open (its
+    /// `tankard_breaker_open` gauge), at each change.
+    fn report(&self, open: bool) {
+        metrics::gauge!(
+            "tankard_breaker_open",
+            "region" => self.region.clone(),
+            "backend" => self.backend,
+        )
+        .set(if open { 1.0 } else { 0.0 });
+    }
+
     #[inline]
     fn admit(&self, may_probe: bool) -> Result<Admission> {
         let state = self.state.load(Ordering::Acquire);
@@ -173,6 +193,7 @@ impl Breaker {
         // in flight (the largest value) keeps the decision.
         let before = self.state.fetch_max(self.open_until(), Ordering::AcqRel);
         if before == CLOSED {
+            self.report(true);
             tracing::warn!(
                 region = %self.region,
                 "{} backend unreachable ({err}); skipping it for {:?}, then one call tries it again",
@@ -262,6 +283,7 @@ impl Probe<'_> {
                     breaker.backend,
                 );
                 breaker.state.store(CLOSED, Ordering::Release);
+                breaker.report(false);
             }
         }
     }
@@ -364,6 +386,10 @@ impl Backend for Guarded {
 
     async fn usage(&self) -> Result<Usage> {
         self.breaker.call(|| self.inner.usage()).await
+    }
+
+    fn breaker(&self) -> Option<BreakerState> {
+        Some(self.breaker.state())
     }
 }
 

@@ -449,4 +449,45 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     async fn usage(&self) -> Result<Usage> {
         Ok(Usage::default())
     }
+
+    /// The state of the circuit breaker in front of it, if it has one.
+    fn breaker(&self) -> Option<BreakerState> {
+        None
+    }
+}
+
+/// The state of the circuit breaker in front of a region's network store
+/// ([`Region::breaker`](crate::Region::breaker); DESIGN §4 `retry_after`).
+///
+/// ```
+/// let state = tankard::BreakerState::Closed;
+/// assert_eq!(state.as_str(), "closed");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BreakerState {
+    /// Every operation goes to the server.
+    Closed,
+    /// The server could not be reached: operations skip it until
+    /// `retry_after` has passed.
+    Open,
+    /// `retry_after` has passed: the next operation (or the one under way)
+    /// tries the server while the others keep skipping it.
+    Probing,
+}
+
+impl BreakerState {
+    /// `closed`, `open` or `probing`.
+    ///
+    /// ```
+    /// assert_eq!(tankard::BreakerState::Probing.as_str(), "probing");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::Probing => "probing",
+        }
+    }
 }

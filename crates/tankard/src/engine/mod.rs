@@ -17,11 +17,13 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::entry::Generations;
 use crate::error::{Error, Kind, Result};
@@ -53,31 +55,57 @@ enum Failure {
     Panic(Box<dyn Any + Send>),
 }
 
-/// Runs a creator, counting it and catching a panic so the flight can be
-/// resolved before the panic continues. A value comes with what it took to
-/// make, in microseconds (XFetch's δ).
-async fn run_creator<T, Fut>(engine: &Engine, creator: Fut) -> Result<(T, u32), Failure>
+/// Runs a creator, counting and timing it, inside a `tankard.create` span
+/// (the creator's own spans are its children), and catching a panic so
+/// the flight can be resolved before the panic continues. A value comes
+/// with what it took to make, in microseconds by the region's clock
+/// (XFetch's δ).
+async fn run_creator<T, Fut>(
+    engine: &Engine,
+    namespace: &str,
+    creator: Fut,
+) -> Result<(T, u32), Failure>
 where
     Fut: Future<Output = Result<T>>,
 {
     engine.count(Event::CreatorCall);
+    let span = tracing::debug_span!(
+        "tankard.create",
+        region = %engine.name,
+        namespace,
+        outcome = Empty,
+    );
+    let started = Instant::now();
     let started_us = engine.clock().stopwatch_us();
-    match AssertUnwindSafe(creator).catch_unwind().await {
+    let ran = AssertUnwindSafe(creator)
+        .catch_unwind()
+        .instrument(span.clone())
+        .await;
+    engine.figures.creator_ran(started.elapsed());
+    let (outcome, result) = match ran {
         Ok(Ok(value)) => {
             let took_us = engine.clock().stopwatch_us().saturating_sub(started_us);
-            Ok((value, u32::try_from(took_us).unwrap_or(u32::MAX)))
+            (
+                "ok",
+                Ok((value, u32::try_from(took_us).unwrap_or(u32::MAX))),
+            )
         }
         Ok(Err(err)) => {
-            if err.creator_error::<Declined>().is_none() {
+            let outcome = if err.creator_error::<Declined>().is_none() {
                 engine.count(Event::CreatorError);
-            }
-            Err(Failure::Error(err))
+                "error"
+            } else {
+                "declined"
+            };
+            (outcome, Err(Failure::Error(err)))
         }
         Err(panic) => {
             engine.count(Event::CreatorError);
-            Err(Failure::Panic(panic))
+            ("panic", Err(Failure::Panic(panic)))
         }
-    }
+    };
+    span.record("outcome", outcome);
+    result
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> String {
@@ -156,7 +184,7 @@ where
     Fut: Future<Output = Result<T>>,
 {
     let engine = call.engine();
-    let outcome = run_creator(engine, creator).await;
+    let outcome = run_creator(engine, S::namespace_name(call.ns), creator).await;
     // A creator that declined (nothing to store) did not fail.
     let declined =
         matches!(&outcome, Err(Failure::Error(err)) if err.creator_error::<Declined>().is_some());
@@ -433,10 +461,18 @@ pub(crate) trait Place<T>: Sync {
     fn detach(&self) -> Option<Box<dyn Place<T> + Send>>;
 }
 
+/// What a miss came to, short of an error.
+enum Missed<T, C> {
+    /// The value, and how it came (the `outcome` of the `tankard.miss` span).
+    Value(Arc<T>, &'static str),
+    /// The creator this caller waited for was cancelled: start over.
+    Retry(C),
+}
+
 /// DESIGN §5: returns the fresh value, or the stale one while another
 /// caller regenerates, or the value of exactly one creator run across
 /// every caller and process sharing the backend.
-pub(crate) async fn get_or_create<T, S, C>(call: Call<'_, T, S>, creator: C) -> Result<Arc<T>>
+pub(crate) async fn get_or_create<T, S, C>(call: Call<'_, T, S>, mut creator: C) -> Result<Arc<T>>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
     S: Storage,
@@ -446,7 +482,7 @@ where
     let call = &call;
     let engine = call.engine();
     if !engine.enabled {
-        return create_and_store_nothing(engine, creator.create()).await;
+        return create_and_store_nothing(engine, S::namespace_name(ns), creator.create()).await;
     }
     let mut counted_miss = false;
     loop {
@@ -469,8 +505,6 @@ where
                 }
             };
         };
-        // Built only past a fresh hit: it allocates.
-        let flight_key = || S::flight_key(ns, key);
         match lookup.found {
             Found::Fresh(value) => {
                 engine.count(Event::Hit);
@@ -481,7 +515,8 @@ where
                 // `early_refresh`: this caller gets the current value, and
                 // one task renews it; a caller that finds the refresh under
                 // way, or has a creator that cannot be spawned, just reads.
-                if let Role::Leader(leader) = Flights::join_or_lead(&engine.flights, &flight_key())
+                if let Role::Leader(leader) =
+                    Flights::join_or_lead(&engine.flights, &S::flight_key(ns, key))
                     && let Some((runtime, place)) = spawn_target(call)
                     && let Ok(task) = creator.spawnable()
                 {
@@ -490,7 +525,9 @@ where
                 return Ok(value);
             }
             Found::Stale(stale) => {
-                let Role::Leader(leader) = Flights::join_or_lead(&engine.flights, &flight_key())
+                // Built only past a fresh hit: it allocates.
+                let Role::Leader(leader) =
+                    Flights::join_or_lead(&engine.flights, &S::flight_key(ns, key))
                 else {
                     return call.serve_stale(stale);
                 };
@@ -530,77 +567,161 @@ where
                     engine.count(Event::Miss);
                     counted_miss = true;
                 }
-                let leader = match Flights::join_or_lead(&engine.flights, &flight_key()) {
-                    Role::Leader(leader) => leader,
-                    Role::Waiter(wait) => {
-                        engine.count(Event::LockWait);
-                        let waited = match engine.hard_timeout {
-                            Some(limit) => match tokio::time::timeout(limit, wait).await {
-                                Ok(outcome) => outcome,
-                                Err(_) => return timed_out(call, false, limit, fallback),
-                            },
-                            None => wait.await,
-                        };
-                        match waited {
-                            Some(Ok(value)) => match value.downcast::<T>() {
-                                Ok(value) => return Ok(value),
-                                // Another call site stored another type under
-                                // this key: make our own, store nothing.
-                                Err(_) => {
-                                    return create_and_store_nothing(engine, creator.create())
-                                        .await;
-                                }
-                            },
-                            Some(Err(err)) => return Err(err),
-                            // The leader was cancelled: start over, one of us leads.
-                            None => continue,
-                        }
+                let span = tracing::debug_span!(
+                    "tankard.miss",
+                    region = %engine.name,
+                    namespace = %S::namespace_name(ns),
+                    outcome = Empty,
+                );
+                let missed = miss(call, &*lock, creator, fallback)
+                    .instrument(span.clone())
+                    .await;
+                match missed {
+                    Ok(Missed::Value(value, outcome)) => {
+                        span.record("outcome", outcome);
+                        return Ok(value);
                     }
-                };
-                let lock_key = S::lock_key(ns, key);
-                let guard = match lock.try_acquire(&lock_key).await {
-                    Ok(Some(guard)) => Some(guard),
-                    Ok(None) => {
-                        engine.count(Event::LockWait);
-                        match lock.acquire(&lock_key, engine.wait_timeout).await {
-                            Ok(guard) => guard, // None: waited too long, create anyway (rule 6)
-                            Err(err) => {
-                                engine.backend_failed(&err)?;
-                                None
-                            }
-                        }
+                    Ok(Missed::Retry(back)) => {
+                        span.record("outcome", "retried");
+                        creator = back;
                     }
                     Err(err) => {
-                        engine.backend_failed(&err)?;
-                        None
+                        span.record("outcome", "error");
+                        return Err(err);
                     }
-                };
-                // Rule 4: the holder we waited for has probably stored it.
-                let lookup = lookup_or_bypass(call).await?;
-                if let Found::Fresh(value) = lookup.found {
-                    leader.complete(Ok(value.clone()));
-                    if let Some(guard) = guard {
-                        guard.release().await;
-                    }
-                    return Ok(value);
                 }
-                // The re-read may have found a newer expired entry.
-                let fallback = match lookup.found {
-                    Found::Stale(last) | Found::Expired(last) => Some(last),
-                    _ => fallback,
-                };
-                return create(
-                    call,
-                    lookup.generations,
-                    creator,
-                    guard,
-                    Some(leader),
-                    fallback,
-                )
-                .await;
             }
         }
     }
+}
+
+/// Rules 2, 4 and 6 for a key found missing: wait for this process's
+/// creator of it, or lead its flight, take the cross-process lock
+/// (waiting for another process's creator), re-read, and create.
+async fn miss<T, S, C>(
+    call: &Call<'_, T, S>,
+    lock: &dyn lock::CreationLock,
+    creator: C,
+    fallback: Option<Arc<T>>,
+) -> Result<Missed<T, C>>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    S: Storage,
+    C: Creator<T>,
+{
+    let engine = call.engine();
+    let namespace = S::namespace_name(call.ns);
+    let leader = match Flights::join_or_lead(&engine.flights, &S::flight_key(call.ns, call.key)) {
+        Role::Leader(leader) => leader,
+        Role::Waiter(wait) => {
+            engine.count(Event::LockWait);
+            let span = lock_wait_span(engine, namespace, "flight");
+            let wait = wait.instrument(span.clone());
+            let handed = match engine.hard_timeout {
+                Some(limit) => match tokio::time::timeout(limit, wait).await {
+                    Ok(handed) => handed,
+                    Err(_) => {
+                        span.record("outcome", "timed_out");
+                        return timed_out(call, false, limit, fallback)
+                            .map(|value| Missed::Value(value, "timed_out"));
+                    }
+                },
+                None => wait.await,
+            };
+            span.record(
+                "outcome",
+                match &handed {
+                    Some(Ok(_)) => "handed",
+                    Some(Err(_)) => "error",
+                    None => "abandoned",
+                },
+            );
+            return match handed {
+                Some(Ok(value)) => match value.downcast::<T>() {
+                    Ok(value) => Ok(Missed::Value(value, "waited")),
+                    // Another call site stored another type under this
+                    // key: make our own, store nothing.
+                    Err(_) => create_and_store_nothing(engine, namespace, creator.create())
+                        .await
+                        .map(|value| Missed::Value(value, "created")),
+                },
+                Some(Err(err)) => Err(err),
+                // The leader was cancelled: start over, one of us leads.
+                None => Ok(Missed::Retry(creator)),
+            };
+        }
+    };
+    let lock_key = S::lock_key(call.ns, call.key);
+    let guard = match lock.try_acquire(&lock_key).await {
+        Ok(Some(guard)) => Some(guard),
+        Ok(None) => {
+            engine.count(Event::LockWait);
+            let span = lock_wait_span(engine, namespace, "lock");
+            let acquired = lock
+                .acquire(&lock_key, engine.wait_timeout)
+                .instrument(span.clone())
+                .await;
+            match acquired {
+                Ok(guard) => {
+                    // None: waited too long, create anyway (rule 6).
+                    span.record(
+                        "outcome",
+                        if guard.is_some() {
+                            "acquired"
+                        } else {
+                            "timed_out"
+                        },
+                    );
+                    guard
+                }
+                Err(err) => {
+                    span.record("outcome", "error");
+                    engine.backend_failed(&err)?;
+                    None
+                }
+            }
+        }
+        Err(err) => {
+            engine.backend_failed(&err)?;
+            None
+        }
+    };
+    // Rule 4: the holder we waited for has probably stored it.
+    let lookup = lookup_or_bypass(call).await?;
+    if let Found::Fresh(value) = lookup.found {
+        leader.complete(Ok(value.clone()));
+        if let Some(guard) = guard {
+            guard.release().await;
+        }
+        return Ok(Missed::Value(value, "found"));
+    }
+    // The re-read may have found a newer expired entry to fall back on.
+    let fallback = match lookup.found {
+        Found::Stale(last) | Found::Expired(last) => Some(last),
+        _ => fallback,
+    };
+    create(
+        call,
+        lookup.generations,
+        creator,
+        guard,
+        Some(leader),
+        fallback,
+    )
+    .await
+    .map(|value| Missed::Value(value, "created"))
+}
+
+/// The span of a caller waiting for another's creator: `on` a flight in
+/// this process, or on the cross-process `lock`.
+fn lock_wait_span(engine: &Engine, namespace: &str, on: &'static str) -> tracing::Span {
+    tracing::debug_span!(
+        "tankard.lock_wait",
+        region = %engine.name,
+        namespace,
+        on,
+        outcome = Empty,
+    )
 }
 
 /// Rule 3 for the caller that leads a stale key's flight: take the
@@ -639,6 +760,8 @@ where
         engine.count(Event::Hit);
         return Ok(value);
     }
+    // This caller waits for the creator: no cached answer, a miss.
+    engine.count(Event::Miss);
     let fallback = Some(stale);
     create(
         call,
@@ -700,10 +823,21 @@ fn refresh_in_background<T, S: Storage>(
     let key: Box<str> = call.key.into();
     let expire = call.expire;
     let shutdown = storage.engine().shutdown.clone();
-    runtime.spawn(async move {
+    // Its own trace: the task outlives the call that started it, which
+    // it follows from.
+    let span = tracing::debug_span!(
+        parent: None,
+        "tankard.refresh",
+        region = %storage.engine().name,
+        namespace = %S::namespace_name(&ns),
+        outcome = Empty,
+    );
+    span.follows_from(tracing::Span::current());
+    let task_span = span.clone();
+    let task = async move {
         let work = async {
             let Some(lock) = storage.engine().lock.clone() else {
-                return;
+                return "unlocked";
             };
             let call = Call {
                 place: place.as_deref().map(|place| place as &dyn Place<T>),
@@ -711,33 +845,38 @@ fn refresh_in_background<T, S: Storage>(
                 ..Call::new(&storage, &ns, &key, expire)
             };
             match background_regenerate(&call, leader, &*lock, task, stale).await {
-                Ok(()) => {}
+                Ok(outcome) => outcome,
                 // Nothing went wrong: there was nothing to store.
-                Err(err) if err.creator_error::<Declined>().is_some() => {}
-                Err(err) => tracing::warn!(
-                    region = %storage.engine().name,
-                    namespace = %S::namespace_name(&ns),
-                    key = %key,
-                    "background refresh failed; the stale value stays: {err}",
-                ),
+                Err(err) if err.creator_error::<Declined>().is_some() => "declined",
+                Err(err) => {
+                    tracing::warn!(
+                        region = %storage.engine().name,
+                        namespace = %S::namespace_name(&ns),
+                        key = %key,
+                        "background refresh failed; the stale value stays: {err}",
+                    );
+                    "error"
+                }
             }
         };
-        tokio::select! {
-            () = work => {}
-            () = shutdown.fired() => {}
-        }
-    });
+        let outcome = tokio::select! {
+            outcome = work => outcome,
+            () = shutdown.fired() => "shutdown",
+        };
+        task_span.record("outcome", outcome);
+    };
+    runtime.spawn(task.instrument(span));
 }
 
 /// [`regenerate`] for a task with no caller: the same steps, with nothing
-/// to serve.
+/// to serve. Says what came of it (the `tankard.refresh` span's outcome).
 async fn background_regenerate<T, S: Storage>(
     call: &Call<'_, T, S>,
     leader: flight::Leader<FlightKey, Outcome>,
     lock: &dyn lock::CreationLock,
     task: Task<T>,
     stale: Arc<T>,
-) -> Result<()>
+) -> Result<&'static str>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
@@ -746,17 +885,17 @@ where
     let guard = match lock.try_acquire(&lock_key).await {
         Ok(Some(guard)) => guard,
         // Another process is regenerating it.
-        Ok(None) => return Ok(()),
+        Ok(None) => return Ok("locked_elsewhere"),
         Err(err) => {
             engine.backend_failed_quietly(&err);
-            return Ok(());
+            return Ok("lock_failed");
         }
     };
     let lookup = lookup_or_bypass(call).await?;
     if let Found::Fresh(value) = lookup.found {
         leader.complete(Ok(value));
         guard.release().await;
-        return Ok(());
+        return Ok("found");
     }
     let fallback = Some(stale);
     create_and_store(
@@ -768,16 +907,20 @@ where
         fallback,
     )
     .await
-    .map(drop)
+    .map(|_| "refreshed")
 }
 
 /// Runs the creator and stores nothing (`enabled = false`, or a type
 /// clash with another call site).
-async fn create_and_store_nothing<T, Fut>(engine: &Engine, creator: Fut) -> Result<Arc<T>>
+async fn create_and_store_nothing<T, Fut>(
+    engine: &Engine,
+    namespace: &str,
+    creator: Fut,
+) -> Result<Arc<T>>
 where
     Fut: Future<Output = Result<T>>,
 {
-    match run_creator(engine, creator).await {
+    match run_creator(engine, namespace, creator).await {
         Ok((value, _)) => Ok(Arc::new(value)),
         Err(Failure::Error(err)) => Err(err),
         Err(Failure::Panic(panic)) => std::panic::resume_unwind(panic),

@@ -23,7 +23,7 @@ use crate::clock::Clock;
 use crate::entry::{Freshness, Generations};
 use crate::error::{Error, Result};
 use crate::options::{OnBackendError, Refresh, RegionOptions};
-use crate::stats::{Counters, Event};
+use crate::stats::{Event, Figures};
 
 /// A key of the single-flight map: namespace id and caller's key.
 pub(crate) type FlightKey = (u64, Box<str>);
@@ -108,8 +108,8 @@ pub(crate) trait Storage: Send + Sync + 'static {
 }
 
 /// What the engine owns for one storage: the single-flight map, the
-/// creation lock, the policy it follows, its counters and the signal that
-/// stops its background work.
+/// creation lock, the policy it follows, its figures (counters and
+/// latencies) and the signal that stops its background work.
 pub(crate) struct Engine {
     /// The storage's name (a region's), for logs.
     pub(crate) name: String,
@@ -126,7 +126,7 @@ pub(crate) struct Engine {
     /// `None` for `lock = none`: no single-flight at all.
     pub(crate) lock: Option<Arc<dyn CreationLock>>,
     pub(crate) flights: Arc<Flights<FlightKey, Outcome>>,
-    pub(crate) counters: Counters,
+    pub(crate) figures: Figures,
     clock: Clock,
     /// Fires when the manager is dropped: background work stops.
     pub(crate) shutdown: Shutdown,
@@ -134,9 +134,11 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    /// An engine following a region's options.
+    /// An engine following a region's options, over a store named
+    /// `backend` (the label of its metrics).
     pub(crate) fn new(
         options: &RegionOptions,
+        backend: &'static str,
         lock: Option<Arc<dyn CreationLock>>,
         clock: Clock,
         shutdown: Shutdown,
@@ -153,7 +155,7 @@ impl Engine {
             on_backend_error: options.on_backend_error,
             lock,
             flights: Arc::new(Flights::new()),
-            counters: Counters::new(),
+            figures: Figures::new(&options.name, backend, clock.clone()),
             clock,
             shutdown,
             last_error_log_ms: AtomicU64::new(0),
@@ -165,9 +167,10 @@ impl Engine {
         &self.clock
     }
 
-    #[inline(always)]
+    /// Counts an event off the memory hit path (the hit path counts
+    /// through [`Figures::hit`]).
     pub(crate) fn count(&self, event: Event) {
-        self.counters.add(event);
+        self.figures.count(event);
     }
 
     /// Counts a store failure and logs it at most once a second; returns
@@ -193,7 +196,7 @@ impl Engine {
         {
             tracing::warn!(
                 region = %self.name,
-                total = self.counters.snapshot().backend_errors,
+                total = self.figures.snapshot().backend_errors,
                 "cache backend failed, running without it: {err}"
             );
         }

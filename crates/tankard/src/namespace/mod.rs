@@ -22,8 +22,6 @@ use crate::engine::Creator;
 use crate::engine::{self, Local, Owned};
 use crate::error::{Error, Result};
 use crate::region::{Found, NamespaceState, RegionInner};
-#[cfg(feature = "memory")]
-use crate::stats::Event;
 
 /// One namespace inside a region: Beaker's `Cache` object. Cheap to clone;
 /// clones share the region.
@@ -368,8 +366,9 @@ impl Cache {
         if !self.region.options.enabled {
             return None;
         }
+        let sample = self.region.start_hit();
         let value = self.region.fresh_memory::<T>(&self.ns, key)?;
-        self.region.count(Event::Hit);
+        self.region.hit(sample);
         Some(value)
     }
 

@@ -21,7 +21,6 @@ use crate::engine::{self, Creator, Place};
 use crate::entry::Generations;
 use crate::error::Result;
 use crate::region::{Found, Lookup};
-use crate::stats::Event;
 
 /// One namespace's typed map for values of type `V`.
 pub(crate) struct TypedCache<V> {
@@ -74,8 +73,9 @@ where
     /// The hit path: the fresh value, counted as a hit, or `None`.
     #[inline(always)]
     pub(crate) fn fresh(&self, key: &TypedKeyRef<'_>) -> Option<V> {
+        let sample = self.cache.region.start_hit();
         let value = self.get(key)?;
-        self.cache.region.count(Event::Hit);
+        self.cache.region.hit(sample);
         Some(value)
     }
 
@@ -84,8 +84,9 @@ where
     /// one load what was just stored in two, a stall longer than a hit.
     #[inline(always)]
     pub(crate) fn fresh_word(&self, key: &WordKey) -> Option<V> {
+        let sample = self.cache.region.start_hit();
         let value = self.value_if_fresh(self.map.get_word(key))?;
-        self.cache.region.count(Event::Hit);
+        self.cache.region.hit(sample);
         Some(value)
     }
 

@@ -24,7 +24,9 @@ use serde::de::DeserializeOwned;
 
 use crate::backend::backplane::{Backplane, Eviction, Message};
 use crate::backend::lock::{CreationLock, LocalOnly};
-use crate::backend::{Backend, Location, Opened, Purged, Reach, RegionScope, Scope, Usage};
+use crate::backend::{
+    Backend, BreakerState, Location, Opened, Purged, Reach, RegionScope, Scope, Usage,
+};
 use crate::clock::Clock;
 use crate::engine::{Engine, FlightKey, Shutdown, Storage};
 pub(crate) use crate::engine::{Found, Lookup};
@@ -32,7 +34,9 @@ use crate::entry::{self, Early, EntryMeta, Freshness, Generations, ReadPolicy};
 use crate::error::{ConfigError, Error, Kind, Result};
 use crate::namespace::Cache;
 use crate::options::{EarlyRefresh, LockMode, RegionOptions, option_key};
-use crate::stats::{Event, Stats};
+#[cfg(feature = "memory")]
+use crate::stats::HitSample;
+use crate::stats::{Event, Latencies, Stats};
 use crate::sync::lock;
 
 #[cfg(feature = "memory")]
@@ -184,6 +188,7 @@ impl Region {
         if options.l1 && l2.is_some() || memory {
             return Err(feature_missing(&options, "memory"));
         }
+        let backend = backend_name(&options, l2.as_ref());
         Ok(Region {
             inner: Arc::new_cyclic(|me| RegionInner {
                 scope: Arc::new(RegionScope::new(&options)),
@@ -194,7 +199,7 @@ impl Region {
                 backplane,
                 origin: origin_id(),
                 me: me.clone(),
-                engine: Engine::new(&options, lock, clock.clone(), shutdown),
+                engine: Engine::new(&options, backend, lock, clock.clone(), shutdown),
                 options,
                 clock,
                 namespaces: Mutex::new(HashMap::new()),
@@ -234,10 +239,7 @@ impl Region {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn backend_name(&self) -> &'static str {
-        match &self.inner.l2 {
-            Some(backend) => backend.name(),
-            None => self.inner.options.backend.as_str(),
-        }
+        backend_name(&self.inner.options, self.inner.l2.as_ref())
     }
 
     /// Whether the region keeps its entries only inside this process (a
@@ -333,7 +335,7 @@ impl Region {
         Ok(())
     }
 
-    /// A snapshot of the region's counters.
+    /// A snapshot of the region's counters, in this process.
     ///
     /// ```
     /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
@@ -341,7 +343,68 @@ impl Region {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stats(&self) -> Stats {
-        self.inner.engine.counters.snapshot()
+        self.inner.engine.figures.snapshot()
+    }
+
+    /// The region's latency histograms since it opened, in this process:
+    /// memory hits (a 1-in-64 sample), reads through the shared store,
+    /// creator runs. See [`Latencies`].
+    ///
+    /// ```
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// assert_eq!(cache.default_region().latency().creator.count(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn latency(&self) -> Latencies {
+        self.inner.engine.figures.latency()
+    }
+
+    /// [`latency`](Self::latency) over the last 30 to 60 seconds (two
+    /// alternating 30-second windows of the region's clock).
+    ///
+    /// ```
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// assert_eq!(cache.default_region().recent_latency().lookup().quantile(0.5), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recent_latency(&self) -> Latencies {
+        self.inner.engine.figures.recent_latency()
+    }
+
+    /// The state of the circuit breaker in front of the region's store;
+    /// `None` for a store without one (memory, file, null).
+    ///
+    /// ```
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// assert_eq!(cache.default_region().breaker(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn breaker(&self) -> Option<BreakerState> {
+        self.inner.l2.as_ref().and_then(|backend| backend.breaker())
+    }
+
+    /// Whether the region has a memory tier (a memory region, or an L1).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn has_memory_tier(&self) -> bool {
+        #[cfg(feature = "memory")]
+        return self.inner.l1.is_some();
+        #[cfg(not(feature = "memory"))]
+        false
+    }
+
+    /// Forwards to the `metrics` recorder the hits this process's threads
+    /// held back (each forwards its own 64 at a time), and the size of a
+    /// memory region.
+    pub(crate) fn forward_metrics(&self) {
+        let figures = &self.inner.engine.figures;
+        figures.forward_all();
+        #[cfg(feature = "memory")]
+        if let Some(memory) = self.inner.memory_only() {
+            figures.usage(
+                Some(memory.len()),
+                memory.by_bytes().then(|| memory.weight()),
+            );
+        }
     }
 
     /// How many entries and bytes the backend holds, where it can tell.
@@ -356,6 +419,14 @@ impl Region {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub async fn usage(&self) -> Result<Usage> {
+        let usage = self.read_usage().await?;
+        // Whoever reads it (a dashboard, `tankard stats`) keeps the
+        // recorder's `tankard_entries` and `tankard_bytes` current.
+        self.inner.engine.figures.usage(usage.entries, usage.bytes);
+        Ok(usage)
+    }
+
+    async fn read_usage(&self) -> Result<Usage> {
         if let Some(backend) = &self.inner.l2 {
             return backend.usage().await;
         }
@@ -464,6 +535,14 @@ fn l1_bound(options: &RegionOptions, backplane: bool) -> Duration {
     }
 }
 
+/// The name of a region's store: its shared store's, or its `type`'s.
+fn backend_name(options: &RegionOptions, l2: Option<&Arc<dyn Backend>>) -> &'static str {
+    match l2 {
+        Some(backend) => backend.name(),
+        None => options.backend.as_str(),
+    }
+}
+
 /// A random id for one region instance on the backplane.
 fn origin_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
@@ -492,9 +571,23 @@ impl RegionInner {
         self.next_epochs();
     }
 
-    #[inline(always)]
+    /// Counts an event off the memory hit path.
     pub(crate) fn count(&self, event: Event) {
         self.engine.count(event);
+    }
+
+    /// Starts a memory hit (the hit path: see [`Figures`](crate::stats)).
+    #[cfg(feature = "memory")]
+    #[inline(always)]
+    pub(crate) fn start_hit(&self) -> HitSample {
+        self.engine.figures.start_hit()
+    }
+
+    /// Counts a memory hit started with [`start_hit`](Self::start_hit).
+    #[cfg(feature = "memory")]
+    #[inline(always)]
+    pub(crate) fn hit(&self, sample: HitSample) {
+        self.engine.figures.hit(sample);
     }
 
     #[inline]
@@ -756,7 +849,9 @@ impl RegionInner {
             None => None,
         };
         let at = ns.scope.locate(key);
-        let loaded = backend.load(&at).await?;
+        let started = std::time::Instant::now();
+        let loaded = round_trip(&self.options.name, ns, "load", backend.load(&at)).await;
+        let loaded = loaded?;
         if let Some(size) = loaded.oversized {
             self.count(Event::DecodeError);
             tracing::debug!(
@@ -770,6 +865,7 @@ impl RegionInner {
             None => (Found::Missing, None),
             Some(bytes) => self.decode(&at, bytes, &loaded.generations),
         };
+        self.engine.figures.shared_lookup(started.elapsed());
         #[cfg(feature = "memory")]
         if let (Some((tier, before, generations)), Found::Fresh(value), Some(meta)) =
             (l1, &found, _meta)
@@ -1008,6 +1104,13 @@ impl RegionInner {
                 epoch,
                 || encoded_len(&**value),
             );
+            let figures = &self.engine.figures;
+            if figures.usage_due() {
+                figures.usage(
+                    Some(memory.len()),
+                    memory.by_bytes().then(|| memory.weight()),
+                );
+            }
             return Ok(());
         }
         let Some(backend) = &self.l2 else {
@@ -1035,13 +1138,17 @@ impl RegionInner {
         if size > self.options.max_entry_bytes {
             return Err(Error::too_large(size, self.options.max_entry_bytes));
         }
-        let stored = backend
-            .store(
+        let stored = round_trip(
+            &self.options.name,
+            ns,
+            "store",
+            backend.store(
                 &at,
                 bytes,
                 meta.ttl(now_ms, crate::clock::millis(self.options.fail_safe)),
-            )
-            .await;
+            ),
+        )
+        .await;
         #[cfg(feature = "memory")]
         if self.l1.is_some() {
             match &stored {
@@ -1113,6 +1220,26 @@ impl RegionInner {
     pub(crate) fn backend_failed_quietly(&self, err: &Error) {
         self.engine.backend_failed_quietly(err);
     }
+}
+
+/// One operation on the shared store, in a `tankard.backend` span (at
+/// trace level: it is on the path of every shared-store hit).
+async fn round_trip<T>(
+    region: &str,
+    ns: &NamespaceState,
+    op: &'static str,
+    operation: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let span = tracing::trace_span!(
+        "tankard.backend",
+        region,
+        namespace = %ns.scope.namespace,
+        op,
+        outcome = tracing::field::Empty,
+    );
+    let result = tracing::Instrument::instrument(operation, span.clone()).await;
+    span.record("outcome", if result.is_ok() { "ok" } else { "error" });
+    result
 }
 
 /// The engine sees a region through this seam only: one key of one

@@ -1,6 +1,7 @@
 //! axum integration (feature `axum`): the manager as application state,
-//! and [`CachePageLayer`], a tower layer that caches whole responses like
-//! Django's `cache_page`.
+//! [`CachePageLayer`], a tower layer that caches whole responses like
+//! Django's `cache_page`, and [`dashboard`], the operator's page with
+//! `/stats` and `/metrics`.
 //!
 //! # The manager in the state
 //!
@@ -80,7 +81,23 @@
 //! # let _ = app;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Watching it run
+//!
+//! [`dashboard`] is a [`Router`](axum::Router) with the operator's page
+//! (`/`), the figures as JSON (`/stats`) and in Prometheus' text format
+//! (`/metrics`); mount it where your admin pages live:
+//!
+//! ```
+//! use axum::Router;
+//!
+//! let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+//! let app: Router = Router::new().nest("/admin/cache", tankard::web::dashboard(cache));
+//! # let _ = app;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
+mod dashboard;
 mod future;
 mod layer;
 mod page;
@@ -93,6 +110,7 @@ use http::request::Parts;
 
 use crate::manager::CacheManager;
 
+pub use dashboard::dashboard;
 pub use future::ResponseFuture;
 pub use layer::CachePageLayer;
 pub use service::CachePage;

@@ -6,6 +6,8 @@
 mod eventually;
 #[path = "../support/logs.rs"]
 mod logs;
+#[path = "../support/spans.rs"]
+mod spans;
 #[path = "../support/stampede.rs"]
 mod stampede;
 stampede::child_entry!();

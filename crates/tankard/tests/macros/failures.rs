@@ -1,5 +1,6 @@
 //! Bad input: a region that is not configured, values and keys that do
-//! not encode, a failing backend, a panicking body.
+//! not encode, a failing backend, a panicking body. (A plain function in
+//! a missing region: setup.rs.)
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -30,33 +31,6 @@ fn a_missing_region_is_an_error_naming_it_and_the_configured_ones() {
     // The function was not run uncached behind the caller's back.
     assert_eq!(MISSING_RUNS.load(Ordering::SeqCst), 0);
     assert!(in_missing_region_peek(1).unwrap_err().is_region_not_found());
-}
-
-static PLAIN_MISSING_RUNS: AtomicU32 = AtomicU32::new(0);
-
-#[tankard::cached(manager = SEED, region = "medium_term")]
-fn plain_in_missing_region(n: u32) -> u32 {
-    PLAIN_MISSING_RUNS.fetch_add(1, Ordering::SeqCst);
-    n * 2
-}
-
-#[test]
-fn a_plain_function_in_a_missing_region_runs_logs_once_and_its_companions_err() {
-    let logs = support::Logs::default();
-    logs.capture(|| {
-        assert_eq!(plain_in_missing_region(2), 4);
-        assert_eq!(plain_in_missing_region(2), 4);
-    });
-    assert_eq!(PLAIN_MISSING_RUNS.load(Ordering::SeqCst), 2);
-    let errors = logs.errors();
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(
-        errors[0].contains(r#"no cache region named "medium_term""#),
-        "{errors:?}"
-    );
-    assert!(errors[0].contains("plain_in_missing_region"), "{errors:?}");
-    let err = plain_in_missing_region_invalidate(2).unwrap_err();
-    assert!(err.is_region_not_found());
 }
 
 /// A value whose serialization always fails.

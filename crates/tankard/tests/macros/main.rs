@@ -16,3 +16,4 @@ mod failures;
 mod functions;
 mod keys;
 mod memory;
+mod setup;

@@ -109,3 +109,28 @@ pub async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
+
+/// Runs this binary's test `name` (its path without the crate, as
+/// `--exact` wants it) alone in a child process, for what needs a process
+/// of its own: no manager installed, a process-wide switch. Returns `true`
+/// in the parent, after checking that the child ran that one test and
+/// passed; `false` in the child, which then does the work.
+pub fn run_in_child(name: &str) -> bool {
+    const VAR: &str = "TANKARD_TEST_CHILD";
+    if std::env::var(VAR).as_deref() == Ok(name) {
+        return false;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let output = std::process::Command::new(exe)
+        .args([name, "--exact", "--test-threads=1"])
+        .env(VAR, name)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the child process running {name} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    true
+}

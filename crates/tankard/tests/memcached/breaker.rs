@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{BoxFuture, join_all};
-use tankard::{CacheManager, Clock};
+use tankard::{BreakerState, CacheManager, Clock};
 
 use crate::support::{OwnServers, config, unique_prefix};
 
@@ -152,12 +152,14 @@ async fn a_dead_server_is_skipped_without_network_and_found_back_by_one_probe() 
     let call = |value: &str| ns.get_or_create("k", creator(&runs, value.into(), Duration::ZERO));
     assert_eq!(*call("v1").await.unwrap(), "v1");
     assert_eq!(*call("v2").await.unwrap(), "v1");
+    assert_eq!(region.breaker(), Some(BreakerState::Closed));
 
     own.kill(0);
     // The first call finds the server gone and opens the breaker.
     assert_eq!(*call("down").await.unwrap(), "down");
     let errors = region.stats().backend_errors;
     assert!(errors >= 1);
+    assert_eq!(region.breaker(), Some(BreakerState::Open));
 
     // From now on every attempt to reach the server shows on its port.
     let (_, port) = own
@@ -181,13 +183,24 @@ async fn a_dead_server_is_skipped_without_network_and_found_back_by_one_probe() 
 
     // After retry_after, 16 calls at once make one connection between them.
     clock.advance(RETRY_AFTER);
+    assert_eq!(
+        region.breaker(),
+        Some(BreakerState::Probing),
+        "a probe is due"
+    );
     concurrent(&ns, &runs, "probe", 16).await;
     assert_eq!(port.accepted(), 1, "more than one probe went out");
+    assert_eq!(
+        region.breaker(),
+        Some(BreakerState::Open),
+        "the probe failed"
+    );
 
     // The server is back: a probe finds it and caching resumes.
     port.close().await;
     own.restart(0);
     until_cached(&ns, &clock).await;
+    assert_eq!(region.breaker(), Some(BreakerState::Closed));
     let before = runs.load(Ordering::SeqCst);
     assert_eq!(*call("back").await.unwrap(), "back");
     assert_eq!(*call("unused").await.unwrap(), "back");

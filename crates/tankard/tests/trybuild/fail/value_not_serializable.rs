@@ -1,3 +1,4 @@
+// Neither serde derive: one error for each, naming it.
 #[derive(Clone)]
 struct Report {
     lines: Vec<String>,

@@ -94,7 +94,52 @@ impl Lookup for Repo {
     }
 }
 
+/// A generic impl: the value type names the impl's parameter.
+struct Store<T>(std::marker::PhantomData<T>);
+
+impl<T> Store<T>
+where
+    T: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    #[tankard::cached(region = "short_term")]
+    fn load(&self, id: u32) -> Option<Vec<T>> {
+        let _ = id;
+        None
+    }
+}
+
+trait Describe {
+    fn describe(id: u32) -> String;
+}
+
+impl Describe for Repo {
+    // Registered for `install`'s check from a trait impl.
+    #[tankard::cached(region = "long_term", companions = false, associated)]
+    fn describe(id: u32) -> String {
+        format!("repo {id}")
+    }
+}
+
+// `#[track_caller]` given by hand is kept, not doubled; an `extern "C"`
+// function gets none (it needs the Rust ABI).
+#[track_caller]
+#[tankard::cached]
+fn tracked(n: u32) -> u32 {
+    n
+}
+
+#[tankard::cached(manager = CACHE)]
+extern "C" fn exported(n: u32) -> u32 {
+    n
+}
+
 fn main() {
+    let config = tankard::Config::from_flat([
+        ("cache.type", "memory"),
+        ("cache.regions", "short_term, long_term"),
+    ])
+    .unwrap();
+    tankard::install(tankard::CacheManager::new(config).unwrap()).unwrap();
     let _ = plain(1, "a");
     let _ = plain_peek(1, "a");
     let _ = fallible("x");
@@ -105,4 +150,8 @@ fn main() {
     let _ = repo.user_set(1, &"u".to_string());
     let _ = Repo::label_refresh("x");
     let _ = repo.lookup(2);
+    let _ = Store::<String>(std::marker::PhantomData).load(1);
+    let _ = Repo::describe(3);
+    let _ = tracked(4);
+    let _ = exported(5);
 }
