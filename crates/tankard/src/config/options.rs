@@ -79,7 +79,7 @@ pub struct RegionOptions {
     /// Key `refresh`: who waits for a stale entry's regeneration.
     pub refresh: Refresh,
     /// Key `l1`: an in-process memory tier in front of the region's shared
-    /// store (DESIGN §4, §8); a boolean, default `false`. Only shared types
+    /// store; a boolean, default `false`. Only shared types
     /// take it (file, dbm, memcached, redis, redis-cluster, database): on a
     /// `memory` or `null` region it is a config error.
     ///
