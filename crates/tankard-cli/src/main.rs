@@ -36,7 +36,7 @@ const CONFIG_FILE: &str = "tankard.toml";
                         (a level, or target=level pairs: RUST_LOG=tankard=debug,warn).\n\
                         Exit codes: 0 ok, 1 user error (config, arguments), \
                         2 environment error (server unreachable, port in use), \
-                        3 not found (get of a missing key)."
+                        3 not found (get of a missing key), 130 stopped by Ctrl-C (bench)."
 )]
 struct Cli {
     /// Log more: -v info, -vv debug, -vvv trace (on stderr). Overrides RUST_LOG.
@@ -50,7 +50,8 @@ struct Cli {
 enum Command {
     /// Serve the blog post's app: /hello (long_term), /goodbye and
     /// /greet/{name} (short_term), /stats, /metrics, a live dashboard at /,
-    /// and POST /invalidate/{region}.
+    /// and POST /invalidate/{region}. With no config found, the built-in
+    /// one (long_term in files under ./cache, short_term in memory).
     Demo(DemoArgs),
     /// Validate a config file (TOML, or `key = value` lines as in an INI
     /// file) and print each region's resolved options (those its backend
@@ -190,9 +191,7 @@ struct EntryArgs {
 /// `tankard demo`'s options.
 #[derive(Debug, Args)]
 struct DemoArgs {
-    /// A config file with the regions long_term and short_term. Without
-    /// it: $TANKARD_CONFIG, else ./tankard.toml, else the built-in one
-    /// (long_term in files under ./cache, short_term in memory).
+    /// A config file with the regions long_term and short_term.
     #[command(flatten)]
     config: ConfigArg,
     /// Print the built-in config (TOML) and exit: a start for your own.

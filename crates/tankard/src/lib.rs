@@ -14,7 +14,7 @@
 //! ```
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     // The seed post's regions: long_term on disk, short_term in memory.
+//!     // Two regions: long_term on disk, short_term in memory.
 //!     let dir = std::env::temp_dir().join(format!("tankard-doc-{}", std::process::id()));
 //!     let data_dir = dir.join("data").display().to_string();
 //!     let config = tankard::Config::from_flat([
