@@ -1,13 +1,15 @@
-//! `tankard bench`: a load generator for one region.
+//! `tankard bench`: a load generator for one region. It writes to a
+//! namespace of its own in the user's real region, so it removes every key
+//! it may have written when it ends, also when stopped with Ctrl-C.
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::ConfigArg;
 use crate::failure::{Failure, Outcome};
 use crate::tools::load;
 
@@ -15,13 +17,14 @@ use crate::tools::load;
 const NAMESPACE: &str = "tankard::bench";
 /// How many operations a task does between updates of the shared counter.
 const BATCH: u64 = 64;
+/// The most removals in flight at once when cleaning up.
+const CLEANUP_TASKS: u64 = 16;
 
 /// `tankard bench`'s options.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// The config file (TOML, or INI-style `key = value` lines).
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
     /// The region to load.
     #[arg(long)]
     region: String,
@@ -70,7 +73,7 @@ fn percentile(sorted: &[u64], p: f64) -> Duration {
 }
 
 pub(crate) async fn run(args: BenchArgs) -> Outcome {
-    let cache = load(&args.config)?;
+    let cache = load(&args.config.path()?)?;
     let region = cache.region(&args.region)?.clone();
     if !region.in_process() {
         region
@@ -81,12 +84,32 @@ pub(crate) async fn run(args: BenchArgs) -> Outcome {
                 Failure::Environment(format!("region {} is unreachable: {err}", args.region))
             })?;
     }
+    // Ctrl-C is caught from here on (the first poll registers the
+    // handler), so no entry is written before it would clean them up.
+    let mut interrupt = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut interrupted = tokio::select! {
+        biased;
+        _ = &mut interrupt => true,
+        () = std::future::ready(()) => false,
+    };
+    println!(
+        "writing up to {} entries to namespace {NAMESPACE} of region {} ({}); {}",
+        args.keys,
+        region.name(),
+        region.backend_name(),
+        if region.in_process() {
+            "they live in this process's memory and end with it"
+        } else {
+            "they are removed at the end"
+        }
+    );
     let ns = region.namespace(NAMESPACE);
     let keys: Arc<Vec<String>> = Arc::new((0..args.keys).map(|i| format!("key-{i}")).collect());
     let value = Arc::new("x".repeat(args.value_bytes));
     let duration = Duration::from_secs_f64(args.duration);
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(interrupted));
     let before = region.stats();
     let start = Instant::now();
     let deadline = start + duration;
@@ -94,14 +117,14 @@ pub(crate) async fn run(args: BenchArgs) -> Outcome {
     let tasks: Vec<_> = (0..args.concurrency)
         .map(|task| {
             let (ns, keys, value) = (ns.clone(), keys.clone(), value.clone());
-            let (done, failed) = (done.clone(), failed.clone());
+            let (done, failed, stop) = (done.clone(), failed.clone(), stop.clone());
             tokio::spawn(async move {
                 let mut rng = XorShift(
                     0x9e37_79b9_7f4a_7c15 ^ (task + 1).wrapping_mul(0xff51_afd7_ed55_8ccd),
                 );
                 let mut latencies = Vec::with_capacity(1 << 16);
                 let mut pending = 0;
-                while Instant::now() < deadline {
+                while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
                     // A memory hit never waits, so without this a task would
                     // keep its worker until the deadline and starve the others
                     // (and the creators they wait on).
@@ -136,11 +159,16 @@ pub(crate) async fn run(args: BenchArgs) -> Outcome {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
-    while Instant::now() < deadline {
-        tokio::time::sleep(
-            Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now())),
-        )
-        .await;
+    while Instant::now() < deadline && !interrupted {
+        tokio::select! {
+            () = tokio::time::sleep(
+                Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now())),
+            ) => {}
+            _ = &mut interrupt => {
+                interrupted = true;
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
         let elapsed = start.elapsed();
         bar.set_position(elapsed.as_millis() as u64);
         bar.set_message(format!(
@@ -149,18 +177,21 @@ pub(crate) async fn run(args: BenchArgs) -> Outcome {
         ));
     }
     let mut latencies = Vec::new();
+    let mut panicked = None;
     for task in tasks {
         match task.await {
             Ok(mut l) => latencies.append(&mut l),
-            Err(err) => {
-                return Err(Failure::Environment(format!(
-                    "a benchmark task failed: {err}"
-                )));
-            }
+            Err(err) => panicked = Some(err),
         }
     }
     let elapsed = start.elapsed();
     bar.finish_and_clear();
+    let cleanup = remove_all(&region, &ns, &keys).await;
+    if let Some(err) = panicked {
+        return Err(Failure::Environment(format!(
+            "a benchmark task failed: {err}"
+        )));
+    }
     latencies.sort_unstable();
 
     let after = region.stats();
@@ -168,13 +199,18 @@ pub(crate) async fn run(args: BenchArgs) -> Outcome {
     let errors = failed.load(Ordering::Relaxed);
     let backend_errors = after.backend_errors - before.backend_errors;
     println!(
-        "region {} ({}), {} tasks, {} keys, {}-byte values, {:.1} s",
+        "region {} ({}), {} tasks, {} keys, {}-byte values, {:.1} s{}",
         region.name(),
         region.backend_name(),
         args.concurrency,
         args.keys,
         args.value_bytes,
-        elapsed.as_secs_f64()
+        elapsed.as_secs_f64(),
+        if interrupted {
+            " (stopped by Ctrl-C)"
+        } else {
+            ""
+        }
     );
     println!(
         "throughput: {:.0} ops/s ({ops} operations, {errors} errors)",
@@ -195,12 +231,86 @@ pub(crate) async fn run(args: BenchArgs) -> Outcome {
         after.creator_calls - before.creator_calls,
         after.lock_waits - before.lock_waits,
     );
+    match &cleanup {
+        Cleanup::InProcess => {}
+        Cleanup::Removed(n) => println!("removed the {n} entries the run wrote"),
+        Cleanup::Failed { removed, failed } => println!(
+            "removed {removed} entries the run wrote; {failed} removals failed \
+             (what is left is in namespace {NAMESPACE})"
+        ),
+    }
     if errors > 0 || backend_errors > 0 {
         return Err(Failure::Environment(format!(
             "the backend failed during the run ({errors} errors, {backend_errors} backend errors)"
         )));
     }
+    if let Cleanup::Failed { failed, .. } = cleanup {
+        return Err(Failure::Environment(format!(
+            "{failed} entries of namespace {NAMESPACE} could not be removed"
+        )));
+    }
+    if interrupted {
+        return Err(Failure::Interrupted);
+    }
     Ok(())
+}
+
+/// What the cleanup did.
+enum Cleanup {
+    /// A memory region: what the run wrote ends with this process.
+    InProcess,
+    /// Every key is gone; this many held an entry.
+    Removed(u64),
+    /// Some removals failed (the backend went away during the run).
+    Failed { removed: u64, failed: u64 },
+}
+
+/// Removes every key of the run's key space from the region, a few
+/// removals in flight at once: a shared region keeps what the run wrote
+/// after it ends, and it is the user's real region.
+async fn remove_all(
+    region: &tankard::Region,
+    ns: &tankard::Cache,
+    keys: &Arc<Vec<String>>,
+) -> Cleanup {
+    if region.in_process() {
+        return Cleanup::InProcess;
+    }
+    let removed = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..CLEANUP_TASKS.min(keys.len() as u64))
+        .map(|task| {
+            let (ns, keys) = (ns.clone(), keys.clone());
+            let (removed, failed) = (removed.clone(), failed.clone());
+            tokio::spawn(async move {
+                for key in keys
+                    .iter()
+                    .skip(task as usize)
+                    .step_by(CLEANUP_TASKS as usize)
+                {
+                    match ns.remove(key).await {
+                        Ok(true) => removed.fetch_add(1, Ordering::Relaxed),
+                        Ok(false) => 0,
+                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        if task.await.is_err() {
+            failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let (removed, failed) = (
+        removed.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    );
+    if failed == 0 {
+        Cleanup::Removed(removed)
+    } else {
+        Cleanup::Failed { removed, failed }
+    }
 }
 
 #[cfg(test)]

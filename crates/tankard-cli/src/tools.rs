@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use tankard::config::{BackplaneSetting, RegionOptions};
+use tankard::config::{BackendKind, BackplaneSetting, LockMode, RegionOptions};
 use tankard::{CacheManager, Config, EntryState, Invalidation, Purged, Region};
 
 use crate::EntryArgs;
@@ -27,7 +27,7 @@ fn shared(region: &Region) -> Outcome<&Region> {
     if region.in_process() {
         return Err(Failure::User(format!(
             "region {} keeps its entries in memory, inside the process that uses it; \
-             tankard can reach only shared backends (file, dbm, memcached, redis, database)",
+             tankard can reach only shared backends (file, memcached, redis, redis-cluster)",
             region.name()
         )));
     }
@@ -35,6 +35,10 @@ fn shared(region: &Region) -> Outcome<&Region> {
 }
 
 fn duration(d: Duration) -> String {
+    if d.is_zero() {
+        // Debug prints a zero as `0ns`, an odd unit for "none".
+        return "0s".to_owned();
+    }
     format!("{d:?}")
 }
 
@@ -99,6 +103,33 @@ fn options_table(o: &RegionOptions) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Whether a region's backend reads an option: `tankard check` shows only
+/// those, so that a redis region lists no `data_dir` and a file region no
+/// `url`. Options it does not know are shown.
+fn applies(o: &RegionOptions, key: &str) -> bool {
+    let kind = o.backend;
+    let shared = !matches!(kind, BackendKind::Memory | BackendKind::Null);
+    let server = matches!(
+        kind,
+        BackendKind::Memcached | BackendKind::Redis | BackendKind::RedisCluster
+    );
+    match key {
+        "type" | "enabled" => true,
+        // Stores nothing: nothing else is read.
+        _ if kind == BackendKind::Null => false,
+        "data_dir" => kind == BackendKind::File,
+        "lock_dir" => kind == BackendKind::File || o.lock == LockMode::File,
+        // A remote operation's limit, the circuit breaker, a server-held lock.
+        "url" | "timeout" | "retry_after" | "lock_timeout" => server,
+        // The memory backend's bounds (and those of a cached function's map there).
+        "max_entries" | "max_bytes" => kind == BackendKind::Memory,
+        // What an encoded entry and its stored key are made of.
+        "key_length" | "max_entry_bytes" | "secret" | "prefix" | "l1" => shared,
+        "l1_max_entries" | "l1_max_bytes" | "l1_expire" | "backplane" => shared && o.l1,
+        _ => true,
+    }
+}
+
 /// `tankard check F`.
 pub(crate) fn check(file: &Path) -> Outcome {
     let config = Config::from_file(file)?;
@@ -106,12 +137,19 @@ pub(crate) fn check(file: &Path) -> Outcome {
     // backend does not offer); it connects to nothing.
     CacheManager::new(config.clone())?;
     println!("{}: ok", file.display());
-    let regions = std::iter::once(config.default_options()).chain(config.regions());
+    // With regions listed, the global options are what each region starts
+    // from, already shown in each; alone, they are the one region there is.
+    let mut regions: Vec<&RegionOptions> = config.regions().collect();
+    if regions.is_empty() {
+        regions.push(config.default_options());
+    }
     for options in regions {
         println!();
         println!("[{}]", options.name);
         for (key, value) in options_table(options) {
-            println!("  {key:<17} {value}");
+            if applies(options, key) {
+                println!("  {key:<17} {value}");
+            }
         }
     }
     Ok(())
@@ -123,6 +161,9 @@ pub(crate) fn check(file: &Path) -> Outcome {
 #[derive(Serialize)]
 struct Usage {
     backend: &'static str,
+    /// A memory region: its entries live in the memory of the process
+    /// that uses it, out of this one's sight.
+    in_process: bool,
     /// `None` for a memory region: nothing to reach outside this process.
     reachable: Option<bool>,
     entries: Option<u64>,
@@ -137,6 +178,7 @@ struct Usage {
 async fn usage(region: &Region) -> Usage {
     let mut line = Usage {
         backend: region.backend_name(),
+        in_process: region.in_process(),
         reachable: None,
         entries: None,
         bytes: None,
@@ -144,25 +186,29 @@ async fn usage(region: &Region) -> Usage {
         temp_bytes: None,
         error: None,
     };
-    if !region.in_process() {
-        // A read of a key nobody writes: the cheapest real round trip.
-        let probe = region
-            .namespace("tankard::probe")
-            .inspect("reachable")
-            .await;
-        line.reachable = Some(probe.is_ok());
-        line.error = probe.err().map(|e| e.to_string());
+    if line.in_process {
+        // This process's own memory region is empty and says nothing of
+        // the app's.
+        return line;
     }
-    if line.reachable != Some(false) {
-        match region.usage().await {
-            Ok(usage) => {
-                line.entries = usage.entries;
-                line.bytes = usage.bytes;
-                line.temp_files = usage.temp_files;
-                line.temp_bytes = usage.temp_bytes;
-            }
-            Err(err) => line.error = Some(err.to_string()),
+    // A read of a key nobody writes: the cheapest real round trip.
+    let probe = region
+        .namespace("tankard::probe")
+        .inspect("reachable")
+        .await;
+    line.reachable = Some(probe.is_ok());
+    if let Err(err) = probe {
+        line.error = Some(err.to_string());
+        return line;
+    }
+    match region.usage().await {
+        Ok(usage) => {
+            line.entries = usage.entries;
+            line.bytes = usage.bytes;
+            line.temp_files = usage.temp_files;
+            line.temp_bytes = usage.temp_bytes;
         }
+        Err(err) => line.error = Some(err.to_string()),
     }
     line
 }
@@ -221,7 +267,7 @@ pub(crate) async fn stats(file: &Path, json: bool) -> Outcome {
         );
         for (name, line) in &lines {
             let reachable = match line.reachable {
-                None => "in-process",
+                None => "-",
                 Some(true) => "yes",
                 Some(false) => "NO",
             };
@@ -231,6 +277,12 @@ pub(crate) async fn stats(file: &Path, json: bool) -> Outcome {
                 opt(line.entries),
                 opt(line.bytes)
             );
+            if line.in_process {
+                println!(
+                    "  in memory, in another process: its entries live in the app that uses \
+                     the region, out of tankard's sight"
+                );
+            }
             if let Some(files) = line.temp_files.filter(|n| *n > 0) {
                 println!(
                     "  {files} temp files ({} bytes) left by crashed writers; \
@@ -290,9 +342,10 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
-/// `tankard get --config F --region R --namespace N KEY`.
+/// `tankard get --config F --region R --namespace N KEY`: exits 3 when
+/// nothing is stored under the key.
 pub(crate) async fn get(at: &EntryArgs, key: &str) -> Outcome {
-    let cache = load(&at.config.config)?;
+    let cache = load(&at.config.path()?)?;
     let region = shared(region(&cache, &at.region)?)?;
     let info = region.namespace(&at.namespace).inspect(key).await?;
     println!("region:      {} ({})", region.name(), region.backend_name());
@@ -300,7 +353,11 @@ pub(crate) async fn get(at: &EntryArgs, key: &str) -> Outcome {
     println!("key:         {key}");
     let Some(info) = info else {
         println!("state:       missing");
-        return Ok(());
+        return Err(Failure::NotFound(format!(
+            "nothing stored under {key} in {}/{}",
+            region.name(),
+            at.namespace
+        )));
     };
     let state = match info.state {
         EntryState::Fresh => "fresh",
@@ -364,7 +421,7 @@ pub(crate) async fn invalidate(
 
 /// `tankard clear --config F --region R --namespace N`.
 pub(crate) async fn clear(at: &EntryArgs) -> Outcome {
-    let cache = load(&at.config.config)?;
+    let cache = load(&at.config.path()?)?;
     let region = shared(region(&cache, &at.region)?)?;
     region.namespace(&at.namespace).clear().await?;
     println!("cleared namespace {} of region {}", at.namespace, at.region);

@@ -84,6 +84,77 @@ async fn the_seed_pages_are_slow_once_then_cached() {
     assert!(dir.path().join("cache/data").is_dir());
 }
 
+/// /hello is cached whole by the page layer, which says so in `X-Cache`;
+/// /goodbye and /greet are cached functions. Every page ends its line.
+#[tokio::test]
+async fn hello_shows_x_cache_and_pages_end_with_a_newline() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path(), 50, &[]);
+    let (status, x_cache, first) = demo.get_x_cache("/hello").await;
+    assert_eq!((status, x_cache.as_deref()), (200, Some("MISS")));
+    let (_, x_cache, second) = demo.get_x_cache("/hello").await;
+    assert_eq!(x_cache.as_deref(), Some("HIT"));
+    assert_eq!(second, first);
+    for path in ["/hello", "/goodbye", "/greet/fred"] {
+        let (status, _, body) = demo.get_x_cache(path).await;
+        assert_eq!(status, 200);
+        assert!(body.ends_with('\n'), "{path}: {body:?}");
+        assert_eq!(body.matches('\n').count(), 1, "{path}: {body:?}");
+    }
+    let (_, x_cache, _) = demo.get_x_cache("/goodbye").await;
+    assert_eq!(
+        x_cache, None,
+        "a function's cache leaves the response alone"
+    );
+}
+
+/// The README's `tankard get` on the demo's entries: the namespaces and
+/// keys it names are the ones the demo writes.
+#[tokio::test]
+async fn tankard_get_reads_the_demo_s_entries_where_the_readme_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "type = \"file\"");
+    let f = config.to_str().unwrap();
+    let demo = Demo::start(dir.path(), 50, &["--config", f]);
+    let fred = demo.get("/greet/fred").await.1;
+    let bye = demo.get("/goodbye").await.1;
+    demo.get("/hello").await;
+    let host = demo.url.trim_start_matches("http://");
+    for (region, namespace, key, value) in [
+        ("short_term", "demo::greet", "\"fred\"", Some(&fred)),
+        ("short_term", "demo::goodbye", "", Some(&bye)),
+        (
+            "long_term",
+            "demo::hello",
+            &format!("GET {host}/hello"),
+            None,
+        ),
+    ] {
+        let out = tankard(
+            dir.path(),
+            &[
+                "get",
+                "--config",
+                f,
+                "--region",
+                region,
+                "--namespace",
+                namespace,
+                key,
+            ],
+        );
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{namespace} {key}: {stdout}");
+        assert!(stdout.contains("state:       fresh"), "{stdout}");
+        if let Some(value) = value {
+            assert!(
+                stdout.contains(&format!("value (text): {value}")),
+                "{stdout}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn metrics_page_and_unknown_routes() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,4 +8,5 @@ mod support;
 
 mod dashboard;
 mod demo;
+mod setup;
 mod tools;

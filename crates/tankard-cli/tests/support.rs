@@ -12,13 +12,20 @@ pub(crate) fn seed_ini() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/seed.ini")
 }
 
+/// `tankard` in `dir`, with none of the variables it reads (the config
+/// file's and the log level's) inherited from the test's environment.
+pub(crate) fn command(dir: &Path) -> Command {
+    let mut command = Command::new(TANKARD);
+    command
+        .current_dir(dir)
+        .env_remove("TANKARD_CONFIG")
+        .env_remove("RUST_LOG");
+    command
+}
+
 /// Runs `tankard ARGS` in `dir` to completion.
 pub(crate) fn tankard(dir: &Path, args: &[&str]) -> Output {
-    Command::new(TANKARD)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run tankard")
+    command(dir).args(args).output().expect("run tankard")
 }
 
 pub(crate) fn text(bytes: &[u8]) -> String {
@@ -37,7 +44,7 @@ impl Demo {
     /// Starts the demo in `dir` with `--bind 127.0.0.1:0 --work-ms WORK`
     /// and `extra` arguments, and waits for the URL it prints.
     pub(crate) fn start(dir: &Path, work_ms: u64, extra: &[&str]) -> Demo {
-        let mut child = Command::new(TANKARD)
+        let mut child = command(dir)
             .args([
                 "demo",
                 "--bind",
@@ -46,7 +53,6 @@ impl Demo {
                 &work_ms.to_string(),
             ])
             .args(extra)
-            .current_dir(dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -73,7 +79,7 @@ impl Demo {
             .trim_end_matches('/')
             .to_owned();
         let mut banner = first;
-        for line in lines.by_ref().take(3).map_while(Result::ok) {
+        for line in lines.by_ref().take(4).map_while(Result::ok) {
             banner.push('\n');
             banner.push_str(&line);
         }
@@ -96,6 +102,22 @@ impl Demo {
             .unwrap_or_else(|e| panic!("GET {path}: {e}"));
         let status = res.status().as_u16();
         (status, res.text().await.expect("body"))
+    }
+
+    /// GET `path`: (status, `X-Cache`, body).
+    pub(crate) async fn get_x_cache(&self, path: &str) -> (u16, Option<String>, String) {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = res.status().as_u16();
+        let x_cache = res
+            .headers()
+            .get("x-cache")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (status, x_cache, res.text().await.expect("body"))
     }
 
     pub(crate) async fn get_with_type(&self, path: &str) -> (u16, String, String) {

@@ -63,7 +63,23 @@ fn check_prints_each_region_s_resolved_options() {
     // Background refresh is built: nothing warns about it any more.
     assert!(!err.contains("refresh"), "{err}");
     assert!(!out.contains("WARN"), "{out}");
-    assert!(out.contains("[default]"));
+    // Regions are listed: the global options are theirs, not a region.
+    assert!(!out.contains("[default]"), "{out}");
+    // Only what each backend reads: no url on a file region, no data_dir
+    // or lock_timeout on a memory one, no max_entries on a file one.
+    assert!(long.contains("data_dir") && !long.contains("url"), "{long}");
+    assert!(!long.contains("max_entries"), "{long}");
+    for option in [
+        "data_dir",
+        "lock_dir",
+        "url",
+        "lock_timeout",
+        "secret",
+        "l1 ",
+    ] {
+        assert!(!short.contains(option), "{option} in {short}");
+    }
+    assert!(short.contains("max_entries       10000"), "{short}");
 
     let (code, _, err) = run(dir.path(), &["check", "missing.ini"]);
     assert_eq!(code, 1);
@@ -89,16 +105,25 @@ fn check_prints_the_l1_options_of_each_region() {
     ] {
         assert!(short.contains(line), "{line} in {short}");
     }
-    // The defaults, as the long_term region inherits them.
+    // long_term has no L1: the tier's options are not shown for it.
     let long = &out[out.find("[long_term]").unwrap()..out.find("[short_term]").unwrap()];
+    assert!(long.contains("l1                false"), "{long}");
+    for option in ["l1_max_entries", "l1_max_bytes", "l1_expire", "backplane"] {
+        assert!(!long.contains(option), "{option} in {long}");
+    }
+    // The defaults, as a region with an L1 inherits them.
+    let file = config(dir.path(), "l1 = true");
+    let (code, out, err) = run(dir.path(), &["check", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let short = &out[out.find("[short_term]").unwrap()..];
     for line in [
-        "l1                false",
+        "l1                true",
         "l1_max_entries    10000",
         "l1_max_bytes      -",
         "l1_expire         default (expire with a backplane, 5s without)",
         "backplane         auto",
     ] {
-        assert!(long.contains(line), "{line} in {long}");
+        assert!(short.contains(line), "{line} in {short}");
     }
 
     // `type = tiered` from a v1 config says what replaced it.
@@ -144,14 +169,17 @@ fn check_refuses_a_value_past_its_largest_and_names_the_largest() {
 #[test]
 fn check_prints_durations_written_with_units() {
     let dir = tempfile::tempdir().unwrap();
+    // `check` connects to nothing: no server needs to be at this address.
     let file = config(
         dir.path(),
-        "type = \"memory\"\nexpire = \"20m\"\nstale = 2.5\nlock_timeout = \"24h\"\ntimeout = \"250ms\"",
+        "type = \"ext:memcached\"\nurl = \"127.0.0.1:1\"\nexpire = \"20m\"\nstale = 2.5\nlock_timeout = \"24h\"\ntimeout = \"250ms\"",
     );
     let (code, out, err) = run(dir.path(), &["check", file.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let short = &out[out.find("[short_term]").unwrap()..];
     for line in [
+        "type              memcached",
+        "url               127.0.0.1:1",
         "expire            1200s",
         "stale             2.5s",
         "lock_timeout      86400s",
@@ -159,6 +187,13 @@ fn check_prints_durations_written_with_units() {
     ] {
         assert!(short.contains(line), "{line} in {short}");
     }
+    // A server region reads no directory, and no memory bound.
+    for option in ["data_dir", "lock_dir", "max_entries"] {
+        assert!(!short.contains(option), "{option} in {short}");
+    }
+    // The file region beside it shows zero stale as seconds too.
+    let long = &out[out.find("[long_term]").unwrap()..out.find("[short_term]").unwrap()];
+    assert!(long.contains("stale             0s\n"), "{long}");
 }
 
 #[test]
@@ -266,9 +301,14 @@ async fn get_shows_state_times_size_and_value() {
         "control characters are escaped: {out}"
     );
 
-    let (code, out, _) = run(dir.path(), &[&["get"][..], &at, &["absent"]].concat());
-    assert_eq!(code, 0);
+    // Nothing there: exit 3, so that a script can tell it from an error.
+    let (code, out, err) = run(dir.path(), &[&["get"][..], &at, &["absent"]].concat());
+    assert_eq!(code, 3, "{out}");
     assert!(out.contains("state:       missing"), "{out}");
+    assert!(
+        err.contains("nothing stored under absent in long_term/views"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -324,6 +364,8 @@ async fn invalidate_and_clear_change_what_the_library_sees() {
     );
     assert_eq!(code, 0);
     assert!(out.contains("hard-invalidated"), "{out}");
+    let (code, out, _) = run(dir.path(), &[&["get"][..], &at, &["page"]].concat());
+    assert_eq!(code, 3, "gone after the hard invalidation: {out}");
 }
 
 #[tokio::test]
@@ -419,7 +461,7 @@ async fn gc_purges_expired_entries_and_stats_reports_usage() {
         "{out}"
     );
     assert!(
-        out.contains("expire 86400s · stale 0ns · lock auto"),
+        out.contains("expire 86400s · stale 0s · lock auto"),
         "{out}"
     );
     assert!(
@@ -441,15 +483,40 @@ async fn gc_purges_expired_entries_and_stats_reports_usage() {
         json["regions"]["long_term"]["temp_bytes"].as_u64(),
         Some(10)
     );
-    assert_eq!(json["regions"]["short_term"]["backend"], "memory");
-    assert!(json["regions"]["short_term"]["reachable"].is_null());
+    // A memory region's entries are in the app's process: tankard cannot
+    // count them, and says so rather than "0 entries".
+    let short = &json["regions"]["short_term"];
+    assert_eq!(short["backend"], "memory");
+    assert_eq!(short["in_process"], true);
+    assert!(short["reachable"].is_null());
+    assert!(
+        short["entries"].is_null() && short["bytes"].is_null(),
+        "{short}"
+    );
+    assert_eq!(json["regions"]["long_term"]["in_process"], false);
+    let (_, out, _) = run(dir.path(), &["stats", "--config", f]);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("short_term"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        !line.contains(" 0 "),
+        "no count for a memory region: {line}"
+    );
+    assert!(out.contains("in memory, in another process"), "{out}");
 }
 
-#[test]
-fn bench_prints_throughput_and_percentiles() {
+#[tokio::test]
+async fn bench_prints_throughput_and_percentiles_and_removes_what_it_wrote() {
     let dir = tempfile::tempdir().unwrap();
     let file = config(dir.path(), "type = \"memory\"");
     let f = file.to_str().unwrap();
+    // An entry of the user's own beside the benchmark's: it stays.
+    let cache = CacheManager::new(Config::from_file(&file).unwrap()).unwrap();
+    let long = cache.region("long_term").unwrap();
+    let views = long.namespace("views");
+    views.put("page", "hello page".to_string()).await.unwrap();
+    assert_eq!(long.usage().await.unwrap().entries, Some(1));
     for region in ["long_term", "short_term"] {
         let (code, out, err) = run(
             dir.path(),
@@ -480,7 +547,22 @@ fn bench_prints_throughput_and_percentiles() {
             out.contains("creator calls 20"),
             "every key was created once: {out}"
         );
+        if region == "long_term" {
+            assert!(
+                out.contains("removed the 20 entries the run wrote"),
+                "{out}"
+            );
+        } else {
+            assert!(out.contains("end with it"), "{out}");
+            assert!(
+                !out.contains("removed"),
+                "nothing outlives a memory region: {out}"
+            );
+        }
     }
+    // The file region holds what it held before the run, and no more.
+    assert_eq!(long.usage().await.unwrap().entries, Some(1));
+    assert!(views.contains::<String>("page").await.unwrap());
     let (code, _, err) = run(
         dir.path(),
         &[
@@ -594,7 +676,7 @@ async fn get_and_stats_read_through_a_damaged_redis_generation_counter() {
     let restarted = redis_command(&host, &["INCRBY", &generation, "0"]);
     assert!(restarted.starts_with(':'), "{restarted}");
     let (code, out, err) = run(dir.path(), &[&["get"][..], &at, &["page"]].concat());
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 3, "{err}");
     assert!(out.contains("state:       missing"), "{out}");
 }
 

@@ -28,8 +28,9 @@
 //! key on `x.to_bits()` or a rounded integer instead.
 //!
 //! Keys longer than the region's `key_length` are replaced by a hash when
-//! they are stored on a shared backend (see DESIGN §6); memory regions keep
-//! them as they are.
+//! they are stored on a shared backend (see `key_length` in the
+//! [configuration table](crate#configuration)); memory regions keep them as
+//! they are.
 //!
 //! ```
 //! use tankard::cache_key::{encode, encode_args};

@@ -5,33 +5,51 @@
 //! attribute keyed by the arguments, and **dog-pile protection** that holds
 //! from one thread up to many processes.
 //!
+//! ```toml
+//! [dependencies]
+//! tankard = "0.1"   # memory and file regions, #[tankard::cached]
+//! tokio = { version = "1", features = ["macros", "rt-multi-thread"] }
 //! ```
-//! # tokio_test::block_on(async {
-//! // The seed post's regions: long_term on disk, short_term in memory here.
-//! let dir = tempfile::tempdir()?;
-//! let data_dir = dir.path().join("data").display().to_string();
-//! let lock_dir = dir.path().join("lock").display().to_string();
-//! let config = tankard::Config::from_flat([
-//!     ("cache.type", "file"),
-//!     ("cache.data_dir", data_dir.as_str()),
-//!     ("cache.lock_dir", lock_dir.as_str()),
-//!     ("cache.regions", "short_term, long_term"),
-//!     ("cache.short_term.type", "memory"),
-//!     ("cache.short_term.expire", "1200"),
-//!     ("cache.long_term.type", "file"),
-//!     ("cache.long_term.expire", "86400"),
-//! ])?;
-//! let cache = tankard::CacheManager::new(config)?;
 //!
-//! let hello = cache.region("long_term")?.namespace("views::hello");
-//! let page = hello
-//!     .get_or_create("fetch_data", || async { "Hello world".to_string() })
-//!     .await?;
-//! assert_eq!(*page, "Hello world");
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! # })?;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // Two regions: long_term on disk, short_term in memory.
+//!     let dir = std::env::temp_dir().join(format!("tankard-doc-{}", std::process::id()));
+//!     let data_dir = dir.join("data").display().to_string();
+//!     let config = tankard::Config::from_flat([
+//!         ("cache.type", "file"),
+//!         ("cache.data_dir", data_dir.as_str()),
+//!         ("cache.regions", "short_term, long_term"),
+//!         ("cache.short_term.type", "memory"),
+//!         ("cache.short_term.expire", "20m"),
+//!         ("cache.long_term.type", "file"),
+//!         ("cache.long_term.expire", "24h"),
+//!     ])?;
+//!     let cache = tankard::CacheManager::new(config)?;
+//!
+//!     // Beaker's `@cache.region('long_term')`: the creator runs once, then hits.
+//!     let hello = cache.region("long_term")?.namespace("views::hello");
+//!     let page = hello
+//!         .get_or_create("fetch_data", || async { "Hello world".to_string() })
+//!         .await?;
+//!     assert_eq!(*page, "Hello world");
+//!
+//!     std::fs::remove_dir_all(dir)?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Where to go next:
+//!
+//! - [`#[tankard::cached]`](cached): cache a function's results, keyed by
+//!   its arguments (Beaker's `@cache.region` / `@cache.cache`).
+//! - [`Cache`]: one namespace of a region: `get_or_create`, `put`,
+//!   `remove`, `clear`, and what concurrent callers of one key see.
+//! - [`web`] (feature `axum`): cache whole pages with a tower layer, and
+//!   the manager as axum state.
+//! - [`blocking`]: the same API for sync code.
+//! - [Configuration](#configuration) below: every option a region takes.
 //!
 //! ## The way a value travels
 //!
@@ -51,6 +69,10 @@
 //! ends (`namespace`, `blocking`, the attribute's runtime, `web`) →
 //! `manager`.
 //!
+//! ## Configuration
+//!
+#![doc = include_str!("../docs/configuration.md")]
+//!
 //! ## Cargo features
 //!
 //! | feature | default | what it adds | what it costs |
@@ -59,9 +81,15 @@
 //! | `file` | ✓ | one file per key, `flock` creation locks | nothing extra |
 //! | `macros` | ✓ | [`#[tankard::cached]`](cached) (turns on `blocking`) | a proc-macro crate on syn, which serde's derive already builds; inventory (no dependencies), for the regions `install` checks |
 //! | `blocking` | with `macros` | [`blocking`]: the sync API, with or without a runtime | tokio's multi-thread scheduler code (no new crate) |
-//! | `memcached`, `redis` | | the memcached and Redis (and Redis Cluster) backends | memcached: nothing extra (its own client on tokio); redis: the redis crate |
+//! | `memcached` | | memcached regions (`type = ext:memcached`): several servers, rendezvous hashing | tokio's `net` and `io-util` (an own small client) |
+//! | `redis` | | Redis and Redis Cluster regions, and the Redis backplane of the L1 tier | the `redis` crate |
 //! | `redis-tls` | | `rediss://` URLs for `redis` (implies it) | rustls and ring |
-//! | `axum` | | `web`: the page-caching tower layer and the manager as axum state | axum-core, http, tower-layer |
+//! | `axum` | | [`web`]: the page-caching tower layer and the manager as axum state | axum-core, http, tower-layer |
+//!
+//! The binary `tankard` (crate `tankard-cli`: `cargo install --path
+//! crates/tankard-cli` in the repository) is built with every store.
+// docs.rs (`[package.metadata.docs.rs]`) builds with `--cfg docsrs`: a
+// nightly rustdoc then labels every feature-gated item with its feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
@@ -117,7 +145,54 @@ pub use stats::{Counter, Latencies, Latency, Stats};
 #[doc = include_str!("../docs/cached.md")]
 pub use tankard_macros::cached;
 
-/// The README's examples are tests too.
-#[cfg(doctest)]
+/// The README's examples are tests too. They use the attribute, memory
+/// regions and the page layer, so they are compiled with those features
+/// (`cargo test -p tankard --doc --features axum`, as `scripts/test` runs).
+#[cfg(all(doctest, feature = "macros", feature = "memory", feature = "axum"))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
+
+#[cfg(test)]
+mod docs_tests {
+    /// The rows of the configuration table in a Markdown text.
+    fn table(text: &str) -> Vec<&str> {
+        text.lines()
+            .skip_while(|line| !line.starts_with("| key | meaning |"))
+            .take_while(|line| line.starts_with('|'))
+            .collect()
+    }
+
+    /// The crate docs carry the README's configuration table row for row,
+    /// and it has a row for every option the parser accepts.
+    #[test]
+    fn the_configuration_tables_agree_and_name_every_option() {
+        let readme = table(include_str!("../../../README.md"));
+        let docs = table(include_str!("../docs/configuration.md"));
+        assert!(readme.len() > 2, "no configuration table in README.md");
+        assert_eq!(
+            readme, docs,
+            "README.md's configuration table and crates/tankard/docs/configuration.md's differ: \
+             copy the README's"
+        );
+        // An unknown option's error lists every known one.
+        let err = crate::Config::from_flat([("cache.qqqqqqqqqqqq", "1")])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        let (_, options) = err
+            .split_once("expected one of ")
+            .unwrap_or_else(|| panic!("no option list in {err:?}"));
+        let keys: Vec<&str> = readme
+            .iter()
+            .filter_map(|row| row.split('|').nth(1))
+            .flat_map(|cell| cell.split(','))
+            .map(|key| key.trim().trim_matches('`'))
+            .collect();
+        for option in options.split(", ") {
+            assert!(
+                keys.contains(&option),
+                "option {option} has no row in README.md's configuration table"
+            );
+        }
+    }
+}

@@ -133,7 +133,7 @@ pub struct RegionOptions {
     /// zero, which would retry a failing creator on every call).
     pub fail_safe_throttle: Duration,
     /// Key `l1`: an in-process memory tier in front of the region's shared
-    /// store (DESIGN §4, §8); a boolean, default `false`. Only shared types
+    /// store; a boolean, default `false`. Only shared types
     /// take it (file, dbm, memcached, redis, redis-cluster, database): on a
     /// `memory` or `null` region it is a config error.
     ///

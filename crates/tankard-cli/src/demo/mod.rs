@@ -2,6 +2,11 @@
 //! works 15 s and caches in `long_term`, `/goodbye` works 4 s and caches in
 //! `short_term`; the first request is slow and the next ones are instant,
 //! and a burst of requests on a cold page runs its work once.
+//!
+//! The pages show both ways of caching an app: `/hello` is cached whole by
+//! [`CachePageLayer`] (so its responses carry `X-Cache`), `/goodbye` and
+//! `/greet/{name}` call functions cached with `#[tankard::cached]`, as the
+//! post's views call its `@cache.region` functions.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +17,8 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tankard::{Cache, CacheManager, Config, Region};
+use tankard::web::CachePageLayer;
+use tankard::{CacheManager, Config, Region};
 
 use crate::DemoArgs;
 use crate::failure::{Failure, Outcome};
@@ -20,21 +26,16 @@ use crate::failure::{Failure, Outcome};
 /// The configuration used without `--config`.
 pub(crate) const DEFAULT_CONFIG: &str = include_str!("default.toml");
 
-/// The namespaces the demo's pages are cached in (for `tankard get`).
-pub(crate) const HELLO_NAMESPACE: &str = "demo::hello";
-pub(crate) const GOODBYE_NAMESPACE: &str = "demo::goodbye";
-pub(crate) const GREET_NAMESPACE: &str = "demo::greet";
-/// The key of /hello and /goodbye: the post's `fetch_data()` takes no argument.
-pub(crate) const FETCH_DATA_KEY: &str = "fetch_data";
+/// The namespace of `/hello`'s pages (for `tankard get`; the key is
+/// `GET <host>/hello`). `/goodbye` and `/greet` are in `demo::goodbye` and
+/// `demo::greet`, set on their functions below.
+const HELLO_NAMESPACE: &str = "demo::hello";
 
 const HELLO_WORK: Duration = Duration::from_millis(15_000);
 const GOODBYE_WORK: Duration = Duration::from_millis(4_000);
 
 struct Demo {
     cache: CacheManager,
-    hello: Cache,
-    goodbye: Cache,
-    greet: Cache,
     hello_work: Duration,
     goodbye_work: Duration,
 }
@@ -50,18 +51,20 @@ fn region<'a>(cache: &'a CacheManager, name: &str) -> Outcome<&'a Region> {
 }
 
 pub(crate) async fn run(args: DemoArgs) -> Outcome {
-    let config = match &args.config {
+    let found = args.config.find()?;
+    let config = match &found {
         Some(path) => Config::from_file(path)?,
         None => Config::from_toml_str(DEFAULT_CONFIG)?,
     };
     let cache = CacheManager::new(config)?;
-    let long_term = region(&cache, "long_term")?;
-    let short_term = region(&cache, "short_term")?;
+    let pages = region(&cache, "long_term")?.namespace(HELLO_NAMESPACE);
+    region(&cache, "short_term")?;
+    // The cached functions below find their regions through the installed
+    // manager; this process installs nothing else.
+    tankard::install(cache.clone())
+        .map_err(|_| Failure::User("a cache manager was installed twice".to_owned()))?;
     let work = args.work_ms.map(Duration::from_millis);
     let demo = Arc::new(Demo {
-        hello: long_term.namespace(HELLO_NAMESPACE),
-        goodbye: short_term.namespace(GOODBYE_NAMESPACE),
-        greet: short_term.namespace(GREET_NAMESPACE),
         hello_work: work.unwrap_or(HELLO_WORK),
         goodbye_work: work.unwrap_or(GOODBYE_WORK),
         cache,
@@ -90,7 +93,11 @@ pub(crate) async fn run(args: DemoArgs) -> Outcome {
         demo.hello_work.as_millis(),
         demo.goodbye_work.as_millis()
     );
-    axum::serve(listener, router(demo))
+    match &found {
+        Some(path) => println!("  config {}", path.display()),
+        None => println!("  config built in (`tankard demo --print-config` prints it)"),
+    }
+    axum::serve(listener, router(demo, pages))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
             // In-flight pages may still be working (15 s for /hello): let a
@@ -118,10 +125,10 @@ fn bind_failure(addr: SocketAddr, err: &std::io::Error) -> Failure {
 
 /// The post's pages, and the library's dashboard at `/` (with `/stats`,
 /// `/metrics` and `POST /invalidate/{region}`).
-fn router(demo: Shared) -> Router {
+fn router(demo: Shared, pages: tankard::Cache) -> Router {
     let dashboard = tankard::web::dashboard(demo.cache.clone());
     Router::new()
-        .route("/hello", get(hello))
+        .route("/hello", get(hello).layer(CachePageLayer::new(pages)))
         .route("/goodbye", get(goodbye))
         .route("/greet/{name}", get(greet))
         .with_state(demo)
@@ -136,9 +143,9 @@ fn now() -> String {
         .to_string()
 }
 
-fn page(result: tankard::Result<Arc<String>>) -> Response {
+fn page(result: tankard::Result<String>) -> Response {
     match result {
-        Ok(text) => text.as_str().to_owned().into_response(),
+        Ok(text) => text.into_response(),
         Err(err) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cache error: {err}\n"),
@@ -147,42 +154,35 @@ fn page(result: tankard::Result<Arc<String>>) -> Response {
     }
 }
 
-async fn hello(State(demo): State<Shared>) -> Response {
-    let work = demo.hello_work;
-    page(
-        demo.hello
-            .get_or_create(FETCH_DATA_KEY, || async move {
-                tokio::time::sleep(work).await;
-                format!("Hello world, its {}", now())
-            })
-            .await,
-    )
+/// The post's `hello` view; [`CachePageLayer`] caches its whole page.
+async fn hello(State(demo): State<Shared>) -> String {
+    tokio::time::sleep(demo.hello_work).await;
+    format!("Hello world, its {}\n", now())
 }
 
 async fn goodbye(State(demo): State<Shared>) -> Response {
-    let work = demo.goodbye_work;
-    page(
-        demo.goodbye
-            .get_or_create(FETCH_DATA_KEY, || async move {
-                tokio::time::sleep(work).await;
-                format!("Bye world, its {}", now())
-            })
-            .await,
-    )
+    page(fetch_goodbye(demo.goodbye_work).await)
+}
+
+/// The post's `fetch_data()` behind its `goodbye` view:
+/// `@cache.region('short_term')`. The work's length does not change the
+/// page, so it is left out of the key, which is then empty.
+#[tankard::cached(region = "short_term", namespace = "demo::goodbye", skip(work))]
+async fn fetch_goodbye(work: Duration) -> tankard::Result<String> {
+    tokio::time::sleep(work).await;
+    Ok(format!("Bye world, its {}\n", now()))
 }
 
 /// Positional arguments key the cache: one entry per name.
 async fn greet(State(demo): State<Shared>, Path(name): Path<String>) -> Response {
-    let work = demo.goodbye_work;
-    let key = name.clone();
-    page(
-        demo.greet
-            .get_or_create(&key, || async move {
-                tokio::time::sleep(work).await;
-                format!("Hello {name}, its {}", now())
-            })
-            .await,
-    )
+    page(fetch_greeting(name, demo.goodbye_work).await)
+}
+
+/// Cached per name (the key of `/greet/fred` is `"fred"`, quotes included).
+#[tankard::cached(region = "short_term", namespace = "demo::greet", skip(work))]
+async fn fetch_greeting(name: String, work: Duration) -> tankard::Result<String> {
+    tokio::time::sleep(work).await;
+    Ok(format!("Hello {name}, its {}\n", now()))
 }
 
 async fn not_found(uri: Uri) -> Response {

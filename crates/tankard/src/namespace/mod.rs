@@ -31,7 +31,7 @@ use crate::region::{Found, NamespaceState, RegionInner};
 ///
 /// # Concurrent calls on the same key
 ///
-/// [`get_or_create`](Cache::get_or_create) follows DESIGN §5:
+/// [`get_or_create`](Cache::get_or_create) follows the dog-pile rules:
 ///
 /// - a **fresh** value is returned without touching any lock;
 /// - on a **miss**, exactly one caller runs the creator. Other callers in

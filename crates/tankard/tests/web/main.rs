@@ -17,6 +17,8 @@ use tankard::{Cache, CacheManager, Clock, Config, Invalidation};
 
 #[path = "../support/eventually.rs"]
 mod eventually;
+#[cfg(all(feature = "macros", feature = "memory"))]
+mod example_app;
 use eventually::eventually;
 use tokio::sync::{Notify, Semaphore};
 
@@ -56,6 +58,17 @@ impl App {
         Reply::from(
             self.client
                 .get(format!("{}{path}", self.base))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn post(&self, path: &str) -> Reply {
+        Reply::from(
+            self.client
+                .post(format!("{}{path}", self.base))
                 .send()
                 .await
                 .unwrap(),
