@@ -120,6 +120,7 @@ pub(crate) enum Early {
 /// The largest XFetch `chance` a read can draw: −ln of the smallest random
 /// number the clock returns (2⁻⁵³). The memory tier's hit path leaves for
 /// the full rule that far before expiry.
+#[cfg_attr(not(feature = "memory"), allow(dead_code))]
 pub(crate) const MAX_CHANCE: f64 = 36.8;
 
 impl ReadPolicy {
@@ -146,6 +147,7 @@ impl ReadPolicy {
 
     /// This policy with XFetch's largest chance: the earliest an entry can
     /// be renewed, which the memory tier's hit path compares against.
+    #[cfg_attr(not(feature = "memory"), allow(dead_code))]
     pub(crate) fn earliest(self) -> ReadPolicy {
         match self.early {
             Early::XFetch { beta, .. } => ReadPolicy {

@@ -894,6 +894,8 @@ impl RegionInner {
     {
         let mut found: Vec<Option<Arc<T>>> = vec![None; keys.len()];
         let mut wanted = Vec::with_capacity(keys.len());
+        // Without the memory tier every key goes to the shared store.
+        #[cfg_attr(not(feature = "memory"), allow(unused_variables))]
         for (index, key) in keys.iter().enumerate() {
             #[cfg(feature = "memory")]
             if let Some(lookup) = self.lookup_memory::<T>(ns, key) {
