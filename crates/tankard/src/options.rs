@@ -32,12 +32,12 @@ pub struct RegionOptions {
     /// duration key it takes seconds (`30`, `2.5`) or a unit (`250ms`,
     /// `20m`, `1h`); at most 100 years.
     pub expire: Option<Duration>,
-    /// Key `data_dir`: where the file and dbm backends keep entries.
+    /// Key `data_dir`: where the file backend keeps entries.
     pub data_dir: Option<PathBuf>,
     /// Key `lock_dir`: where creation locks live (file backend); defaults to
     /// `<data_dir>/.locks`.
     pub lock_dir: Option<PathBuf>,
-    /// Key `url`: server address(es) or database URL, validated for the backend.
+    /// Key `url`: server address(es), checked by the region's store.
     pub url: Option<String>,
     /// Key `enabled`: `false` runs the creator every time and stores nothing.
     pub enabled: bool,
@@ -134,7 +134,7 @@ pub struct RegionOptions {
     pub fail_safe_throttle: Duration,
     /// Key `l1`: an in-process memory tier in front of the region's shared
     /// store; a boolean, default `false`. Only shared types
-    /// take it (file, dbm, memcached, redis, redis-cluster, database): on a
+    /// take it (file, memcached, redis, redis-cluster): on a
     /// `memory` or `null` region it is a config error.
     ///
     /// ```
@@ -198,7 +198,8 @@ pub enum BackendKind {
     Memory,
     /// `file`: one file per key under `data_dir`.
     File,
-    /// `dbm`: one embedded store file shared by processes.
+    /// `dbm`: Beaker's name for an embedded store shared by processes; not
+    /// built in this version (a config naming it is refused, saying so).
     Dbm,
     /// `ext:memcached` or `memcached`.
     Memcached,
@@ -206,7 +207,8 @@ pub enum BackendKind {
     Redis,
     /// `ext:rediscluster` or `redis-cluster`.
     RedisCluster,
-    /// `ext:database` or `database`; the url picks PostgreSQL, SQLite or MySQL.
+    /// `ext:database` or `database`: Beaker's SQL store; not built in this
+    /// version (a config naming it is refused, saying so).
     Database,
     /// `null`: stores nothing; every call runs the creator.
     Null,
@@ -246,8 +248,8 @@ impl fmt::Display for BackendKind {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LockMode {
-    /// The best the backend offers: local for memory, file locks for file
-    /// and dbm, distributed for servers.
+    /// The best the backend offers: local for memory, file locks for the file
+    /// store, distributed for servers.
     #[default]
     Auto,
     /// In-process single-flight only.
