@@ -373,3 +373,49 @@ async fn a_failing_backend_is_bypassed_and_counted() {
         "and they keep rising"
     );
 }
+
+#[tokio::test]
+async fn report_keeps_answering_with_fail_safe_while_its_upstream_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    // `--work-ms 200`: /report works 50 ms and its page expires after 500.
+    let config = config(
+        dir.path(),
+        "type = \"memory\"\nexpire = 1200\nfail_safe = \"1h\"\nfail_safe_throttle = \"200ms\"",
+    );
+    let demo = Demo::start(dir.path(), 200, &["--config", config.to_str().unwrap()]);
+    let (status, good) = demo.get("/report").await;
+    assert_eq!(status, 200, "{good}");
+    assert!(good.starts_with("Daily report, made "), "{good}");
+    assert_eq!(demo.post("/upstream/down").await.0, 200);
+    // A real wait past the report's expiry: this test runs the real process.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(demo.get("/report").await, (200, good.clone()));
+    assert_eq!(demo.counter("short_term", "fail_safe_served").await, 1);
+    // Throttled: asked again only after fail_safe_throttle; then, back up,
+    // a new report replaces the old one.
+    assert_eq!(demo.post("/upstream/up").await.0, 200);
+    let mut fresh = None;
+    for _ in 0..100 {
+        let (status, body) = demo.get("/report").await;
+        assert_eq!(status, 200, "{body}");
+        if body != good {
+            fresh = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(fresh.is_some(), "no new report once the upstream was back");
+}
+
+#[tokio::test]
+async fn report_fails_without_fail_safe_once_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "type = \"memory\"\nexpire = 1200");
+    let demo = Demo::start(dir.path(), 200, &["--config", config.to_str().unwrap()]);
+    assert_eq!(demo.get("/report").await.0, 200);
+    demo.post("/upstream/down").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (status, body) = demo.get("/report").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("the upstream is down"), "{body}");
+}

@@ -5,6 +5,8 @@
 //!   same stored bytes (target ≤ 1.15×);
 //! - 64 concurrent callers' throughput against the raw client at the same
 //!   concurrency (target ≥ 0.8×);
+//! - `get_many` of 100 keys against one raw `MGET` of the same 100
+//!   stored entries (target ≤ 1.2×);
 //! - a cold-key stampede of 8 processes with a 300 ms creator: the wall
 //!   time over the creator's own (target < 20 ms), on Redis and on the
 //!   cluster.
@@ -255,6 +257,75 @@ async fn hit_rows(url: &str) -> Vec<Row> {
     ]
 }
 
+/// `get_many` of 100 keys against one raw `MGET` of the same entries.
+async fn get_many_row(url: &str) -> Row {
+    const KEYS: usize = 100;
+    let prefix = unique_prefix("many");
+    let manager = tankard::CacheManager::new(
+        tankard::Config::from_toml_str(&config("ext:redis", url, &prefix)).unwrap(),
+    )
+    .unwrap();
+    let cache = manager.namespace("many");
+    let keys: Vec<String> = (0..KEYS).map(|i| i.to_string()).collect();
+    for key in &keys {
+        cache.put(key, "x".repeat(128)).await.unwrap();
+    }
+    let entry_keys: Vec<String> = keys
+        .iter()
+        .map(|key| format!("{{{prefix}default:many}}#{key}"))
+        .collect();
+    let client = redis::Client::open(url).unwrap();
+    let raw = client.get_multiplexed_async_connection().await.unwrap();
+    let tankard_call = || {
+        let (cache, keys) = (cache.clone(), keys.clone());
+        async move {
+            let found = cache.get_many::<String, _>(&keys).await.unwrap();
+            assert!(found.iter().all(Option::is_some));
+        }
+    };
+    let raw_call = || {
+        let (mut raw, entry_keys) = (raw.clone(), entry_keys.clone());
+        async move {
+            let found: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+                .arg(&entry_keys)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            assert!(found.iter().all(Option::is_some));
+        }
+    };
+    let rounds = |ours: bool| {
+        let tankard_call = &tankard_call;
+        let raw_call = &raw_call;
+        async move {
+            let started = Instant::now();
+            for _ in 0..100 {
+                if ours {
+                    tankard_call().await;
+                } else {
+                    raw_call().await;
+                }
+            }
+            started.elapsed().as_secs_f64() / 100.0
+        }
+    };
+    rounds(true).await;
+    rounds(false).await;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        ours.push(rounds(true).await);
+        theirs.push(rounds(false).await);
+    }
+    let (ours, theirs) = (median(ours), median(theirs));
+    Row {
+        name: "get_many of 100 keys vs one MGET".into(),
+        tankard: format!("{:.1} µs", ours * 1e6),
+        reference: format!("{:.1} µs", theirs * 1e6),
+        ratio: format!("{:.2}×", ours / theirs),
+        target: "≤ 1.2×",
+    }
+}
+
 fn stampede_row(label: &str, backend: &str, url: &str) -> Row {
     let mut extra = Vec::new();
     for _ in 0..3 {
@@ -303,6 +374,7 @@ fn main() {
         .build()
         .unwrap();
     let mut rows = runtime.block_on(hit_rows(&url));
+    rows.push(runtime.block_on(get_many_row(&url)));
     drop(runtime);
     rows.push(stampede_row("Redis", "ext:redis", &url));
     rows.push(stampede_row("Redis Cluster", "ext:rediscluster", &cluster));

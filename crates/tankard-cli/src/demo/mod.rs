@@ -10,13 +10,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tankard::web::CachePageLayer;
 use tankard::{CacheManager, Config, Region};
 
@@ -38,7 +39,15 @@ struct Demo {
     cache: CacheManager,
     hello_work: Duration,
     goodbye_work: Duration,
+    /// `/report`'s namespace: in short_term, fresh for [`report_expiry`].
+    reports: tankard::Cache,
+    /// Whether the simulated upstream behind `/report` answers.
+    upstream_up: Arc<AtomicBool>,
 }
+
+/// `/report`'s page expires ten times its work after it is made (10 s
+/// by default), so that a failing upstream shows within seconds.
+const REPORT_LIFE: u32 = 10;
 
 type Shared = Arc<Demo>;
 
@@ -64,9 +73,15 @@ pub(crate) async fn run(args: DemoArgs) -> Outcome {
     tankard::install(cache.clone())
         .map_err(|_| Failure::User("a cache manager was installed twice".to_owned()))?;
     let work = args.work_ms.map(Duration::from_millis);
+    let report_work = work.unwrap_or(GOODBYE_WORK) / 4;
+    let reports = region(&cache, "short_term")?
+        .namespace("demo::report")
+        .expire_after_duration(Some(report_work * REPORT_LIFE));
     let demo = Arc::new(Demo {
         hello_work: work.unwrap_or(HELLO_WORK),
         goodbye_work: work.unwrap_or(GOODBYE_WORK),
+        reports,
+        upstream_up: Arc::new(AtomicBool::new(true)),
         cache,
     });
 
@@ -131,6 +146,9 @@ fn router(demo: Shared, pages: tankard::Cache) -> Router {
         .route("/hello", get(hello).layer(CachePageLayer::new(pages)))
         .route("/goodbye", get(goodbye))
         .route("/greet/{name}", get(greet))
+        .route("/report", get(report))
+        .route("/upstream/down", post(upstream_down))
+        .route("/upstream/up", post(upstream_up))
         .with_state(demo)
         .merge(dashboard)
         .fallback(not_found)
@@ -185,11 +203,59 @@ async fn fetch_greeting(name: String, work: Duration) -> tankard::Result<String>
     Ok(format!("Hello {name}, its {}\n", now()))
 }
 
+/// What the simulated upstream answers while it is down.
+#[derive(Debug)]
+struct UpstreamDown;
+
+impl std::fmt::Display for UpstreamDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the upstream is down (POST /upstream/up brings it back)")
+    }
+}
+
+impl std::error::Error for UpstreamDown {}
+
+/// A report made by a slow upstream that `POST /upstream/down` switches
+/// off. With `fail_safe` on short_term (the built-in config sets it), the
+/// last good report keeps being served while the upstream is down; without
+/// it, the page fails once the report expires.
+async fn report(State(demo): State<Shared>) -> Response {
+    let (up, work) = (demo.upstream_up.clone(), demo.goodbye_work / 4);
+    let made = demo
+        .reports
+        .get_or_try_spawn("daily", move || async move {
+            tokio::time::sleep(work).await;
+            if !up.load(Ordering::SeqCst) {
+                return Err(UpstreamDown);
+            }
+            Ok(format!("Daily report, made {}\n", now()))
+        })
+        .await;
+    match made {
+        Ok(text) => text.to_string().into_response(),
+        Err(err) => (
+            StatusCode::BAD_GATEWAY,
+            format!("no report: {err}; set fail_safe on the region to keep serving the last one\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn upstream_down(State(demo): State<Shared>) -> &'static str {
+    demo.upstream_up.store(false, Ordering::SeqCst);
+    "the upstream is down: /report serves its last good page (fail_safe)\n"
+}
+
+async fn upstream_up(State(demo): State<Shared>) -> &'static str {
+    demo.upstream_up.store(true, Ordering::SeqCst);
+    "the upstream is up\n"
+}
+
 async fn not_found(uri: Uri) -> Response {
     (
         StatusCode::NOT_FOUND,
         format!(
-            "no page at {}; try /, /hello, /goodbye, /greet/{{name}}, /stats or /metrics\n",
+            "no page at {}; try /, /hello, /goodbye, /greet/{{name}}, /report, /stats or /metrics\n",
             uri.path()
         ),
     )
