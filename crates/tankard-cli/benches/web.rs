@@ -49,7 +49,9 @@ fn plain() -> Router {
 /// after the first request it never runs.
 fn tankard_layer(config: Config) -> Router {
     let cache = CacheManager::new(config).unwrap();
-    let pages = cache.namespace("pages").expire(3600);
+    let pages = cache
+        .namespace("pages")
+        .expire(std::time::Duration::from_secs(3600));
     Router::new()
         .route("/hello", get(|| async { PAGE }))
         .layer(CachePageLayer::new(pages))

@@ -261,7 +261,7 @@ async fn stocked(dir: &Path) -> (std::path::PathBuf, CacheManager) {
     views.put("bell", "ding\u{7}".to_string()).await.unwrap();
     // Dead on arrival: no expiry left and no stale grace, so gc removes it.
     long.namespace("old")
-        .expire(0)
+        .expire(std::time::Duration::from_secs(0))
         .put("gone", 1u8)
         .await
         .unwrap();

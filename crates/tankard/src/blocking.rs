@@ -206,19 +206,20 @@ impl Cache {
         &self.inner
     }
 
-    /// The same namespace with another expiry for what it stores, in
-    /// seconds (see [`crate::Cache::expire`]).
+    /// The same namespace with another expiry for what it stores, or
+    /// `None` for never (see [`crate::Cache::expire`]).
     ///
     /// ```
+    /// use std::time::Duration;
     /// let manager = tankard::CacheManager::new(tankard::Config::memory())?;
-    /// let ns = tankard::blocking::Cache::new(manager.namespace("n")).expire(10);
-    /// assert_eq!(ns.as_async().expire_after(), Some(std::time::Duration::from_secs(10)));
+    /// let ns = tankard::blocking::Cache::new(manager.namespace("n")).expire(Duration::from_secs(10));
+    /// assert_eq!(ns.as_async().expiry(), Some(Duration::from_secs(10)));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]
-    pub fn expire(self, seconds: u64) -> Cache {
+    pub fn expire(self, expire: impl Into<Option<std::time::Duration>>) -> Cache {
         Cache {
-            inner: self.inner.expire(seconds),
+            inner: self.inner.expire(expire),
         }
     }
 

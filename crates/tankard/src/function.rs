@@ -254,7 +254,7 @@ impl Site {
             }
         };
         Ok(match self.expire {
-            Some(seconds) => cache.expire(seconds),
+            Some(seconds) => cache.expire(std::time::Duration::from_secs(seconds)),
             None => cache,
         })
     }

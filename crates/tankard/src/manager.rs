@@ -149,7 +149,7 @@ impl CacheManager {
     /// ```
     /// # tokio_test::block_on(async {
     /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
-    /// let ns = cache.namespace("views::hello").expire(10);
+    /// let ns = cache.namespace("views::hello").expire(std::time::Duration::from_secs(10));
     /// let v = ns.get_or_create("k", || async { 5u8 }).await?;
     /// assert_eq!(*v, 5);
     /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -76,7 +76,7 @@ pub(crate) async fn run(args: DemoArgs) -> Outcome {
     let report_work = work.unwrap_or(GOODBYE_WORK) / 4;
     let reports = region(&cache, "short_term")?
         .namespace("demo::report")
-        .expire_after_duration(Some(report_work * REPORT_LIFE));
+        .expire(report_work * REPORT_LIFE);
     let demo = Arc::new(Demo {
         hello_work: work.unwrap_or(HELLO_WORK),
         goodbye_work: work.unwrap_or(GOODBYE_WORK),

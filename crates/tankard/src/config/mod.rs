@@ -5,7 +5,11 @@
 //! too, which Beaker forgets), then applies its own `cache.<region>.<opt>`
 //! keys. Every error names the key, the value and what was expected.
 
+mod builder;
+mod de;
 mod parse;
+
+pub use builder::{ConfigBuilder, RegionBuilder};
 
 pub use crate::options::{
     BackendKind, BackplaneSetting, EarlyRefresh, LockMode, OnBackendError, Refresh, RegionOptions,
@@ -46,6 +50,21 @@ pub struct Config {
 }
 
 impl Config {
+    /// A typed builder: options set by method, with no option names or
+    /// values written as strings, checked as a file is.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = tankard::Config::builder()
+    ///     .region("short_term", |r| r.expire(Duration::from_secs(1200)))
+    ///     .build()?;
+    /// assert_eq!(config.region("short_term").unwrap().expire, Some(Duration::from_secs(1200)));
+    /// # Ok::<(), tankard::Error>(())
+    /// ```
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder::default()
+    }
+
     /// Parses Beaker's flat options: keys `cache.<opt>` (or
     /// `beaker.cache.<opt>`) and `cache.<region>.<opt>`.
     ///

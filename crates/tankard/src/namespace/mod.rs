@@ -73,14 +73,14 @@ impl fmt::Debug for Cache {
         f.debug_struct("Cache")
             .field("region", &self.region.options.name)
             .field("namespace", &self.ns.scope.namespace)
-            .field("expire", &self.expire_after())
+            .field("expire", &self.expiry())
             .finish()
     }
 }
 
 impl Cache {
     fn call<'a, T>(&'a self, key: &'a str) -> engine::Call<'a, T, RegionInner> {
-        engine::Call::new(&self.region, &self.ns, key, self.expire_after())
+        engine::Call::new(&self.region, &self.ns, key, self.expiry())
     }
 
     pub(crate) fn new(region: Arc<RegionInner>, ns: Arc<NamespaceState>) -> Cache {
@@ -91,45 +91,35 @@ impl Cache {
         }
     }
 
-    /// The same namespace with another expiry for what it stores, in
-    /// seconds: Beaker's `cache.cache(expire=10)`. `0` means the entry is
-    /// stale at once (useful with `stale`).
+    /// The same namespace with another expiry for what it stores (Beaker's
+    /// `cache.cache(expire=10)`): a [`Duration`], or `None` for entries that
+    /// never expire. A zero duration makes an entry stale at once (useful
+    /// with `stale`).
     ///
     /// ```
+    /// use std::time::Duration;
     /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
-    /// let plain = cache.namespace("views::hello").expire(10);
-    /// assert_eq!(plain.expire_after(), Some(std::time::Duration::from_secs(10)));
+    /// let plain = cache.namespace("views::hello").expire(Duration::from_secs(10));
+    /// assert_eq!(plain.expiry(), Some(Duration::from_secs(10)));
+    /// let forever = cache.namespace("n").expire(None);
+    /// assert_eq!(forever.expiry(), None);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]
-    pub fn expire(mut self, seconds: u64) -> Cache {
-        self.expire = Some(Some(Duration::from_secs(seconds)));
+    pub fn expire(mut self, expire: impl Into<Option<Duration>>) -> Cache {
+        self.expire = Some(expire.into());
         self
     }
 
-    /// The same namespace with another expiry, or none (`None`: entries
-    /// never expire).
+    /// How long what this handle stores stays fresh: its own
+    /// [`expire`](Cache::expire), else the region's; `None`: forever.
     ///
     /// ```
     /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
-    /// let forever = cache.namespace("n").expire_after_duration(None);
-    /// assert_eq!(forever.expire_after(), None);
+    /// assert_eq!(cache.namespace("n").expiry(), None);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    #[must_use]
-    pub fn expire_after_duration(mut self, expire: Option<Duration>) -> Cache {
-        self.expire = Some(expire);
-        self
-    }
-
-    /// How long what this handle stores stays fresh.
-    ///
-    /// ```
-    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
-    /// assert_eq!(cache.namespace("n").expire_after(), None);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn expire_after(&self) -> Option<Duration> {
+    pub fn expiry(&self) -> Option<Duration> {
         self.expire.unwrap_or(self.region.options.expire)
     }
 
@@ -521,7 +511,7 @@ impl Cache {
         }
         match self
             .region
-            .store(&self.ns, key, &value, self.expire_after(), 0, None)
+            .store(&self.ns, key, &value, self.expiry(), 0, None)
             .await
         {
             Ok(()) => Ok(()),

@@ -136,7 +136,7 @@ where
                 &self.cache.region,
                 &self.cache.ns,
                 text,
-                self.cache.expire_after(),
+                self.cache.expiry(),
             )
         };
         Box::pin(engine::get_or_create(call, creator)).await
@@ -144,7 +144,7 @@ where
 
     /// Stores `value`, as [`Cache::put`].
     pub(crate) fn put(&self, key: &TypedKeyRef<'_>, value: V) {
-        self.store(key, value, self.cache.expire_after(), 0, None);
+        self.store(key, value, self.cache.expiry(), 0, None);
     }
 
     /// Removes the value; `true` if there was one.

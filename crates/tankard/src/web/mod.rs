@@ -74,7 +74,7 @@
 //! use tankard::web::CachePageLayer;
 //!
 //! let cache = tankard::CacheManager::new(tankard::Config::memory())?;
-//! let pages = cache.namespace("pages").expire(60);
+//! let pages = cache.namespace("pages").expire(std::time::Duration::from_secs(60));
 //! let app: Router = Router::new()
 //!     .route("/hello", get(|| async { "Hello world" }))
 //!     .layer(CachePageLayer::new(pages));

@@ -296,7 +296,7 @@ where
 }
 
 fn fresh_until(cache: &Cache) -> u64 {
-    cache.expire_after().map_or(u64::MAX, |d| {
+    cache.expiry().map_or(u64::MAX, |d| {
         now_ms().saturating_add(crate::clock::millis(d))
     })
 }

@@ -1853,7 +1853,7 @@ async fn every_key_at_its_largest_runs_every_call() {
         ns.clear().await.unwrap();
         assert!(ns.peek::<u32>("k").await.unwrap().is_none());
         // The namespace's own expiry, past the config's bound, saturates.
-        let forever = ns.expire(u64::MAX);
+        let forever = ns.expire(Duration::MAX);
         forever.put("k", 4u32).await.unwrap();
         let peeked = forever.peek::<u32>("k").await.unwrap();
         assert_eq!(peeked.map(|(v, _)| *v), Some(4));
@@ -1867,7 +1867,9 @@ async fn an_expiry_past_u64_milliseconds_stays_fresh() {
     let clock = tankard::Clock::manual(1_000_000);
     let manager = tankard::CacheManager::with_clock(ok(flat_memory(&[])), clock.clone()).unwrap();
     // 2^64 + 384 ms: as a u64, 384 ms.
-    let ns = manager.namespace("n").expire(18_446_744_073_709_552);
+    let ns = manager
+        .namespace("n")
+        .expire(std::time::Duration::from_secs(18_446_744_073_709_552));
     ns.put("k", 1u8).await.unwrap();
     clock.advance(Duration::from_secs(3600));
     assert!(
@@ -1908,4 +1910,101 @@ fn a_distributed_lock_without_a_server_is_refused_at_parse_time() {
         let config = ok(flat_memory(&[("cache.lock", lock)]));
         tankard::CacheManager::new(config).unwrap();
     }
+}
+
+#[test]
+fn the_builder_makes_what_the_flat_map_makes() {
+    use tankard::config::{BackendKind, EarlyRefresh, LockMode, Refresh};
+    let built = tankard::Config::builder()
+        .defaults(|all| {
+            all.backend(BackendKind::File)
+                .data_dir("/var/cache/app")
+                .expire(Duration::from_millis(1500))
+                .lock(LockMode::File)
+        })
+        .region("short_term", |r| {
+            r.backend(BackendKind::Memory)
+                .expire(Duration::from_secs(1200))
+                .early_refresh(EarlyRefresh::At(0.8))
+                .early_refresh_beta(2.5)
+                .refresh(Refresh::Background)
+                .stale(Duration::from_secs(60))
+                .fail_safe(Duration::from_secs(3600))
+                .soft_timeout(Duration::from_millis(100))
+                .hard_timeout(Duration::from_secs(2))
+                .max_entries(500)
+        })
+        .region("long_term", |r| r.enabled(false))
+        .build()
+        .unwrap();
+    let flat = ok(Config::from_flat([
+        ("cache.type", "file"),
+        ("cache.data_dir", "/var/cache/app"),
+        ("cache.expire", "1.5"),
+        ("cache.lock", "file"),
+        ("cache.regions", "short_term, long_term"),
+        ("cache.short_term.type", "memory"),
+        ("cache.short_term.expire", "20m"),
+        ("cache.short_term.early_refresh", "0.8"),
+        ("cache.short_term.early_refresh_beta", "2.5"),
+        ("cache.short_term.refresh", "background"),
+        ("cache.short_term.stale", "60"),
+        ("cache.short_term.fail_safe", "1h"),
+        ("cache.short_term.soft_timeout", "100ms"),
+        ("cache.short_term.hard_timeout", "2s"),
+        ("cache.short_term.max_entries", "500"),
+        ("cache.long_term.enabled", "false"),
+    ]));
+    assert_eq!(built, flat);
+    // Its errors name the key a file would use.
+    let err = tankard::Config::builder()
+        .region("short_term", |r| {
+            r.backend(BackendKind::Memcached).url("127.0.0.1.11211")
+        })
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("cache.short_term.url: \"127.0.0.1.11211\" is not a memcached address"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_config_deserializes_from_the_shape_of_the_cache_table() {
+    #[derive(serde::Deserialize)]
+    struct Settings {
+        cache: Config,
+    }
+    let text = r#"
+        [cache]
+        regions = ["short_term", "long_term"]
+        type = "file"
+        data_dir = "/var/cache/app"
+        expire = 1.5
+        [cache.short_term]
+        type = "memory"
+        expire = "20m"
+        enabled = true
+        [cache.long_term]
+        max_entry_bytes = 1024
+    "#;
+    let settings: Settings = toml::from_str(text).unwrap();
+    assert_eq!(settings.cache, ok(Config::from_toml_str(text)));
+    // The parser's errors come through, naming the key.
+    let err = toml::from_str::<Settings>("[cache]\nexpir = 10\n")
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("cache.expir: unknown option"),
+        "{err}"
+    );
+    let err = toml::from_str::<Settings>("[cache]\nregions = [\"r\"]\n[cache.r]\nexpire = [\"1\"]\n")
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("cache.r.expire: a region's option takes a single value"),
+        "{err}"
+    );
 }

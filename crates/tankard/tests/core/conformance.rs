@@ -282,7 +282,10 @@ async fn stale_is_served_while_one_caller_regenerates(backend: &str) {
 
 async fn per_call_expiry_overrides_the_region(backend: &str) {
     let f = fixture(backend, &[("cache.expire", "1000")]);
-    let short = f.manager.namespace("n").expire(5);
+    let short = f
+        .manager
+        .namespace("n")
+        .expire(std::time::Duration::from_secs(5));
     short.put("k", 1u8).await.unwrap();
     f.clock.advance(Duration::from_secs(6));
     assert!(short.get::<u8>("k").await.unwrap().is_none());

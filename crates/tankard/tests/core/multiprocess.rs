@@ -50,9 +50,7 @@ fn an_expired_key_is_regenerated_once_and_others_get_the_stale_value() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let manager = tankard::CacheManager::new(config).unwrap();
-        let ns = manager
-            .namespace("multiprocess")
-            .expire_after_duration(Some(Duration::ZERO));
+        let ns = manager.namespace("multiprocess").expire(Duration::ZERO);
         ns.put("stale", "seeded".to_string()).await.unwrap();
     });
     let run = setup.run();

@@ -339,7 +339,9 @@ async fn ttls_past_30_days_and_tiny_ttls_are_stored_right() {
     );
     assert_eq!(text(ns.get("long").await.unwrap()).as_deref(), Some("kept"));
 
-    let longer = ns.clone().expire(45 * DAY as u64);
+    let longer = ns
+        .clone()
+        .expire(std::time::Duration::from_secs(45 * DAY as u64));
     longer.put("longer", "kept".to_string()).await.unwrap();
     let remaining = remaining_secs(&servers, &entry_key(&prefix, "n", "longer"));
     assert!(
@@ -349,13 +351,13 @@ async fn ttls_past_30_days_and_tiny_ttls_are_stored_right() {
 
     // Expiring at once with no stale grace still gets a real TTL, never 0
     // (which memcached reads as "forever").
-    let instant = ns.clone().expire(0);
+    let instant = ns.clone().expire(std::time::Duration::from_secs(0));
     instant.put("tiny", "x".to_string()).await.unwrap();
     let remaining = remaining_secs(&servers, &entry_key(&prefix, "n", "tiny"));
     assert!((1..=2).contains(&remaining), "server TTL {remaining}");
 
     // No expiry at all: no server TTL either.
-    let forever = ns.clone().expire_after_duration(None);
+    let forever = ns.clone().expire(None);
     forever.put("forever", "x".to_string()).await.unwrap();
     let key = entry_key(&prefix, "n", "forever");
     assert_eq!(remaining_secs(&servers, &key), -1);

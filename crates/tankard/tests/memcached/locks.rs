@@ -80,9 +80,7 @@ fn expired_entry_stampede_serves_stale_to_all_but_the_regenerating_caller() {
         ))
         .unwrap();
         // Stale from the moment it is written.
-        let ns = cache
-            .namespace("n")
-            .expire_after_duration(Some(Duration::ZERO));
+        let ns = cache.namespace("n").expire(Duration::ZERO);
         ns.put("k", "stale-value".to_string()).await.unwrap();
         assert!(!ns.peek::<String>("k").await.unwrap().unwrap().1);
     });

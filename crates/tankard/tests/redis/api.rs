@@ -103,9 +103,11 @@ async fn get_or_create_runs_the_creator_once_then_hits(kind: Kind) {
 async fn server_ttl_is_expire_plus_stale(kind: Kind) {
     let prefix = unique_prefix("ttl");
     let cache = manager(&toml(kind, &prefix, "stale = 5"));
-    let ns = cache.namespace("n").expire(10);
+    let ns = cache
+        .namespace("n")
+        .expire(std::time::Duration::from_secs(10));
     ns.put("k", 1u8).await.unwrap();
-    let forever = cache.namespace("n").expire_after_duration(None);
+    let forever = cache.namespace("n").expire(None);
     forever.put("forever", 1u8).await.unwrap();
 
     let mut raw = Raw::connect(kind).await;
@@ -122,9 +124,7 @@ async fn stale_values_survive_expiry(kind: Kind) {
     let prefix = unique_prefix("stale");
     let cache = manager(&toml(kind, &prefix, "stale = 60"));
     // Expired the moment it is written: only the stale grace keeps it.
-    let expired = cache
-        .namespace("n")
-        .expire_after_duration(Some(Duration::ZERO));
+    let expired = cache.namespace("n").expire(Duration::ZERO);
     expired.put("k", "old".to_string()).await.unwrap();
     let ns = cache.namespace("n");
     let (value, fresh) = ns.peek::<String>("k").await.unwrap().unwrap();
@@ -132,7 +132,9 @@ async fn stale_values_survive_expiry(kind: Kind) {
     assert!(!ns.contains::<String>("k").await.unwrap());
 
     // A real expiry: fresh for 1 s, then stale, and still on the server.
-    let short = cache.namespace("n").expire(1);
+    let short = cache
+        .namespace("n")
+        .expire(std::time::Duration::from_secs(1));
     short.put("short", "v".to_string()).await.unwrap();
     assert!(short.contains::<String>("short").await.unwrap());
     tokio::time::sleep(Duration::from_millis(1100)).await;

@@ -69,7 +69,7 @@ async fn an_expired_key_is_served_stale_while_one_process_regenerates(kind: Kind
     // Seeded already expired: only the stale grace keeps it readable.
     manager(&config)
         .namespace("stampede")
-        .expire_after_duration(Some(Duration::ZERO))
+        .expire(Duration::ZERO)
         .put("hot", "stale-seed".to_string())
         .await
         .unwrap();

@@ -532,7 +532,7 @@ impl SecondRunWaits {
 async fn an_expired_page_is_served_stale_while_one_request_regenerates() {
     // expire 0: every page is stale at once, and served as such for 60 s.
     let (cache, dir) = pages(Backend::Memory, &[("cache.stale", "60")]);
-    let route = second_run_waits(cache.expire(0));
+    let route = second_run_waits(cache.expire(std::time::Duration::from_secs(0)));
     let (third, _app) = route
         .third_answer_while_the_second_regenerates(dir, async {})
         .await;
