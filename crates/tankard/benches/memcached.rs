@@ -229,6 +229,7 @@ fn stampede_over(url: &str, runs: usize) -> Vec<Duration> {
                 tasks_per_process: 4,
                 creator_ms: 300,
                 counter_file: dir.path().join("runs"),
+                until_renewed: false,
             }
             .run();
             assert_eq!(outcome.creator_runs, 1);

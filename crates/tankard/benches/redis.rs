@@ -339,6 +339,7 @@ fn stampede_row(label: &str, backend: &str, url: &str) -> Row {
             tasks_per_process: 4,
             creator_ms: CREATOR_MS,
             counter_file: dir.path().join("runs"),
+            until_renewed: false,
         }
         .run();
         assert_eq!(outcome.creator_runs, 1, "{outcome:?}");

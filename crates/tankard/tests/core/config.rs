@@ -1999,9 +1999,10 @@ fn a_config_deserializes_from_the_shape_of_the_cache_table() {
         err.to_string().contains("cache.expir: unknown option"),
         "{err}"
     );
-    let err = toml::from_str::<Settings>("[cache]\nregions = [\"r\"]\n[cache.r]\nexpire = [\"1\"]\n")
-        .err()
-        .unwrap();
+    let err =
+        toml::from_str::<Settings>("[cache]\nregions = [\"r\"]\n[cache.r]\nexpire = [\"1\"]\n")
+            .err()
+            .unwrap();
     assert!(
         err.to_string()
             .contains("cache.r.expire: a region's option takes a single value"),

@@ -19,6 +19,7 @@ fn stampede(dir: &std::path::Path, key: &str) -> Stampede {
         tasks_per_process: 8,
         creator_ms: 300,
         counter_file: dir.join("creator-runs"),
+        until_renewed: false,
     }
 }
 

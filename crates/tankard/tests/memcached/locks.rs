@@ -38,6 +38,7 @@ fn stampede(prefix: &str, extra: &str, dir: &tempfile::TempDir) -> Stampede {
         tasks_per_process: 4,
         creator_ms: 300,
         counter_file: dir.path().join("runs"),
+        until_renewed: false,
     }
 }
 

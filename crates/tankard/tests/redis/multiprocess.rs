@@ -12,6 +12,7 @@ use crate::stampede::{Outcome, Stampede};
 
 both!(
     a_cold_key_is_created_once_across_processes,
+    a_key_due_for_early_refresh_is_renewed_once_across_processes,
     an_expired_key_is_served_stale_while_one_process_regenerates,
     a_killed_holder_is_taken_over_after_lock_timeout,
 );
@@ -29,6 +30,7 @@ fn stampede(config_toml: String, key: &str, creator_ms: u64, dir: &tempfile::Tem
         tasks_per_process: TASKS,
         creator_ms,
         counter_file: dir.path().join("creator-runs"),
+        until_renewed: false,
     }
 }
 
@@ -89,6 +91,41 @@ async fn an_expired_key_is_served_stale_while_one_process_regenerates(kind: Kind
         (PROCESSES * TASKS - 1, 1),
         "{outcome:?}"
     );
+}
+
+async fn a_key_due_for_early_refresh_is_renewed_once_across_processes(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = toml(
+        kind,
+        &unique_prefix("early"),
+        "early_refresh = 0.5",
+    );
+    // Seeded by a clock 40 s behind (expire 60): fresh for 20 s more, and
+    // already past half its life, so every process finds it due.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let seeder = tankard::CacheManager::with_clock(
+        tankard::Config::from_toml_str(&config).unwrap(),
+        tankard::Clock::manual(now_ms - 40_000),
+    )
+    .unwrap();
+    seeder
+        .namespace("stampede")
+        .put("due", "seed".to_string())
+        .await
+        .unwrap();
+    let stampede = Stampede {
+        until_renewed: true,
+        ..stampede(config, "due", 200, &dir)
+    };
+    let outcome = run(stampede).await;
+    // Nobody waited: every caller got the current value at once, and one
+    // refresh across all the processes renewed it.
+    assert_eq!(outcome.values.len(), PROCESSES * TASKS, "{outcome:?}");
+    assert!(outcome.values.iter().all(|v| v == "seed"), "{outcome:?}");
+    assert_eq!(outcome.creator_runs, 1, "{outcome:?}");
 }
 
 /// Starts one stampede child and lets it go at once.

@@ -50,6 +50,10 @@ pub struct Stampede {
     pub creator_ms: u64,
     /// Where the creator appends one line per run.
     pub counter_file: PathBuf,
+    /// Whether each child, once its callers have their values, stays until
+    /// it reads a created value under the key (a refresh that runs in a
+    /// task, such as an early refresh, finishes before the child exits).
+    pub until_renewed: bool,
 }
 
 /// What every caller got.
@@ -87,6 +91,10 @@ impl Stampede {
                     .env("TANKARD_STAMPEDE_TASKS", self.tasks_per_process.to_string())
                     .env("TANKARD_STAMPEDE_CREATOR_MS", self.creator_ms.to_string())
                     .env("TANKARD_STAMPEDE_COUNTER", &self.counter_file)
+                    .env(
+                        "TANKARD_STAMPEDE_UNTIL_RENEWED",
+                        if self.until_renewed { "1" } else { "" },
+                    )
                     .stdin(Stdio::piped())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::inherit())
@@ -157,6 +165,7 @@ pub fn run_child() {
         .parse()
         .expect("creator ms");
     let counter = PathBuf::from(var("TANKARD_STAMPEDE_COUNTER"));
+    let until_renewed = std::env::var("TANKARD_STAMPEDE_UNTIL_RENEWED").is_ok_and(|v| v == "1");
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -182,8 +191,9 @@ pub fn run_child() {
                 let key = key.clone();
                 let counter = counter.clone();
                 tokio::spawn(async move {
+                    // An owned creator: one that a refresh task can run.
                     cache
-                        .get_or_create(&key, || async move {
+                        .get_or_spawn(&key, move || async move {
                             let line = format!("{}\n", std::process::id());
                             let mut file = std::fs::OpenOptions::new()
                                 .create(true)
@@ -202,6 +212,16 @@ pub fn run_child() {
             match handle.await.expect("task") {
                 Ok(value) => println!("stampede:value={value}"),
                 Err(err) => println!("stampede:value=error: {err}"),
+            }
+        }
+        if until_renewed {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                let seen = cache.get::<String>(&key).await.expect("read");
+                if seen.is_some_and(|v| v.starts_with("created-by-")) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
     });
