@@ -39,7 +39,8 @@ struct Demo {
     cache: CacheManager,
     hello_work: Duration,
     goodbye_work: Duration,
-    /// `/report`'s namespace: in short_term, fresh for [`report_expiry`].
+    /// `/report`'s namespace: in short_term, fresh for [`REPORT_LIFE`] times
+    /// its work.
     reports: tankard::Cache,
     /// Whether the simulated upstream behind `/report` answers.
     upstream_up: Arc<AtomicBool>,

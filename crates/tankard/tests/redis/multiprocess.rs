@@ -95,11 +95,7 @@ async fn an_expired_key_is_served_stale_while_one_process_regenerates(kind: Kind
 
 async fn a_key_due_for_early_refresh_is_renewed_once_across_processes(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
-    let config = toml(
-        kind,
-        &unique_prefix("early"),
-        "early_refresh = 0.5",
-    );
+    let config = toml(kind, &unique_prefix("early"), "early_refresh = 0.5");
     // Seeded by a clock 40 s behind (expire 60): fresh for 20 s more, and
     // already past half its life, so every process finds it due.
     let now_ms = std::time::SystemTime::now()
