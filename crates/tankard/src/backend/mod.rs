@@ -457,7 +457,7 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
 }
 
 /// The state of the circuit breaker in front of a region's network store
-/// ([`Region::breaker`](crate::Region::breaker); DESIGN §4 `retry_after`).
+/// ([`Region::breaker`](crate::Region::breaker); the `retry_after` option).
 ///
 /// ```
 /// let state = tankard::BreakerState::Closed;

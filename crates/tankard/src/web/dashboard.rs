@@ -36,7 +36,7 @@ const SIZE_EVERY: Duration = Duration::from_secs(10);
 /// | route | what |
 /// |---|---|
 /// | `GET /` | the page: per region its backend, reachability, entries and bytes, hit ratio, lookup and creator latency (p50, p99), every counter, its settings, a chart of hits, misses and latency over the last five minutes, and an invalidate button that asks first |
-/// | `GET /stats` | the figures as JSON (DESIGN §10's shape) |
+/// | `GET /stats` | the figures as JSON: `{"regions": {name: {backend, the counters, entries, bytes, hit_ratio, lookup_us: {p50, p99}, creator_ms: {p50, p99}}}}` |
 /// | `GET /metrics` | the same in Prometheus' text format: the counters, `tankard_entries`, `tankard_bytes`, `tankard_breaker_open`, and the `tankard_lookup_seconds` and `tankard_creator_seconds` histograms |
 /// | `GET /live` | what the page's chart and health column read: points every 2 s over the last 5 minutes, reachability, breaker state |
 /// | `POST /invalidate/{region}` | soft-invalidates a region (its entries are served stale while one caller regenerates each) |
@@ -643,6 +643,33 @@ fn settings(o: &RegionOptions) -> Vec<(&'static str, String)> {
         list.push(("timeout", duration(o.timeout)));
         list.push(("retry_after", duration(o.retry_after)));
     }
+    // The freshness and resilience policies, where they are on.
+    match o.early_refresh {
+        crate::config::EarlyRefresh::Off => {}
+        crate::config::EarlyRefresh::At(fraction) => {
+            list.push(("early_refresh", fraction.to_string()));
+        }
+        crate::config::EarlyRefresh::XFetch => list.push((
+            "early_refresh",
+            format!("xfetch, beta {}", o.early_refresh_beta),
+        )),
+    }
+    if !o.fail_safe.is_zero() {
+        list.push((
+            "fail_safe",
+            format!(
+                "{}, throttle {}",
+                duration(o.fail_safe),
+                duration(o.fail_safe_throttle)
+            ),
+        ));
+    }
+    if let Some(soft) = o.soft_timeout {
+        list.push(("soft_timeout", duration(soft)));
+    }
+    if let Some(hard) = o.hard_timeout {
+        list.push(("hard_timeout", duration(hard)));
+    }
     if !o.enabled {
         list.push(("enabled", "false".to_owned()));
     }
@@ -764,6 +791,36 @@ async fn invalidate(State(board): State<Shared>, Path(name): Path<String>) -> Re
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_name_the_policies_that_are_on() {
+        let plain = crate::Config::from_flat([("cache.type", "memory")]).unwrap();
+        let keys: Vec<_> = settings(plain.default_options())
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        assert!(!keys.contains(&"fail_safe") && !keys.contains(&"early_refresh"));
+        let config = crate::Config::from_flat([
+            ("cache.type", "memory"),
+            ("cache.expire", "1m"),
+            ("cache.early_refresh", "xfetch"),
+            ("cache.fail_safe", "1h"),
+            ("cache.soft_timeout", "100ms"),
+            ("cache.hard_timeout", "2s"),
+        ])
+        .unwrap();
+        let listed = settings(config.default_options());
+        let value = |key| {
+            listed
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(value("early_refresh"), Some("xfetch, beta 1"));
+        assert_eq!(value("fail_safe"), Some("1h, throttle 30s"));
+        assert_eq!(value("hard_timeout"), Some("2s"));
+        assert!(value("soft_timeout").is_some());
+    }
 
     #[test]
     fn metrics_escape_labels_and_list_every_figure() {
