@@ -132,6 +132,7 @@ pub use backend::{BreakerState, Purged, Usage};
 pub use cache_key::{CacheKey, SerdeKey};
 pub use clock::Clock;
 pub use config::Config;
+pub use engine::CreatorContext;
 pub use error::{Error, Result};
 #[doc(hidden)]
 pub use inspect::{EntryInfo, EntryState};

@@ -3,6 +3,7 @@
 //! or, for `refresh = background`, in a task of its own (rule 9). It is
 //! generic over the storage it protects ([`seam`]): it never sees a region.
 
+mod context;
 mod creator;
 #[cfg(all(test, feature = "__shuttle"))]
 mod engine_model;
@@ -32,6 +33,7 @@ use crate::options::Refresh;
 use crate::backend::lock::{self, LockGuard};
 use crate::stats::Event;
 use crate::sync;
+pub use context::CreatorContext;
 #[cfg(feature = "axum")]
 pub(crate) use creator::Both;
 pub(crate) use creator::{Creator, Local, Owned};
@@ -64,7 +66,7 @@ async fn run_creator<T, Fut>(
     engine: &Engine,
     namespace: &str,
     creator: Fut,
-) -> Result<(T, u32), Failure>
+) -> Result<Made<T>, Failure>
 where
     Fut: Future<Output = Result<T>>,
 {
@@ -77,18 +79,19 @@ where
     );
     let started = Instant::now();
     let started_us = engine.clock().stopwatch_us();
-    let ran = AssertUnwindSafe(creator)
-        .catch_unwind()
+    let (ran, asked) = context::with_context(AssertUnwindSafe(creator).catch_unwind())
         .instrument(span.clone())
         .await;
     engine.figures.creator_ran(started.elapsed());
     let (outcome, result) = match ran {
         Ok(Ok(value)) => {
             let took_us = engine.clock().stopwatch_us().saturating_sub(started_us);
-            (
-                "ok",
-                Ok((value, u32::try_from(took_us).unwrap_or(u32::MAX))),
-            )
+            let made = Made {
+                value,
+                cost_us: u32::try_from(took_us).unwrap_or(u32::MAX),
+                asked,
+            };
+            ("ok", Ok(made))
         }
         Ok(Err(err)) => {
             let outcome = if err.creator_error::<Declined>().is_none() {
@@ -106,6 +109,14 @@ where
     };
     span.record("outcome", outcome);
     result
+}
+
+/// A value a creator made: what it took to make (XFetch's δ, in
+/// microseconds) and what the creator asked of its entry.
+struct Made<T> {
+    value: T,
+    cost_us: u32,
+    asked: context::Asked,
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> String {
@@ -193,9 +204,11 @@ where
         .zip(fallback)
         .filter(|_| !declined);
     let result = match (outcome, fail_safe) {
-        (Ok((value, cost_us)), _) => {
-            let value = Arc::new(value);
-            store_value(call, &value, call.expire, cost_us, generations)
+        (Ok(made), _) if made.asked.skip_store => Ok(Arc::new(made.value)),
+        (Ok(made), _) => {
+            let value = Arc::new(made.value);
+            let expire = made.asked.expire.unwrap_or(call.expire);
+            store_value(call, &value, expire, made.cost_us, generations)
                 .await
                 .map(|()| value)
         }
@@ -921,7 +934,7 @@ where
     Fut: Future<Output = Result<T>>,
 {
     match run_creator(engine, namespace, creator).await {
-        Ok((value, _)) => Ok(Arc::new(value)),
+        Ok(made) => Ok(Arc::new(made.value)),
         Err(Failure::Error(err)) => Err(err),
         Err(Failure::Panic(panic)) => std::panic::resume_unwind(panic),
     }

@@ -145,6 +145,7 @@ all_backends!(
     hard_timeout_serves_the_fail_safe_value,
     hard_timeout_drops_a_borrowing_creator,
     get_many_reads_fresh_values_in_order,
+    a_creator_sets_its_entry_s_expiry_or_skips_storing_it,
 );
 
 async fn put_get_remove_contains(backend: &str) {
@@ -1071,4 +1072,63 @@ async fn get_many_reads_fresh_values_in_order(backend: &str) {
     // Another type under a key is no value of this one.
     assert_eq!(ns.get_many::<String, _>(&["2"]).await.unwrap(), [None]);
     assert!(ns.get_many::<u32, &str>(&[]).await.unwrap().is_empty());
+}
+
+async fn a_creator_sets_its_entry_s_expiry_or_skips_storing_it(backend: &str) {
+    use tankard::CreatorContext;
+    let f = fixture(backend, &[("cache.expire", "10"), ("cache.stale", "5")]);
+    let ns = f.manager.namespace("context");
+    let short = ns
+        .get_or_create("short", || async {
+            assert!(CreatorContext::set_expire(Duration::from_secs(1)));
+            1u32
+        })
+        .await
+        .unwrap();
+    let forever = ns
+        .get_or_create("forever", || async {
+            assert!(CreatorContext::set_expire(None));
+            2u32
+        })
+        .await
+        .unwrap();
+    let skipped = ns
+        .get_or_create("skipped", || async {
+            assert!(CreatorContext::skip_store());
+            3u32
+        })
+        .await
+        .unwrap();
+    assert_eq!((*short, *forever, *skipped), (1, 2, 3));
+    // Not stored, and not an error.
+    assert!(ns.peek::<u32>("skipped").await.unwrap().is_none());
+    assert_eq!(f.manager.default_region().stats().creator_errors, 0);
+    let fresh = |key: &'static str| {
+        let ns = ns.clone();
+        async move {
+            ns.peek::<u32>(key)
+                .await
+                .unwrap()
+                .map(|(v, fresh)| (*v, fresh))
+        }
+    };
+    // Its own expiry: stale after 1 s (not the region's 10), kept for
+    // the region's stale grace.
+    f.clock.advance(Duration::from_secs(2));
+    assert_eq!(fresh("short").await, Some((1, false)));
+    assert_eq!(fresh("forever").await, Some((2, true)));
+    f.clock.advance(Duration::from_secs(365 * 24 * 3600));
+    assert_eq!(fresh("forever").await, Some((2, true)));
+    // Skipping the store keeps a stale value in place.
+    ns.put("kept", 4u32).await.unwrap();
+    f.clock.advance(Duration::from_secs(11));
+    let got = ns
+        .get_or_create("kept", || async {
+            CreatorContext::skip_store();
+            5u32
+        })
+        .await
+        .unwrap();
+    assert_eq!(*got, 5);
+    assert_eq!(fresh("kept").await, Some((4, false)));
 }

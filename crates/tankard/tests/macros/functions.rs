@@ -674,3 +674,31 @@ fn a_cached_call_future_stays_small() {
     assert!(std::mem::size_of_val(&fetch("a", 1)) < 400);
     assert!(std::mem::size_of_val(&parse("1")) < 400);
 }
+
+static SEARCH_RUNS: AtomicU32 = AtomicU32::new(0);
+
+/// An empty result is not worth keeping: the body says so.
+#[tankard::cached(manager = MEM)]
+async fn search(term: &str) -> Vec<String> {
+    SEARCH_RUNS.fetch_add(1, Ordering::SeqCst);
+    tokio::task::yield_now().await;
+    let found: Vec<String> = term
+        .split('+')
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if found.is_empty() {
+        assert!(tankard::CreatorContext::skip_store());
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_body_can_decline_to_store_its_value() {
+    assert!(search("+").await.is_empty());
+    assert!(search("+").await.is_empty());
+    assert_eq!(runs(&SEARCH_RUNS), 2, "an empty result is not kept");
+    assert_eq!(search("a+b").await, ["a", "b"]);
+    assert_eq!(search("a+b").await, ["a", "b"]);
+    assert_eq!(runs(&SEARCH_RUNS), 3);
+}
