@@ -45,6 +45,10 @@ const TAG: usize = 32;
 const TYPE_AT: std::ops::Range<usize> = 52..60;
 const CRC_AT: std::ops::Range<usize> = 60..64;
 const COST_AT: usize = 64;
+/// Four bytes no field uses yet, zero in every entry this build writes: a
+/// newer build that gives them a meaning (tags) makes its entries misses
+/// here instead of ones read without that meaning.
+const RESERVED_AT: std::ops::Range<usize> = 68..72;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -248,6 +252,8 @@ pub(crate) enum DecodeError {
     Tag,
     #[error("entry belongs to another key")]
     OtherKey,
+    #[error("entry uses header fields this build does not know (written by a newer version)")]
+    Reserved,
     #[error("entry holds another type than the one requested")]
     OtherType,
     #[error("value does not decode as the requested type: {0}")]
@@ -365,6 +371,9 @@ pub(crate) fn open<'a>(
     if bytes[4] != VERSION {
         return Err(DecodeError::Version(bytes[4]));
     }
+    if bytes[RESERVED_AT].iter().any(|&b| b != 0) {
+        return Err(DecodeError::Reserved);
+    }
     let has_tag = bytes[5] & FLAG_HMAC != 0;
     let key_len = u16::from_le_bytes([bytes[6], bytes[7]]) as usize;
     let payload_len = u32::from_le_bytes([bytes[48], bytes[49], bytes[50], bytes[51]]) as usize;
@@ -429,6 +438,9 @@ pub(crate) fn decode_payload<T: DeserializeOwned>(raw: &RawEntry<'_>) -> Result<
 #[cfg(feature = "file")]
 pub(crate) fn peek_meta(bytes: &[u8]) -> Option<EntryMeta> {
     if bytes.len() < HEADER || &bytes[..4] != MAGIC || bytes[4] != VERSION {
+        return None;
+    }
+    if bytes[RESERVED_AT].iter().any(|&b| b != 0) {
         return None;
     }
     let key_len = u16::from_le_bytes([bytes[6], bytes[7]]) as usize;

@@ -82,7 +82,7 @@ fn stored_key(bytes: &[u8]) -> &str {
         _ => 0,
     };
     bytes
-        .get(64..64 + key_len)
+        .get(72..72 + key_len)
         .and_then(|key| std::str::from_utf8(key).ok())
         .unwrap_or("")
 }
