@@ -46,10 +46,6 @@ impl Storage for Model {
         (0, Box::from(key))
     }
 
-    fn flight_hash(_ns: &(), key: &str) -> u64 {
-        key.len() as u64
-    }
-
     fn lock_key(_ns: &(), key: &str) -> String {
         key.to_owned()
     }

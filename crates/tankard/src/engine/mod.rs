@@ -527,20 +527,13 @@ where
                 engine.count(Event::Hit);
                 // `early_refresh`: this caller gets the current value, and
                 // one task renews it; a caller that finds the refresh under
-                // way (first by the hint, which allocates nothing), or has
-                // a creator that cannot be spawned, just reads.
-                let hash = S::flight_hash(ns, key);
-                if engine.refresh_under_way(hash) {
-                    return Ok(value);
-                }
+                // way, or has a creator that cannot be spawned, just reads.
                 if let Role::Leader(leader) =
                     Flights::join_or_lead(&engine.flights, &S::flight_key(ns, key))
                     && let Some((runtime, place)) = spawn_target(call)
                     && let Ok(task) = creator.spawnable()
                 {
-                    engine.refresh_started(hash);
-                    let early = Some(hash);
-                    refresh_in_background(call, runtime, place, leader, task, value.clone(), early);
+                    refresh_in_background(call, runtime, place, leader, task, value.clone());
                 }
                 return Ok(value);
             }
@@ -567,7 +560,6 @@ where
                                 leader,
                                 task,
                                 stale.clone(),
-                                None,
                             );
                             return call.serve_stale(stale);
                         }
@@ -836,7 +828,6 @@ fn refresh_in_background<T, S: Storage>(
     leader: flight::Leader<FlightKey, Outcome>,
     task: Task<T>,
     stale: Arc<T>,
-    early: Option<u64>,
 ) where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
@@ -885,9 +876,6 @@ fn refresh_in_background<T, S: Storage>(
             outcome = work => outcome,
             () = shutdown.fired() => "shutdown",
         };
-        if let Some(hash) = early {
-            storage.engine().refresh_done(hash);
-        }
         task_span.record("outcome", outcome);
     };
     runtime.spawn(task.instrument(span));

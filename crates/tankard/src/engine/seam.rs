@@ -75,10 +75,6 @@ pub(crate) trait Storage: Send + Sync + 'static {
     /// The key of the single-flight map for `key` of `ns`.
     fn flight_key(ns: &Self::Namespace, key: &str) -> FlightKey;
 
-    /// A hash of [`flight_key`](Storage::flight_key)'s key, made without
-    /// allocating: what the engine's early-refresh hint compares.
-    fn flight_hash(ns: &Self::Namespace, key: &str) -> u64;
-
     /// The creation lock's key for `key` of `ns`.
     fn lock_key(ns: &Self::Namespace, key: &str) -> String;
 
@@ -114,9 +110,6 @@ pub(crate) trait Storage: Send + Sync + 'static {
 /// What the engine owns for one storage: the single-flight map, the
 /// creation lock, the policy it follows, its figures (counters and
 /// latencies) and the signal that stops its background work.
-/// How many early refreshes the hint tracks at once.
-const REFRESH_STRIPES: usize = 64;
-
 pub(crate) struct Engine {
     /// The storage's name (a region's), for logs.
     pub(crate) name: String,
@@ -137,11 +130,6 @@ pub(crate) struct Engine {
     clock: Clock,
     /// Fires when the manager is dropped: background work stops.
     pub(crate) shutdown: Shutdown,
-    /// Keys whose early refresh is under way, by [`Storage::flight_hash`],
-    /// one per stripe: a hint that lets the callers of a due key read it
-    /// without looking up its flight (which allocates the flight key).
-    /// A collision only costs that lookup; the flight map stays the rule.
-    refreshing: Box<[AtomicU64; REFRESH_STRIPES]>,
     last_error_log_ms: AtomicU64,
 }
 
@@ -170,35 +158,8 @@ impl Engine {
             figures: Figures::new(&options.name, backend, clock.clone()),
             clock,
             shutdown,
-            refreshing: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
             last_error_log_ms: AtomicU64::new(0),
         }
-    }
-
-    /// Whether the key of `hash` is being refreshed early (a hint).
-    #[inline]
-    pub(crate) fn refresh_under_way(&self, hash: u64) -> bool {
-        let hash = hash.max(1);
-        self.refreshing[(hash as usize) % REFRESH_STRIPES].load(Ordering::Acquire) == hash
-    }
-
-    /// Notes that the key of `hash` is being refreshed early; its task
-    /// calls [`refresh_done`](Self::refresh_done) when it ends.
-    pub(crate) fn refresh_started(&self, hash: u64) {
-        let hash = hash.max(1);
-        self.refreshing[(hash as usize) % REFRESH_STRIPES].store(hash, Ordering::Release);
-    }
-
-    /// Clears the note of [`refresh_started`](Self::refresh_started), unless
-    /// another key took its stripe since.
-    pub(crate) fn refresh_done(&self, hash: u64) {
-        let hash = hash.max(1);
-        let _ = self.refreshing[(hash as usize) % REFRESH_STRIPES].compare_exchange(
-            hash,
-            0,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        );
     }
 
     /// The clock the storage reads.

@@ -1257,14 +1257,6 @@ impl Storage for RegionInner {
         (ns.id, Box::from(key))
     }
 
-    fn flight_hash(ns: &NamespaceState, key: &str) -> u64 {
-        use std::hash::{BuildHasher, Hash, Hasher};
-        let mut hasher = foldhash::fast::FixedState::default().build_hasher();
-        ns.id.hash(&mut hasher);
-        key.hash(&mut hasher);
-        hasher.finish()
-    }
-
     fn lock_key(ns: &NamespaceState, key: &str) -> String {
         ns.scope.lock_key(key)
     }
