@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use tankard::config::{BackendKind, BackplaneSetting, LockMode, RegionOptions};
+use tankard::config::{BackendKind, BackplaneSetting, EarlyRefresh, LockMode, RegionOptions};
 use tankard::{CacheManager, Config, EntryState, Invalidation, Purged, Region};
 
 use crate::EntryArgs;
@@ -75,6 +75,21 @@ fn options_table(o: &RegionOptions) -> Vec<(&'static str, String)> {
             format!("{:?}", o.on_backend_error).to_lowercase(),
         ),
         ("refresh", format!("{:?}", o.refresh).to_lowercase()),
+        (
+            "early_refresh",
+            match o.early_refresh {
+                EarlyRefresh::Off => "off".to_owned(),
+                EarlyRefresh::At(fraction) => fraction.to_string(),
+                EarlyRefresh::XFetch => "xfetch".to_owned(),
+                // `#[non_exhaustive]`: a later kind prints as its Debug.
+                other => format!("{other:?}"),
+            },
+        ),
+        ("early_refresh_beta", o.early_refresh_beta.to_string()),
+        ("fail_safe", duration(o.fail_safe)),
+        ("fail_safe_throttle", duration(o.fail_safe_throttle)),
+        ("soft_timeout", opt(o.soft_timeout.map(duration))),
+        ("hard_timeout", opt(o.hard_timeout.map(duration))),
         ("l1", o.l1.to_string()),
         ("l1_max_entries", o.l1_max_entries.to_string()),
         ("l1_max_bytes", opt(o.l1_max_bytes.map(|n| n.to_string()))),
@@ -126,6 +141,9 @@ fn applies(o: &RegionOptions, key: &str) -> bool {
         // What an encoded entry and its stored key are made of.
         "key_length" | "max_entry_bytes" | "secret" | "prefix" | "l1" => shared,
         "l1_max_entries" | "l1_max_bytes" | "l1_expire" | "backplane" => shared && o.l1,
+        // Settings of a policy that is off.
+        "early_refresh_beta" => o.early_refresh == EarlyRefresh::XFetch,
+        "fail_safe_throttle" => !o.fail_safe.is_zero(),
         _ => true,
     }
 }

@@ -87,6 +87,32 @@ fn check_prints_each_region_s_resolved_options() {
 }
 
 #[test]
+fn check_prints_the_policies_and_only_the_settings_of_those_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = config(
+        dir.path(),
+        "type = \"memory\"\nexpire = 60\nearly_refresh = 0.8\nfail_safe = \"1h\"\nhard_timeout = \"2s\"",
+    );
+    let (code, out, err) = run(dir.path(), &["check", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let short = &out[out.find("[short_term]").unwrap_or_else(|| panic!("{out}"))..];
+    for line in [
+        "early_refresh     0.8",
+        "fail_safe         3600s",
+        "fail_safe_throttle 30s",
+        "soft_timeout      -",
+        "hard_timeout      2s",
+    ] {
+        assert!(short.contains(line), "{line} in {short}");
+    }
+    // XFetch's beta only with XFetch; the throttle only with fail_safe.
+    assert!(!short.contains("early_refresh_beta"), "{short}");
+    let long = &out[out.find("[long_term]").unwrap()..out.find("[short_term]").unwrap()];
+    assert!(long.contains("early_refresh     off"), "{long}");
+    assert!(!long.contains("fail_safe_throttle"), "{long}");
+}
+
+#[test]
 fn check_prints_the_l1_options_of_each_region() {
     let dir = tempfile::tempdir().unwrap();
     let file = config(
