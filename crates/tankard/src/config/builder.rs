@@ -24,9 +24,11 @@ use crate::error::Result;
 ///     .region("short_term", |r| r.backend(BackendKind::Memory).expire(Duration::from_secs(1200)))
 ///     .region("long_term", |r| r.expire(Duration::from_secs(24 * 3600)))
 ///     .build()?;
-/// assert_eq!(config.region("short_term").unwrap().backend, BackendKind::Memory);
-/// assert_eq!(config.region("long_term").unwrap().backend, BackendKind::File);
-/// # Ok::<(), tankard::Error>(())
+/// let short = config.region("short_term").ok_or("no short_term")?;
+/// let long = config.region("long_term").ok_or("no long_term")?;
+/// assert_eq!(short.backend, BackendKind::Memory);
+/// assert_eq!(long.backend, BackendKind::File);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Default)]
 #[must_use]

@@ -88,7 +88,7 @@ impl<'de> Deserialize<'de> for Value {
 ///     [cache.short_term]
 ///     expire = "20m"
 /// "#)?;
-/// let short = settings.cache.region("short_term").unwrap();
+/// let short = settings.cache.region("short_term").ok_or("no short_term")?;
 /// assert_eq!(short.expire, Some(std::time::Duration::from_secs(1200)));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

@@ -58,8 +58,9 @@ impl Config {
     /// let config = tankard::Config::builder()
     ///     .region("short_term", |r| r.expire(Duration::from_secs(1200)))
     ///     .build()?;
-    /// assert_eq!(config.region("short_term").unwrap().expire, Some(Duration::from_secs(1200)));
-    /// # Ok::<(), tankard::Error>(())
+    /// let short = config.region("short_term").ok_or("no short_term")?;
+    /// assert_eq!(short.expire, Some(Duration::from_secs(1200)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn builder() -> ConfigBuilder {
         ConfigBuilder::default()
