@@ -1180,7 +1180,7 @@ fn validate(
         })
     })?;
     check_lock(options, store.reach, own_key)?;
-    check_fail_safe(options, own_key)?;
+    check_policies(options, own_key)?;
     check_l1(options, store.reach, own_key)?;
     if store.open.is_none() {
         return Ok(Some(ConfigError::FeatureMissing {
@@ -1217,10 +1217,12 @@ const BACKPLANE_FEATURES: [(&str, bool); 2] = [
     ("redis-tls", cfg!(feature = "redis-tls")),
 ];
 
-/// `fail_safe` keeps entries past their expiry and `early_refresh` renews
-/// them before it; with no `expire` nothing ever expires, so either setting
-/// is more likely a slip (a region that forgot its `expire`) than a wish.
-fn check_fail_safe(options: &RegionOptions, own_key: &dyn Fn(&str) -> String) -> Result<()> {
+/// The freshness and resilience policies against each other and the
+/// region's expiry. `fail_safe` keeps entries past their expiry and
+/// `early_refresh` renews them before it; with no `expire` nothing ever
+/// expires, so either setting is more likely a slip (a region that forgot
+/// its `expire`) than a wish.
+fn check_policies(options: &RegionOptions, own_key: &dyn Fn(&str) -> String) -> Result<()> {
     if !options.fail_safe.is_zero() && options.expire.is_none() {
         return Err(bad(
             &own_key("fail_safe"),
