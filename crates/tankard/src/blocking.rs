@@ -52,6 +52,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::runtime::{Handle, RuntimeFlavor};
 
+use crate::engine::{Creator, Local, Owned};
 use crate::error::{Error, Result};
 
 /// Runs a future to completion from sync code, in any context (see the
@@ -251,14 +252,7 @@ impl Cache {
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
         F: FnOnce() -> T,
     {
-        #[cfg(feature = "memory")]
-        if let Some(value) = self.inner.try_get_fresh::<T>(key) {
-            return Ok(value);
-        }
-        block_on(
-            self.inner
-                .get_or_create(key, move || async move { creator() }),
-        )?
+        self.read(key, Local(move || async move { Ok(creator()) }))
     }
 
     /// Like [`get_or_create`](Cache::get_or_create) for a fallible
@@ -277,14 +271,10 @@ impl Cache {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
         F: FnOnce() -> std::result::Result<T, E>,
     {
-        #[cfg(feature = "memory")]
-        if let Some(value) = self.inner.try_get_fresh::<T>(key) {
-            return Ok(value);
-        }
-        block_on(
-            self.inner
-                .get_or_try_create(key, move || async move { creator() }),
-        )?
+        self.read(
+            key,
+            Local(move || async move { creator().map_err(Error::creator_boxed) }),
+        )
     }
 
     /// [`get_or_create`](Cache::get_or_create) for a creator that owns what
@@ -306,13 +296,33 @@ impl Cache {
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        #[cfg(feature = "memory")]
-        if let Some(value) = self.inner.try_get_fresh::<T>(key) {
-            return Ok(value);
-        }
+        self.read(
+            key,
+            Owned(move || async move { Ok(off_the_runtime(creator).await) }),
+        )
+    }
+
+    /// The values under `keys`, the missing ones made by one call of
+    /// `creator`; see [`crate::Cache::get_or_create_many`].
+    ///
+    /// ```
+    /// let manager = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let ns = tankard::blocking::Cache::new(manager.namespace("squares"));
+    /// let squares = ns.get_or_create_many(&["2", "3"], |missing| {
+    ///     missing.iter().map(|n| n.parse::<u32>().map_or(0, |n| n * n)).collect()
+    /// })?;
+    /// assert_eq!((*squares[0], *squares[1]), (4, 9));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_or_create_many<T, K, F>(&self, keys: &[K], creator: F) -> Result<Vec<Arc<T>>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        K: AsRef<str>,
+        F: Fn(Vec<String>) -> Vec<T>,
+    {
         block_on(
             self.inner
-                .get_or_spawn(key, move || off_the_runtime(creator)),
+                .get_or_create_many(keys, |missing| std::future::ready(creator(missing))),
         )?
     }
 
@@ -440,6 +450,22 @@ impl Cache {
     /// ```
     pub fn clear(&self) -> Result<()> {
         block_on(self.inner.clear())?
+    }
+}
+
+impl Cache {
+    /// The sync read path: a fresh value from memory without entering any
+    /// runtime, else the async read path's engine, run to completion.
+    fn read<T, C>(&self, key: &str, creator: C) -> Result<Arc<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        C: Creator<T>,
+    {
+        #[cfg(feature = "memory")]
+        if let Some(value) = self.inner.try_get_fresh::<T>(key) {
+            return Ok(value);
+        }
+        block_on(self.inner.create(key, creator))?
     }
 }
 

@@ -71,6 +71,9 @@ pub(crate) enum Kind {
     /// A caller waited `hard_timeout` for a creator and had no last good
     /// value to fall back on.
     CreatorTimeout { after: std::time::Duration },
+    /// The task a creator finished in ended without a value: the manager
+    /// was dropped (its background work stops) or its runtime shut down.
+    ShutDown,
     /// A value could not be encoded for a shared backend.
     Encode { message: String },
     /// A region was asked for that the configuration does not define.
@@ -274,6 +277,19 @@ impl Error {
         matches!(self.kind(), Kind::Unavailable { .. })
     }
 
+    /// The cache shut down under the call: its manager was dropped (which
+    /// stops its background work) or its runtime stopped while the call
+    /// waited for a creator running in a task (`soft_timeout`,
+    /// `hard_timeout`).
+    ///
+    /// ```
+    /// let err = tankard::Config::from_flat([("cache.type", "floppy")]).unwrap_err();
+    /// assert!(!err.is_shut_down());
+    /// ```
+    pub fn is_shut_down(&self) -> bool {
+        matches!(self.kind(), Kind::ShutDown)
+    }
+
     /// A value was larger than the region's `max_entry_bytes` once encoded;
     /// nothing was stored.
     ///
@@ -417,6 +433,9 @@ impl fmt::Display for Error {
             Kind::CreatorTimeout { after } => write!(
                 f,
                 "the creator did not finish within hard_timeout ({after:?}) and there was no last good value to serve; raise hard_timeout, or set fail_safe"
+            ),
+            Kind::ShutDown => f.write_str(
+                "the cache shut down (its manager was dropped, or its runtime stopped) before the creator's task finished",
             ),
             Kind::Encode { message } => write!(
                 f,

@@ -3,6 +3,7 @@
 //! or, for `refresh = background`, in a task of its own (rule 9). It is
 //! generic over the storage it protects ([`seam`]): it never sees a region.
 
+mod batch;
 mod context;
 mod creator;
 #[cfg(all(test, feature = "__shuttle"))]
@@ -33,6 +34,7 @@ use crate::options::Refresh;
 use crate::backend::lock::{self, LockGuard};
 use crate::stats::Event;
 use crate::sync;
+pub(crate) use batch::get_or_create_many;
 pub use context::CreatorContext;
 #[cfg(feature = "axum")]
 pub(crate) use creator::Both;
@@ -175,6 +177,29 @@ where
     stored.or_else(|err| call.engine().backend_failed(&err))
 }
 
+/// What a caller holds for a key between deciding to create it and its
+/// creator's end, and what the creation step settles: the generations to
+/// stamp the entry with, the cross-process lock, this process's flight,
+/// and the last good value (a stale or expired entry) to fall back on.
+struct Held<T> {
+    generations: Option<Generations>,
+    guard: Option<LockGuard>,
+    leader: Option<flight::Leader<FlightKey, Outcome>>,
+    fallback: Option<Arc<T>>,
+}
+
+impl<T> Held<T> {
+    /// Nothing held but what a lookup gave: a caller with no lock.
+    fn unlocked(generations: Option<Generations>, fallback: Option<Arc<T>>) -> Held<T> {
+        Held {
+            generations,
+            guard: None,
+            leader: None,
+            fallback,
+        }
+    }
+}
+
 /// The creation step shared by every path: run the creator, store its
 /// value, release the cross-process lock, and hand the outcome to this
 /// process's waiters (if this caller leads a flight). With `fail_safe`, a
@@ -184,18 +209,37 @@ where
 /// retried on every call (rule 5).
 async fn create_and_store<T, S: Storage, Fut>(
     call: &Call<'_, T, S>,
-    generations: Option<Generations>,
+    held: Held<T>,
     creator: Fut,
-    guard: Option<LockGuard>,
-    leader: Option<flight::Leader<FlightKey, Outcome>>,
-    fallback: Option<Arc<T>>,
 ) -> Result<Arc<T>>
 where
     T: Serialize + Send + Sync + 'static,
     Fut: Future<Output = Result<T>>,
 {
+    let outcome = run_creator(call.engine(), S::namespace_name(call.ns), creator).await;
+    settle(call, held, outcome).await
+}
+
+/// The second half of [`create_and_store`], for a creator that has run
+/// (one run may make the values of several keys, see [`batch`]): stores
+/// the value, or with `fail_safe` the last good one in place of a
+/// failure; releases the lock; hands the outcome to this process's
+/// waiters; and continues a creator's panic in its caller.
+async fn settle<T, S: Storage>(
+    call: &Call<'_, T, S>,
+    held: Held<T>,
+    outcome: Result<Made<T>, Failure>,
+) -> Result<Arc<T>>
+where
+    T: Serialize + Send + Sync + 'static,
+{
+    let Held {
+        generations,
+        guard,
+        leader,
+        fallback,
+    } = held;
     let engine = call.engine();
-    let outcome = run_creator(engine, S::namespace_name(call.ns), creator).await;
     // A creator that declined (nothing to store) did not fail.
     let declined =
         matches!(&outcome, Err(Failure::Error(err)) if err.creator_error::<Declined>().is_some());
@@ -266,61 +310,34 @@ where
 /// timeout error). A creator that can be owned goes on in a task and
 /// stores its value; a borrowing one is dropped at the limit, which
 /// releases its lock and lets a waiter take over.
-async fn create<T, S, C>(
-    call: &Call<'_, T, S>,
-    generations: Option<Generations>,
-    creator: C,
-    guard: Option<LockGuard>,
-    leader: Option<flight::Leader<FlightKey, Outcome>>,
-    fallback: Option<Arc<T>>,
-) -> Result<Arc<T>>
+async fn create<T, S, C>(call: &Call<'_, T, S>, held: Held<T>, creator: C) -> Result<Arc<T>>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
     S: Storage,
     C: Creator<T>,
 {
     let engine = call.engine();
-    let soft = engine.soft_timeout.filter(|_| fallback.is_some());
+    let soft = engine.soft_timeout.filter(|_| held.fallback.is_some());
     let Some(limit) = soft.or(engine.hard_timeout) else {
-        let creation = creator.create();
-        return create_and_store(call, generations, creation, guard, leader, fallback).await;
+        return create_and_store(call, held, creator.create()).await;
     };
+    let fallback = held.fallback.clone();
     let spawnable = match spawn_target(call) {
         Some(target) => creator.spawnable().map(|task| (target, task)),
         None => Err(creator),
     };
     let outcome = match spawnable {
         Ok(((runtime, place), task)) => {
-            let finish = finish_in_background(
-                call,
-                runtime,
-                place,
-                generations,
-                task,
-                guard,
-                leader,
-                fallback.clone(),
-            );
+            let finish = finish_in_background(call, runtime, place, held, task);
             match tokio::time::timeout(limit, finish).await {
                 Ok(Ok(Some(result))) => return result,
-                // The manager was dropped under the task, or it panicked
-                // outside the creator (its panics are caught): no value.
-                Ok(_) => return Err(Error::new(Kind::CreatorTimeout { after: limit })),
+                // The manager was dropped under the task, or the runtime
+                // stopped it (the creator's own panics are caught): no value.
+                Ok(_) => return Err(Error::new(Kind::ShutDown)),
                 Err(_) => Err(limit),
             }
         }
-        Err(creator) => {
-            bounded(
-                call,
-                generations,
-                creator,
-                guard,
-                leader,
-                fallback.clone(),
-                limit,
-            )
-            .await
-        }
+        Err(creator) => bounded(call, held, creator, limit).await,
     };
     match outcome {
         Ok(result) => result,
@@ -331,11 +348,8 @@ where
 /// A creator that cannot be owned, run in the caller up to `limit`.
 async fn bounded<T, S, C>(
     call: &Call<'_, T, S>,
-    generations: Option<Generations>,
+    held: Held<T>,
     creator: C,
-    guard: Option<LockGuard>,
-    leader: Option<flight::Leader<FlightKey, Outcome>>,
-    fallback: Option<Arc<T>>,
     limit: Duration,
 ) -> std::result::Result<Result<Arc<T>>, Duration>
 where
@@ -343,7 +357,7 @@ where
     S: Storage,
     C: Creator<T>,
 {
-    let creation = create_and_store(call, generations, creator.create(), guard, leader, fallback);
+    let creation = create_and_store(call, held, creator.create());
     tokio::time::timeout(limit, creation)
         .await
         .map_err(|_| limit)
@@ -371,16 +385,12 @@ fn timed_out<T, S: Storage>(
 /// Runs [`create_and_store`] in a task that owns what it needs, so that
 /// it finishes (stores, releases the lock, answers the waiters) whether or
 /// not its caller still waits; stops when the manager is dropped.
-#[allow(clippy::too_many_arguments)]
 fn finish_in_background<T, S: Storage>(
     call: &Call<'_, T, S>,
     runtime: tokio::runtime::Handle,
     place: OwnedPlace<T>,
-    generations: Option<Generations>,
+    held: Held<T>,
     task: Task<T>,
-    guard: Option<LockGuard>,
-    leader: Option<flight::Leader<FlightKey, Outcome>>,
-    fallback: Option<Arc<T>>,
 ) -> tokio::task::JoinHandle<Option<Result<Arc<T>>>>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -396,7 +406,7 @@ where
             detached: true,
             ..Call::new(&storage, &ns, &key, expire)
         };
-        let work = create_and_store(&call, generations, task, guard, leader, fallback);
+        let work = create_and_store(&call, held, task);
         tokio::select! {
             result = work => Some(result),
             () = shutdown.fired() => None,
@@ -510,11 +520,16 @@ where
                 }
                 Found::Stale(last) | Found::Expired(last) => {
                     engine.count(Event::Miss);
-                    create(call, lookup.generations, creator, None, None, Some(last)).await
+                    create(
+                        call,
+                        Held::unlocked(lookup.generations, Some(last)),
+                        creator,
+                    )
+                    .await
                 }
                 Found::Missing => {
                     engine.count(Event::Miss);
-                    create(call, lookup.generations, creator, None, None, None).await
+                    create(call, Held::unlocked(lookup.generations, None), creator).await
                 }
             };
         };
@@ -713,16 +728,15 @@ where
         Found::Stale(last) | Found::Expired(last) => Some(last),
         _ => fallback,
     };
-    create(
-        call,
-        lookup.generations,
-        creator,
+    let held = Held {
+        generations: lookup.generations,
         guard,
-        Some(leader),
+        leader: Some(leader),
         fallback,
-    )
-    .await
-    .map(|value| Missed::Value(value, "created"))
+    };
+    create(call, held, creator)
+        .await
+        .map(|value| Missed::Value(value, "created"))
 }
 
 /// The span of a caller waiting for another's creator: `on` a flight in
@@ -775,16 +789,13 @@ where
     }
     // This caller waits for the creator: no cached answer, a miss.
     engine.count(Event::Miss);
-    let fallback = Some(stale);
-    create(
-        call,
-        lookup.generations,
-        creator,
-        Some(guard),
-        Some(leader),
-        fallback,
-    )
-    .await
+    let held = Held {
+        generations: lookup.generations,
+        guard: Some(guard),
+        leader: Some(leader),
+        fallback: Some(stale),
+    };
+    create(call, held, creator).await
 }
 
 /// A boxed creator that can run in a task of its own.
@@ -910,17 +921,15 @@ where
         guard.release().await;
         return Ok("found");
     }
-    let fallback = Some(stale);
-    create_and_store(
-        call,
-        lookup.generations,
-        task,
-        Some(guard),
-        Some(leader),
-        fallback,
-    )
-    .await
-    .map(|_| "refreshed")
+    let held = Held {
+        generations: lookup.generations,
+        guard: Some(guard),
+        leader: Some(leader),
+        fallback: Some(stale),
+    };
+    create_and_store(call, held, task)
+        .await
+        .map(|_| "refreshed")
 }
 
 /// Runs the creator and stores nothing (`enabled = false`, or a type

@@ -17,9 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-#[cfg(any(feature = "macros", feature = "axum"))]
-use crate::engine::Creator;
-use crate::engine::{self, Local, Owned};
+use crate::engine::{self, Creator, Local, Owned};
 use crate::error::{Error, Result};
 use crate::region::{Found, NamespaceState, RegionInner};
 
@@ -169,17 +167,8 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = T>,
     {
-        #[cfg(feature = "memory")]
-        if let Some(value) = self.try_get_fresh::<T>(key) {
-            return Ok(value);
-        }
-        // Boxed: the miss path's state machine is large, and inlining it
-        // would make every hit move it around (measured: +180 ns a hit).
-        Box::pin(engine::get_or_create(
-            self.call(key),
-            Local(|| async { Ok(creator().await) }),
-        ))
-        .await
+        self.get_or_create_with(key, Local(|| async { Ok(creator().await) }))
+            .await
     }
 
     /// Like [`get_or_create`](Cache::get_or_create) for a fallible
@@ -206,14 +195,10 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<T, E>>,
     {
-        #[cfg(feature = "memory")]
-        if let Some(value) = self.try_get_fresh::<T>(key) {
-            return Ok(value);
-        }
-        Box::pin(engine::get_or_create(
-            self.call(key),
+        self.get_or_create_with(
+            key,
             Local(|| async { creator().await.map_err(Error::creator_boxed) }),
-        ))
+        )
         .await
     }
 
@@ -245,15 +230,8 @@ impl Cache {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = T> + Send + 'static,
     {
-        #[cfg(feature = "memory")]
-        if let Some(value) = self.try_get_fresh::<T>(key) {
-            return Ok(value);
-        }
-        Box::pin(engine::get_or_create(
-            self.call(key),
-            Owned(|| async move { Ok(creator().await) }),
-        ))
-        .await
+        self.get_or_create_with(key, Owned(|| async move { Ok(creator().await) }))
+            .await
     }
 
     /// [`get_or_try_create`](Cache::get_or_try_create) for a creator that
@@ -276,21 +254,20 @@ impl Cache {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
     {
-        #[cfg(feature = "memory")]
-        if let Some(value) = self.try_get_fresh::<T>(key) {
-            return Ok(value);
-        }
-        Box::pin(engine::get_or_create(
-            self.call(key),
+        self.get_or_create_with(
+            key,
             Owned(|| async move { creator().await.map_err(Error::creator_boxed) }),
-        ))
+        )
         .await
     }
 
-    /// [`get_or_try_create`](Cache::get_or_try_create) for a creator in
-    /// the engine's own terms (see [`engine::Creator`]): what the front
-    /// ends that keep state of their own on a miss (cached functions) use.
-    #[cfg(feature = "macros")]
+    /// The read path of every front end (these methods, [`blocking`],
+    /// cached functions): a fresh value from memory (a memory region's or
+    /// an L1's) at once, else the dog-pile engine with `creator`, a
+    /// creator in the engine's own terms (see [`engine::Creator`]).
+    ///
+    /// [`blocking`]: crate::blocking
+    #[inline]
     pub(crate) async fn get_or_create_with<T, C>(&self, key: &str, creator: C) -> Result<Arc<T>>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -300,6 +277,19 @@ impl Cache {
         if let Some(value) = self.try_get_fresh::<T>(key) {
             return Ok(value);
         }
+        self.create(key, creator).await
+    }
+
+    /// [`get_or_create_with`](Cache::get_or_create_with) past its hit: the
+    /// engine, for a front end that has looked in memory already (the
+    /// sync API, which must look before it enters a runtime).
+    pub(crate) async fn create<T, C>(&self, key: &str, creator: C) -> Result<Arc<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        C: Creator<T>,
+    {
+        // Boxed: the miss path's state machine is large, and inlining it
+        // would make every hit move it around (measured: +180 ns a hit).
         Box::pin(engine::get_or_create(self.call(key), creator)).await
     }
 
@@ -417,6 +407,110 @@ impl Cache {
                 .backend_failed(&err)
                 .map(|()| vec![None; keys.len()]),
         }
+    }
+
+    /// The values under `keys`, in their order, with the missing ones made
+    /// by one call of `creator` (dogpile.cache's `get_or_create_multi`,
+    /// Caffeine's `getAll`). `creator` gets the keys to make, in the order
+    /// given, and returns one value for each, in that order.
+    ///
+    /// The dog-pile rules hold for each key: a fresh value is returned as
+    /// it is; a stale one is served while another caller regenerates it;
+    /// a key that another caller or process is creating is awaited, not
+    /// created twice. `creator` is called once for the keys this call can
+    /// claim, and again, for one key by itself, only if the caller that was
+    /// creating that key gave up (it was cancelled, or the wait for its
+    /// lock ran out).
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let users = cache.namespace("users");
+    /// users.put("1", "ada".to_string()).await?;
+    /// let names = users
+    ///     .get_or_create_many(&["1", "2", "3"], |missing| async move {
+    ///         // One query for the missing ids: here, "2" and "3".
+    ///         assert_eq!(missing, ["2", "3"]);
+    ///         missing.iter().map(|id| format!("user {id}")).collect()
+    ///     })
+    ///     .await?;
+    /// let names: Vec<&str> = names.iter().map(|name| name.as_str()).collect();
+    /// assert_eq!(names, ["ada", "user 2", "user 3"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn get_or_create_many<T, K, F, Fut>(
+        &self,
+        keys: &[K],
+        creator: F,
+    ) -> Result<Vec<Arc<T>>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        K: AsRef<str>,
+        F: Fn(Vec<String>) -> Fut,
+        Fut: Future<Output = Vec<T>>,
+    {
+        self.get_or_try_create_many(keys, |missing| {
+            let made = creator(missing);
+            async move { Ok::<_, std::convert::Infallible>(made.await) }
+        })
+        .await
+    }
+
+    /// [`get_or_create_many`](Cache::get_or_create_many) for a fallible
+    /// creator: its error fails the call, and is handed to the callers
+    /// waiting on any of its keys, as [`get_or_try_create`]'s is. A creator
+    /// that returns another number of values than it was given keys fails
+    /// the same way.
+    ///
+    /// [`get_or_try_create`]: Cache::get_or_try_create
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let ns = cache.namespace("parsed");
+    /// let parsed = ns
+    ///     .get_or_try_create_many(&["1", "2"], |missing| async move {
+    ///         missing.iter().map(|text| text.parse::<u32>()).collect::<Result<Vec<_>, _>>()
+    ///     })
+    ///     .await?;
+    /// assert_eq!((*parsed[0], *parsed[1]), (1, 2));
+    /// let failed = ns
+    ///     .get_or_try_create_many(&["x"], |missing| async move {
+    ///         missing.iter().map(|text| text.parse::<u32>()).collect::<Result<Vec<_>, _>>()
+    ///     })
+    ///     .await;
+    /// assert!(failed.unwrap_err().is_creator());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn get_or_try_create_many<T, K, E, F, Fut>(
+        &self,
+        keys: &[K],
+        creator: F,
+    ) -> Result<Vec<Arc<T>>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        K: AsRef<str>,
+        E: Into<Box<dyn StdError + Send + Sync>>,
+        F: Fn(Vec<String>) -> Fut,
+        Fut: Future<Output = std::result::Result<Vec<T>, E>>,
+    {
+        let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
+        let creator = |missing| {
+            let made = creator(missing);
+            async move { made.await.map_err(Error::creator_boxed) }
+        };
+        Box::pin(engine::get_or_create_many(
+            &self.region,
+            &self.ns,
+            &keys,
+            self.expiry(),
+            creator,
+        ))
+        .await
     }
 
     /// The value under `key`, fresh or stale, with `true` when fresh.
