@@ -14,8 +14,14 @@
 //! - **`l1_expire`**: no copy is served longer than that after it was
 //!   taken, whatever the backplane says;
 //! - **the backplane's state**: while its subscription is down the tier
-//!   is off (messages may be missed), and it is emptied both when the
-//!   connection drops and when it is back.
+//!   is off (messages may be missed): no copy is served or taken, and it
+//!   is emptied when the subscription is back.
+//!
+//! One exception, with `fail_safe` only: while the shared store itself
+//! cannot be reached, the copies this process holds stand in for it (a
+//! fresh one is served, an older one is the last good value if the
+//! creator fails too), since nothing better can be known until it is back.
+//! That is why a lost subscription turns the tier off without emptying it.
 //!
 //! A copy taken from the shared store must not outlive a change that
 //! raced with the read: the generations it is stamped with, and the
@@ -154,11 +160,13 @@ impl Listener for RegionInner {
             l1.live.store(true, Ordering::Release);
             tracing::info!(region = %self.options.name, "backplane connected: L1 on");
         } else {
+            // Off, not emptied: with `fail_safe`, its copies stand in for
+            // the shared store if that is down too (see the module's docs);
+            // they are dropped when the subscription is back.
             l1.live.store(false, Ordering::Release);
-            self.drop_local();
             tracing::warn!(
                 region = %self.options.name,
-                "backplane lost: L1 emptied and off until it reconnects",
+                "backplane lost: L1 off until it reconnects",
             );
         }
     }

@@ -850,8 +850,10 @@ impl RegionInner {
         };
         let at = ns.scope.locate(key);
         let started = std::time::Instant::now();
-        let loaded = round_trip(&self.options.name, ns, "load", backend.load(&at)).await;
-        let loaded = loaded?;
+        let loaded = match round_trip(&self.options.name, ns, "load", backend.load(&at)).await {
+            Ok(loaded) => loaded,
+            Err(err) => return self.lookup_through_outage(ns, key, err),
+        };
         if let Some(size) = loaded.oversized {
             self.count(Event::DecodeError);
             tracing::debug!(
@@ -877,6 +879,55 @@ impl RegionInner {
             found,
             generations: Some(loaded.generations),
         })
+    }
+
+    /// A lookup whose shared store failed: with `fail_safe`, while the
+    /// store cannot be reached, this process's L1 copies stand in for it
+    /// (the failure is counted here, and returned if the region says
+    /// `raise`). A copy still fresh is served; an older one kept by
+    /// `fail_safe` is the last good value, handed out if the creator fails
+    /// too. Anything else is the failure itself.
+    fn lookup_through_outage<T>(
+        &self,
+        ns: &NamespaceState,
+        key: &str,
+        err: Error,
+    ) -> Result<Lookup<T>>
+    where
+        T: Send + Sync + 'static,
+    {
+        #[cfg(feature = "memory")]
+        if self.through_outage(&err)
+            && let Some(tier) = self.l1.as_ref().filter(|tier| tier.is_l1())
+            && let Some(entry) = tier.store.get(&MemKeyRef {
+                namespace: ns.id,
+                key,
+            })
+        {
+            let freshness = entry
+                .meta
+                .freshness(&self.memory_generations(ns), &self.read_policy());
+            if freshness != Freshness::Missing
+                && let Ok(value) = entry.value.downcast::<T>()
+            {
+                self.engine.backend_failed(&err)?;
+                return Ok(Lookup {
+                    found: Found::entry(freshness, value),
+                    generations: None,
+                });
+            }
+        }
+        #[cfg(not(feature = "memory"))]
+        let _ = (ns, key);
+        Err(err)
+    }
+
+    /// Whether the L1 stands in for the shared store after `err`: the
+    /// region keeps last good values (`fail_safe`) and the store could not
+    /// be reached (an error reply or a bad entry says it is up).
+    #[cfg(feature = "memory")]
+    fn through_outage(&self, err: &Error) -> bool {
+        !self.options.fail_safe.is_zero() && (err.is_connection_failure() || err.is_unavailable())
     }
 
     /// The fresh values of several keys of one namespace (`None` for a
@@ -1033,15 +1084,46 @@ impl RegionInner {
         };
         tier.evict(&at);
         if tier.live() {
-            let expire = self.until_due(expire, cost_us);
-            let expire = match (expire, tier.bound) {
-                (Some(expire), Some(bound)) => Some(expire.min(bound)),
-                (expire, bound) => expire.or(bound),
-            };
+            let expire = self.copy_expire(tier, expire, cost_us);
             let before = tier.before();
             self.put_copy(tier, ns, key, value, expire, None, size, before);
         }
         self.publish_key(ns, key).await;
+    }
+
+    /// Keeps a copy of a value the shared store could not take, whether or
+    /// not the tier is live: see [`store`](Self::store).
+    #[cfg(feature = "memory")]
+    fn keep_through_outage<T>(
+        &self,
+        ns: &NamespaceState,
+        key: &str,
+        value: &Arc<T>,
+        expire: Option<Duration>,
+        cost_us: u32,
+    ) where
+        T: Serialize + Send + Sync + 'static,
+    {
+        let Some(tier) = &self.l1 else { return };
+        let expire = self.copy_expire(tier, expire, cost_us);
+        let before = tier.before();
+        let size = encoded_len(&**value);
+        self.put_copy(tier, ns, key, value, expire, None, size, before);
+    }
+
+    /// How long an L1 copy of a value made now is served: until its entry
+    /// is due for an early refresh, and never past `l1_expire`.
+    #[cfg(feature = "memory")]
+    fn copy_expire(
+        &self,
+        tier: &MemoryTier,
+        expire: Option<Duration>,
+        cost_us: u32,
+    ) -> Option<Duration> {
+        match (self.until_due(expire, cost_us), tier.bound) {
+            (Some(expire), Some(bound)) => Some(expire.min(bound)),
+            (expire, bound) => expire.or(bound),
+        }
     }
 
     /// Decodes an entry read from the shared store: what it holds, and its
@@ -1118,6 +1200,59 @@ impl RegionInner {
         let Some(backend) = &self.l2 else {
             return Ok(());
         };
+        let stored = self
+            .store_shared(
+                backend,
+                ns,
+                key,
+                value,
+                expire,
+                cost_us,
+                generations,
+                now_ms,
+            )
+            .await;
+        #[cfg(feature = "memory")]
+        if self.l1.is_some() {
+            match &stored {
+                Ok(size) => {
+                    self.replace_copy(ns, key, value, expire, cost_us, *size)
+                        .await;
+                }
+                // With `fail_safe`, a value made while the store cannot be
+                // reached is kept here (the last good value, and a
+                // fail-safe value's throttle, must outlive the outage), for
+                // at most `l1_expire`, and told to nobody: the others'
+                // copies still match the store.
+                Err(err) if self.through_outage(err) => {
+                    self.keep_through_outage(ns, key, value, expire, cost_us);
+                }
+                // The shared entry did not change, so the other processes'
+                // copies still match it; this process keeps none of a value
+                // the store does not hold.
+                Err(_) => self.evict_copy(ns, key, false).await,
+            }
+        }
+        stored.map(drop)
+    }
+
+    /// [`store`](Self::store)'s write to the shared store: the entry's
+    /// size once stored.
+    #[allow(clippy::too_many_arguments)]
+    async fn store_shared<T>(
+        &self,
+        backend: &Arc<dyn Backend>,
+        ns: &NamespaceState,
+        key: &str,
+        value: &Arc<T>,
+        expire: Option<Duration>,
+        cost_us: u32,
+        generations: Option<Generations>,
+        now_ms: u64,
+    ) -> Result<u64>
+    where
+        T: Serialize + Send + Sync + 'static,
+    {
         let generations = match generations {
             Some(generations) => generations,
             None => backend.generations(&ns.scope).await?,
@@ -1140,7 +1275,7 @@ impl RegionInner {
         if size > self.options.max_entry_bytes {
             return Err(Error::too_large(size, self.options.max_entry_bytes));
         }
-        let stored = round_trip(
+        round_trip(
             &self.options.name,
             ns,
             "store",
@@ -1150,21 +1285,8 @@ impl RegionInner {
                 meta.ttl(now_ms, crate::clock::millis(self.options.fail_safe)),
             ),
         )
-        .await;
-        #[cfg(feature = "memory")]
-        if self.l1.is_some() {
-            match &stored {
-                Ok(()) => {
-                    self.replace_copy(ns, key, value, expire, cost_us, size)
-                        .await;
-                }
-                // The shared entry did not change, so the other processes'
-                // copies still match it; this process keeps none of a value
-                // the store does not hold.
-                Err(_) => self.evict_copy(ns, key, false).await,
-            }
-        }
-        stored
+        .await
+        .map(|()| size)
     }
 
     /// Drops a key's L1 copy here and, with `publish`, in the other

@@ -340,3 +340,72 @@ async fn tls_child() {
     assert_eq!(*ns.get::<u8>("k").await.unwrap().unwrap(), 42);
     println!("tls:ok");
 }
+
+/// Fail-safe through an outage of the store itself: Redis killed while the
+/// creator's own upstream fails too. With an L1, the last good value this
+/// process holds stands in for the dead store: it is served, the creator
+/// is tried again only once `fail_safe_throttle` has passed, and caching
+/// resumes when Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_safe_serves_the_l1_s_last_good_value_while_redis_is_dead() {
+    let mut server = PrivateServer::start(&[]);
+    let config = tankard::Config::from_toml_str(&toml_for(
+        "redis",
+        &server.url(),
+        &unique_prefix("fail-safe-outage"),
+        "l1 = true\nfail_safe = \"1h\"\nfail_safe_throttle = \"30s\"\ntimeout = \"300ms\"",
+    ))
+    .unwrap();
+    let clock = tankard::Clock::manual(1_700_000_000_000);
+    let cache = tankard::CacheManager::with_clock(config, clock.clone()).unwrap();
+    let ns = cache.namespace("reports");
+    let region = cache.default_region();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let upstream_down = |runs: &Arc<AtomicUsize>| {
+        let runs = runs.clone();
+        move || async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Err::<String, _>("the upstream is down")
+        }
+    };
+
+    let made = ns.get_or_create("daily", || async { "v1".to_string() });
+    assert_eq!(*made.await.unwrap(), "v1");
+    server.kill();
+    clock.advance(Duration::from_secs(61));
+
+    // Expired, the store dead, the creator failing: the last good value.
+    let got = ns.get_or_try_create("daily", upstream_down(&runs)).await;
+    assert_eq!(*got.unwrap(), "v1");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(region.stats().fail_safe_served, 1);
+    assert!(region.stats().backend_errors > 0);
+
+    // Within the throttle the creator is not tried again.
+    clock.advance(Duration::from_secs(10));
+    for _ in 0..3 {
+        let got = ns.get_or_try_create("daily", upstream_down(&runs)).await;
+        assert_eq!(*got.unwrap(), "v1");
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "throttled");
+
+    // Past it, one more try, and the last good value again.
+    clock.advance(Duration::from_secs(21));
+    let got = ns.get_or_try_create("daily", upstream_down(&runs)).await;
+    assert_eq!(*got.unwrap(), "v1");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(region.stats().fail_safe_served, 2);
+
+    // A key this process never held has no last good value: the error.
+    let never = ns.get_or_try_create("never", upstream_down(&runs)).await;
+    assert!(never.unwrap_err().is_creator());
+
+    // Redis back, the upstream back: caching resumes.
+    server.spawn();
+    wait_until_cached(&ns, "other").await;
+    clock.advance(Duration::from_secs(31));
+    let got = ns.get_or_create("daily", || async { "v2".to_string() });
+    assert_eq!(*got.await.unwrap(), "v2");
+    let again = ns.get_or_create::<String, _, _>("daily", || async { unreachable!("cached") });
+    assert_eq!(*again.await.unwrap(), "v2");
+}
