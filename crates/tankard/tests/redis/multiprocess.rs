@@ -14,6 +14,7 @@ both!(
     a_cold_key_is_created_once_across_processes,
     a_key_due_for_early_refresh_is_renewed_once_across_processes,
     an_expired_key_is_served_stale_while_one_process_regenerates,
+    soft_timeout_answers_even_the_regenerating_caller_with_the_stale_value,
     a_killed_holder_is_taken_over_after_lock_timeout,
 );
 
@@ -122,6 +123,45 @@ async fn a_key_due_for_early_refresh_is_renewed_once_across_processes(kind: Kind
     assert_eq!(outcome.values.len(), PROCESSES * TASKS, "{outcome:?}");
     assert!(outcome.values.iter().all(|v| v == "seed"), "{outcome:?}");
     assert_eq!(outcome.creator_runs, 1, "{outcome:?}");
+}
+
+async fn soft_timeout_answers_even_the_regenerating_caller_with_the_stale_value(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = toml(
+        kind,
+        &unique_prefix("soft"),
+        "stale = 60\nsoft_timeout = \"100ms\"",
+    );
+    manager(&config)
+        .namespace("stampede")
+        .expire(Duration::ZERO)
+        .put("slow", "stale-seed".to_string())
+        .await
+        .unwrap();
+    // The creator takes ten times the soft limit: the process that
+    // regenerates answers its own caller with the stale value too, and
+    // its creator finishes in a task and stores (the children stay until
+    // they read the new value).
+    let stampede = Stampede {
+        until_renewed: true,
+        ..stampede(config.clone(), "slow", 1000, &dir)
+    };
+    let outcome = run(stampede).await;
+    assert_eq!(outcome.values.len(), PROCESSES * TASKS, "{outcome:?}");
+    assert!(
+        outcome.values.iter().all(|v| v == "stale-seed"),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.creator_runs, 1, "{outcome:?}");
+    let stored = manager(&config)
+        .namespace("stampede")
+        .get::<String>("slow")
+        .await
+        .unwrap();
+    assert!(
+        stored.is_some_and(|v| v.starts_with("created-by-")),
+        "the creator's value is stored"
+    );
 }
 
 /// Starts one stampede child and lets it go at once.
