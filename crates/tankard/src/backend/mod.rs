@@ -44,6 +44,9 @@ pub(crate) mod backplane;
 #[cfg_attr(not(any(feature = "memcached", feature = "redis")), allow(dead_code))]
 pub(crate) mod breaker;
 pub(crate) mod file;
+// `flock` stripes: the creation locks of every store on a local filesystem.
+#[cfg(feature = "file")]
+pub(crate) mod flock;
 pub(crate) mod lock;
 pub(crate) mod memcached;
 pub(crate) mod memory;

@@ -158,7 +158,7 @@ impl Region {
             }
             #[cfg(feature = "file")]
             (LockMode::File, _) => match &options.lock_dir {
-                Some(dir) => Some(Arc::new(crate::backend::file::lock::FileLock::new(
+                Some(dir) => Some(Arc::new(crate::backend::flock::FileLock::new(
                     dir.clone(),
                 ))),
                 None => {
