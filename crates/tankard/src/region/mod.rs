@@ -158,9 +158,7 @@ impl Region {
             }
             #[cfg(feature = "file")]
             (LockMode::File, _) => match &options.lock_dir {
-                Some(dir) => Some(Arc::new(crate::backend::flock::FileLock::new(
-                    dir.clone(),
-                ))),
+                Some(dir) => Some(Arc::new(crate::backend::flock::FileLock::new(dir.clone()))),
                 None => {
                     return Err(Error::config(ConfigError::Missing {
                         key: option_key(&options, "lock_dir"),

@@ -1,0 +1,139 @@
+//! The dog-pile contract across real processes on one LMDB environment
+//! (`type = dbm`): the test binary starts copies of itself (see
+//! `support/stampede.rs`), 8 processes of 4 tasks each.
+
+use std::fs::{File, TryLockError};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::stampede::Stampede;
+
+const PROCESSES: usize = 8;
+const TASKS: usize = 4;
+
+fn config(dir: &Path) -> String {
+    format!(
+        "[cache]\ntype = \"dbm\"\ndata_dir = {:?}\nlock_dir = {:?}\nstale = 600\nexpire = 3600\n",
+        dir.join("data").display().to_string(),
+        dir.join("lock").display().to_string(),
+    )
+}
+
+fn stampede(dir: &Path, key: &str, creator_ms: u64) -> Stampede {
+    Stampede {
+        config_toml: config(dir),
+        region: None,
+        namespace: "multiprocess".into(),
+        key: key.into(),
+        processes: PROCESSES,
+        tasks_per_process: TASKS,
+        creator_ms,
+        counter_file: dir.join("creator-runs"),
+        until_renewed: false,
+    }
+}
+
+/// The stripe files in `lock_dir` that another open file description
+/// (as another process has) could not lock now.
+fn held_stripes(lock_dir: &Path) -> Vec<String> {
+    let Ok(files) = std::fs::read_dir(lock_dir) else {
+        return Vec::new();
+    };
+    files
+        .flatten()
+        .filter(|file| file.file_name().to_string_lossy().starts_with("stripe-"))
+        .filter(|file| {
+            let stripe = File::open(file.path()).unwrap();
+            match stripe.try_lock() {
+                Ok(()) => false,
+                Err(TryLockError::WouldBlock) => true,
+                Err(TryLockError::Error(err)) => panic!("{err}"),
+            }
+        })
+        .map(|file| file.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn a_cold_key_is_created_once_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = stampede(dir.path(), "cold", 300).run();
+    assert_eq!(run.creator_runs, 1, "{run:?}");
+    assert_eq!(run.values.len(), PROCESSES * TASKS, "{run:?}");
+    let first = &run.values[0];
+    assert!(first.starts_with("created-by-"), "{run:?}");
+    assert!(run.values.iter().all(|v| v == first), "{run:?}");
+    assert!(held_stripes(&dir.path().join("lock")).is_empty());
+    eprintln!(
+        "dbm cold stampede: {PROCESSES} processes x {TASKS} tasks, wall {:?} for a 300 ms creator",
+        run.wall
+    );
+}
+
+#[test]
+fn an_expired_key_is_regenerated_once_and_others_get_the_stale_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = stampede(dir.path(), "stale", 1000);
+    // Seed an entry that is stale at once (expire 0) but readable for 600 s.
+    let config = tankard::Config::from_toml_str(&setup.config_toml).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let manager = tankard::CacheManager::new(config).unwrap();
+        let ns = manager.namespace("multiprocess").expire(Duration::ZERO);
+        ns.put("stale", "seeded".to_string()).await.unwrap();
+    });
+    // The creator outlasts every process's first lookup by far, so every
+    // caller but the one regenerating sees the stale entry.
+    let run = setup.run();
+    assert_eq!(run.creator_runs, 1, "{run:?}");
+    let stale = run.values.iter().filter(|v| *v == "seeded").count();
+    let fresh = run
+        .values
+        .iter()
+        .filter(|v| v.starts_with("created-by-"))
+        .count();
+    assert_eq!(
+        (stale, fresh),
+        (PROCESSES * TASKS - 1, 1),
+        "every other caller got the stale value: {run:?}"
+    );
+}
+
+#[test]
+fn a_killed_holder_s_lock_is_taken_over_and_nothing_is_left_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock_dir = dir.path().join("lock");
+    // A holder that would create for a minute, caught in its creator
+    // (which it only enters holding the stripe's flock)...
+    let orphan = stampede(dir.path(), "orphan", 60_000);
+    let mut holder = orphan.start_one();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let started = std::fs::read_to_string(&orphan.counter_file).is_ok_and(|s| !s.is_empty());
+        if started {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the holder never ran its creator"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(held_stripes(&lock_dir).len(), 1, "the holder's stripe");
+    // ...dies holding it, without releasing anything.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(
+        held_stripes(&lock_dir).is_empty(),
+        "the kernel released the dead holder's flock"
+    );
+
+    let run = stampede(dir.path(), "orphan", 100).run();
+    // One run by the dead holder, exactly one more by its successors.
+    assert_eq!(run.creator_runs, 2, "{run:?}");
+    assert_eq!(run.values.len(), PROCESSES * TASKS, "{run:?}");
+    let first = &run.values[0];
+    assert!(first.starts_with("created-by-"), "{run:?}");
+    assert!(run.values.iter().all(|v| v == first), "{run:?}");
+    assert!(held_stripes(&lock_dir).is_empty(), "no lock left behind");
+}
