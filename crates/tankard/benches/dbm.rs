@@ -126,7 +126,7 @@ fn main() {
     let file_hit = hit(&file_ns);
     let hop = time(&keys, &|_| {
         runtime
-            .block_on(tokio::task::spawn_blocking(|| black_box(1)))
+            .block_on(async { tokio::task::spawn_blocking(|| black_box(1)).await })
             .unwrap();
     });
     let put_keys = &keys[..100];
