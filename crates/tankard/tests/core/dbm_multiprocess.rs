@@ -137,3 +137,97 @@ fn a_killed_holder_s_lock_is_taken_over_and_nothing_is_left_behind() {
     assert!(run.values.iter().all(|v| v == first), "{run:?}");
     assert!(held_stripes(&lock_dir).is_empty(), "no lock left behind");
 }
+
+/// A value of about 16 KiB: four pages of the map and more.
+fn big(tag: usize) -> String {
+    format!("{tag}-{}", "x".repeat(16 * 1024))
+}
+
+/// Entry point of the reader process of the test below: opens the
+/// environment `TANKARD_DBM_ENV` with heed, begins a read transaction and
+/// keeps it open until killed.
+#[test]
+#[ignore = "child process of a_killed_reader_does_not_pin_the_map; started by it"]
+#[allow(unsafe_code)]
+fn dbm_reader_child() {
+    let path = std::env::var("TANKARD_DBM_ENV").expect("run only by its parent test");
+    let mut options = heed::EnvOpenOptions::new().read_txn_without_tls();
+    options.max_dbs(2);
+    // SAFETY: an environment LMDB shares with the parent process under its
+    // own locks; nothing else writes its files.
+    let env = unsafe { options.open(&path) }.expect("open the environment");
+    let txn = env.read_txn().expect("read transaction");
+    println!("reader:ready");
+    std::thread::sleep(Duration::from_secs(120));
+    drop(txn);
+}
+
+#[tokio::test]
+async fn a_killed_reader_does_not_pin_the_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let config = tankard::Config::from_flat([
+        ("cache.type", "dbm"),
+        ("cache.data_dir", data.as_str()),
+        ("cache.max_bytes", "262144"),
+        ("cache.on_backend_error", "error"),
+    ])
+    .unwrap();
+    let manager = tankard::CacheManager::new(config).unwrap();
+    let ns = manager.namespace("n");
+    ns.put("k", big(0)).await.unwrap();
+    let env = std::fs::read_dir(dir.path().join("data"))
+        .unwrap()
+        .flatten()
+        .map(|item| item.path())
+        .find(|path| path.extension().is_some_and(|e| e == "lmdb"))
+        .unwrap();
+
+    // Another process reads the environment as it is now...
+    let mut reader = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "dbm_multiprocess::dbm_reader_child",
+            "--nocapture",
+        ])
+        .env("TANKARD_DBM_ENV", &env)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(reader.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("reader:ready") {
+        line.clear();
+        let read = std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        assert!(read > 0, "the reader exited before it was ready");
+    }
+    // ...so no page freed from then on can be reused while it lives:
+    // rewriting one entry soon fills the map.
+    let mut full = None;
+    for i in 1..200 {
+        if let Err(err) = ns.put("k", big(i)).await {
+            full = Some(err);
+            break;
+        }
+    }
+    let full = full.expect("a live reader pins the pages it can see");
+    assert!(full.to_string().contains("is full"), "{full}");
+
+    // Killed, it leaves its reader slot behind; the store clears it, and
+    // rewriting goes on as long as it likes.
+    reader.kill().unwrap();
+    reader.wait().unwrap();
+    for i in 200..400 {
+        ns.put("k", big(i))
+            .await
+            .unwrap_or_else(|err| panic!("rewrite {i}: {err}"));
+    }
+    assert!(
+        ns.get::<String>("k")
+            .await
+            .unwrap()
+            .unwrap()
+            .starts_with("399-")
+    );
+}
