@@ -5,6 +5,7 @@
 //!   transaction, the get, a copy out of the map) of values of the same
 //!   size in an environment of the same shape;
 //! - the same hit on a file region;
+//! - what the harness's `block_on` adds to each tankard figure;
 //! - what a hop to the blocking pool costs (an empty `spawn_blocking`),
 //!   the price a read would pay if it left the calling thread;
 //! - a `put`, which does take that hop (a write waits for LMDB's writer
@@ -124,6 +125,10 @@ fn main() {
     };
     let dbm_hit = hit(&dbm_ns);
     let file_hit = hit(&file_ns);
+    // What the harness adds to every tankard figure: one `block_on`.
+    let block_on = time(&keys, &|k| {
+        black_box(runtime.block_on(async { black_box(k.len()) }));
+    });
     let hop = time(&keys, &|_| {
         runtime
             .block_on(async { tokio::task::spawn_blocking(|| black_box(1)).await })
@@ -152,6 +157,11 @@ fn main() {
         Some(("raw heed", raw)),
     );
     println!("\ndbm hit vs file hit: {:.2}×", dbm_hit / file_hit);
+    row(
+        "`block_on` of a ready future (in each tankard figure)",
+        block_on,
+        Some(("raw heed", raw)),
+    );
     row(
         "an empty `spawn_blocking` hop",
         hop,
