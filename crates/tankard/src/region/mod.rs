@@ -444,8 +444,8 @@ impl Region {
     }
 
     /// Removes entries that can no longer be served, even as stale, and
-    /// says how many. Servers expire entries themselves; the file and
-    /// memory backends need this (`tankard gc` calls it). On the file
+    /// says how many. Servers expire entries themselves; the file, dbm
+    /// and memory backends need this (`tankard gc` calls it). On the file
     /// backend it also removes the temporary files of writers that crashed
     /// mid-write, once they are 10 minutes old (a live writer renames its
     /// file within milliseconds).
