@@ -126,7 +126,11 @@ fn main() {
     let dbm_hit = hit(&dbm_ns);
     // `cargo bench --bench dbm hit`: the dbm hit alone (for a profiler).
     if std::env::args().skip(1).any(|a| a == "hit") {
-        row("tankard dbm `get_or_create` (hit)", dbm_hit, Some(("raw heed", raw)));
+        row(
+            "tankard dbm `get_or_create` (hit)",
+            dbm_hit,
+            Some(("raw heed", raw)),
+        );
         return;
     }
     let file_hit = hit(&file_ns);

@@ -81,7 +81,14 @@ pub(crate) struct DbmBackend {
     fail_safe_ms: u64,
     /// The region's `max_bytes` key, as the map-full error names it.
     max_bytes_key: String,
+    /// Each namespace's generations as last read, with the snapshot (the
+    /// read transaction's id) they were read in: while no commit has
+    /// happened since, a lookup need not read them again.
+    seen: Mutex<HashMap<Box<str>, (usize, Generations)>>,
 }
+
+/// Namespaces [`DbmBackend::seen`] remembers before it starts afresh.
+const SEEN_NAMESPACES: usize = 1024;
 
 /// Opens the LMDB store of a region. The environment itself is opened on
 /// first use, so a `data_dir` that cannot be written makes the region
@@ -99,6 +106,7 @@ pub(crate) fn open(options: &RegionOptions) -> Result<Arc<dyn Backend>> {
         max_entry_bytes: options.max_entry_bytes,
         fail_safe_ms: u64::try_from(options.fail_safe.as_millis()).unwrap_or(u64::MAX),
         max_bytes_key: option_key(options, "max_bytes"),
+        seen: Mutex::default(),
     }))
 }
 
@@ -514,10 +522,29 @@ impl Backend for DbmBackend {
         // One read transaction: the generations and every entry are of
         // one snapshot. A read never waits for a lock, so it runs here.
         let txn = shared.read()?;
-        let Some(generations) = shared.generations(&txn, first.scope)? else {
-            drop(txn);
-            let generations = Self::read_generations(shared, first.scope)?;
-            return self.read_entries(shared, &*shared.read()?, at, generations);
+        let snapshot = txn.id();
+        let namespace = first.scope.generation_key.as_str();
+        let seen = lock(&self.seen)
+            .get(namespace)
+            .filter(|(at, _)| *at == snapshot)
+            .map(|(_, generations)| *generations);
+        let generations = match seen {
+            Some(generations) => generations,
+            None => match shared.generations(&txn, first.scope)? {
+                Some(generations) => {
+                    let mut seen = lock(&self.seen);
+                    if seen.len() >= SEEN_NAMESPACES {
+                        seen.clear();
+                    }
+                    seen.insert(namespace.into(), (snapshot, generations));
+                    generations
+                }
+                None => {
+                    drop(txn);
+                    let generations = Self::read_generations(shared, first.scope)?;
+                    return self.read_entries(shared, &*shared.read()?, at, generations);
+                }
+            },
         };
         self.read_entries(shared, &txn, at, generations)
     }
