@@ -613,7 +613,7 @@ fn backend_type_spellings() {
 fn bad_backend_type() {
     assert_eq!(
         err(Config::from_flat([("cache.type", "floppy")])),
-        r#"cache.type: "floppy" is not a backend type; expected one of memory, file, ext:memcached, ext:redis, ext:rediscluster, null"#
+        r#"cache.type: "floppy" is not a backend type; expected one of memory, file, dbm, ext:memcached, ext:redis, ext:rediscluster, null"#
     );
 }
 
