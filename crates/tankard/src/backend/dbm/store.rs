@@ -179,24 +179,8 @@ impl Shared {
         // A process killed mid-read leaves its reader slot; clear those
         // of dead processes before anything reads.
         let _ = env.clear_stale_readers();
-        let wtxn = env
-            .write_txn()
-            .map_err(|err| lmdb_error("open", &path, err))?;
-        let (entries, generations) = match env
-            .create_databases_and_commit(wtxn, |opener, wtxn| -> heed::Result<_> {
-                let entries = opener.create_database::<Bytes, Bytes>(wtxn, Some("entries"))?;
-                let generations =
-                    opener.create_database::<Bytes, Bytes>(wtxn, Some("generations"))?;
-                Ok(CommitOrAbort::<_, Infallible>::Commit((
-                    entries,
-                    generations,
-                )))
-            })
-            .map_err(|err| lmdb_error("open", &path, err))?
-        {
-            CommitOrAbort::Commit(dbs) => dbs,
-            CommitOrAbort::Abort(never) => match never {},
-        };
+        let (entries, generations) =
+            databases(&env).map_err(|err| lmdb_error("open", &path, err))?;
         let shared = Arc::new(Shared {
             env,
             entries,
@@ -384,6 +368,35 @@ impl Shared {
             txn.commit().map_err(|err| self.error("purge", err))?;
         }
         Ok(purged)
+    }
+}
+
+/// The environment's two databases: opened in a read transaction when
+/// they exist (a read waits for nobody), created in a write transaction
+/// (which waits for any other process's writer) the first time.
+fn databases(env: &Env<WithoutTls>) -> heed::Result<(Rows, Rows)> {
+    let rtxn = env.read_txn()?;
+    let opened = env.open_databases_and_commit(rtxn, |opener, rtxn| -> heed::Result<_> {
+        let entries = opener.open_database::<Bytes, Bytes>(rtxn, Some("entries"))?;
+        let generations = opener.open_database::<Bytes, Bytes>(rtxn, Some("generations"))?;
+        Ok(CommitOrAbort::<_, Infallible>::Commit(
+            entries.zip(generations),
+        ))
+    })?;
+    if let CommitOrAbort::Commit(Some(dbs)) = opened {
+        return Ok(dbs);
+    }
+    let wtxn = env.write_txn()?;
+    match env.create_databases_and_commit(wtxn, |opener, wtxn| -> heed::Result<_> {
+        let entries = opener.create_database::<Bytes, Bytes>(wtxn, Some("entries"))?;
+        let generations = opener.create_database::<Bytes, Bytes>(wtxn, Some("generations"))?;
+        Ok(CommitOrAbort::<_, Infallible>::Commit((
+            entries,
+            generations,
+        )))
+    })? {
+        CommitOrAbort::Commit(dbs) => Ok(dbs),
+        CommitOrAbort::Abort(never) => match never {},
     }
 }
 
