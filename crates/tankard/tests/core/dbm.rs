@@ -399,32 +399,5 @@ async fn managers_of_one_process_share_one_environment() {
 #[cfg(feature = "dbm")]
 #[tokio::test]
 async fn an_unusable_data_dir_is_bypassed_or_reported() {
-    // A directory below a regular file can never be created, even by root.
-    let dir = tempfile::tempdir().unwrap();
-    let blocker = dir.path().join("file");
-    std::fs::write(&blocker, b"x").unwrap();
-    let bad = blocker.join("data").display().to_string();
-    let config = |on_error: &str| {
-        Config::from_flat([
-            ("cache.type", "dbm"),
-            ("cache.data_dir", bad.as_str()),
-            ("cache.on_backend_error", on_error),
-        ])
-        .unwrap()
-    };
-    let manager = CacheManager::new(config("bypass")).unwrap();
-    let ns = manager.namespace("n");
-    for _ in 0..2 {
-        let v = ns.get_or_create("k", || async { 5u8 }).await.unwrap();
-        assert_eq!(*v, 5, "bypass: the creator's value is returned");
-    }
-    assert!(manager.default_region().stats().backend_errors >= 2);
-    let strict = CacheManager::new(config("error")).unwrap();
-    let err = strict
-        .namespace("n")
-        .get_or_create("k", || async { 5u8 })
-        .await
-        .unwrap_err();
-    assert!(err.is_backend());
-    assert!(err.to_string().contains("cache.data_dir"), "{err}");
+    crate::file::unusable_data_dir_is_bypassed_or_reported("dbm").await;
 }

@@ -84,13 +84,20 @@ async fn a_deleted_data_dir_is_recreated_on_the_next_write() {
 
 #[tokio::test]
 async fn an_unusable_data_dir_is_bypassed_or_reported() {
+    unusable_data_dir_is_bypassed_or_reported("file").await;
+}
+
+/// A store of `kind` under a `data_dir` that cannot be made: with
+/// `bypass`, the creator's value every time; with `error`, an error that
+/// names the key.
+pub(crate) async fn unusable_data_dir_is_bypassed_or_reported(kind: &str) {
     // A directory below a regular file can never be created, even by root.
     let dir = tempfile::tempdir().unwrap();
     let blocker = dir.path().join("file");
     std::fs::write(&blocker, b"x").unwrap();
     let bad = blocker.join("data").display().to_string();
     let manager = CacheManager::new(
-        Config::from_flat([("cache.type", "file"), ("cache.data_dir", bad.as_str())]).unwrap(),
+        Config::from_flat([("cache.type", kind), ("cache.data_dir", bad.as_str())]).unwrap(),
     )
     .unwrap();
     let ns = manager.namespace("n");
@@ -104,7 +111,7 @@ async fn an_unusable_data_dir_is_bypassed_or_reported() {
 
     let strict = CacheManager::new(
         Config::from_flat([
-            ("cache.type", "file"),
+            ("cache.type", kind),
             ("cache.data_dir", bad.as_str()),
             ("cache.on_backend_error", "error"),
         ])
