@@ -3,11 +3,16 @@
 //! damaged and oversized rows are misses, `gc` and `stats`, and several
 //! managers of one process share one environment.
 
+#[cfg(feature = "dbm")]
 use std::path::{Path, PathBuf};
+#[cfg(feature = "dbm")]
 use std::time::Duration;
 
-use tankard::{CacheManager, Clock, Config, Invalidation};
+use tankard::Config;
+#[cfg(feature = "dbm")]
+use tankard::{CacheManager, Clock, Invalidation};
 
+#[cfg(feature = "dbm")]
 use crate::conformance::{START_MS, fixture};
 
 fn err(result: tankard::Result<Config>) -> String {
