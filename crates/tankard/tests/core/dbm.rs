@@ -406,3 +406,17 @@ async fn managers_of_one_process_share_one_environment() {
 async fn an_unusable_data_dir_is_bypassed_or_reported() {
     crate::file::unusable_data_dir_is_bypassed_or_reported("dbm").await;
 }
+
+/// Stripes are reentrant on dbm too (DESIGN §5 rule 7): the same
+/// `flock` stripes as the file store.
+#[cfg(feature = "dbm")]
+#[tokio::test]
+async fn a_creator_may_call_a_key_on_its_own_stripe_without_waiting() {
+    crate::file::creator_calls_a_key_on_its_own_stripe("dbm").await;
+}
+
+#[cfg(feature = "dbm")]
+#[tokio::test(start_paused = true)]
+async fn two_managers_in_one_process_create_a_key_once() {
+    crate::file::two_managers_create_a_key_once("dbm").await;
+}
