@@ -1,9 +1,9 @@
 //! Faults of the file backend (and, through `kill_writers`, of dbm) with
 //! real processes: writers SIGKILLed mid-write. The test binary starts
-//! copies of itself as writers (the
-//! ignored test `file_faults::writer_child`), each writing large values to
-//! the same few keys in a loop, and kills them at varying moments while
-//! this process reads those keys.
+//! copies of itself as writers (the ignored test
+//! `file_faults::writer_child`), each writing large values to the same
+//! few keys in a loop, and kills them at varying moments while this
+//! process reads those keys.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
