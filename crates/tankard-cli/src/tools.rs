@@ -27,7 +27,7 @@ fn shared(region: &Region) -> Outcome<&Region> {
     if region.in_process() {
         return Err(Failure::User(format!(
             "region {} keeps its entries in memory, inside the process that uses it; \
-             tankard can reach only shared backends (file, memcached, redis, redis-cluster)",
+             tankard can reach only shared backends (file, dbm, memcached, redis, redis-cluster)",
             region.name()
         )));
     }
@@ -132,12 +132,16 @@ fn applies(o: &RegionOptions, key: &str) -> bool {
         "type" | "enabled" => true,
         // Stores nothing: nothing else is read.
         _ if kind == BackendKind::Null => false,
-        "data_dir" => kind == BackendKind::File,
-        "lock_dir" => kind == BackendKind::File || o.lock == LockMode::File,
+        "data_dir" => matches!(kind, BackendKind::File | BackendKind::Dbm),
+        "lock_dir" => {
+            matches!(kind, BackendKind::File | BackendKind::Dbm) || o.lock == LockMode::File
+        }
         // A remote operation's limit, the circuit breaker, a server-held lock.
         "url" | "timeout" | "retry_after" | "lock_timeout" => server,
-        // The memory backend's bounds (and those of a cached function's map there).
-        "max_entries" | "max_bytes" => kind == BackendKind::Memory,
+        // The memory backend's bounds (and those of a cached function's map
+        // there); `max_bytes` is also a dbm region's map size.
+        "max_entries" => kind == BackendKind::Memory,
+        "max_bytes" => matches!(kind, BackendKind::Memory | BackendKind::Dbm),
         // What an encoded entry and its stored key are made of.
         "key_length" | "max_entry_bytes" | "secret" | "prefix" | "l1" => shared,
         "l1_max_entries" | "l1_max_bytes" | "l1_expire" | "backplane" => shared && o.l1,

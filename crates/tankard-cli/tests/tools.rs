@@ -883,3 +883,63 @@ mod l1 {
         both_miss(&a, &b, "`tankard invalidate KEY`").await;
     }
 }
+
+/// `tankard check`, `gc` and `stats` on a dbm region whose environment
+/// this process has open too (two processes on one LMDB environment).
+#[cfg(feature = "dbm")]
+#[tokio::test]
+async fn check_gc_and_stats_work_on_a_dbm_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tankard.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[cache]\nregions = [\"shared\"]\n\n[cache.shared]\ntype = \"dbm\"\n\
+             data_dir = \"{}\"\nmax_bytes = 1073741824\nexpire = \"10m\"\n",
+            dir.path().join("cache").display()
+        ),
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let cache = CacheManager::new(Config::from_file(&file).unwrap()).unwrap();
+    let shared = cache.region("shared").unwrap();
+    let views = shared.namespace("views");
+    views.put("page", "hello page".to_string()).await.unwrap();
+    views.put("numbers", vec![1u32, 2, 3]).await.unwrap();
+    // Dead on arrival: no expiry left and no stale grace, so gc removes it.
+    shared
+        .namespace("old")
+        .expire(std::time::Duration::ZERO)
+        .put("gone", 1u8)
+        .await
+        .unwrap();
+
+    let (code, out, err) = run(dir.path(), &["check", f]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("data_dir") && out.contains("max_bytes") && !out.contains("url"),
+        "{out}"
+    );
+
+    let (code, out, err) = run(dir.path(), &["gc", "--config", f]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("shared (dbm): removed 1 expired entries"),
+        "{out}"
+    );
+    assert_eq!(shared.usage().await.unwrap().entries, Some(2));
+    assert_eq!(
+        *views.get::<String>("page").await.unwrap().unwrap(),
+        "hello page",
+        "live entries stay"
+    );
+
+    let (code, out, err) = run(dir.path(), &["stats", "--config", f, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let region = &json["regions"]["shared"];
+    assert_eq!(region["backend"], "dbm");
+    assert_eq!(region["reachable"], true);
+    assert_eq!(region["entries"].as_u64(), Some(2));
+    assert!(region["bytes"].as_u64().unwrap() > 0, "{region}");
+}

@@ -84,6 +84,7 @@
 //! | `memcached` | | memcached regions (`type = ext:memcached`): several servers, rendezvous hashing | tokio's `net` and `io-util` (an own small client) |
 //! | `redis` | | Redis and Redis Cluster regions, and the Redis backplane of the L1 tier | the `redis` crate |
 //! | `redis-tls` | | `rediss://` URLs for `redis` (implies it) | rustls and ring |
+//! | `dbm` | | LMDB regions (`type = dbm`): an environment per region, shared by the processes of a host | heed, and LMDB's C source compiled by `cc` |
 //! | `axum` | | [`web`]: the page-caching tower layer and the manager as axum state | axum-core, http, tower-layer |
 //!
 //! The binary `tankard` (crate `tankard-cli`: `cargo install --path

@@ -32,9 +32,10 @@ pub struct RegionOptions {
     /// duration key it takes seconds (`30`, `2.5`) or a unit (`250ms`,
     /// `20m`, `1h`); at most 100 years.
     pub expire: Option<Duration>,
-    /// Key `data_dir`: where the file backend keeps entries.
+    /// Key `data_dir`: where the file backend keeps entries, and where the
+    /// dbm backend puts the region's LMDB environment.
     pub data_dir: Option<PathBuf>,
-    /// Key `lock_dir`: where creation locks live (file backend); defaults to
+    /// Key `lock_dir`: where creation locks live (file and dbm backends); defaults to
     /// `<data_dir>/.locks`.
     pub lock_dir: Option<PathBuf>,
     /// Key `url`: server address(es), checked by the region's store.
@@ -72,8 +73,9 @@ pub struct RegionOptions {
     pub max_entry_bytes: u64,
     /// Key `max_entries`: bound of the memory backend by count (at most 10⁹).
     pub max_entries: Option<u64>,
-    /// Key `max_bytes`: bound of the memory backend by encoded size (at most
-    /// 1 TiB).
+    /// Key `max_bytes`: bound of the memory backend by encoded size, and
+    /// the LMDB map size of a dbm region (default 1 GiB, at least 256 KiB;
+    /// at most 1 TiB).
     pub max_bytes: Option<u64>,
     /// Key `secret`: when set, entries are authenticated with HMAC-SHA256.
     pub secret: Option<Secret>,
@@ -134,7 +136,7 @@ pub struct RegionOptions {
     pub fail_safe_throttle: Duration,
     /// Key `l1`: an in-process memory tier in front of the region's shared
     /// store; a boolean, default `false`. Only shared types
-    /// take it (file, memcached, redis, redis-cluster): on a
+    /// take it (file, dbm, memcached, redis, redis-cluster): on a
     /// `memory` or `null` region it is a config error.
     ///
     /// ```
@@ -198,8 +200,8 @@ pub enum BackendKind {
     Memory,
     /// `file`: one file per key under `data_dir`.
     File,
-    /// `dbm`: Beaker's name for an embedded store shared by processes; not
-    /// built in this version (a config naming it is refused, saying so).
+    /// `dbm`: an LMDB environment per region under `data_dir`, shared by
+    /// the processes of one host (cargo feature `dbm`).
     Dbm,
     /// `ext:memcached` or `memcached`.
     Memcached,

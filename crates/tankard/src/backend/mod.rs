@@ -28,7 +28,7 @@ use crate::options::{BackendKind, RegionOptions, option_key};
 /// lands past every value it held before, and the entries stamped with
 /// those stay invisible. (The coarse millisecond clock could hand out the
 /// very value the counter started at a few milliseconds earlier.)
-#[cfg(any(feature = "memcached", feature = "redis"))]
+#[cfg(any(feature = "memcached", feature = "redis", feature = "dbm"))]
 pub(crate) fn generation_start() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -43,7 +43,11 @@ pub(crate) mod backplane;
 // does not depend on any store.
 #[cfg_attr(not(any(feature = "memcached", feature = "redis")), allow(dead_code))]
 pub(crate) mod breaker;
+pub(crate) mod dbm;
 pub(crate) mod file;
+// `flock` stripes: the creation locks of every store on a local filesystem.
+#[cfg(any(feature = "file", feature = "dbm"))]
+pub(crate) mod flock;
 pub(crate) mod lock;
 pub(crate) mod memcached;
 pub(crate) mod memory;
@@ -59,6 +63,7 @@ const STORES: &[Store] = &[
     null::STORE,
     memory::STORE,
     file::STORE,
+    dbm::STORE,
     memcached::STORE,
     redis::STORE,
     redis::CLUSTER,
@@ -168,7 +173,7 @@ impl OptionProblem {
 }
 
 /// The store that serves a `type`: every type has one, built or not,
-/// except those Tankard does not have yet (`dbm`, `database`).
+/// except those Tankard does not have yet (`database`).
 pub(crate) fn store(kind: BackendKind) -> Option<&'static Store> {
     STORES.iter().find(|store| store.kind == kind)
 }

@@ -830,7 +830,7 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
                     key,
                     raw,
                     "is not a backend type",
-                    "one of memory, file, ext:memcached, ext:redis, ext:rediscluster, null",
+                    "one of memory, file, dbm, ext:memcached, ext:redis, ext:rediscluster, null",
                 )
             })?;
         }

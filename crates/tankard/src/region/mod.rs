@@ -158,9 +158,7 @@ impl Region {
             }
             #[cfg(feature = "file")]
             (LockMode::File, _) => match &options.lock_dir {
-                Some(dir) => Some(Arc::new(crate::backend::file::lock::FileLock::new(
-                    dir.clone(),
-                ))),
+                Some(dir) => Some(Arc::new(crate::backend::flock::FileLock::new(dir.clone()))),
                 None => {
                     return Err(Error::config(ConfigError::Missing {
                         key: option_key(&options, "lock_dir"),
@@ -446,8 +444,8 @@ impl Region {
     }
 
     /// Removes entries that can no longer be served, even as stale, and
-    /// says how many. Servers expire entries themselves; the file and
-    /// memory backends need this (`tankard gc` calls it). On the file
+    /// says how many. Servers expire entries themselves; the file, dbm
+    /// and memory backends need this (`tankard gc` calls it). On the file
     /// backend it also removes the temporary files of writers that crashed
     /// mid-write, once they are 10 minutes old (a live writer renames its
     /// file within milliseconds).

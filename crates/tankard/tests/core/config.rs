@@ -613,7 +613,7 @@ fn backend_type_spellings() {
 fn bad_backend_type() {
     assert_eq!(
         err(Config::from_flat([("cache.type", "floppy")])),
-        r#"cache.type: "floppy" is not a backend type; expected one of memory, file, ext:memcached, ext:redis, ext:rediscluster, null"#
+        r#"cache.type: "floppy" is not a backend type; expected one of memory, file, dbm, ext:memcached, ext:redis, ext:rediscluster, null"#
     );
 }
 
@@ -837,13 +837,12 @@ fn redis_cluster_seeds() {
     assert_eq!(cfg!(feature = "redis"), result.is_ok());
 }
 
-/// Beaker's `dbm` and `ext:database` are names a config may carry, but
-/// Tankard does not have those stores yet: the error says so, names the
-/// key, and lists what there is, before any option of theirs is read.
+/// Beaker's `ext:database` is a name a config may carry, but Tankard
+/// does not have that store yet: the error says so, names the key, and
+/// lists what there is, before any option of its is read.
 #[test]
 fn types_not_built_yet_say_so() {
     for (ty, url) in [
-        ("dbm", None),
         ("ext:database", Some("postgres://h/db")),
         ("database", None),
     ] {
@@ -856,7 +855,7 @@ fn types_not_built_yet_say_so() {
         assert_eq!(
             err(Config::from_flat(pairs)),
             format!(
-                "cache.r.type: {ty:?} is not built in this version of tankard; expected one of null, memory, file, memcached, redis, redis-cluster"
+                "cache.r.type: {ty:?} is not built in this version of tankard; expected one of null, memory, file, dbm, memcached, redis, redis-cluster"
             )
         );
     }
@@ -1428,7 +1427,7 @@ fn tiered_is_gone_and_says_to_use_l1() {
 fn l1_on_a_memory_or_null_region_is_refused() {
     let problem = |backend: &str| {
         format!(
-            "\"true\" is not available for the {backend} backend: l1 is for shared stores (file, memcached, redis, redis-cluster); expected l1 = false for this region, or a shared type"
+            "\"true\" is not available for the {backend} backend: l1 is for shared stores (file, dbm, memcached, redis, redis-cluster); expected l1 = false for this region, or a shared type"
         )
     };
     assert_eq!(

@@ -84,13 +84,20 @@ async fn a_deleted_data_dir_is_recreated_on_the_next_write() {
 
 #[tokio::test]
 async fn an_unusable_data_dir_is_bypassed_or_reported() {
+    unusable_data_dir_is_bypassed_or_reported("file").await;
+}
+
+/// A store of `kind` under a `data_dir` that cannot be made: with
+/// `bypass`, the creator's value every time; with `error`, an error that
+/// names the key.
+pub(crate) async fn unusable_data_dir_is_bypassed_or_reported(kind: &str) {
     // A directory below a regular file can never be created, even by root.
     let dir = tempfile::tempdir().unwrap();
     let blocker = dir.path().join("file");
     std::fs::write(&blocker, b"x").unwrap();
     let bad = blocker.join("data").display().to_string();
     let manager = CacheManager::new(
-        Config::from_flat([("cache.type", "file"), ("cache.data_dir", bad.as_str())]).unwrap(),
+        Config::from_flat([("cache.type", kind), ("cache.data_dir", bad.as_str())]).unwrap(),
     )
     .unwrap();
     let ns = manager.namespace("n");
@@ -104,7 +111,7 @@ async fn an_unusable_data_dir_is_bypassed_or_reported() {
 
     let strict = CacheManager::new(
         Config::from_flat([
-            ("cache.type", "file"),
+            ("cache.type", kind),
             ("cache.data_dir", bad.as_str()),
             ("cache.on_backend_error", "error"),
         ])
@@ -237,10 +244,10 @@ async fn two_managers_share_entries_clears_and_invalidations() {
 
 /// A manager on the fixture's directories, as a second part of the same
 /// process (another region, another library) would open them.
-fn same_dirs(f: &crate::conformance::Fixture) -> CacheManager {
+fn same_dirs(f: &crate::conformance::Fixture, kind: &str) -> CacheManager {
     let at = |dir: &str| f.dir.path().join(dir).display().to_string();
     let config = Config::from_flat([
-        ("cache.type", "file".to_owned()),
+        ("cache.type", kind.to_owned()),
         ("cache.data_dir", at("data")),
         ("cache.lock_dir", at("lock")),
     ])
@@ -255,8 +262,14 @@ fn same_dirs(f: &crate::conformance::Fixture) -> CacheManager {
 /// whether that key is in its own region or in another manager's.
 #[tokio::test]
 async fn a_creator_may_call_a_key_on_its_own_stripe_without_waiting() {
-    let f = fixture("file", &[]);
-    let other = same_dirs(&f);
+    creator_calls_a_key_on_its_own_stripe("file").await;
+}
+
+/// [`a_creator_may_call_a_key_on_its_own_stripe_without_waiting`] on a
+/// store of `kind` (file or dbm: both take `flock` stripes).
+pub(crate) async fn creator_calls_a_key_on_its_own_stripe(kind: &str) {
+    let f = fixture(kind, &[]);
+    let other = same_dirs(&f, kind);
     let ns = f.manager.namespace("n");
     let elsewhere = other.namespace("n");
     let nested = async {
@@ -293,8 +306,13 @@ async fn a_creator_may_call_a_key_on_its_own_stripe_without_waiting() {
 /// key run one creator, the second waiting for the first's value.
 #[tokio::test(start_paused = true)]
 async fn two_managers_in_one_process_create_a_key_once() {
-    let f = fixture("file", &[]);
-    let other = same_dirs(&f);
+    two_managers_create_a_key_once("file").await;
+}
+
+/// [`two_managers_in_one_process_create_a_key_once`] on a store of `kind`.
+pub(crate) async fn two_managers_create_a_key_once(kind: &str) {
+    let f = fixture(kind, &[]);
+    let other = same_dirs(&f, kind);
     let runs = Arc::new(AtomicUsize::new(0));
     let call = |ns: tankard::Cache| {
         let runs = runs.clone();
@@ -417,7 +435,7 @@ async fn garbage_in_the_generation_log_keeps_caching_on_until_the_next_clear_rep
     assert!(ns.get::<u8>("before").await.unwrap().is_none());
 
     // Another process reading the same damaged log agrees with this one.
-    let other = same_dirs(&f);
+    let other = same_dirs(&f, "file");
     assert_eq!(
         *other.namespace("n").get::<u8>("k").await.unwrap().unwrap(),
         5

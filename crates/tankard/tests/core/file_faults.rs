@@ -1,8 +1,9 @@
-//! Faults of the file backend with real processes: writers SIGKILLed
-//! mid-write. The test binary starts copies of itself as writers (the
-//! ignored test `file_faults::writer_child`), each writing large values to
-//! the same few keys in a loop, and kills them at varying moments while
-//! this process reads those keys.
+//! Faults of the file backend (and, through `kill_writers`, of dbm) with
+//! real processes: writers SIGKILLed mid-write. The test binary starts
+//! copies of itself as writers (the ignored test
+//! `file_faults::writer_child`), each writing large values to the same
+//! few keys in a loop, and kills them at varying moments while this
+//! process reads those keys.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -14,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use tankard::{CacheManager, Config};
 
-const KEYS: [&str; 3] = ["big-0", "big-1", "big-2"];
-const NAMESPACE: &str = "faults";
+pub(crate) const KEYS: [&str; 3] = ["big-0", "big-1", "big-2"];
+pub(crate) const NAMESPACE: &str = "faults";
 const MIB: u64 = 1 << 20;
 
 /// A value a writer stores: its text is a block derived from who wrote it
@@ -80,15 +81,16 @@ impl Payload {
     }
 }
 
-fn config_toml(dir: &Path) -> String {
+/// The config of the fault tests for a store on `dir` (`file` or `dbm`).
+pub(crate) fn config_toml(dir: &Path, kind: &str) -> String {
     format!(
-        "[cache]\ntype = \"file\"\ndata_dir = {:?}\nlock_dir = {:?}\nexpire = 3600\n",
+        "[cache]\ntype = {kind:?}\ndata_dir = {:?}\nlock_dir = {:?}\nexpire = 3600\n",
         dir.join("data").display().to_string(),
         dir.join("lock").display().to_string(),
     )
 }
 
-fn manager(config_toml: &str) -> CacheManager {
+pub(crate) fn manager(config_toml: &str) -> CacheManager {
     CacheManager::new(Config::from_toml_str(config_toml).unwrap()).unwrap()
 }
 
@@ -161,18 +163,18 @@ fn temp_files(dir: &Path) -> Vec<PathBuf> {
 
 /// What a reader saw.
 #[derive(Debug, Default)]
-struct Reads {
-    whole: u64,
-    misses: u64,
-    corrupt: u64,
-    errors: u64,
+pub(crate) struct Reads {
+    pub(crate) whole: u64,
+    pub(crate) misses: u64,
+    pub(crate) corrupt: u64,
+    pub(crate) errors: u64,
     /// Entries that did not decode (a torn write would show here).
-    decode_errors: u64,
+    pub(crate) decode_errors: u64,
     /// The slowest read.
-    worst: Duration,
+    pub(crate) worst: Duration,
 }
 
-async fn read_all(ns: &tankard::Cache, reads: &mut Reads) {
+pub(crate) async fn read_all(ns: &tankard::Cache, reads: &mut Reads) {
     for key in KEYS {
         let started = Instant::now();
         let got = ns.get::<Payload>(key).await;
@@ -199,47 +201,8 @@ fn writers_killed_mid_write_leave_no_corrupt_value_and_gc_removes_their_temp_fil
         n.parse().expect("TANKARD_FILE_FAULT_KILLS: a number")
     });
     let dir = tempfile::tempdir().unwrap();
-    let config = config_toml(dir.path());
-    let started = Instant::now();
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let reader = std::thread::spawn({
-        let (config, stop) = (config.clone(), stop.clone());
-        move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let cache = manager(&config);
-                let ns = cache.namespace(NAMESPACE);
-                let mut reads = Reads::default();
-                while !stop.load(Ordering::Relaxed) {
-                    read_all(&ns, &mut reads).await;
-                }
-                reads.decode_errors = cache.default_region().stats().decode_errors;
-                reads
-            })
-        }
-    });
-
-    let mut alive = vec![spawn_writer(&config, 0)];
-    for kill in 1..=kills {
-        alive.push(spawn_writer(&config, kill));
-        // Kill the older writer somewhere in its loop: before, during or
-        // after a write, at a moment that differs from kill to kill.
-        std::thread::sleep(Duration::from_millis(mix(u64::from(kill)) % 80));
-        let mut victim = alive.remove(0);
-        victim.kill().unwrap(); // SIGKILL
-        victim.wait().unwrap();
-    }
-    for mut writer in alive {
-        writer.kill().unwrap();
-        writer.wait().unwrap();
-    }
-    stop.store(true, Ordering::Relaxed);
-    let during = reader.join().unwrap();
-    let chaos = started.elapsed();
+    let config = config_toml(dir.path(), "file");
+    let (during, chaos) = kill_writers(&config, kills);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let cache = manager(&config);
@@ -289,4 +252,50 @@ fn writers_killed_mid_write_leave_no_corrupt_value_and_gc_removes_their_temp_fil
     let mut last = Reads::default();
     runtime.block_on(read_all(&ns, &mut last));
     assert_eq!((last.whole + last.misses, last.corrupt), (3, 0));
+}
+
+/// Starts writers of 1 to 4 MiB values to three keys under `config`,
+/// two at a time racing on the same keys, and SIGKILLs `kills` of them
+/// at varying moments, while a reader in this process reads those keys.
+/// What the reader saw, and how long it took.
+pub(crate) fn kill_writers(config: &str, kills: u32) -> (Reads, Duration) {
+    let started = Instant::now();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = std::thread::spawn({
+        let (config, stop) = (config.to_owned(), stop.clone());
+        move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let cache = manager(&config);
+                let ns = cache.namespace(NAMESPACE);
+                let mut reads = Reads::default();
+                while !stop.load(Ordering::Relaxed) {
+                    read_all(&ns, &mut reads).await;
+                }
+                reads.decode_errors = cache.default_region().stats().decode_errors;
+                reads
+            })
+        }
+    });
+
+    let mut alive = vec![spawn_writer(config, 0)];
+    for kill in 1..=kills {
+        alive.push(spawn_writer(config, kill));
+        // Kill the older writer somewhere in its loop: before, during or
+        // after a write, at a moment that differs from kill to kill.
+        std::thread::sleep(Duration::from_millis(mix(u64::from(kill)) % 80));
+        let mut victim = alive.remove(0);
+        victim.kill().unwrap(); // SIGKILL
+        victim.wait().unwrap();
+    }
+    for mut writer in alive {
+        writer.kill().unwrap();
+        writer.wait().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    (reader.join().unwrap(), started.elapsed())
 }

@@ -1,5 +1,5 @@
-//! Core tests: config, memory and file backends, the dog-pile engine,
-//! and multi-process behaviour of the file backend.
+//! Core tests: config, memory, file and dbm backends, the dog-pile
+//! engine, and multi-process behaviour of the file and dbm backends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../support/eventually.rs"]
@@ -15,6 +15,9 @@ stampede::child_entry!();
 mod config;
 mod conformance;
 mod counters;
+mod dbm;
+#[cfg(feature = "dbm")]
+mod dbm_multiprocess;
 mod file;
 mod file_faults;
 mod l1;

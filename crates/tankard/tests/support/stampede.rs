@@ -70,34 +70,9 @@ pub struct Outcome {
 impl Stampede {
     /// Starts the children, releases them together, waits for all.
     pub fn run(&self) -> Outcome {
-        let exe = std::env::current_exe().expect("test binary path");
         let mut children: Vec<Child> = (0..self.processes)
             .map(|_| {
-                Command::new(&exe)
-                    .args([
-                        "--ignored",
-                        "--exact",
-                        "stampede_child",
-                        "--nocapture",
-                        "--test-threads=1",
-                    ])
-                    .env("TANKARD_STAMPEDE_CONFIG", &self.config_toml)
-                    .env(
-                        "TANKARD_STAMPEDE_REGION",
-                        self.region.clone().unwrap_or_default(),
-                    )
-                    .env("TANKARD_STAMPEDE_NAMESPACE", &self.namespace)
-                    .env("TANKARD_STAMPEDE_KEY", &self.key)
-                    .env("TANKARD_STAMPEDE_TASKS", self.tasks_per_process.to_string())
-                    .env("TANKARD_STAMPEDE_CREATOR_MS", self.creator_ms.to_string())
-                    .env("TANKARD_STAMPEDE_COUNTER", &self.counter_file)
-                    .env(
-                        "TANKARD_STAMPEDE_UNTIL_RENEWED",
-                        if self.until_renewed { "1" } else { "" },
-                    )
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::inherit())
+                self.command(self.tasks_per_process)
                     .spawn()
                     .expect("spawn child")
             })
@@ -147,6 +122,59 @@ impl Stampede {
             values,
             wall,
         }
+    }
+}
+
+impl Stampede {
+    /// The command that starts one child of this stampede with `tasks`
+    /// tasks, its stdin and stdout piped.
+    fn command(&self, tasks: usize) -> Command {
+        let mut command = Command::new(std::env::current_exe().expect("test binary path"));
+        command
+            .args([
+                "--ignored",
+                "--exact",
+                "stampede_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("TANKARD_STAMPEDE_CONFIG", &self.config_toml)
+            .env(
+                "TANKARD_STAMPEDE_REGION",
+                self.region.clone().unwrap_or_default(),
+            )
+            .env("TANKARD_STAMPEDE_NAMESPACE", &self.namespace)
+            .env("TANKARD_STAMPEDE_KEY", &self.key)
+            .env("TANKARD_STAMPEDE_TASKS", tasks.to_string())
+            .env("TANKARD_STAMPEDE_CREATOR_MS", self.creator_ms.to_string())
+            .env("TANKARD_STAMPEDE_COUNTER", &self.counter_file)
+            .env(
+                "TANKARD_STAMPEDE_UNTIL_RENEWED",
+                if self.until_renewed { "1" } else { "" },
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        command
+    }
+
+    /// Starts one child with one task and lets it go at once, without
+    /// waiting for it: for a test that kills it mid-creation.
+    pub fn start_one(&self) -> Child {
+        let mut child = self.command(1).spawn().expect("spawn child");
+        let mut stdout = BufReader::new(child.stdout.take().expect("child stdout"));
+        let mut line = String::new();
+        while !line.contains("stampede:ready") {
+            line.clear();
+            assert!(
+                stdout.read_line(&mut line).expect("read child") > 0,
+                "child exited before ready"
+            );
+        }
+        let stdin = child.stdin.as_mut().expect("child stdin");
+        stdin.write_all(b"go\n").expect("signal child");
+        stdin.flush().expect("signal child");
+        child
     }
 }
 

@@ -40,8 +40,6 @@
 mod options;
 
 #[cfg(feature = "file")]
-pub(crate) mod lock;
-#[cfg(feature = "file")]
 mod meta;
 #[cfg(feature = "file")]
 mod store;

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use super::lock::FileLock;
 use super::meta::{MetaFile, MetaLog};
+use crate::backend::flock::FileLock;
 use crate::backend::{Backend, Loaded, Location, Purged, RegionScope, Scope, Usage};
 
 use crate::backend::lock::CreationLock;

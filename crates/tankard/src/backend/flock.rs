@@ -1,7 +1,6 @@
 //! Cross-process creation locks with `flock` on striped lock files, for
-//! every store that lives on a local filesystem: the file backend and
-//! `lock = file` today; an SQLite or LMDB store takes the same type with
-//! its own lock directory.
+//! every store that lives on a local filesystem: the file and dbm (LMDB)
+//! backends and `lock = file`, each with its own lock directory.
 //!
 //! A fixed number of lock files (`stripe-000.lock` …) serve every key: a
 //! key's lock is the stripe its hash falls on. Lock files therefore never
