@@ -111,6 +111,7 @@ mod options;
 mod region;
 mod stats;
 mod sync;
+mod tags;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod web;
@@ -140,6 +141,7 @@ pub use manager::{CacheManager, global, install};
 pub use namespace::Cache;
 pub use region::{Invalidation, Region};
 pub use stats::{Counter, Latencies, Latency, Stats};
+pub use tags::{MAX_TAG_LEN, MAX_TAGS};
 
 #[cfg(feature = "macros")]
 #[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
