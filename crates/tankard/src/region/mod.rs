@@ -377,7 +377,9 @@ impl Region {
     pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
         crate::tags::check(tag)?;
         let inner = &self.inner;
-        let now_ms = inner.clock.now_ms();
+        // The clock entries are created by: one created before this call
+        // has a creation time at or before the stamp, so it is hidden.
+        let now_ms = inner.clock.recent_ms();
         if let Some(backend) = &inner.l2 {
             let at = inner.tag_scope.locate_tag(tag);
             let record = inner.stamp_record(&at, now_ms)?;
