@@ -228,3 +228,45 @@ fn a_key_expression_is_evaluated_once_a_call() {
     assert_eq!(by_tens_peek(19).unwrap(), Some(12));
     assert_eq!(KEY_EVALUATIONS.load(Ordering::SeqCst), 3, "companion");
 }
+
+static TAG_CLOCK: LazyLock<Clock> = LazyLock::new(|| Clock::manual(1_000_000));
+static TAGGED: LazyLock<CacheManager> = LazyLock::new(|| memory_with(&TAG_CLOCK, &[]));
+static TAG_RUNS: AtomicU32 = AtomicU32::new(0);
+
+/// Tagged with its argument: `user:{id}`, and `users` for all of them.
+#[tankard::cached(manager = TAGGED, tags = ["user:{id}", "users"])]
+fn tagged_profile(id: u32) -> u32 {
+    id * 100 + TAG_RUNS.fetch_add(1, Ordering::SeqCst) + 1
+}
+
+/// A format string that makes an empty tag fails the call.
+#[tankard::cached(manager = TAGGED, tags = ["{name}"])]
+fn tagged_by_name(name: &str) -> Result<String, tankard::Error> {
+    Ok(format!("hello {name}"))
+}
+
+#[test]
+fn tags_written_over_the_arguments_hide_the_results_that_carry_them() {
+    let invalidate = |tag: &str| {
+        blocking::block_on(TAGGED.default_region().invalidate_tag(tag))
+            .unwrap()
+            .unwrap();
+    };
+    assert_eq!(tagged_profile(1), 101);
+    assert_eq!(tagged_profile(2), 202);
+    assert_eq!((tagged_profile(1), tagged_profile(2)), (101, 202), "hits");
+    TAG_CLOCK.advance(Duration::from_millis(1));
+    invalidate("user:1");
+    TAG_CLOCK.advance(Duration::from_millis(1));
+    assert_eq!(tagged_profile(1), 103, "made anew");
+    assert_eq!(tagged_profile(2), 202, "another user's result stays");
+    invalidate("users");
+    TAG_CLOCK.advance(Duration::from_millis(1));
+    assert_eq!((tagged_profile(1), tagged_profile(2)), (104, 205));
+    assert_eq!(runs(&TAG_RUNS), 5);
+
+    assert_eq!(tagged_by_name("ann").unwrap(), "hello ann");
+    let err = tagged_by_name("").unwrap_err();
+    assert!(err.is_bad_tag(), "{err}");
+    assert_eq!(tagged_by_name_peek("").unwrap(), None, "nothing stored");
+}
