@@ -421,10 +421,18 @@ async fn invalidate_tag_hides_the_tagged_entries_in_another_process() {
     assert!(out.contains("invalidated tag user:7"), "{out}");
     assert!(views.get::<String>("profile").await.unwrap().is_none());
     assert_eq!(
-        views.get::<String>("other").await.unwrap().as_deref().map(String::as_str),
+        views
+            .get::<String>("other")
+            .await
+            .unwrap()
+            .as_deref()
+            .map(String::as_str),
         Some("Bob")
     );
-    assert!(views.get::<String>("page").await.unwrap().is_some(), "untagged");
+    assert!(
+        views.get::<String>("page").await.unwrap().is_some(),
+        "untagged"
+    );
 
     let (code, _, err) = run(
         dir.path(),

@@ -100,8 +100,7 @@ fn expr(name: &str, meta: &Meta) -> syn::Result<Expr> {
 /// over the function's arguments; a literal that can only make an empty
 /// tag is refused here.
 fn tags(meta: &Meta) -> syn::Result<Vec<LitStr>> {
-    const USAGE: &str =
-        "`tags` takes a list of string literals, format strings over the arguments: tags = [\"user:{id}\"]";
+    const USAGE: &str = "`tags` takes a list of string literals, format strings over the arguments: tags = [\"user:{id}\"]";
     let Meta::NameValue(nv) = meta else {
         return Err(syn::Error::new_spanned(meta, USAGE));
     };
@@ -114,9 +113,7 @@ fn tags(meta: &Meta) -> syn::Result<Vec<LitStr>> {
         .map(|elem| match elem {
             Expr::Lit(ExprLit {
                 lit: Lit::Str(s), ..
-            }) if s.value().is_empty() => {
-                Err(syn::Error::new_spanned(s, "a tag cannot be empty"))
-            }
+            }) if s.value().is_empty() => Err(syn::Error::new_spanned(s, "a tag cannot be empty")),
             Expr::Lit(ExprLit {
                 lit: Lit::Str(s), ..
             }) => Ok(s.clone()),

@@ -441,7 +441,10 @@ fn tag(secret: &Secret, bytes: &[u8]) -> [u8; TAG] {
 }
 
 fn tags_len(bytes: &[u8]) -> usize {
-    usize::from(u16::from_le_bytes([bytes[TAGS_AT.start], bytes[TAGS_AT.start + 1]]))
+    usize::from(u16::from_le_bytes([
+        bytes[TAGS_AT.start],
+        bytes[TAGS_AT.start + 1],
+    ]))
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -646,12 +649,22 @@ mod tests {
         let plain = encode("k", &meta(), &5u8, &[], None)?;
         assert!(!open("k", &plain, None)?.has_tags());
         assert_eq!(plain[68..72], [0, 0, 0, 0]);
-        for block in [&[0u8][..], &[3, b'a'], &[1, b'b', 1, b'a'], &[1, b'a', 1, b'a'], &[1, 0xff]] {
+        for block in [
+            &[0u8][..],
+            &[3, b'a'],
+            &[1, b'b', 1, b'a'],
+            &[1, b'a', 1, b'a'],
+            &[1, 0xff],
+        ] {
             let mut bad = encode("k", &meta(), &5u8, &[], None)?;
             bad.splice(73..73, block.iter().copied());
             bad[68..70].copy_from_slice(&(block.len() as u16).to_le_bytes());
             reseal(&mut bad, None, None);
-            assert_eq!(open("k", &bad, None).unwrap_err(), DecodeError::Tags, "{block:?}");
+            assert_eq!(
+                open("k", &bad, None).unwrap_err(),
+                DecodeError::Tags,
+                "{block:?}"
+            );
         }
         Ok(())
     }

@@ -111,10 +111,7 @@ impl Message {
             Eviction::Key { namespace, key } => WireEviction::Key { namespace, key },
             Eviction::Namespace { namespace } => WireEviction::Namespace { namespace },
             Eviction::Region => WireEviction::Region,
-            Eviction::Tag { tag, at_ms } => WireEviction::Tag {
-                tag,
-                at_ms: *at_ms,
-            },
+            Eviction::Tag { tag, at_ms } => WireEviction::Tag { tag, at_ms: *at_ms },
         };
         let wire = Wire {
             origin: self.origin,

@@ -104,10 +104,12 @@ where
     #[inline(always)]
     fn value_if_fresh(&self, found: Option<TypedEntry<V>>) -> Option<V> {
         let entry = found.as_ref()?;
-        let fresh = self
-            .cache
-            .region
-            .fresh_in_memory(&self.cache.ns, &entry.meta, entry.epoch, &entry.tags);
+        let fresh = self.cache.region.fresh_in_memory(
+            &self.cache.ns,
+            &entry.meta,
+            entry.epoch,
+            &entry.tags,
+        );
         if !fresh {
             return None;
         }
@@ -211,8 +213,14 @@ where
         generations: Option<Generations>,
         tags: &Tags,
     ) {
-        self.typed
-            .store(self.key, V::clone(value), expire, cost_us, generations, tags);
+        self.typed.store(
+            self.key,
+            V::clone(value),
+            expire,
+            cost_us,
+            generations,
+            tags,
+        );
     }
 
     fn detach(&self) -> Option<Box<dyn Place<V> + Send>> {

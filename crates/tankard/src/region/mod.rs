@@ -386,11 +386,12 @@ impl Region {
             backend.store_tag_stamp(&at, record).await?;
         }
         inner.raise_stamp(tag, now_ms);
-        inner.publish(Eviction::Tag {
-            tag: tag.to_owned(),
-            at_ms: now_ms,
-        })
-        .await;
+        inner
+            .publish(Eviction::Tag {
+                tag: tag.to_owned(),
+                at_ms: now_ms,
+            })
+            .await;
         Ok(())
     }
 
@@ -712,13 +713,8 @@ impl RegionInner {
             .iter()
             .map(|tag| self.tag_scope.locate_tag(tag))
             .collect();
-        let records = round_trip(
-            &self.options.name,
-            ns,
-            "tags",
-            backend.load_tag_stamps(&at),
-        )
-        .await?;
+        let records =
+            round_trip(&self.options.name, ns, "tags", backend.load_tag_stamps(&at)).await?;
         let mut stamps: HashMap<&str, u64> = HashMap::with_capacity(tags.len());
         for ((tag, at), record) in tags.iter().zip(&at).zip(records) {
             let Some(record) = record else { continue };
@@ -1072,7 +1068,17 @@ impl RegionInner {
             (l1, &found, _meta)
         {
             let size = loaded.bytes.as_ref().map_or(0, |b| b.len() as u64);
-            self.keep_copy(tier, ns, key, value, &meta, size, before, generations, &tags);
+            self.keep_copy(
+                tier,
+                ns,
+                key,
+                value,
+                &meta,
+                size,
+                before,
+                generations,
+                &tags,
+            );
         }
         Ok(Lookup {
             found,

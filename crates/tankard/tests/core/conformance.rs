@@ -1142,9 +1142,24 @@ async fn invalidate_tag_hides_what_carries_the_tag_and_nothing_else(backend: &st
     let region = f.manager.default_region();
     let ns = f.manager.namespace("n");
     let other = f.manager.namespace("other");
-    ns.clone().tags(["a"]).unwrap().put("k1", 1u8).await.unwrap();
-    ns.clone().tags(["b", "a"]).unwrap().put("k2", 2u8).await.unwrap();
-    ns.clone().tags(["b"]).unwrap().put("k3", 3u8).await.unwrap();
+    ns.clone()
+        .tags(["a"])
+        .unwrap()
+        .put("k1", 1u8)
+        .await
+        .unwrap();
+    ns.clone()
+        .tags(["b", "a"])
+        .unwrap()
+        .put("k2", 2u8)
+        .await
+        .unwrap();
+    ns.clone()
+        .tags(["b"])
+        .unwrap()
+        .put("k3", 3u8)
+        .await
+        .unwrap();
     ns.put("k4", 4u8).await.unwrap();
     other.put("k1", 5u8).await.unwrap();
     let keys = ["k1", "k2", "k3", "k4"];
@@ -1169,10 +1184,20 @@ async fn invalidate_tag_hides_what_carries_the_tag_and_nothing_else(backend: &st
     assert_eq!(*other.get::<u8>("k1").await.unwrap().unwrap(), 5);
     // An entry written in the same millisecond as the invalidation may
     // predate it: it is hidden too. One written later is not.
-    ns.clone().tags(["a"]).unwrap().put("k1", 10u8).await.unwrap();
+    ns.clone()
+        .tags(["a"])
+        .unwrap()
+        .put("k1", 10u8)
+        .await
+        .unwrap();
     assert!(!ns.contains::<u8>("k1").await.unwrap());
     f.clock.advance(Duration::from_millis(1));
-    ns.clone().tags(["a"]).unwrap().put("k1", 11u8).await.unwrap();
+    ns.clone()
+        .tags(["a"])
+        .unwrap()
+        .put("k1", 11u8)
+        .await
+        .unwrap();
     assert_eq!(*ns.get::<u8>("k1").await.unwrap().unwrap(), 11);
     // Another tag's invalidation leaves it.
     region.invalidate_tag("b").await.unwrap();
@@ -1186,9 +1211,7 @@ async fn a_tagged_entry_is_made_anew_after_its_tag_is_invalidated(backend: &str)
     let region = f.manager.default_region();
     let ns = f.manager.namespace("n").tags(["user:7"]).unwrap();
     let calls = AtomicUsize::new(0);
-    let make = || async {
-        calls.fetch_add(1, Ordering::SeqCst) as u32
-    };
+    let make = || async { calls.fetch_add(1, Ordering::SeqCst) as u32 };
     assert_eq!(*ns.get_or_create("k", make).await.unwrap(), 0);
     assert_eq!(*ns.get_or_create("k", make).await.unwrap(), 0);
     f.clock.advance(Duration::from_millis(1));

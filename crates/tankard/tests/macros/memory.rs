@@ -268,5 +268,8 @@ fn tags_written_over_the_arguments_hide_the_results_that_carry_them() {
     assert_eq!(tagged_by_name("ann").unwrap(), "hello ann");
     assert_eq!(tagged_by_name("").unwrap(), "hello ");
     assert_eq!(tagged_by_name_peek("").unwrap(), None, "nothing stored");
-    assert_eq!(tagged_by_name_peek("ann").unwrap().as_deref(), Some("hello ann"));
+    assert_eq!(
+        tagged_by_name_peek("ann").unwrap().as_deref(),
+        Some("hello ann")
+    );
 }

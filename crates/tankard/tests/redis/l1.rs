@@ -696,7 +696,11 @@ async fn a_tag_invalidation_reaches_the_other_node(kind: Kind) {
         assert_eq!(read(&b, key).await.as_deref(), Some(value), "{key}");
         assert_eq!(held(&b, key).as_deref(), Some(value), "B's copy of {key}");
     }
-    a_node.default_region().invalidate_tag("user:7").await.unwrap();
+    a_node
+        .default_region()
+        .invalidate_tag("user:7")
+        .await
+        .unwrap();
     assert_eq!(held(&a, "tagged"), None, "A's own copy");
     until("B's copy of the tagged entry goes", || async {
         held(&b, "tagged").is_none()
@@ -728,7 +732,10 @@ async fn a_tag_invalidation_in_one_process_reaches_the_other_processes(kind: Kin
     assert_eq!(c1.send("invalidate-tag team:1").await, "ok");
     assert_eq!(c2.send("await-l1 t -").await, "ok");
     assert_eq!(c2.send("get t").await, "none");
-    until("the parent's copy goes", || async { held(&parent, "t").is_none() }).await;
+    until("the parent's copy goes", || async {
+        held(&parent, "t").is_none()
+    })
+    .await;
     assert_eq!(read(&parent, "t").await, None);
     assert_eq!(read(&parent, "u").await.as_deref(), Some("w"), "untagged");
 }

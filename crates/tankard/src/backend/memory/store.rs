@@ -9,8 +9,8 @@ use quick_cache::{Equivalent, Weighter};
 
 use super::typed::{Shelf, TypedMap};
 use crate::entry::EntryMeta;
-use crate::tags::Tags;
 use crate::sync::lock;
+use crate::tags::Tags;
 
 /// An entry's address: the namespace's id in its region, and the caller's key.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -386,7 +386,9 @@ mod tests {
         let map = map();
         let long = "k".repeat(40);
         for bytes in [b"k".as_slice(), long.as_bytes()] {
-            with_hash(1, bytes, |key| map.insert(&key, 1, meta(), NO_EPOCH, None, |_| 0));
+            with_hash(1, bytes, |key| {
+                map.insert(&key, 1, meta(), NO_EPOCH, None, |_| 0)
+            });
             assert!(with_hash(2, bytes, |key| map.get(&key)).is_none());
             assert!(with_hash(1, bytes, |key| map.get(&key)).is_some());
         }
