@@ -31,7 +31,10 @@ pub const MAX_TAGS: usize = 32;
 /// An entry's tags: sorted, without duplicates; `None` for an untagged
 /// entry, which costs nothing to carry (one branch where an entry is
 /// cloned).
-pub(crate) type Tags = Option<Arc<[Box<str>]>>;
+pub(crate) type Tags = Option<TagList>;
+
+/// A non-empty set of tags, shared.
+pub(crate) type TagList = Arc<[Box<str>]>;
 
 /// Checks one tag.
 pub(crate) fn check(tag: &str) -> Result<()> {
@@ -136,6 +139,7 @@ impl StampTable {
     /// Whether an entry created at `created_ms` with `tags` is hidden by
     /// one of them: created at or before its stamp (an entry made in the
     /// same millisecond as the invalidation may predate it).
+    #[cfg_attr(not(feature = "memory"), allow(dead_code))]
     pub(crate) fn hides(&self, tags: &[Box<str>], created_ms: u64) -> bool {
         if tags.is_empty() {
             return false;

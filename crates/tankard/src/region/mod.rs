@@ -38,7 +38,7 @@ use crate::options::{EarlyRefresh, LockMode, RegionOptions, option_key};
 use crate::stats::HitSample;
 use crate::stats::{Event, Latencies, Stats};
 use crate::sync::lock;
-use crate::tags::{StampTable, Tags};
+use crate::tags::{StampTable, TagList, Tags};
 
 #[cfg(feature = "memory")]
 use crate::backend::memory::{MemKeyRef, MemoryStore, NO_EPOCH, encoded_len};
@@ -657,6 +657,7 @@ impl RegionInner {
 
     /// Whether one of `tags` hides a memory-tier entry created at
     /// `created_ms`, by the stamps this process has seen.
+    #[cfg(feature = "memory")]
     #[inline]
     pub(crate) fn hidden_here(&self, tags: &Tags, created_ms: u64) -> bool {
         tags.as_deref()
@@ -1123,7 +1124,7 @@ impl RegionInner {
         };
         let at: Vec<Location<'_>> = wanted.iter().map(|&i| ns.scope.locate(keys[i])).collect();
         let loaded = backend.load_many(&at).await?;
-        let mut tagged: Vec<(usize, Arc<[Box<str>]>, u64)> = Vec::new();
+        let mut tagged: Vec<(usize, TagList, u64)> = Vec::new();
         for ((index, at), loaded) in wanted.into_iter().zip(&at).zip(loaded) {
             if loaded.oversized.is_some() {
                 self.count(Event::DecodeError);
@@ -1257,6 +1258,7 @@ impl RegionInner {
     /// Puts a value just written to the shared store in the L1 (replacing
     /// any copy, and any copy being taken), and tells the other processes.
     #[cfg(feature = "memory")]
+    #[allow(clippy::too_many_arguments)]
     async fn replace_copy<T>(
         &self,
         ns: &NamespaceState,
