@@ -133,10 +133,10 @@ impl Cache {
     /// # tokio_test::block_on(async {
     /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
     /// let pages = cache.namespace("pages");
-    /// pages.tags(["user:42", "home"])?.put("/u/42", "<p>Ann</p>".to_string()).await?;
+    /// pages.clone().tags(["user:42", "home"])?.put("/u/42", "<p>Ann</p>".to_string()).await?;
     /// cache.default_region().invalidate_tag("user:42").await?;
     /// assert!(pages.get::<String>("/u/42").await?.is_none());
-    /// assert!(pages.tags([""]).unwrap_err().is_bad_tag());
+    /// assert!(pages.clone().tags([""]).unwrap_err().is_bad_tag());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # })?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -365,7 +365,7 @@ impl Region {
     /// # tokio_test::block_on(async {
     /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
     /// let users = cache.namespace("users");
-    /// users.tags(["team:7"])?.put("ann", "Ann".to_string()).await?;
+    /// users.clone().tags(["team:7"])?.put("ann", "Ann".to_string()).await?;
     /// users.put("bob", "Bob".to_string()).await?;
     /// cache.default_region().invalidate_tag("team:7").await?;
     /// assert!(!users.contains::<String>("ann").await?);
