@@ -273,3 +273,40 @@ fn tags_written_over_the_arguments_hide_the_results_that_carry_them() {
         Some("hello ann")
     );
 }
+
+static FILE_TAG_CLOCK: LazyLock<Clock> = LazyLock::new(|| Clock::manual(1_000_000));
+static TAGGED_ON_FILES: LazyLock<CacheManager> = LazyLock::new(|| {
+    let dir = crate::support::static_dir().join("tags-on-files");
+    let data = dir.join("data").display().to_string();
+    let lock = dir.join("lock").display().to_string();
+    let flat = [
+        ("cache.type", "file"),
+        ("cache.data_dir", data.as_str()),
+        ("cache.lock_dir", lock.as_str()),
+    ];
+    CacheManager::with_clock(Config::from_flat(flat).unwrap(), FILE_TAG_CLOCK.clone()).unwrap()
+});
+static FILE_TAG_RUNS: AtomicU32 = AtomicU32::new(0);
+
+/// The same on a file region: the tags travel in the stored entry.
+#[tankard::cached(manager = TAGGED_ON_FILES, tags = ["user:{id}"])]
+async fn tagged_on_files(id: u32) -> u32 {
+    id * 100 + FILE_TAG_RUNS.fetch_add(1, Ordering::SeqCst) + 1
+}
+
+#[tokio::test]
+async fn tags_of_a_function_on_a_file_region_travel_in_its_entries() {
+    TAGGED_ON_FILES.namespace("n").clear().await.unwrap();
+    let first = tagged_on_files(1).await;
+    let other = tagged_on_files(2).await;
+    assert_eq!(tagged_on_files(1).await, first, "a hit");
+    FILE_TAG_CLOCK.advance(Duration::from_millis(1));
+    TAGGED_ON_FILES
+        .default_region()
+        .invalidate_tag("user:1")
+        .await
+        .unwrap();
+    FILE_TAG_CLOCK.advance(Duration::from_millis(1));
+    assert_ne!(tagged_on_files(1).await, first, "made anew");
+    assert_eq!(tagged_on_files(2).await, other);
+}
