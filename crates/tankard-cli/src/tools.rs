@@ -384,6 +384,9 @@ pub(crate) async fn get(at: &EntryArgs, key: &str) -> Outcome {
     let never = || "never".to_owned();
     println!("state:       {state}");
     println!("stored as:   {}", info.storage_key);
+    if !info.tags.is_empty() {
+        println!("tags:        {}", info.tags.join(", "));
+    }
     println!("created:     {}", time(info.created_ms));
     println!(
         "fresh until: {}",

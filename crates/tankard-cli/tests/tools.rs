@@ -413,6 +413,10 @@ async fn invalidate_tag_hides_the_tagged_entries_in_another_process() {
         .await
         .unwrap();
     let at = ["--config", f, "--region", "long_term"];
+    let entry = ["--namespace", "views", "profile"];
+    let (code, out, err) = run(dir.path(), &[&["get"][..], &at, &entry].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("tags:        user:7"), "{out}");
     let (code, out, err) = run(
         dir.path(),
         &[&["invalidate"][..], &at, &["--tag", "user:7"]].concat(),
@@ -420,6 +424,8 @@ async fn invalidate_tag_hides_the_tagged_entries_in_another_process() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("invalidated tag user:7"), "{out}");
     assert!(views.get::<String>("profile").await.unwrap().is_none());
+    let (code, out, _) = run(dir.path(), &[&["get"][..], &at, &entry].concat());
+    assert_eq!(code, 3, "hidden by its tag: {out}");
     assert_eq!(
         views
             .get::<String>("other")

@@ -695,7 +695,7 @@ impl RegionInner {
     /// tag's stamp from the store, whatever the number of entries. A stamp
     /// record that does not open (damaged, foreign, another secret) counts
     /// as no invalidation.
-    async fn hidden_in_store(
+    pub(crate) async fn hidden_in_store(
         &self,
         backend: &Arc<dyn Backend>,
         ns: &NamespaceState,
