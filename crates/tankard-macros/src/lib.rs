@@ -523,6 +523,12 @@ fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     let refresh_fn = format_ident!("{}_refresh", fn_name);
     let set = format_ident!("{}_set", fn_name);
     let peek = format_ident!("{}_peek", fn_name);
+    // `_set` tags its entry as the body does.
+    let set_tags = if tag_exprs.is_empty() {
+        quote!()
+    } else {
+        quote!(.tagged([#(::std::format!(#tag_exprs)),*])?)
+    };
     let remove_call = blocking("remove");
     let set_call = blocking("set");
     let peek_call = blocking("peek");
@@ -575,7 +581,7 @@ fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
         #vis #asyncness #unsafety fn #set #generics (#companion_receiver #(#decls,)* #value_name: &#value_ty)
             -> ::tankard::Result<()> #where_clause
         {
-            #locate.#set_call(#value_name)#dot_await
+            #locate #set_tags.#set_call(#value_name)#dot_await
         }
 
         #(#cfgs)*

@@ -146,9 +146,9 @@ where
         Box::pin(engine::get_or_create(call, creator)).await
     }
 
-    /// Stores `value`, as [`Cache::put`].
-    pub(crate) fn put(&self, key: &TypedKeyRef<'_>, value: V) {
-        self.store(key, value, self.cache.expiry(), 0, None, &self.cache.tags);
+    /// Stores `value`, as [`Cache::put`], carrying `tags`.
+    pub(crate) fn put_tagged(&self, key: &TypedKeyRef<'_>, value: V, tags: &Tags) {
+        self.store(key, value, self.cache.expiry(), 0, None, tags);
     }
 
     /// Removes the value; `true` if there was one.

@@ -264,6 +264,12 @@ fn tags_written_over_the_arguments_hide_the_results_that_carry_them() {
     TAG_CLOCK.advance(Duration::from_millis(1));
     assert_eq!((tagged_profile(1), tagged_profile(2)), (104, 205));
     assert_eq!(runs(&TAG_RUNS), 5);
+    // `_set` tags what it writes as the body's results are tagged.
+    tagged_profile_set(3, &999).unwrap();
+    assert_eq!(tagged_profile_peek(3).unwrap(), Some(999));
+    TAG_CLOCK.advance(Duration::from_millis(1));
+    invalidate("user:3");
+    assert_eq!(tagged_profile_peek(3).unwrap(), None);
 
     assert_eq!(tagged_by_name("ann").unwrap(), "hello ann");
     assert_eq!(tagged_by_name("").unwrap(), "hello ");
@@ -309,4 +315,13 @@ async fn tags_of_a_function_on_a_file_region_travel_in_its_entries() {
     FILE_TAG_CLOCK.advance(Duration::from_millis(1));
     assert_ne!(tagged_on_files(1).await, first, "made anew");
     assert_eq!(tagged_on_files(2).await, other);
+    tagged_on_files_set(3, &7).await.unwrap();
+    assert_eq!(tagged_on_files_peek(3).await.unwrap(), Some(7));
+    FILE_TAG_CLOCK.advance(Duration::from_millis(1));
+    TAGGED_ON_FILES
+        .default_region()
+        .invalidate_tag("user:3")
+        .await
+        .unwrap();
+    assert_eq!(tagged_on_files_peek(3).await.unwrap(), None);
 }
