@@ -48,6 +48,9 @@
 //!   `remove`, `clear`, and what concurrent callers of one key see.
 //! - [`web`] (feature `axum`): cache whole pages with a tower layer, and
 //!   the manager as axum state.
+//! - [`Region::invalidate_tag`]: hide every entry tagged by
+//!   [`Cache::tags`], [`CreatorContext::add_tag`] or the attribute's
+//!   `tags = […]`, in every process, with one write.
 //! - [`blocking`]: the same API for sync code.
 //! - [Configuration](#configuration) below: every option a region takes.
 //!
