@@ -6,7 +6,10 @@
 //! `clear` and invalidation one write, and (through
 //! [`Backend::creation_lock`]) the cross-process creation lock. Reading an
 //! entry returns the current generations in the same round trip, so a
-//! lookup costs one round trip on every backend.
+//! lookup costs one round trip on every backend. Tag stamps are entries
+//! of a reserved namespace, read and written through the trait's default
+//! methods ([`Backend::load_tag_stamps`], [`Backend::store_tag_stamp`]):
+//! a store has tags without code of its own.
 
 use std::fmt;
 use std::sync::Arc;
