@@ -82,8 +82,9 @@ enum Command {
         /// The entry's key.
         key: String,
     },
-    /// Remove one entry (with --namespace and KEY), or invalidate a whole
-    /// region in every process that shares it (soft unless --hard).
+    /// Remove one entry (with --namespace and KEY), hide every entry that
+    /// carries a tag (with --tag), or invalidate a whole region, in every
+    /// process that shares it (soft unless --hard).
     Invalidate {
         #[command(flatten)]
         config: ConfigArg,
@@ -101,6 +102,9 @@ enum Command {
         /// regenerates them).
         #[arg(long, conflicts_with = "key")]
         hard: bool,
+        /// Hide every entry of the region that carries this tag (one write).
+        #[arg(long, conflicts_with_all = ["key", "namespace", "hard"])]
+        tag: Option<String>,
     },
     /// Remove every entry of a namespace, in every process that shares the
     /// backend (one write; nothing else on the server is touched).
@@ -282,11 +286,16 @@ fn run(command: Command) -> Outcome {
             namespace,
             key,
             hard,
+            tag,
         } => runtime.block_on(tools::invalidate(
             &config.path()?,
             &region,
-            namespace.as_deref().zip(key.as_deref()),
-            hard,
+            match (namespace.as_deref().zip(key.as_deref()), tag.as_deref()) {
+                (Some(entry), _) => tools::Target::Entry(entry),
+                (None, Some(tag)) => tools::Target::Tag(tag),
+                (None, None) if hard => tools::Target::Region(tankard::Invalidation::Hard),
+                (None, None) => tools::Target::Region(tankard::Invalidation::Soft),
+            },
         )),
         Command::Clear { at } => runtime.block_on(tools::clear(&at)),
         Command::Gc { config } => runtime.block_on(tools::gc(&config.path()?)),

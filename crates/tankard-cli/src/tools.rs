@@ -388,6 +388,9 @@ pub(crate) async fn get(at: &EntryArgs, key: &str) -> Outcome {
     let never = || "never".to_owned();
     println!("state:       {state}");
     println!("stored as:   {}", info.storage_key);
+    if !info.tags.is_empty() {
+        println!("tags:        {}", info.tags.join(", "));
+    }
     println!("created:     {}", time(info.created_ms));
     println!(
         "fresh until: {}",
@@ -410,17 +413,22 @@ pub(crate) async fn get(at: &EntryArgs, key: &str) -> Outcome {
     Ok(())
 }
 
-/// `tankard invalidate --config F --region R [--namespace N KEY] [--hard]`.
-pub(crate) async fn invalidate(
-    file: &Path,
-    name: &str,
-    entry: Option<(&str, &str)>,
-    hard: bool,
-) -> Outcome {
+/// What `tankard invalidate` acts on.
+pub(crate) enum Target<'a> {
+    /// One key of a namespace: removed.
+    Entry((&'a str, &'a str)),
+    /// Every entry that carries a tag.
+    Tag(&'a str),
+    /// The whole region.
+    Region(Invalidation),
+}
+
+/// `tankard invalidate --config F --region R [--namespace N KEY | --tag T | --hard]`.
+pub(crate) async fn invalidate(file: &Path, name: &str, target: Target<'_>) -> Outcome {
     let cache = load(file)?;
     let region = shared(region(&cache, name)?)?;
-    match entry {
-        Some((namespace, key)) => {
+    match target {
+        Target::Entry((namespace, key)) => {
             let removed = region.namespace(namespace).remove(key).await?;
             if removed {
                 println!("removed {key} from {name}/{namespace}");
@@ -428,11 +436,14 @@ pub(crate) async fn invalidate(
                 println!("nothing stored under {key} in {name}/{namespace}");
             }
         }
-        None => {
-            let (how, word) = if hard {
-                (Invalidation::Hard, "hard")
-            } else {
-                (Invalidation::Soft, "soft")
+        Target::Tag(tag) => {
+            region.invalidate_tag(tag).await?;
+            println!("invalidated tag {tag} in region {name}");
+        }
+        Target::Region(how) => {
+            let word = match how {
+                Invalidation::Hard => "hard",
+                Invalidation::Soft => "soft",
             };
             region.invalidate(how).await?;
             println!("{word}-invalidated region {name}");

@@ -211,6 +211,26 @@ async fn invalidate_a_region_and_unknown_regions_are_404() {
     assert_eq!(demo.get("/hello").await.1, second);
 }
 
+/// `/greet/{name}` is tagged `greet:{name}`: invalidating Fred's tag
+/// makes his greeting anew and leaves Wilma's.
+#[tokio::test]
+async fn invalidating_a_greeting_s_tag_makes_that_greeting_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path(), 0, &[]);
+    let fred = demo.get("/greet/fred").await.1;
+    let wilma = demo.get("/greet/wilma").await.1;
+    assert_eq!(demo.get("/greet/fred").await.1, fred);
+    // The greeting shows the time to the microsecond: one made anew
+    // differs from the first.
+    let (status, body) = demo.post("/invalidate/short_term?tag=greet%3Afred").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("invalidated tag greet:fred"), "{body}");
+    assert_ne!(demo.get("/greet/fred").await.1, fred, "made anew");
+    assert_eq!(demo.get("/greet/wilma").await.1, wilma, "still cached");
+    let (status, body) = demo.post("/invalidate/short_term?tag=").await;
+    assert_eq!(status, 400, "{body}");
+}
+
 #[tokio::test]
 async fn a_burst_on_cold_goodbye_runs_the_work_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -394,6 +394,60 @@ async fn invalidate_and_clear_change_what_the_library_sees() {
     assert_eq!(code, 3, "gone after the hard invalidation: {out}");
 }
 
+/// `invalidate --tag` in the `tankard` process hides, in this one, every
+/// entry that carries the tag, and only those; a bad tag is the user's
+/// error.
+#[tokio::test]
+async fn invalidate_tag_hides_the_tagged_entries_in_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, cache) = stocked(dir.path()).await;
+    let f = file.to_str().unwrap();
+    let views = cache.region("long_term").unwrap().namespace("views");
+    let tagged = views.clone().tags(["user:7"]).unwrap();
+    tagged.put("profile", "Ann".to_string()).await.unwrap();
+    views
+        .clone()
+        .tags(["user:8"])
+        .unwrap()
+        .put("other", "Bob".to_string())
+        .await
+        .unwrap();
+    let at = ["--config", f, "--region", "long_term"];
+    let entry = ["--namespace", "views", "profile"];
+    let (code, out, err) = run(dir.path(), &[&["get"][..], &at, &entry].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("tags:        user:7"), "{out}");
+    let (code, out, err) = run(
+        dir.path(),
+        &[&["invalidate"][..], &at, &["--tag", "user:7"]].concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("invalidated tag user:7"), "{out}");
+    assert!(views.get::<String>("profile").await.unwrap().is_none());
+    let (code, out, _) = run(dir.path(), &[&["get"][..], &at, &entry].concat());
+    assert_eq!(code, 3, "hidden by its tag: {out}");
+    assert_eq!(
+        views
+            .get::<String>("other")
+            .await
+            .unwrap()
+            .as_deref()
+            .map(String::as_str),
+        Some("Bob")
+    );
+    assert!(
+        views.get::<String>("page").await.unwrap().is_some(),
+        "untagged"
+    );
+
+    let (code, _, err) = run(
+        dir.path(),
+        &[&["invalidate"][..], &at, &["--tag", ""]].concat(),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("empty"), "{err}");
+}
+
 #[tokio::test]
 async fn memory_and_unknown_regions_are_user_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -351,7 +351,20 @@ fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     };
 
     let is_async = sig.asyncness.is_some();
-    let block = &func.block;
+    // `tags = [...]`: the body first tags the entry it makes, with each
+    // format string written over the arguments (the literal keeps the
+    // user's span, so its captures name the function's arguments). A bad
+    // tag fails the call (`CreatorContext::add_tag`).
+    let user_block = &func.block;
+    let tag_exprs = &options.tags;
+    let block = if tag_exprs.is_empty() {
+        quote!(#user_block)
+    } else {
+        quote!({
+            #(let _ = ::tankard::CreatorContext::add_tag(::std::format!(#tag_exprs));)*
+            #user_block
+        })
+    };
     let start = Ident::new("__tankard_start", Span::mixed_site());
     let refresh = Ident::new("__tankard_refresh", Span::mixed_site());
     let spawnable =
@@ -510,6 +523,12 @@ fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     let refresh_fn = format_ident!("{}_refresh", fn_name);
     let set = format_ident!("{}_set", fn_name);
     let peek = format_ident!("{}_peek", fn_name);
+    // `_set` tags its entry as the body does.
+    let set_tags = if tag_exprs.is_empty() {
+        quote!()
+    } else {
+        quote!(.tagged([#(::std::format!(#tag_exprs)),*])?)
+    };
     let remove_call = blocking("remove");
     let set_call = blocking("set");
     let peek_call = blocking("peek");
@@ -562,7 +581,7 @@ fn expand(args: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
         #vis #asyncness #unsafety fn #set #generics (#companion_receiver #(#decls,)* #value_name: &#value_ty)
             -> ::tankard::Result<()> #where_clause
         {
-            #locate.#set_call(#value_name)#dot_await
+            #locate #set_tags.#set_call(#value_name)#dot_await
         }
 
         #(#cfgs)*

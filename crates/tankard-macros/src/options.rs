@@ -1,6 +1,6 @@
 //! The attribute's options: `region = "…"`, `expire = N`, `namespace = "…"`,
 //! `manager = <expr>`, `key = <expr>`, `skip(a, b)`, `cache_none = bool`,
-//! `companions = bool`, `associated`.
+//! `companions = bool`, `associated`, `tags = ["…", …]`.
 
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
@@ -17,6 +17,7 @@ const OPTIONS: &[&str] = &[
     "cache_none",
     "companions",
     "associated",
+    "tags",
 ];
 
 pub(crate) struct Options {
@@ -29,6 +30,8 @@ pub(crate) struct Options {
     pub(crate) cache_none: Option<(bool, Span)>,
     pub(crate) companions: bool,
     pub(crate) associated: bool,
+    /// Format strings over the arguments, one tag each.
+    pub(crate) tags: Vec<LitStr>,
 }
 
 /// The closest candidate to a misspelled name, if one is close enough.
@@ -93,6 +96,32 @@ fn expr(name: &str, meta: &Meta) -> syn::Result<Expr> {
     }
 }
 
+/// `tags = ["user:{id}", "users"]`: string literals, each a format string
+/// over the function's arguments; a literal that can only make an empty
+/// tag is refused here.
+fn tags(meta: &Meta) -> syn::Result<Vec<LitStr>> {
+    const USAGE: &str = "`tags` takes a list of string literals, format strings over the arguments: tags = [\"user:{id}\"]";
+    let Meta::NameValue(nv) = meta else {
+        return Err(syn::Error::new_spanned(meta, USAGE));
+    };
+    let Expr::Array(array) = &nv.value else {
+        return Err(syn::Error::new_spanned(&nv.value, USAGE));
+    };
+    array
+        .elems
+        .iter()
+        .map(|elem| match elem {
+            Expr::Lit(ExprLit {
+                lit: Lit::Str(s), ..
+            }) if s.value().is_empty() => Err(syn::Error::new_spanned(s, "a tag cannot be empty")),
+            Expr::Lit(ExprLit {
+                lit: Lit::Str(s), ..
+            }) => Ok(s.clone()),
+            other => Err(syn::Error::new_spanned(other, USAGE)),
+        })
+        .collect()
+}
+
 fn flag(name: &str, meta: &Meta) -> syn::Result<bool> {
     match meta {
         Meta::Path(_) => Ok(true),
@@ -126,6 +155,7 @@ impl Parse for Options {
             cache_none: None,
             companions: true,
             associated: false,
+            tags: Vec::new(),
         };
         let mut seen: Vec<String> = Vec::new();
         for meta in &metas {
@@ -155,6 +185,7 @@ impl Parse for Options {
                 }
                 "companions" => options.companions = flag("companions", meta)?,
                 "associated" => options.associated = flag("associated", meta)?,
+                "tags" => options.tags = tags(meta)?,
                 "skip" => {
                     let Meta::List(list) = meta else {
                         return Err(syn::Error::new_spanned(

@@ -224,6 +224,30 @@ impl Cache {
         }
     }
 
+    /// The same namespace, tagging what it stores with `tags` (see
+    /// [`crate::Cache::tags`]); a bad tag is an error. A region's
+    /// [`invalidate_tag`](crate::Region::invalidate_tag) runs here with
+    /// [`block_on`].
+    ///
+    /// ```
+    /// use tankard::blocking;
+    /// let manager = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let ns = blocking::Cache::new(manager.namespace("n"));
+    /// ns.clone().tags(["team:7"])?.put("ann", 1u8)?;
+    /// blocking::block_on(manager.default_region().invalidate_tag("team:7"))??;
+    /// assert!(!ns.contains::<u8>("ann")?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn tags<I, S>(self, tags: I) -> Result<Cache>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Ok(Cache {
+            inner: self.inner.tags(tags)?,
+        })
+    }
+
     /// The namespace's name.
     ///
     /// ```

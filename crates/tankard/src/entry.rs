@@ -19,8 +19,18 @@
 //! | 52..60 | type tag: the first 8 bytes of BLAKE3 of the value's Rust type name |
 //! | 60..64 | CRC-32 of every other byte before the tag |
 //! | 64..68 | what the value cost to make, in microseconds (XFetch's δ; 0 when put, not made) |
-//! | 68..72 | reserved, 0 |
-//! | 72.. | the stored key, then the payload (postcard), then the 32-byte HMAC-SHA256 tag when `secret` is set |
+//! | 68..70 | length of the tags block (0: the entry has no tags) |
+//! | 70..72 | reserved, 0 |
+//! | 72.. | the stored key, then the tags block, then the payload (postcard), then the 32-byte HMAC-SHA256 tag when `secret` is set |
+//!
+//! The tags block is each of the entry's tags (at most
+//! [`MAX_TAGS`](crate::MAX_TAGS)) as one length byte (1 to
+//! [`MAX_TAG_LEN`](crate::MAX_TAG_LEN)) and its UTF-8 bytes, sorted and
+//! without duplicates. An untagged entry is byte for byte what builds
+//! before tags wrote, so their entries stay readable; a tagged one has
+//! bytes 68..70 set, which those builds treat as a miss (they checked the
+//! four reserved bytes for zero), so they never serve an entry without
+//! checking its tags.
 //!
 //! The key is stored so that an entry can never be mistaken for another
 //! key's (a hash collision in a file name, a foreign writer) and so that
@@ -45,10 +55,12 @@ const TAG: usize = 32;
 const TYPE_AT: std::ops::Range<usize> = 52..60;
 const CRC_AT: std::ops::Range<usize> = 60..64;
 const COST_AT: usize = 64;
-/// Four bytes no field uses yet, zero in every entry this build writes: a
-/// newer build that gives them a meaning (tags) makes its entries misses
-/// here instead of ones read without that meaning.
-const RESERVED_AT: std::ops::Range<usize> = 68..72;
+/// The length of the tags block.
+const TAGS_AT: std::ops::Range<usize> = 68..70;
+/// Two bytes no field uses yet, zero in every entry this build writes: a
+/// newer build that gives them a meaning makes its entries misses here
+/// instead of ones read without that meaning.
+const RESERVED_AT: std::ops::Range<usize> = 70..72;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -254,6 +266,8 @@ pub(crate) enum DecodeError {
     OtherKey,
     #[error("entry uses header fields this build does not know (written by a newer version)")]
     Reserved,
+    #[error("entry's tags block is malformed")]
+    Tags,
     #[error("entry holds another type than the one requested")]
     OtherType,
     #[error("value does not decode as the requested type: {0}")]
@@ -267,7 +281,64 @@ pub(crate) enum DecodeError {
 pub(crate) struct RawEntry<'a> {
     pub(crate) meta: EntryMeta,
     pub(crate) type_tag: u64,
+    /// The tags block, checked: see [`RawEntry::tags`].
+    tags: &'a [u8],
     pub(crate) payload: &'a [u8],
+}
+
+impl<'a> RawEntry<'a> {
+    /// The entry's tags, in the order stored (sorted).
+    pub(crate) fn tags(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+        TagBlock(self.tags).map(|tag| tag.unwrap_or_default())
+    }
+
+    /// Whether the entry carries tags.
+    pub(crate) fn has_tags(&self) -> bool {
+        !self.tags.is_empty()
+    }
+
+    /// The entry's tags as a set; `None` when it has none.
+    pub(crate) fn tag_set(&self) -> crate::tags::Tags {
+        self.has_tags()
+            .then(|| self.tags().map(Box::from).collect::<Vec<_>>().into())
+    }
+}
+
+/// Reads a tags block: each tag, or `None` where it does not parse.
+struct TagBlock<'a>(&'a [u8]);
+
+impl<'a> Iterator for TagBlock<'a> {
+    type Item = Option<&'a str>;
+
+    fn next(&mut self) -> Option<Option<&'a str>> {
+        let (&len, rest) = self.0.split_first()?;
+        let len = usize::from(len);
+        let Some((tag, rest)) = (len > 0 && len <= crate::MAX_TAG_LEN)
+            .then(|| rest.split_at_checked(len))
+            .flatten()
+        else {
+            self.0 = &[];
+            return Some(None);
+        };
+        self.0 = rest;
+        Some(std::str::from_utf8(tag).ok())
+    }
+}
+
+/// Whether a tags block is one this build writes: tags that parse, at
+/// most [`MAX_TAGS`](crate::MAX_TAGS) of them, sorted without duplicates.
+fn tags_block_ok(block: &[u8]) -> bool {
+    let mut last: Option<&str> = None;
+    let mut count = 0;
+    for tag in TagBlock(block) {
+        let Some(tag) = tag else { return false };
+        if last.is_some_and(|last| last >= tag) {
+            return false;
+        }
+        last = Some(tag);
+        count += 1;
+    }
+    count <= crate::MAX_TAGS
 }
 
 /// The tag that tells values of different Rust types apart.
@@ -279,27 +350,48 @@ pub(crate) fn type_tag<T: ?Sized>() -> u64 {
 }
 
 /// Encodes a value for a shared backend.
+/// `tags` are checked ones ([`crate::tags`]), sorted, without duplicates.
 pub(crate) fn encode<T: Serialize + ?Sized>(
     key: &str,
     meta: &EntryMeta,
     value: &T,
+    tags: &[Box<str>],
     secret: Option<&Secret>,
 ) -> Result<Vec<u8>, postcard::Error> {
     let payload = postcard::to_allocvec(value)?;
-    Ok(encode_payload(key, meta, type_tag::<T>(), &payload, secret))
+    Ok(encode_payload(
+        key,
+        meta,
+        type_tag::<T>(),
+        &payload,
+        tags,
+        secret,
+    ))
 }
 
-pub(crate) fn encode_payload(
+pub(crate) fn encode_payload<S: AsRef<str>>(
     key: &str,
     meta: &EntryMeta,
     type_tag: u64,
     payload: &[u8],
+    tags: &[S],
     secret: Option<&Secret>,
 ) -> Vec<u8> {
     // Keys are capped by `key_length` long before u16::MAX; a longer one is
     // stored truncated and then never matches, which reads as a miss.
     let key = &key.as_bytes()[..key.len().min(u16::MAX as usize)];
-    let mut out = Vec::with_capacity(HEADER + key.len() + payload.len() + TAG);
+    // Tags are checked (1 to 128 bytes, 32 at most) before they get here,
+    // so the block fits its u16 length; one that did not would be cut and
+    // then not parse, a miss.
+    let mut block = Vec::new();
+    for tag in tags {
+        let tag = tag.as_ref().as_bytes();
+        let tag = &tag[..tag.len().min(crate::MAX_TAG_LEN)];
+        block.push(tag.len() as u8);
+        block.extend_from_slice(tag);
+    }
+    block.truncate(u16::MAX as usize);
+    let mut out = Vec::with_capacity(HEADER + key.len() + block.len() + payload.len() + TAG);
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
     out.push(if secret.is_some() { FLAG_HMAC } else { 0 });
@@ -317,8 +409,10 @@ pub(crate) fn encode_payload(
     out.extend_from_slice(&type_tag.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&meta.cost_us.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&(block.len() as u16).to_le_bytes());
+    out.extend_from_slice(&[0; 2]);
     out.extend_from_slice(key);
+    out.extend_from_slice(&block);
     out.extend_from_slice(payload);
     let crc = checksum(&out);
     out[CRC_AT].copy_from_slice(&crc.to_le_bytes());
@@ -344,6 +438,13 @@ fn tag(secret: &Secret, bytes: &[u8]) -> [u8; TAG] {
     let mut mac = mac(secret);
     mac.update(bytes);
     mac.finalize().into_bytes().into()
+}
+
+fn tags_len(bytes: &[u8]) -> usize {
+    usize::from(u16::from_le_bytes([
+        bytes[TAGS_AT.start],
+        bytes[TAGS_AT.start + 1],
+    ]))
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -376,8 +477,10 @@ pub(crate) fn open<'a>(
     }
     let has_tag = bytes[5] & FLAG_HMAC != 0;
     let key_len = u16::from_le_bytes([bytes[6], bytes[7]]) as usize;
+    let tags_len = tags_len(bytes);
     let payload_len = u32::from_le_bytes([bytes[48], bytes[49], bytes[50], bytes[51]]) as usize;
-    let body_end = HEADER + key_len + payload_len;
+    let payload_at = HEADER + key_len + tags_len;
+    let body_end = payload_at + payload_len;
     let expected_len = body_end + if has_tag { TAG } else { 0 };
     if bytes.len() != expected_len {
         return Err(DecodeError::Truncated);
@@ -399,6 +502,10 @@ pub(crate) fn open<'a>(
     if &bytes[HEADER..HEADER + key_len] != key.as_bytes() {
         return Err(DecodeError::OtherKey);
     }
+    let tags = &bytes[HEADER + key_len..payload_at];
+    if !tags_block_ok(tags) {
+        return Err(DecodeError::Tags);
+    }
     Ok(RawEntry {
         meta: EntryMeta {
             created_ms: u64_at(bytes, 8),
@@ -410,7 +517,8 @@ pub(crate) fn open<'a>(
             refresh_at_ms: u64_at(bytes, 16),
         },
         type_tag: u64_at(bytes, TYPE_AT.start),
-        payload: &bytes[HEADER + key_len..body_end],
+        tags,
+        payload: &bytes[payload_at..body_end],
     })
 }
 
@@ -445,7 +553,7 @@ pub(crate) fn peek_meta(bytes: &[u8]) -> Option<EntryMeta> {
     }
     let key_len = u16::from_le_bytes([bytes[6], bytes[7]]) as usize;
     let payload_len = u32::from_le_bytes([bytes[48], bytes[49], bytes[50], bytes[51]]) as usize;
-    let body_end = HEADER + key_len + payload_len;
+    let body_end = HEADER + key_len + tags_len(bytes) + payload_len;
     let stored_crc = u32::from_le_bytes([bytes[60], bytes[61], bytes[62], bytes[63]]);
     if bytes.len() < body_end || checksum(&bytes[..body_end]) != stored_crc {
         return None;
@@ -476,10 +584,12 @@ pub(crate) fn reseal(bytes: &mut [u8], type_tag: Option<u64>, secret: Option<&Se
         return;
     };
     let key_len = usize::from(u16::from_le_bytes([bytes[6], bytes[7]])).min(room);
-    let Ok(payload_len) = u32::try_from(room - key_len) else {
+    let tags_len = tags_len(bytes).min(room - key_len);
+    let Ok(payload_len) = u32::try_from(room - key_len - tags_len) else {
         return;
     };
     bytes[6..8].copy_from_slice(&(key_len as u16).to_le_bytes());
+    bytes[TAGS_AT].copy_from_slice(&(tags_len as u16).to_le_bytes());
     bytes[48..52].copy_from_slice(&payload_len.to_le_bytes());
     if let Some(type_tag) = type_tag {
         bytes[TYPE_AT].copy_from_slice(&type_tag.to_le_bytes());
@@ -515,7 +625,7 @@ mod tests {
     #[test]
     fn round_trip_with_and_without_secret() -> TestResult {
         for secret in [None, Some(Secret::new("s"))] {
-            let bytes = encode("k", &meta(), &"hello".to_string(), secret.as_ref())?;
+            let bytes = encode("k", &meta(), &"hello".to_string(), &[], secret.as_ref())?;
             let raw = open("k", &bytes, secret.as_ref())?;
             assert_eq!(raw.meta, meta());
             assert_eq!(decode_payload::<String>(&raw)?, "hello");
@@ -528,8 +638,40 @@ mod tests {
     }
 
     #[test]
+    fn tags_round_trip_and_a_bad_block_is_rejected() -> TestResult {
+        let tags: Vec<Box<str>> = vec!["a".into(), "user:7".into()];
+        let bytes = encode("k", &meta(), &5u8, &tags, None)?;
+        let raw = open("k", &bytes, None)?;
+        assert_eq!(raw.tags().collect::<Vec<_>>(), ["a", "user:7"]);
+        assert_eq!(raw.meta, meta());
+        assert_eq!(decode_payload::<u8>(&raw)?, 5);
+        // An untagged entry is what builds before tags wrote.
+        let plain = encode("k", &meta(), &5u8, &[], None)?;
+        assert!(!open("k", &plain, None)?.has_tags());
+        assert_eq!(plain[68..72], [0, 0, 0, 0]);
+        for block in [
+            &[0u8][..],
+            &[3, b'a'],
+            &[1, b'b', 1, b'a'],
+            &[1, b'a', 1, b'a'],
+            &[1, 0xff],
+        ] {
+            let mut bad = encode("k", &meta(), &5u8, &[], None)?;
+            bad.splice(73..73, block.iter().copied());
+            bad[68..70].copy_from_slice(&(block.len() as u16).to_le_bytes());
+            reseal(&mut bad, None, None);
+            assert_eq!(
+                open("k", &bad, None).unwrap_err(),
+                DecodeError::Tags,
+                "{block:?}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
     fn every_truncation_and_every_flipped_bit_is_rejected() -> TestResult {
-        let bytes = encode("key", &meta(), &vec![1u32, 2, 3], None)?;
+        let bytes = encode("key", &meta(), &vec![1u32, 2, 3], &["t".into()], None)?;
         for len in 0..bytes.len() {
             assert!(
                 open("key", &bytes[..len], None).is_err(),
@@ -549,7 +691,7 @@ mod tests {
     #[test]
     fn wrong_secret_other_key_and_missing_tag_are_rejected() -> TestResult {
         let s = Secret::new("right");
-        let bytes = encode("k", &meta(), &1u8, Some(&s))?;
+        let bytes = encode("k", &meta(), &1u8, &[], Some(&s))?;
         assert_eq!(
             open("k", &bytes, Some(&Secret::new("wrong"))).unwrap_err(),
             DecodeError::Tag
@@ -559,7 +701,7 @@ mod tests {
             open("other", &bytes, Some(&s)).unwrap_err(),
             DecodeError::OtherKey
         );
-        let plain = encode("k", &meta(), &1u8, None)?;
+        let plain = encode("k", &meta(), &1u8, &[], None)?;
         assert_eq!(open("k", &plain, Some(&s)).unwrap_err(), DecodeError::Tag);
         Ok(())
     }
@@ -602,7 +744,7 @@ mod tests {
         let entry = |nodes: usize| {
             let mut payload = vec![1u8; nodes];
             payload.push(0);
-            encode_payload("k", &meta(), type_tag::<Node>(), &payload, None)
+            encode_payload::<&str>("k", &meta(), type_tag::<Node>(), &payload, &[], None)
         };
         let deepest = (nesting::MAX_NESTING as usize - 1) / 2;
         let (ok, too_deep) = (entry(deepest), entry(1_000_000));

@@ -92,6 +92,9 @@ pub(crate) enum Kind {
     },
     /// `tankard::install` was called after a manager was installed.
     AlreadyInstalled,
+    /// A tag was empty or longer than [`MAX_TAG_LEN`](crate::MAX_TAG_LEN)
+    /// bytes, or an entry was given more than [`MAX_TAGS`](crate::MAX_TAGS).
+    BadTag { tag: String, problem: &'static str },
 }
 
 /// A configuration problem: names the key, the value and what was expected.
@@ -391,6 +394,24 @@ impl Error {
         matches!(self.kind(), Kind::AlreadyInstalled)
     }
 
+    /// A tag was refused: empty, longer than
+    /// [`MAX_TAG_LEN`](crate::MAX_TAG_LEN) bytes, or one too many for an
+    /// entry ([`MAX_TAGS`](crate::MAX_TAGS)). Nothing was stored or
+    /// invalidated.
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let err = cache.default_region().invalidate_tag("").await.unwrap_err();
+    /// assert!(err.is_bad_tag());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_bad_tag(&self) -> bool {
+        matches!(self.kind(), Kind::BadTag { .. })
+    }
+
     /// The creator's own error, if this error is one and it has type `E`.
     ///
     /// ```
@@ -476,6 +497,7 @@ impl fmt::Display for Error {
                     ". List them in cache.regions, or correct the attribute's region = \"...\"",
                 )
             }
+            Kind::BadTag { tag, problem } => write!(f, "tag {tag:?} {problem}"),
             Kind::AlreadyInstalled => f.write_str(
                 "a global cache manager is already installed: tankard::install is called once, at start-up",
             ),

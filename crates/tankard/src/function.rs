@@ -919,12 +919,24 @@ where
 }
 
 async fn put<V: CachedValue>(handle: &Handle<V>, key: &KeyBuf, value: &V) -> Result<()> {
+    put_tagged(handle, key, value, &None).await
+}
+
+/// [`put`] with the entry's tags (`_set` of a function with `tags = …`).
+async fn put_tagged<V: CachedValue>(
+    handle: &Handle<V>,
+    key: &KeyBuf,
+    value: &V,
+    tags: &crate::tags::Tags,
+) -> Result<()> {
     #[cfg(feature = "memory")]
     if let Some(typed) = handle.typed() {
-        typed.put(&typed.key(key), value.clone());
+        typed.put_tagged(&typed.key(key), value.clone(), tags);
         return Ok(());
     }
-    handle.cache().put(&key.text(), value.clone()).await
+    let mut cache = handle.cache().clone();
+    cache.tags = tags.clone();
+    cache.put(&key.text(), value.clone()).await
 }
 
 async fn remove<V: CachedValue>(handle: &Handle<V>, key: &KeyBuf) -> Result<bool> {
@@ -1473,6 +1485,8 @@ where
 pub struct Located<M: ValueOf> {
     handle: Handle<M::V>,
     key: KeyBuf,
+    /// What `set` tags the entry with (`tags = …`).
+    tags: crate::tags::Tags,
 }
 
 pub fn locate<M, K, const N: usize>(
@@ -1491,7 +1505,11 @@ where
     let handle = site.resolve::<M::V>(manager?, self_type)?;
     let mut buf = handle.new_key();
     write_key(&mut buf, WordKey::of(words), key)?;
-    Ok(Located { handle, key: buf })
+    Ok(Located {
+        handle,
+        key: buf,
+        tags: None,
+    })
 }
 
 impl<M: ValueOf> Located<M> {
@@ -1499,8 +1517,14 @@ impl<M: ValueOf> Located<M> {
         remove(&self.handle, &self.key).await
     }
 
+    /// The same target, whose `set` tags the entry with `tags` (checked).
+    pub fn tagged<I: IntoIterator<Item = String>>(mut self, tags: I) -> Result<Located<M>> {
+        self.tags = crate::tags::collect(tags)?;
+        Ok(self)
+    }
+
     pub async fn set(self, value: &M::V) -> Result<()> {
-        put(&self.handle, &self.key, value).await
+        put_tagged(&self.handle, &self.key, value, &self.tags).await
     }
 
     pub async fn peek(self) -> Result<Option<M::V>> {

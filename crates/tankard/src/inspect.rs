@@ -64,6 +64,9 @@ pub struct EntryInfo {
     /// The stored size in bytes (the whole entry, header included); `None`
     /// in a memory region.
     pub stored_bytes: Option<usize>,
+    /// The entry's tags (see [`Cache::tags`]), sorted; empty when it has
+    /// none.
+    pub tags: Vec<String>,
     /// The entry's type tag (a hash of the stored Rust type's name).
     type_tag: Option<u64>,
 }
@@ -76,6 +79,7 @@ impl EntryInfo {
         payload: Option<Vec<u8>>,
         stored_bytes: Option<usize>,
         type_tag: Option<u64>,
+        tags: Vec<String>,
     ) -> EntryInfo {
         let forever = |ms: u64| (ms != u64::MAX).then_some(ms);
         EntryInfo {
@@ -86,6 +90,7 @@ impl EntryInfo {
             storage_key,
             payload,
             stored_bytes,
+            tags,
             type_tag,
         }
     }
@@ -119,7 +124,8 @@ impl EntryInfo {
 impl Cache {
     /// The entry stored under `key` as a tool sees it, without decoding the
     /// value: `None` when there is nothing servable (absent, expired past
-    /// its stale grace, invalidated, corrupt or not authenticated).
+    /// its stale grace, invalidated, hidden by one of its tags, corrupt or
+    /// not authenticated).
     ///
     /// Unlike the caching calls, a failing backend is an error here, never
     /// bypassed: a tool wants to know.
@@ -156,10 +162,15 @@ impl Cache {
             }) else {
                 return Ok(None);
             };
+            if region.hidden_here(&found.tags, found.meta.created_ms) {
+                return Ok(None);
+            }
             let generations = region.memory_generations(&self.ns);
+            let tags = found.tags.iter().flat_map(|tags| tags.iter());
+            let tags = tags.map(|tag| tag.to_string()).collect();
             return Ok(
                 state(found.meta.freshness(&generations, &policy)).map(|state| {
-                    EntryInfo::new(state, &found.meta, key.to_owned(), None, None, None)
+                    EntryInfo::new(state, &found.meta, key.to_owned(), None, None, None, tags)
                 }),
             );
         }
@@ -174,6 +185,14 @@ impl Cache {
         let Ok(raw) = entry::open(&at.storage_key, &bytes, region.options.secret.as_ref()) else {
             return Ok(None);
         };
+        if let Some(tags) = raw.tag_set() {
+            let hidden = region
+                .hidden_in_store(backend, &self.ns, &[(&tags, raw.meta.created_ms)])
+                .await?;
+            if hidden.first() == Some(&true) {
+                return Ok(None);
+            }
+        }
         Ok(
             state(raw.meta.freshness(&loaded.generations, &policy)).map(|state| {
                 EntryInfo::new(
@@ -183,6 +202,7 @@ impl Cache {
                     Some(raw.payload.to_vec()),
                     Some(bytes.len()),
                     Some(raw.type_tag),
+                    raw.tags().map(str::to_owned).collect(),
                 )
             }),
         )

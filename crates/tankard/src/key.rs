@@ -13,8 +13,10 @@
 //!
 //! Bookkeeping keys use `!`, which no namespace contains unescaped:
 //! `{prefix}{region}!gen`, `{prefix}{region}!soft`,
-//! `{prefix}{region}:{namespace}!gen` and the lock
-//! `{prefix}{region}:{namespace}!lock#{key}`.
+//! `{prefix}{region}:{namespace}!gen`, the lock
+//! `{prefix}{region}:{namespace}!lock#{key}`, and a tag's stamp
+//! `{prefix}{region}:!tags#{tag}` (in the reserved namespace `!tags`,
+//! which no namespace's escaped name can be).
 //!
 //! A key longer than the region's `key_length` is replaced by
 //! `{prefix}#{blake3 of the whole key, hex}`, which no unhashed key can equal
@@ -103,6 +105,24 @@ pub(crate) fn namespace_generation_key(prefix: &str, region: &str, namespace: &s
 /// The key of a region's generation counter (hard invalidation).
 pub(crate) fn region_generation_key(prefix: &str, region: &str) -> String {
     format!("{prefix}{region}!gen")
+}
+
+/// The reserved namespace of a region's tag stamps, as it appears in keys:
+/// unescaped, so no caller's namespace can share it.
+pub(crate) const TAGS_NAMESPACE: &str = "!tags";
+
+/// The key of a tag's stamp.
+pub(crate) fn tag_key(prefix: &str, region: &str, tag: &str, key_length: usize) -> String {
+    limit_length(
+        prefix,
+        format!("{prefix}{region}:{TAGS_NAMESPACE}#{tag}"),
+        key_length,
+    )
+}
+
+/// The generation key of the reserved tags namespace (never bumped).
+pub(crate) fn tags_generation_key(prefix: &str, region: &str) -> String {
+    format!("{prefix}{region}:{TAGS_NAMESPACE}!gen")
 }
 
 /// The key of a region's soft-invalidation time.

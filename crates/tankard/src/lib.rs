@@ -48,6 +48,9 @@
 //!   `remove`, `clear`, and what concurrent callers of one key see.
 //! - [`web`] (feature `axum`): cache whole pages with a tower layer, and
 //!   the manager as axum state.
+//! - [`Region::invalidate_tag`]: hide every entry tagged by
+//!   [`Cache::tags`], [`CreatorContext::add_tag`] or the attribute's
+//!   `tags = […]`, in every process, with one write.
 //! - [`blocking`]: the same API for sync code.
 //! - [Configuration](#configuration) below: every option a region takes.
 //!
@@ -112,6 +115,7 @@ mod options;
 mod region;
 mod stats;
 mod sync;
+mod tags;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod web;
@@ -141,6 +145,7 @@ pub use manager::{CacheManager, global, install};
 pub use namespace::Cache;
 pub use region::{Invalidation, Region};
 pub use stats::{Counter, Latencies, Latency, Stats};
+pub use tags::{MAX_TAG_LEN, MAX_TAGS};
 
 #[cfg(feature = "macros")]
 #[cfg_attr(docsrs, doc(cfg(feature = "macros")))]

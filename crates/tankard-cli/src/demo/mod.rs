@@ -197,8 +197,15 @@ async fn greet(State(demo): State<Shared>, Path(name): Path<String>) -> Response
     page(fetch_greeting(name, demo.goodbye_work).await)
 }
 
-/// Cached per name (the key of `/greet/fred` is `"fred"`, quotes included).
-#[tankard::cached(region = "short_term", namespace = "demo::greet", skip(work))]
+/// Cached per name (the key of `/greet/fred` is `"fred"`, quotes included),
+/// and tagged `greet:{name}`: `POST /invalidate/short_term?tag=greet:fred`
+/// makes Fred's greeting anew.
+#[tankard::cached(
+    region = "short_term",
+    namespace = "demo::greet",
+    skip(work),
+    tags = ["greet:{name}"]
+)]
 async fn fetch_greeting(name: String, work: Duration) -> tankard::Result<String> {
     tokio::time::sleep(work).await;
     Ok(format!("Hello {name}, its {}\n", now()))

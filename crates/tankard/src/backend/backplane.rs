@@ -18,7 +18,11 @@
 //! A message is `tkb`, a version byte (1), then the [postcard] encoding of
 //! (origin, region, eviction): the origin as a varint, strings as a varint
 //! length and their UTF-8 bytes, the eviction as a variant index (0 key,
-//! 1 namespace, 2 region) and its strings. A typical key eviction is some
+//! 1 namespace, 2 region, 3 tag) and its fields (a tag: its name, then its
+//! stamp in epoch ms as a varint). The tag variant came after the others
+//! without a new version byte: the three older messages are unchanged, and
+//! a build without tags ignores a tag message as it ignores any it cannot
+//! decode, so between the two `l1_expire` bounds a tag's staleness. A typical key eviction is some
 //! 30 bytes plus its names. Whatever does not decode whole (another
 //! program's message on the channel, damage, a version this build does not
 //! know) is ignored, never a panic: a receiver cannot trust what arrives on
@@ -54,6 +58,14 @@ pub(crate) enum Eviction {
     /// The whole region was invalidated (soft or hard: an L1 copy is
     /// dropped either way; the shared store knows which).
     Region,
+    /// A tag was invalidated: its new stamp, which hides every copy of an
+    /// entry created at or before it that carries the tag.
+    Tag {
+        /// The tag.
+        tag: String,
+        /// Its stamp, epoch ms.
+        at_ms: u64,
+    },
 }
 
 /// One message on the wire: who sent it, which region, what to evict.
@@ -89,6 +101,7 @@ enum WireEviction<'a> {
     Key { namespace: &'a str, key: &'a str },
     Namespace { namespace: &'a str },
     Region,
+    Tag { tag: &'a str, at_ms: u64 },
 }
 
 impl Message {
@@ -98,6 +111,7 @@ impl Message {
             Eviction::Key { namespace, key } => WireEviction::Key { namespace, key },
             Eviction::Namespace { namespace } => WireEviction::Namespace { namespace },
             Eviction::Region => WireEviction::Region,
+            Eviction::Tag { tag, at_ms } => WireEviction::Tag { tag, at_ms: *at_ms },
         };
         let wire = Wire {
             origin: self.origin,
@@ -135,6 +149,10 @@ impl Message {
                 namespace: namespace.to_owned(),
             },
             WireEviction::Region => Eviction::Region,
+            WireEviction::Tag { tag, at_ms } => Eviction::Tag {
+                tag: tag.to_owned(),
+                at_ms,
+            },
         };
         Some(Message {
             origin: wire.origin,
@@ -151,6 +169,7 @@ impl Eviction {
             Eviction::Key { namespace, key } => namespace.len() + key.len() + 4,
             Eviction::Namespace { namespace } => namespace.len() + 2,
             Eviction::Region => 0,
+            Eviction::Tag { tag, .. } => tag.len() + 12,
         }
     }
 }
@@ -207,6 +226,10 @@ mod tests {
                 namespace: "views::home".to_owned(),
             }),
             message(Eviction::Region),
+            message(Eviction::Tag {
+                tag: "user:42".to_owned(),
+                at_ms: 1_764_000_000_000,
+            }),
             Message {
                 origin: u64::MAX,
                 region: String::new(),
@@ -255,6 +278,17 @@ mod tests {
             }
             .encode(),
             b"tkb\x01\xac\x02\x01r\x02"
+        );
+        assert_eq!(
+            Message {
+                eviction: Eviction::Tag {
+                    tag: "t".to_owned(),
+                    at_ms: 5,
+                },
+                ..message.clone()
+            }
+            .encode(),
+            b"tkb\x01\xac\x02\x01r\x03\x01t\x05"
         );
         assert_eq!(
             Message {

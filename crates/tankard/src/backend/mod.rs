@@ -6,7 +6,10 @@
 //! `clear` and invalidation one write, and (through
 //! [`Backend::creation_lock`]) the cross-process creation lock. Reading an
 //! entry returns the current generations in the same round trip, so a
-//! lookup costs one round trip on every backend.
+//! lookup costs one round trip on every backend. Tag stamps are entries
+//! of a reserved namespace, read and written through the trait's default
+//! methods ([`Backend::load_tag_stamps`], [`Backend::store_tag_stamp`]):
+//! a store has tags without code of its own.
 
 use std::fmt;
 use std::sync::Arc;
@@ -292,6 +295,17 @@ impl RegionScope {
     }
 }
 
+impl RegionScope {
+    /// The region's reserved namespace of tag stamps.
+    pub(crate) fn tag_scope(self: &Arc<Self>) -> Scope {
+        Scope {
+            generation_key: key::tags_generation_key(&self.prefix, &self.region),
+            namespace: key::TAGS_NAMESPACE.to_owned(),
+            region: self.clone(),
+        }
+    }
+}
+
 /// The keys of one namespace in a region, computed once per namespace.
 #[derive(Debug)]
 pub(crate) struct Scope {
@@ -327,6 +341,21 @@ impl Scope {
                 &self.region.region,
                 &self.namespace,
                 key,
+                self.region.key_length,
+            ),
+        }
+    }
+
+    /// Where a tag's stamp lives, in a region's [tag
+    /// scope](RegionScope::tag_scope).
+    pub(crate) fn locate_tag<'a>(&'a self, tag: &'a str) -> Location<'a> {
+        Location {
+            scope: self,
+            key: tag,
+            storage_key: key::tag_key(
+                &self.region.prefix,
+                &self.region.region,
+                tag,
                 self.region.key_length,
             ),
         }
@@ -458,6 +487,22 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     /// The state of the circuit breaker in front of it, if it has one.
     fn breaker(&self) -> Option<BreakerState> {
         None
+    }
+
+    /// Reads the stamp records of several tags of one region (their
+    /// locations from [`RegionScope::tag_scope`]), in one round trip: by
+    /// default one [`load_many`](Backend::load_many) in the region's
+    /// reserved tags namespace, so every store has tags with no code of
+    /// its own; a store may answer faster.
+    async fn load_tag_stamps(&self, at: &[Location<'_>]) -> Result<Vec<Option<Vec<u8>>>> {
+        let loaded = self.load_many(at).await?;
+        Ok(loaded.into_iter().map(|loaded| loaded.bytes).collect())
+    }
+
+    /// Writes one tag's stamp record, kept until it is overwritten: by
+    /// default a [`store`](Backend::store) without a TTL.
+    async fn store_tag_stamp(&self, at: &Location<'_>, record: Vec<u8>) -> Result<()> {
+        self.store(at, record, None).await
     }
 }
 

@@ -25,6 +25,7 @@ use super::{
     panic_message, run_creator, settle,
 };
 use crate::error::{Error, Kind, Result};
+use crate::tags::Tags;
 use crate::stats::Event;
 
 /// What the batch found for one key before its creator runs.
@@ -47,6 +48,7 @@ pub(crate) async fn get_or_create_many<T, S, F, Fut>(
     ns: &Arc<S::Namespace>,
     keys: &[&str],
     expire: Option<Duration>,
+    tags: &Tags,
     creator: F,
 ) -> Result<Vec<Arc<T>>>
 where
@@ -66,7 +68,10 @@ where
     }
     let calls: Vec<Call<'_, T, S>> = keys
         .iter()
-        .map(|key| Call::new(storage, ns, key, expire))
+        .map(|key| Call {
+            tags: tags.clone(),
+            ..Call::new(storage, ns, key, expire)
+        })
         .collect();
     let claims = join_all(calls.iter().map(claim)).await;
     let mut values: Vec<Option<Result<Arc<T>>>> = (0..keys.len()).map(|_| None).collect();
@@ -93,7 +98,7 @@ where
                         Ok(Made {
                             value,
                             cost_us: made.cost_us,
-                            asked: made.asked,
+                            asked: made.asked.clone(),
                         })
                     })
                     .collect(),
@@ -143,7 +148,11 @@ where
             let mut made = create(creator, &[key]).await?;
             made.pop().ok_or_else(|| wrong_count(0, 1))
         });
-        let waiting = get_or_create(Call::new(storage, ns, key, expire), one);
+        let call = Call {
+            tags: tags.clone(),
+            ..Call::new(storage, ns, key, expire)
+        };
+        let waiting = get_or_create(call, one);
         async move { (i, waiting.await) }
     }))
     .await;

@@ -1,7 +1,8 @@
 //! What a creator may say about the entry it makes, from inside it: its
 //! own expiry (adaptive caching: a short one for a value that will change
-//! soon, a long one for a stable one), or that its value is not to be
-//! stored at all (dogpile.cache's `should_cache_fn`), without failing.
+//! soon, a long one for a stable one), tags that depend on what it read
+//! (FusionCache's adaptive tags), or that its value is not to be stored at
+//! all (dogpile.cache's `should_cache_fn`), without failing.
 //!
 //! The engine runs every creator inside a task-local context, so the
 //! setting needs no parameter: any front end's creator (the namespace API,
@@ -12,15 +13,32 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::error::{Error, Result};
 use crate::sync::lock;
+use crate::tags::Tags;
 
 /// What the creator running now asked for.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Asked {
     /// Its own expiry: `Some(None)` for "never".
     pub(crate) expire: Option<Option<Duration>>,
     /// The value is returned, and handed to waiters, but not stored.
     pub(crate) skip_store: bool,
+    /// Tags for the entry, checked, besides its call's.
+    added: Vec<Box<str>>,
+    /// A tag it asked for that was refused: the call fails with it.
+    refused: Option<Error>,
+}
+
+impl Asked {
+    /// The entry's tags: the call's and the creator's; an error if the
+    /// creator asked for a bad one or the two make too many.
+    pub(crate) fn tags(&self, call: &Tags) -> Result<Tags> {
+        if let Some(err) = &self.refused {
+            return Err(err.clone());
+        }
+        crate::tags::union(call, &self.added)
+    }
 }
 
 tokio::task_local! {
@@ -32,7 +50,7 @@ tokio::task_local! {
 pub(crate) async fn with_context<F: std::future::Future>(creator: F) -> (F::Output, Asked) {
     let asked = Arc::new(Mutex::new(Asked::default()));
     let output = CONTEXT.scope(asked.clone(), creator).await;
-    let asked = *lock(&asked);
+    let asked = std::mem::take(&mut *lock(&asked));
     (output, asked)
 }
 
@@ -94,5 +112,72 @@ impl CreatorContext {
         CONTEXT
             .try_with(|asked| lock(asked).skip_store = true)
             .is_ok()
+    }
+
+    /// Tags the entry being made with `tag`, besides the tags its handle
+    /// gives ([`Cache::tags`](crate::Cache::tags)), so that
+    /// [`Region::invalidate_tag`](crate::Region::invalidate_tag) hides it:
+    /// tags that depend on what the creator read. Returns whether a
+    /// creator is running here.
+    ///
+    /// A tag that is empty or longer than
+    /// [`MAX_TAG_LEN`](crate::MAX_TAG_LEN) bytes is an error
+    /// ([`Error::is_bad_tag`]), here and for the call whose creator asked
+    /// for it: its value is not stored.
+    ///
+    /// ```
+    /// use tankard::CreatorContext;
+    /// # tokio_test::block_on(async {
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let posts = cache.namespace("posts");
+    /// let post = posts
+    ///     .get_or_try_create("7", || async {
+    ///         let author = 42; // read with the post
+    ///         CreatorContext::add_tag(format!("user:{author}"))?;
+    ///         Ok::<_, tankard::Error>("hello".to_string())
+    ///     })
+    ///     .await?;
+    /// assert_eq!(*post, "hello");
+    /// cache.default_region().invalidate_tag("user:42").await?;
+    /// assert!(!posts.contains::<String>("7").await?);
+    /// assert!(CreatorContext::add_tag("").unwrap_err().is_bad_tag());
+    /// assert!(!CreatorContext::add_tag("user:42")?, "not inside a creator here");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add_tag(tag: impl AsRef<str>) -> Result<bool> {
+        let tag = tag.as_ref();
+        let checked = crate::tags::check(tag);
+        let running = CONTEXT
+            .try_with(|asked| {
+                let mut asked = lock(asked);
+                match &checked {
+                    Ok(()) => asked.added.push(tag.into()),
+                    Err(err) => {
+                        asked.refused.get_or_insert_with(|| err.clone());
+                    }
+                }
+            })
+            .is_ok();
+        checked.map(|()| running)
+    }
+
+    /// The tags the creator running here has added so far (not its
+    /// handle's), in the order added; empty outside a creator.
+    ///
+    /// ```
+    /// assert!(tankard::CreatorContext::tags().is_empty());
+    /// ```
+    pub fn tags() -> Vec<String> {
+        CONTEXT
+            .try_with(|asked| {
+                lock(asked)
+                    .added
+                    .iter()
+                    .map(|tag| tag.to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }

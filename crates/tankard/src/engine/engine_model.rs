@@ -83,6 +83,7 @@ impl Storage for Model {
         _expire: Option<Duration>,
         _cost_us: u32,
         _generations: Option<Generations>,
+        _tags: &crate::tags::Tags,
     ) -> Result<()>
     where
         T: Serialize + Send + Sync + 'static,

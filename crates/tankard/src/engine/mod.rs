@@ -35,6 +35,7 @@ use crate::backend::lock::{self, LockGuard};
 use crate::stats::Event;
 use crate::sync;
 pub(crate) use batch::get_or_create_many;
+use crate::tags::Tags;
 pub use context::CreatorContext;
 #[cfg(feature = "axum")]
 pub(crate) use creator::Both;
@@ -159,18 +160,19 @@ async fn store_value<T, S: Storage>(
     expire: Option<Duration>,
     cost_us: u32,
     generations: Option<Generations>,
+    tags: &Tags,
 ) -> Result<()>
 where
     T: Serialize + Send + Sync + 'static,
 {
     let stored = match call.place {
         Some(place) => {
-            place.store(value, expire, cost_us, generations);
+            place.store(value, expire, cost_us, generations, tags);
             Ok(())
         }
         None => {
             call.storage
-                .store(call.ns, call.key, value, expire, cost_us, generations)
+                .store(call.ns, call.key, value, expire, cost_us, generations, tags)
                 .await
         }
     };
@@ -252,9 +254,14 @@ where
         (Ok(made), _) => {
             let value = Arc::new(made.value);
             let expire = made.asked.expire.unwrap_or(call.expire);
-            store_value(call, &value, expire, made.cost_us, generations)
-                .await
-                .map(|()| value)
+            // A bad tag the creator asked for fails the call: nothing is
+            // stored under tags it did not mean.
+            match made.asked.tags(&call.tags) {
+                Ok(tags) => store_value(call, &value, expire, made.cost_us, generations, &tags)
+                    .await
+                    .map(|()| value),
+                Err(err) => Err(err),
+            }
         }
         (Err(failure), Some((throttle, fallback))) => {
             let why = match &failure {
@@ -267,7 +274,7 @@ where
                 "creator failed; serving the last good value (fail_safe) for {throttle:?}: {why}",
             );
             engine.count(Event::FailSafeServed);
-            store_value(call, &fallback, Some(throttle), 0, generations)
+            store_value(call, &fallback, Some(throttle), 0, generations, &call.tags)
                 .await
                 .map(|()| fallback)
         }
@@ -399,11 +406,13 @@ where
     let ns = call.ns.clone();
     let key: Box<str> = call.key.into();
     let expire = call.expire;
+    let tags = call.tags.clone();
     let shutdown = storage.engine().shutdown.clone();
     runtime.spawn(async move {
         let call = Call {
             place: place.as_deref().map(|place| place as &dyn Place<T>),
             detached: true,
+            tags,
             ..Call::new(&storage, &ns, &key, expire)
         };
         let work = create_and_store(&call, held, task);
@@ -420,6 +429,8 @@ pub(crate) struct Call<'a, T, S: Storage> {
     pub(crate) ns: &'a Arc<S::Namespace>,
     pub(crate) key: &'a str,
     pub(crate) expire: Option<Duration>,
+    /// The tags of what it stores, besides those its creator adds.
+    pub(crate) tags: Tags,
     /// Where the entry lives if not in the region's store.
     pub(crate) place: Option<&'a dyn Place<T>>,
     /// Set when the call is answered with a stale value (the page layer
@@ -443,6 +454,7 @@ impl<'a, T, S: Storage> Call<'a, T, S> {
             ns,
             key,
             expire,
+            tags: None,
             place: None,
             served_stale: None,
             detached: false,
@@ -470,13 +482,14 @@ pub(crate) trait Place<T>: Sync {
     /// Reads the entry.
     fn lookup(&self) -> Lookup<T>;
     /// Stores a value created now, stamped with `generations` (read before
-    /// the creator ran) when given.
+    /// the creator ran) when given, carrying `tags`.
     fn store(
         &self,
         value: &Arc<T>,
         expire: Option<Duration>,
         cost_us: u32,
         generations: Option<Generations>,
+        tags: &Tags,
     );
     /// The same place, owned, for a task that regenerates the entry after
     /// its caller has gone (`refresh = background`); `None` if it cannot
@@ -846,6 +859,7 @@ fn refresh_in_background<T, S: Storage>(
     let ns = call.ns.clone();
     let key: Box<str> = call.key.into();
     let expire = call.expire;
+    let tags = call.tags.clone();
     let shutdown = storage.engine().shutdown.clone();
     // Its own trace: the task outlives the call that started it, which
     // it follows from.
@@ -866,6 +880,7 @@ fn refresh_in_background<T, S: Storage>(
             let call = Call {
                 place: place.as_deref().map(|place| place as &dyn Place<T>),
                 detached: true,
+                tags,
                 ..Call::new(&storage, &ns, &key, expire)
             };
             match background_regenerate(&call, leader, &*lock, task, stale).await {

@@ -24,6 +24,7 @@ use crate::entry::{Freshness, Generations};
 use crate::error::{Error, Result};
 use crate::options::{OnBackendError, Refresh, RegionOptions};
 use crate::stats::{Event, Figures};
+use crate::tags::Tags;
 
 /// A key of the single-flight map: namespace id and caller's key.
 pub(crate) type FlightKey = (u64, Box<str>);
@@ -92,7 +93,8 @@ pub(crate) trait Storage: Send + Sync + 'static {
         T: DeserializeOwned + Send + Sync + 'static;
 
     /// Stores a value created now, which took `cost_us` to make, stamped
-    /// with `generations` (read before its creator ran) when given.
+    /// with `generations` (read before its creator ran) when given, and
+    /// carrying `tags` (checked).
     #[allow(clippy::too_many_arguments)]
     fn store<T>(
         &self,
@@ -102,6 +104,7 @@ pub(crate) trait Storage: Send + Sync + 'static {
         expire: Option<Duration>,
         cost_us: u32,
         generations: Option<Generations>,
+        tags: &Tags,
     ) -> impl Future<Output = Result<()>> + Send
     where
         T: Serialize + Send + Sync + 'static;

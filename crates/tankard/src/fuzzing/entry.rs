@@ -54,7 +54,18 @@ pub(super) fn fuzz(data: &[u8]) {
         meta.refresh_at_ms = meta.fresh_until_ms;
         meta.cost_us = input.u64() as u32;
         let key = input.string(64);
-        return decode_as(kind, &mut EncodeFirst(&key, &meta, secret), input.rest());
+        // At most one tag, and only a valid one: `encode` is given checked tags.
+        let tag = input.string(32);
+        let tags: Vec<Box<str>> = crate::tags::collect([tag].iter().filter(|t| !t.is_empty()))
+            .ok()
+            .flatten()
+            .map(|tags| tags.to_vec())
+            .unwrap_or_default();
+        return decode_as(
+            kind,
+            &mut EncodeFirst(&key, &meta, &tags, secret),
+            input.rest(),
+        );
     }
     let mut bytes = input.rest().to_vec();
     if mode & 0x02 != 0 {
@@ -90,7 +101,8 @@ fn stored_key(bytes: &[u8]) -> &str {
 /// What was read re-encodes to the same bytes (when its flags byte is one
 /// this build writes) and opens again to the same fields.
 fn reencode(key: &str, bytes: &[u8], raw: &RawEntry<'_>, secret: Option<&Secret>) {
-    let again = entry::encode_payload(key, &raw.meta, raw.type_tag, raw.payload, secret);
+    let tags: Vec<&str> = raw.tags().collect();
+    let again = entry::encode_payload(key, &raw.meta, raw.type_tag, raw.payload, &tags, secret);
     if bytes[5] & !1 == 0 {
         assert_eq!(again, bytes, "an entry that opens re-encodes byte for byte");
     }
@@ -99,6 +111,7 @@ fn reencode(key: &str, bytes: &[u8], raw: &RawEntry<'_>, secret: Option<&Secret>
             assert_eq!(reread.meta, raw.meta);
             assert_eq!(reread.type_tag, raw.type_tag);
             assert_eq!(reread.payload, raw.payload);
+            assert!(reread.tags().eq(raw.tags()));
         }
         Err(err) => panic!("a re-encoded entry does not open: {err}"),
     }
@@ -178,8 +191,9 @@ struct DecodeFirst<'a, 'b>(&'a str, &'a RawEntry<'b>, Option<&'a Secret>);
 impl Direction for DecodeFirst<'_, '_> {
     fn run<T: Value>(&mut self, _: &[u8]) {
         let DecodeFirst(key, raw, secret) = *self;
+        let tags: Vec<Box<str>> = raw.tags().map(Box::from).collect();
         match entry::decode_payload::<T>(raw) {
-            Ok(value) => round_trip(key, &raw.meta, &value, secret),
+            Ok(value) => round_trip(key, &raw.meta, &tags, &value, secret),
             Err(DecodeError::OtherType) => assert_ne!(raw.type_tag, entry::type_tag::<T>()),
             Err(DecodeError::Payload(_) | DecodeError::TooDeep) => {}
             Err(err) => panic!("decode_payload returned {err:?}, which only open returns"),
@@ -188,20 +202,26 @@ impl Direction for DecodeFirst<'_, '_> {
 }
 
 /// A value read from the fuzzer's bytes (as postcard) makes the round trip.
-struct EncodeFirst<'a>(&'a str, &'a EntryMeta, Option<&'a Secret>);
+struct EncodeFirst<'a>(&'a str, &'a EntryMeta, &'a [Box<str>], Option<&'a Secret>);
 
 impl Direction for EncodeFirst<'_> {
     fn run<T: Value>(&mut self, payload: &[u8]) {
         if let Ok((value, _)) = postcard::take_from_bytes::<T>(payload) {
-            round_trip(self.0, self.1, &value, self.2);
+            round_trip(self.0, self.1, self.2, &value, self.3);
         }
     }
 }
 
 /// `decode(encode(x)) == x`, and the entry is a miss for any other key and
 /// for a reader with the other secret setting.
-fn round_trip<T: Value>(key: &str, meta: &EntryMeta, value: &T, secret: Option<&Secret>) {
-    let bytes = match entry::encode(key, meta, value, secret) {
+fn round_trip<T: Value>(
+    key: &str,
+    meta: &EntryMeta,
+    tags: &[Box<str>],
+    value: &T,
+    secret: Option<&Secret>,
+) {
+    let bytes = match entry::encode(key, meta, value, tags, secret) {
         Ok(bytes) => bytes,
         Err(err) => panic!("{value:?} does not encode: {err}"),
     };
@@ -209,6 +229,7 @@ fn round_trip<T: Value>(key: &str, meta: &EntryMeta, value: &T, secret: Option<&
         Ok(raw) => {
             assert_eq!(raw.meta, *meta);
             assert_eq!(raw.type_tag, entry::type_tag::<T>());
+            assert!(raw.tags().eq(tags.iter().map(|tag| &**tag)));
             match entry::decode_payload::<T>(&raw) {
                 Ok(back) => assert_eq!(back, *value, "decode(encode(x)) == x"),
                 // Values nested past the limit are refused on the way in.

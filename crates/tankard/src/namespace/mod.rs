@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use crate::engine::{self, Creator, Local, Owned};
 use crate::error::{Error, Result};
 use crate::region::{Found, NamespaceState, RegionInner};
+use crate::tags::Tags;
 
 /// One namespace inside a region: Beaker's `Cache` object. Cheap to clone;
 /// clones share the region.
@@ -64,6 +65,8 @@ pub struct Cache {
     pub(crate) region: Arc<RegionInner>,
     pub(crate) ns: Arc<NamespaceState>,
     expire: Option<Option<Duration>>,
+    /// The tags of what this handle stores ([`Cache::tags`]).
+    pub(crate) tags: Tags,
 }
 
 impl fmt::Debug for Cache {
@@ -72,13 +75,17 @@ impl fmt::Debug for Cache {
             .field("region", &self.region.options.name)
             .field("namespace", &self.ns.scope.namespace)
             .field("expire", &self.expiry())
+            .field("tags", &self.tags)
             .finish()
     }
 }
 
 impl Cache {
     fn call<'a, T>(&'a self, key: &'a str) -> engine::Call<'a, T, RegionInner> {
-        engine::Call::new(&self.region, &self.ns, key, self.expiry())
+        engine::Call {
+            tags: self.tags.clone(),
+            ..engine::Call::new(&self.region, &self.ns, key, self.expiry())
+        }
     }
 
     pub(crate) fn new(region: Arc<RegionInner>, ns: Arc<NamespaceState>) -> Cache {
@@ -86,6 +93,7 @@ impl Cache {
             region,
             ns,
             expire: None,
+            tags: None,
         }
     }
 
@@ -107,6 +115,37 @@ impl Cache {
     pub fn expire(mut self, expire: impl Into<Option<Duration>>) -> Cache {
         self.expire = Some(expire.into());
         self
+    }
+
+    /// The same namespace, tagging what it stores (`put`, `get_or_create`)
+    /// with `tags`, in place of this handle's tags, so that
+    /// [`Region::invalidate_tag`](crate::Region::invalidate_tag) can hide
+    /// it. Reads see every entry, tagged or not. A creator may add tags of
+    /// its own ([`CreatorContext::add_tag`](crate::CreatorContext::add_tag)).
+    ///
+    /// A tag that is empty or longer than [`MAX_TAG_LEN`](crate::MAX_TAG_LEN)
+    /// bytes, or more than [`MAX_TAGS`](crate::MAX_TAGS) of them, is an
+    /// error ([`Error::is_bad_tag`](crate::Error::is_bad_tag)).
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let pages = cache.namespace("pages");
+    /// pages.clone().tags(["user:42", "home"])?.put("/u/42", "<p>Ann</p>".to_string()).await?;
+    /// cache.default_region().invalidate_tag("user:42").await?;
+    /// assert!(pages.get::<String>("/u/42").await?.is_none());
+    /// assert!(pages.clone().tags([""]).unwrap_err().is_bad_tag());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn tags<I, S>(mut self, tags: I) -> Result<Cache>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.tags = crate::tags::collect(tags)?;
+        Ok(self)
     }
 
     /// How long what this handle stores stays fresh: its own
@@ -508,6 +547,7 @@ impl Cache {
             &self.ns,
             &keys,
             self.expiry(),
+            &self.tags,
             creator,
         ))
         .await
@@ -605,7 +645,7 @@ impl Cache {
         }
         match self
             .region
-            .store(&self.ns, key, &value, self.expiry(), 0, None)
+            .store(&self.ns, key, &value, self.expiry(), 0, None, &self.tags)
             .await
         {
             Ok(()) => Ok(()),

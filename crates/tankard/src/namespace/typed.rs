@@ -21,6 +21,7 @@ use crate::engine::{self, Creator, Place};
 use crate::entry::Generations;
 use crate::error::Result;
 use crate::region::{Found, Lookup};
+use crate::tags::Tags;
 
 /// One namespace's typed map for values of type `V`.
 pub(crate) struct TypedCache<V> {
@@ -103,10 +104,12 @@ where
     #[inline(always)]
     fn value_if_fresh(&self, found: Option<TypedEntry<V>>) -> Option<V> {
         let entry = found.as_ref()?;
-        let fresh = self
-            .cache
-            .region
-            .fresh_in_memory(&self.cache.ns, &entry.meta, entry.epoch);
+        let fresh = self.cache.region.fresh_in_memory(
+            &self.cache.ns,
+            &entry.meta,
+            entry.epoch,
+            &entry.tags,
+        );
         if !fresh {
             return None;
         }
@@ -132,6 +135,7 @@ where
         };
         let call = engine::Call {
             place: Some(&slot),
+            tags: self.cache.tags.clone(),
             ..engine::Call::new(
                 &self.cache.region,
                 &self.cache.ns,
@@ -142,9 +146,9 @@ where
         Box::pin(engine::get_or_create(call, creator)).await
     }
 
-    /// Stores `value`, as [`Cache::put`].
-    pub(crate) fn put(&self, key: &TypedKeyRef<'_>, value: V) {
-        self.store(key, value, self.cache.expiry(), 0, None);
+    /// Stores `value`, as [`Cache::put`], carrying `tags`.
+    pub(crate) fn put_tagged(&self, key: &TypedKeyRef<'_>, value: V, tags: &Tags) {
+        self.store(key, value, self.cache.expiry(), 0, None, tags);
     }
 
     /// Removes the value; `true` if there was one.
@@ -159,12 +163,14 @@ where
         expire: Option<Duration>,
         cost_us: u32,
         generations: Option<Generations>,
+        tags: &Tags,
     ) {
         let (meta, epoch) =
             self.cache
                 .region
-                .memory_stamp(&self.cache.ns, expire, cost_us, generations);
-        self.map.insert(key, value, meta, epoch, encoded_len);
+                .memory_stamp(&self.cache.ns, expire, cost_us, generations, tags);
+        self.map
+            .insert(key, value, meta, epoch, tags.clone(), encoded_len);
     }
 }
 
@@ -187,6 +193,7 @@ where
         let generations = region.memory_generations(&self.typed.cache.ns);
         let found = match self.typed.map.get(self.key) {
             None => Found::Missing,
+            Some(entry) if region.hidden_here(&entry.tags, entry.meta.created_ms) => Found::Missing,
             Some(entry) => Found::entry(
                 entry.meta.freshness(&generations, &region.read_policy()),
                 Arc::new(entry.value),
@@ -204,9 +211,16 @@ where
         expire: Option<Duration>,
         cost_us: u32,
         generations: Option<Generations>,
+        tags: &Tags,
     ) {
-        self.typed
-            .store(self.key, V::clone(value), expire, cost_us, generations);
+        self.typed.store(
+            self.key,
+            V::clone(value),
+            expire,
+            cost_us,
+            generations,
+            tags,
+        );
     }
 
     fn detach(&self) -> Option<Box<dyn Place<V> + Send>> {
@@ -252,8 +266,9 @@ where
         expire: Option<Duration>,
         cost_us: u32,
         generations: Option<Generations>,
+        tags: &Tags,
     ) {
-        self.slot(|slot| slot.store(value, expire, cost_us, generations));
+        self.slot(|slot| slot.store(value, expire, cost_us, generations, tags));
     }
 
     fn detach(&self) -> Option<Box<dyn Place<V> + Send>> {

@@ -10,7 +10,9 @@
 //!
 //! - the **backplane** (when the region has one): another process's
 //!   write, remove, clear or invalidation arrives as a message and drops
-//!   the copies it names (see [`Listener`] below);
+//!   the copies it names (see [`Listener`] below); a tag invalidation
+//!   moves the tag's stamp in the region's table, which hides every copy
+//!   as old as its stamp (a copy keeps its entry's creation time);
 //! - **`l1_expire`**: no copy is served longer than that after it was
 //!   taken, whatever the backplane says;
 //! - **the backplane's state**: while its subscription is down the tier
@@ -111,6 +113,12 @@ impl MemoryTier {
         self.store.remove(key);
     }
 
+    /// Drops any copy being taken right now once it is stored (a tag's
+    /// stamp moved: the copy may predate it).
+    pub(crate) fn note_eviction(&self) {
+        self.evictions.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// After storing a copy taken with `before`: drops it again if its key
     /// (or any key) was evicted meanwhile. Rare, and only ever costs a miss.
     pub(crate) fn recheck(&self, key: &MemKeyRef<'_>, before: Before) {
@@ -149,6 +157,7 @@ impl Listener for RegionInner {
                 }
             }
             Eviction::Region => self.drop_local(),
+            Eviction::Tag { tag, at_ms } => self.raise_stamp(&tag, at_ms),
         }
     }
 

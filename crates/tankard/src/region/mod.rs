@@ -15,7 +15,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -38,6 +38,7 @@ use crate::options::{EarlyRefresh, LockMode, RegionOptions, option_key};
 use crate::stats::HitSample;
 use crate::stats::{Event, Latencies, Stats};
 use crate::sync::lock;
+use crate::tags::{StampTable, TagList, Tags};
 
 #[cfg(feature = "memory")]
 use crate::backend::memory::{MemKeyRef, MemoryStore, NO_EPOCH, encoded_len};
@@ -75,6 +76,10 @@ pub(crate) struct NamespaceState {
     /// so a hit on an entry stamped with the current epoch only needs to
     /// check its expiry.
     pub(crate) epoch: AtomicU64,
+    /// Set before the first tagged entry of the namespace is stamped: only
+    /// such namespaces' epochs move on when a tag's stamp does, so a tag
+    /// invalidation costs untagged namespaces nothing.
+    pub(crate) tagged: AtomicBool,
 }
 
 /// A named cache region. Get one from
@@ -117,6 +122,11 @@ pub(crate) struct RegionInner {
     pub(crate) engine: Engine,
     pub(crate) clock: Clock,
     scope: Arc<RegionScope>,
+    /// Where the shared store keeps the region's tag stamps.
+    tag_scope: Scope,
+    /// The tag stamps this process has seen (see [`StampTable`]): a memory
+    /// region's own, an L1's check of its copies; unused otherwise.
+    stamps: StampTable,
     pub(crate) namespaces: Mutex<HashMap<String, Arc<NamespaceState>>>,
     /// Memory regions' generations (shared backends keep theirs in the backend).
     generation: AtomicU64,
@@ -187,9 +197,12 @@ impl Region {
             return Err(feature_missing(&options, "memory"));
         }
         let backend = backend_name(&options, l2.as_ref());
+        let scope = Arc::new(RegionScope::new(&options));
         Ok(Region {
             inner: Arc::new_cyclic(|me| RegionInner {
-                scope: Arc::new(RegionScope::new(&options)),
+                tag_scope: scope.tag_scope(),
+                stamps: StampTable::default(),
+                scope,
                 start_ms: options.starttime.map_or(0, |s| s.saturating_mul(1000)),
                 #[cfg(feature = "memory")]
                 l1,
@@ -288,6 +301,7 @@ impl Region {
                         scope: Scope::new(self.inner.scope.clone(), name),
                         generation: AtomicU64::new(0),
                         epoch: AtomicU64::new(0),
+                        tagged: AtomicBool::new(false),
                     })
                 })
                 .clone()
@@ -330,6 +344,52 @@ impl Region {
             Invalidation::Hard => inner.drop_local(),
         }
         inner.publish(Eviction::Region).await;
+        Ok(())
+    }
+
+    /// Hides every entry that carries `tag` (see
+    /// [`Cache::tags`](crate::Cache::tags) and
+    /// [`CreatorContext::add_tag`](crate::CreatorContext::add_tag)), in
+    /// every process that shares the region's store, with one write: the
+    /// tag's stamp, the time now. An entry created at or before the stamp
+    /// of one of its tags is missing (`get_or_create` makes it anew).
+    /// Other processes' L1 copies are dropped through the backplane, or
+    /// within `l1_expire` without one. Untagged entries are not touched.
+    ///
+    /// A tag that is empty or longer than [`MAX_TAG_LEN`](crate::MAX_TAG_LEN)
+    /// bytes is an error ([`Error::is_bad_tag`]).
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let users = cache.namespace("users");
+    /// users.clone().tags(["team:7"])?.put("ann", "Ann".to_string()).await?;
+    /// users.put("bob", "Bob".to_string()).await?;
+    /// cache.default_region().invalidate_tag("team:7").await?;
+    /// assert!(!users.contains::<String>("ann").await?);
+    /// assert!(users.contains::<String>("bob").await?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
+        crate::tags::check(tag)?;
+        let inner = &self.inner;
+        // The clock entries are created by: one created before this call
+        // has a creation time at or before the stamp, so it is hidden.
+        let now_ms = inner.clock.recent_ms();
+        if let Some(backend) = &inner.l2 {
+            let at = inner.tag_scope.locate_tag(tag);
+            let record = inner.stamp_record(&at, now_ms)?;
+            backend.store_tag_stamp(&at, record).await?;
+        }
+        inner.raise_stamp(tag, now_ms);
+        inner
+            .publish(Eviction::Tag {
+                tag: tag.to_owned(),
+                at_ms: now_ms,
+            })
+            .await;
         Ok(())
     }
 
@@ -562,6 +622,124 @@ impl RegionInner {
         }
     }
 
+    /// Whether this region keeps tag stamps in memory: it has a memory
+    /// tier (a memory region's entries, or L1 copies) to check with them.
+    fn keeps_stamps(&self) -> bool {
+        #[cfg(feature = "memory")]
+        return self.l1.is_some();
+        #[cfg(not(feature = "memory"))]
+        false
+    }
+
+    /// Moves a tag's stamp in this process's table (an invalidation here
+    /// or elsewhere, or a stamp read from the store). When it moved, the
+    /// memory tier's entries in namespaces that hold tagged ones take the
+    /// full check (their epochs move on), and any L1 copy being taken
+    /// right now is dropped once stored (it may predate the stamp).
+    pub(crate) fn raise_stamp(&self, tag: &str, at_ms: u64) {
+        if !self.keeps_stamps() || !self.stamps.raise(tag, at_ms) {
+            return;
+        }
+        // After the raise: a namespace marked later stamps its entry after
+        // reading the new stamp (see `stamp`).
+        for ns in lock(&self.namespaces).values() {
+            if ns.tagged.load(Ordering::SeqCst) {
+                ns.epoch.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        #[cfg(feature = "memory")]
+        if let Some(tier) = &self.l1 {
+            tier.note_eviction();
+        }
+    }
+
+    /// Whether one of `tags` hides a memory-tier entry created at
+    /// `created_ms`, by the stamps this process has seen.
+    #[cfg(feature = "memory")]
+    #[inline]
+    pub(crate) fn hidden_here(&self, tags: &Tags, created_ms: u64) -> bool {
+        tags.as_deref()
+            .is_some_and(|tags| self.stamps.hides(tags, created_ms))
+    }
+
+    /// A tag's stamp record as stored: an entry of the unit type, created
+    /// at the stamp, that never expires (so `gc` keeps it).
+    fn stamp_record(&self, at: &Location<'_>, at_ms: u64) -> Result<Vec<u8>> {
+        let meta = EntryMeta {
+            created_ms: at_ms,
+            fresh_until_ms: u64::MAX,
+            stale_until_ms: u64::MAX,
+            region_gen: 0,
+            namespace_gen: 0,
+            cost_us: 0,
+            refresh_at_ms: u64::MAX,
+        };
+        entry::encode(
+            &at.storage_key,
+            &meta,
+            &(),
+            &[],
+            self.options.secret.as_ref(),
+        )
+        .map_err(|err| {
+            Error::new(Kind::Encode {
+                message: err.to_string(),
+            })
+        })
+    }
+
+    /// Which of `entries` (each an entry's tags and creation time, read
+    /// from the shared store) their tags' stamps hide: one read of every
+    /// tag's stamp from the store, whatever the number of entries. A stamp
+    /// record that does not open (damaged, foreign, another secret) counts
+    /// as no invalidation.
+    pub(crate) async fn hidden_in_store(
+        &self,
+        backend: &Arc<dyn Backend>,
+        ns: &NamespaceState,
+        entries: &[(&[Box<str>], u64)],
+    ) -> Result<Vec<bool>> {
+        let mut tags: Vec<&str> = entries
+            .iter()
+            .flat_map(|(tags, _)| tags.iter().map(|tag| &**tag))
+            .collect();
+        tags.sort_unstable();
+        tags.dedup();
+        if tags.is_empty() {
+            return Ok(vec![false; entries.len()]);
+        }
+        let at: Vec<Location<'_>> = tags
+            .iter()
+            .map(|tag| self.tag_scope.locate_tag(tag))
+            .collect();
+        let records =
+            round_trip(&self.options.name, ns, "tags", backend.load_tag_stamps(&at)).await?;
+        let mut stamps: HashMap<&str, u64> = HashMap::with_capacity(tags.len());
+        for ((tag, at), record) in tags.iter().zip(&at).zip(records) {
+            let Some(record) = record else { continue };
+            let secret = self.options.secret.as_ref();
+            match entry::open(&at.storage_key, &record, secret) {
+                Ok(raw) if raw.type_tag == entry::type_tag::<()>() => {
+                    stamps.insert(tag, raw.meta.created_ms);
+                    // An L1 learns of other processes' invalidations here
+                    // too, backplane or not.
+                    self.raise_stamp(tag, raw.meta.created_ms);
+                }
+                _ => {
+                    self.count(Event::DecodeError);
+                    tracing::debug!(region = %self.options.name, tag, "tag stamp ignored: it does not open");
+                }
+            }
+        }
+        Ok(entries
+            .iter()
+            .map(|(tags, created_ms)| {
+                tags.iter()
+                    .any(|tag| stamps.get(&**tag).is_some_and(|stamp| created_ms <= stamp))
+            })
+            .collect())
+    }
+
     /// Makes every entry of the memory tier missing: a memory region's
     /// hard invalidation, and an L1 emptied.
     pub(crate) fn drop_local(&self) {
@@ -672,8 +850,9 @@ impl RegionInner {
         expire: Option<Duration>,
         cost_us: u32,
         generations: Option<Generations>,
+        tags: &Tags,
     ) -> (EntryMeta, u64) {
-        self.stamp(ns, expire, self.options.stale, cost_us, generations)
+        self.stamp(ns, expire, self.options.stale, cost_us, generations, tags)
     }
 
     #[cfg(feature = "memory")]
@@ -684,7 +863,14 @@ impl RegionInner {
         stale: Duration,
         cost_us: u32,
         generations: Option<Generations>,
+        tags: &Tags,
     ) -> (EntryMeta, u64) {
+        // Marked before the epoch is read: a tag's stamp raised after this
+        // moves the epoch on (`raise_stamp`); one raised before shows in
+        // the table read below.
+        if tags.is_some() && !ns.tagged.load(Ordering::Relaxed) {
+            ns.tagged.store(true, Ordering::SeqCst);
+        }
         // The epoch first: a change after this read moves it on, and one
         // before it shows in the generations read next.
         let epoch = ns.epoch.load(Ordering::Acquire);
@@ -702,7 +888,7 @@ impl RegionInner {
         meta.cost_us = cost_us;
         meta.refresh_at_ms = policy.earliest().refresh_at_ms(&meta);
         match meta.freshness(&current, &policy) {
-            Freshness::Fresh => (meta, epoch),
+            Freshness::Fresh if !self.hidden_here(tags, meta.created_ms) => (meta, epoch),
             _ => (meta, NO_EPOCH),
         }
     }
@@ -716,13 +902,14 @@ impl RegionInner {
         ns: &NamespaceState,
         meta: &EntryMeta,
         epoch: u64,
+        tags: &Tags,
     ) -> bool {
         if epoch == ns.epoch.load(Ordering::Acquire) {
             // Not `fresh_until_ms`: past `refresh_at_ms` the engine starts
             // an early refresh (without the policy the two are equal).
             return self.clock.recent_ms() < meta.refresh_at_ms;
         }
-        self.fresh_after_invalidation(ns, meta)
+        self.fresh_after_invalidation(ns, meta, tags)
     }
 
     /// [`fresh_in_memory`](Self::fresh_in_memory) for an entry stamped
@@ -731,9 +918,10 @@ impl RegionInner {
     #[cfg(feature = "memory")]
     #[cold]
     #[inline(never)]
-    fn fresh_after_invalidation(&self, ns: &NamespaceState, meta: &EntryMeta) -> bool {
+    fn fresh_after_invalidation(&self, ns: &NamespaceState, meta: &EntryMeta, tags: &Tags) -> bool {
         // Not `Due`: the engine starts its early refresh.
         meta.freshness(&self.memory_generations(ns), &self.read_policy()) == Freshness::Fresh
+            && !self.hidden_here(tags, meta.created_ms)
     }
 
     /// A memory region's lookup: fresh, stale or missing, with no await
@@ -754,6 +942,7 @@ impl RegionInner {
             None => Found::Missing,
             Some(entry) => match entry.meta.freshness(&generations, &self.read_policy()) {
                 Freshness::Missing => Found::Missing,
+                _ if self.hidden_here(&entry.tags, entry.meta.created_ms) => Found::Missing,
                 freshness => match entry.value.downcast::<T>() {
                     Ok(value) => Found::entry(freshness, value),
                     Err(_) => {
@@ -791,7 +980,7 @@ impl RegionInner {
             key,
         });
         let entry = found.as_ref()?;
-        if !self.fresh_in_memory(ns, &entry.meta, entry.epoch) {
+        if !self.fresh_in_memory(ns, &entry.meta, entry.epoch, &entry.tags) {
             return None;
         }
         found?.value.downcast::<T>().ok()
@@ -861,17 +1050,36 @@ impl RegionInner {
                 self.options.max_entry_bytes,
             );
         }
-        let (found, _meta) = match &loaded.bytes {
-            None => (Found::Missing, None),
+        let (mut found, _meta, tags) = match &loaded.bytes {
+            None => (Found::Missing, None, None),
             Some(bytes) => self.decode(&at, bytes, &loaded.generations),
         };
+        // A tagged entry costs one more round trip: its tags' stamps.
+        if let (Some(entry_tags), Some(meta)) = (&tags, &_meta) {
+            let hidden = self
+                .hidden_in_store(backend, ns, &[(entry_tags, meta.created_ms)])
+                .await?;
+            if hidden.first() == Some(&true) {
+                found = Found::Missing;
+            }
+        }
         self.engine.figures.shared_lookup(started.elapsed());
         #[cfg(feature = "memory")]
         if let (Some((tier, before, generations)), Found::Fresh(value), Some(meta)) =
             (l1, &found, _meta)
         {
             let size = loaded.bytes.as_ref().map_or(0, |b| b.len() as u64);
-            self.keep_copy(tier, ns, key, value, &meta, size, before, generations);
+            self.keep_copy(
+                tier,
+                ns,
+                key,
+                value,
+                &meta,
+                size,
+                before,
+                generations,
+                &tags,
+            );
         }
         Ok(Lookup {
             found,
@@ -965,15 +1173,32 @@ impl RegionInner {
         };
         let at: Vec<Location<'_>> = wanted.iter().map(|&i| ns.scope.locate(keys[i])).collect();
         let loaded = backend.load_many(&at).await?;
+        let mut tagged: Vec<(usize, TagList, u64)> = Vec::new();
         for ((index, at), loaded) in wanted.into_iter().zip(&at).zip(loaded) {
             if loaded.oversized.is_some() {
                 self.count(Event::DecodeError);
             }
             if let Some(bytes) = &loaded.bytes
-                && let (Found::Fresh(value) | Found::Due(value), _) =
+                && let (Found::Fresh(value) | Found::Due(value), meta, tags) =
                     self.decode::<T>(at, bytes, &loaded.generations)
             {
                 found[index] = Some(value);
+                if let (Some(tags), Some(meta)) = (tags, meta) {
+                    tagged.push((index, tags, meta.created_ms));
+                }
+            }
+        }
+        // The tagged ones' stamps, all in one more round trip.
+        if !tagged.is_empty() {
+            let entries: Vec<(&[Box<str>], u64)> = tagged
+                .iter()
+                .map(|(_, tags, created_ms)| (&**tags, *created_ms))
+                .collect();
+            let hidden = self.hidden_in_store(backend, ns, &entries).await?;
+            for ((index, _, _), hidden) in tagged.iter().zip(hidden) {
+                if hidden {
+                    found[*index] = None;
+                }
             }
         }
         Ok(found)
@@ -993,6 +1218,7 @@ impl RegionInner {
         size: u64,
         before: l1::Before,
         generations: Generations,
+        tags: &Tags,
     ) {
         let now_ms = self.clock.recent_ms();
         // Up to the point where the entry may be due for an early refresh.
@@ -1008,6 +1234,8 @@ impl RegionInner {
             Some(generations),
             size,
             before,
+            tags,
+            meta.created_ms,
         );
     }
 
@@ -1026,12 +1254,26 @@ impl RegionInner {
         generations: Option<Generations>,
         size: u64,
         before: l1::Before,
+        tags: &Tags,
+        created_ms: u64,
     ) {
-        let (mut meta, epoch) = self.stamp(ns, expire, Duration::ZERO, 0, generations);
+        let (mut meta, mut epoch) = self.stamp(ns, expire, Duration::ZERO, 0, generations, tags);
         // A copy is kept only until its entry is due for an early refresh
         // (its callers shorten `expire` to that point): it never starts one
         // itself, the shared store's entry does.
         meta.refresh_at_ms = meta.fresh_until_ms;
+        // A tagged copy is as old as its entry, so that a stamp that hides
+        // the entry hides the copy, even one that arrives after it is
+        // taken (read after `stamp` marked the namespace).
+        if tags.is_some() {
+            meta.created_ms = meta.created_ms.min(created_ms);
+            if self.hidden_here(tags, meta.created_ms) {
+                return;
+            }
+            if epoch != NO_EPOCH && meta.created_ms <= self.soft_before_ms.load(Ordering::Acquire) {
+                epoch = NO_EPOCH;
+            }
+        }
         let at = MemKeyRef {
             namespace: ns.id,
             key,
@@ -1044,6 +1286,7 @@ impl RegionInner {
             value.clone() as Arc<dyn Any + Send + Sync>,
             meta,
             epoch,
+            tags.clone(),
             || size,
         );
         tier.recheck(&at, before);
@@ -1064,6 +1307,7 @@ impl RegionInner {
     /// Puts a value just written to the shared store in the L1 (replacing
     /// any copy, and any copy being taken), and tells the other processes.
     #[cfg(feature = "memory")]
+    #[allow(clippy::too_many_arguments)]
     async fn replace_copy<T>(
         &self,
         ns: &NamespaceState,
@@ -1072,6 +1316,8 @@ impl RegionInner {
         expire: Option<Duration>,
         cost_us: u32,
         size: u64,
+        tags: &Tags,
+        created_ms: u64,
     ) where
         T: Send + Sync + 'static,
     {
@@ -1084,7 +1330,9 @@ impl RegionInner {
         if tier.live() {
             let expire = self.copy_expire(tier, expire, cost_us);
             let before = tier.before();
-            self.put_copy(tier, ns, key, value, expire, None, size, before);
+            self.put_copy(
+                tier, ns, key, value, expire, None, size, before, tags, created_ms,
+            );
         }
         self.publish_key(ns, key).await;
     }
@@ -1092,6 +1340,7 @@ impl RegionInner {
     /// Keeps a copy of a value the shared store could not take, whether or
     /// not the tier is live: see [`store`](Self::store).
     #[cfg(feature = "memory")]
+    #[allow(clippy::too_many_arguments)]
     fn keep_through_outage<T>(
         &self,
         ns: &NamespaceState,
@@ -1099,6 +1348,8 @@ impl RegionInner {
         value: &Arc<T>,
         expire: Option<Duration>,
         cost_us: u32,
+        tags: &Tags,
+        created_ms: u64,
     ) where
         T: Serialize + Send + Sync + 'static,
     {
@@ -1106,7 +1357,9 @@ impl RegionInner {
         let expire = self.copy_expire(tier, expire, cost_us);
         let before = tier.before();
         let size = encoded_len(&**value);
-        self.put_copy(tier, ns, key, value, expire, None, size, before);
+        self.put_copy(
+            tier, ns, key, value, expire, None, size, before, tags, created_ms,
+        );
     }
 
     /// How long an L1 copy of a value made now is served: until its entry
@@ -1125,31 +1378,36 @@ impl RegionInner {
     }
 
     /// Decodes an entry read from the shared store: what it holds, and its
-    /// metadata when it is not missing.
+    /// metadata and tags when it is not missing (its tags' stamps are the
+    /// caller's to check).
     fn decode<T: DeserializeOwned>(
         &self,
         at: &Location<'_>,
         bytes: &[u8],
         generations: &Generations,
-    ) -> (Found<T>, Option<EntryMeta>) {
+    ) -> (Found<T>, Option<EntryMeta>, Tags) {
         let raw = match entry::open(&at.storage_key, bytes, self.options.secret.as_ref()) {
             Ok(raw) => raw,
             Err(err) => {
                 self.count(Event::DecodeError);
                 tracing::debug!(region = %self.options.name, key = %at.storage_key, "entry ignored: {err}");
-                return (Found::Missing, None);
+                return (Found::Missing, None, None);
             }
         };
         let freshness = raw.meta.freshness(generations, &self.read_policy());
         if freshness == Freshness::Missing {
-            return (Found::Missing, None);
+            return (Found::Missing, None, None);
         }
         match entry::decode_payload::<T>(&raw) {
-            Ok(value) => (Found::entry(freshness, Arc::new(value)), Some(raw.meta)),
+            Ok(value) => (
+                Found::entry(freshness, Arc::new(value)),
+                Some(raw.meta),
+                raw.tag_set(),
+            ),
             Err(err) => {
                 self.count(Event::DecodeError);
                 tracing::debug!(region = %self.options.name, key = %at.storage_key, "entry ignored: {err}");
-                (Found::Missing, None)
+                (Found::Missing, None, None)
             }
         }
     }
@@ -1157,6 +1415,7 @@ impl RegionInner {
     /// Stores a value created now. `generations` are those read before the
     /// creator ran, so a `clear` that happened meanwhile hides this entry.
     /// `cost_us` is what the value took to make (0 when it was put).
+    /// `tags` are checked ones.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn store<T>(
         &self,
@@ -1166,6 +1425,7 @@ impl RegionInner {
         expire: Option<Duration>,
         cost_us: u32,
         generations: Option<Generations>,
+        tags: &Tags,
     ) -> Result<()>
     where
         T: Serialize + Send + Sync + 'static,
@@ -1175,7 +1435,7 @@ impl RegionInner {
         let now_ms = self.clock.recent_ms();
         #[cfg(feature = "memory")]
         if let Some(memory) = self.memory_only() {
-            let (meta, epoch) = self.memory_stamp(ns, expire, cost_us, generations);
+            let (meta, epoch) = self.memory_stamp(ns, expire, cost_us, generations, tags);
             memory.insert(
                 MemKeyRef {
                     namespace: ns.id,
@@ -1184,6 +1444,7 @@ impl RegionInner {
                 value.clone() as Arc<dyn Any + Send + Sync>,
                 meta,
                 epoch,
+                tags.clone(),
                 || encoded_len(&**value),
             );
             let figures = &self.engine.figures;
@@ -1207,14 +1468,15 @@ impl RegionInner {
                 expire,
                 cost_us,
                 generations,
+                tags,
                 now_ms,
             )
             .await;
         #[cfg(feature = "memory")]
         if self.l1.is_some() {
             match &stored {
-                Ok(size) => {
-                    self.replace_copy(ns, key, value, expire, cost_us, *size)
+                &Ok((size, created_ms)) => {
+                    self.replace_copy(ns, key, value, expire, cost_us, size, tags, created_ms)
                         .await;
                 }
                 // With `fail_safe`, a value made while the store cannot be
@@ -1223,7 +1485,7 @@ impl RegionInner {
                 // at most `l1_expire`, and told to nobody: the others'
                 // copies still match the store.
                 Err(err) if self.through_outage(err) => {
-                    self.keep_through_outage(ns, key, value, expire, cost_us);
+                    self.keep_through_outage(ns, key, value, expire, cost_us, tags, now_ms);
                 }
                 // The shared entry did not change, so the other processes'
                 // copies still match it; this process keeps none of a value
@@ -1235,7 +1497,7 @@ impl RegionInner {
     }
 
     /// [`store`](Self::store)'s write to the shared store: the entry's
-    /// size once stored.
+    /// size and creation time once stored.
     #[allow(clippy::too_many_arguments)]
     async fn store_shared<T>(
         &self,
@@ -1246,8 +1508,9 @@ impl RegionInner {
         expire: Option<Duration>,
         cost_us: u32,
         generations: Option<Generations>,
+        tags: &Tags,
         now_ms: u64,
-    ) -> Result<u64>
+    ) -> Result<(u64, u64)>
     where
         T: Serialize + Send + Sync + 'static,
     {
@@ -1262,6 +1525,7 @@ impl RegionInner {
             &at.storage_key,
             &meta,
             &**value,
+            tags.as_deref().unwrap_or_default(),
             self.options.secret.as_ref(),
         )
         .map_err(|err| {
@@ -1284,7 +1548,7 @@ impl RegionInner {
             ),
         )
         .await
-        .map(|()| size)
+        .map(|()| (size, meta.created_ms))
     }
 
     /// Drops a key's L1 copy here and, with `publish`, in the other
@@ -1404,10 +1668,11 @@ impl Storage for RegionInner {
         expire: Option<Duration>,
         cost_us: u32,
         generations: Option<Generations>,
+        tags: &Tags,
     ) -> impl Future<Output = Result<()>> + Send
     where
         T: Serialize + Send + Sync + 'static,
     {
-        RegionInner::store(self, ns, key, value, expire, cost_us, generations)
+        RegionInner::store(self, ns, key, value, expire, cost_us, generations, tags)
     }
 }

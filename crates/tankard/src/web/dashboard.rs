@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{StatusCode, header};
@@ -40,6 +40,7 @@ const SIZE_EVERY: Duration = Duration::from_secs(10);
 /// | `GET /metrics` | the same in Prometheus' text format: the counters, `tankard_entries`, `tankard_bytes`, `tankard_breaker_open`, and the `tankard_lookup_seconds` and `tankard_creator_seconds` histograms |
 /// | `GET /live` | what the page's chart and health column read: points every 2 s over the last 5 minutes, reachability, breaker state |
 /// | `POST /invalidate/{region}` | soft-invalidates a region (its entries are served stale while one caller regenerates each) |
+/// | `POST /invalidate/{region}?tag=T` | hides the region's entries tagged `T` ([`Region::invalidate_tag`]); a bad tag is a 400 |
 ///
 /// Everything is self-contained: the page's chart is inline SVG drawn by
 /// a small inline script; nothing is fetched from elsewhere. The page
@@ -767,12 +768,29 @@ async fn page(State(board): State<Shared>) -> Html<String> {
     Html(PAGE.replace("{{REGIONS}}", &sections))
 }
 
-async fn invalidate(State(board): State<Shared>, Path(name): Path<String>) -> Response {
+async fn invalidate(
+    State(board): State<Shared>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
     let region = match board.manager.region(&name) {
         Ok(region) => region,
         Err(_) if name == board.manager.default_region().name() => board.manager.default_region(),
         Err(err) => return (StatusCode::NOT_FOUND, format!("{err}\n")).into_response(),
     };
+    if let Some(tag) = query.as_deref().and_then(tag_of) {
+        return match region.invalidate_tag(&tag).await {
+            Ok(()) => format!("invalidated tag {tag} in region {name}\n").into_response(),
+            Err(err) if err.is_bad_tag() => {
+                (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response()
+            }
+            Err(err) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot invalidate tag {tag} in region {name}: {err}\n"),
+            )
+                .into_response(),
+        };
+    }
     match region.invalidate(Invalidation::Soft).await {
         Ok(()) => format!(
             "soft-invalidated region {name}: its entries are stale; each is served \
@@ -787,10 +805,44 @@ async fn invalidate(State(board): State<Shared>, Path(name): Path<String>) -> Re
     }
 }
 
+/// The `tag` of a query string (`tag=greet%3Afred`), percent-decoded
+/// (`+` is a space); `None` without one. A tag that does not decode to
+/// UTF-8 keeps its bytes' lossy form, which the tag check then judges.
+fn tag_of(query: &str) -> Option<String> {
+    let value = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("tag="))?;
+    let mut bytes = Vec::with_capacity(value.len());
+    let mut rest = value.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (byte, tail) {
+            (b'%', [high, low, ..]) if hex(*high).is_some() && hex(*low).is_some() => {
+                let (high, low) = (hex(*high).unwrap_or(0), hex(*low).unwrap_or(0));
+                bytes.push((high * 16 + low) as u8);
+                rest = &tail[2..];
+                continue;
+            }
+            (b'+', _) => bytes.push(b' '),
+            _ => bytes.push(byte),
+        }
+        rest = tail;
+    }
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tag_of_a_query_is_percent_decoded() {
+        assert_eq!(tag_of("tag=greet%3Afred").as_deref(), Some("greet:fred"));
+        assert_eq!(tag_of("x=1&tag=a+b%2").as_deref(), Some("a b%2"));
+        assert_eq!(tag_of("tag=").as_deref(), Some(""));
+        assert_eq!(tag_of("other=1"), None);
+    }
 
     #[test]
     fn settings_name_the_policies_that_are_on() {

@@ -154,6 +154,10 @@ all_backends!(
     get_or_create_many_waits_for_a_key_another_caller_is_creating,
     overlapping_batches_make_each_key_once,
     a_failing_or_miscounting_batch_creator_fails_its_keys,
+    invalidate_tag_hides_what_carries_the_tag_and_nothing_else,
+    a_tagged_entry_is_made_anew_after_its_tag_is_invalidated,
+    a_creator_tags_its_entry_and_a_bad_tag_fails_the_call,
+    bad_tags_are_errors,
 );
 
 async fn put_get_remove_contains(backend: &str) {
@@ -1295,4 +1299,146 @@ async fn a_failing_or_miscounting_batch_creator_fails_its_keys(backend: &str) {
         .await
         .unwrap();
     assert_eq!((*values[0], *values[1]), (7, 7));
+}
+
+async fn invalidate_tag_hides_what_carries_the_tag_and_nothing_else(backend: &str) {
+    let f = fixture(backend, &[]);
+    let region = f.manager.default_region();
+    let ns = f.manager.namespace("n");
+    let other = f.manager.namespace("other");
+    ns.clone()
+        .tags(["a"])
+        .unwrap()
+        .put("k1", 1u8)
+        .await
+        .unwrap();
+    ns.clone()
+        .tags(["b #!✓", "a"])
+        .unwrap()
+        .put("k2", 2u8)
+        .await
+        .unwrap();
+    ns.clone()
+        .tags(["b #!✓"])
+        .unwrap()
+        .put("k3", 3u8)
+        .await
+        .unwrap();
+    ns.put("k4", 4u8).await.unwrap();
+    other.put("k1", 5u8).await.unwrap();
+    let keys = ["k1", "k2", "k3", "k4"];
+    // Read once, so a shape with an L1 holds copies of each.
+    for key in keys {
+        assert!(ns.get::<u8>(key).await.unwrap().is_some(), "{key}");
+    }
+    f.clock.advance(Duration::from_millis(1));
+    region.invalidate_tag("a").await.unwrap();
+    for (key, shown) in [("k1", false), ("k2", false), ("k3", true), ("k4", true)] {
+        assert_eq!(ns.contains::<u8>(key).await.unwrap(), shown, "{key}");
+        assert_eq!(ns.peek::<u8>(key).await.unwrap().is_some(), shown, "{key}");
+    }
+    let many: Vec<Option<u8>> = ns
+        .get_many::<u8, _>(&keys)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.map(|v| *v))
+        .collect();
+    assert_eq!(many, [None, None, Some(3), Some(4)]);
+    assert_eq!(*other.get::<u8>("k1").await.unwrap().unwrap(), 5);
+    // An entry written in the same millisecond as the invalidation may
+    // predate it: it is hidden too. One written later is not.
+    ns.clone()
+        .tags(["a"])
+        .unwrap()
+        .put("k1", 10u8)
+        .await
+        .unwrap();
+    assert!(!ns.contains::<u8>("k1").await.unwrap());
+    f.clock.advance(Duration::from_millis(1));
+    ns.clone()
+        .tags(["a"])
+        .unwrap()
+        .put("k1", 11u8)
+        .await
+        .unwrap();
+    assert_eq!(*ns.get::<u8>("k1").await.unwrap().unwrap(), 11);
+    // Another tag's invalidation (any bytes, separators included) leaves it.
+    region.invalidate_tag("b #!✓").await.unwrap();
+    assert_eq!(*ns.get::<u8>("k1").await.unwrap().unwrap(), 11);
+    assert!(!ns.contains::<u8>("k3").await.unwrap());
+    assert_eq!(*ns.get::<u8>("k4").await.unwrap().unwrap(), 4);
+}
+
+async fn a_tagged_entry_is_made_anew_after_its_tag_is_invalidated(backend: &str) {
+    let f = fixture(backend, &[]);
+    let region = f.manager.default_region();
+    let ns = f.manager.namespace("n").tags(["user:7"]).unwrap();
+    let calls = AtomicUsize::new(0);
+    let make = || async { calls.fetch_add(1, Ordering::SeqCst) as u32 };
+    assert_eq!(*ns.get_or_create("k", make).await.unwrap(), 0);
+    assert_eq!(*ns.get_or_create("k", make).await.unwrap(), 0);
+    f.clock.advance(Duration::from_millis(1));
+    region.invalidate_tag("user:7").await.unwrap();
+    f.clock.advance(Duration::from_millis(1));
+    assert_eq!(*ns.get_or_create("k", make).await.unwrap(), 1);
+    assert_eq!(*ns.get_or_create("k", make).await.unwrap(), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // A tag nobody carries costs nothing and hides nothing.
+    region.invalidate_tag("user:8").await.unwrap();
+    assert_eq!(*ns.get_or_create("k", make).await.unwrap(), 1);
+}
+
+async fn a_creator_tags_its_entry_and_a_bad_tag_fails_the_call(backend: &str) {
+    let f = fixture(backend, &[]);
+    let region = f.manager.default_region();
+    let ns = f.manager.namespace("n").tags(["post"]).unwrap();
+    let calls = AtomicUsize::new(0);
+    let make = || async {
+        let n = calls.fetch_add(1, Ordering::SeqCst);
+        assert!(tankard::CreatorContext::add_tag("author:3")?);
+        assert_eq!(tankard::CreatorContext::tags(), ["author:3"]);
+        Ok::<_, tankard::Error>(n)
+    };
+    assert_eq!(*ns.get_or_try_create("p", make).await.unwrap(), 0);
+    f.clock.advance(Duration::from_millis(1));
+    // The creator's tag and the handle's both hide it.
+    region.invalidate_tag("author:3").await.unwrap();
+    f.clock.advance(Duration::from_millis(1));
+    assert_eq!(*ns.get_or_try_create("p", make).await.unwrap(), 1);
+    region.invalidate_tag("post").await.unwrap();
+    f.clock.advance(Duration::from_millis(1));
+    assert_eq!(*ns.get_or_try_create("p", make).await.unwrap(), 2);
+    assert_eq!(*ns.get_or_try_create("p", make).await.unwrap(), 2);
+    // A bad tag fails the call, and nothing is stored.
+    let err = ns
+        .get_or_try_create("bad", || async {
+            let refused = tankard::CreatorContext::add_tag("");
+            assert!(refused.unwrap_err().is_bad_tag());
+            Ok::<_, tankard::Error>(1u8)
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is_bad_tag(), "{err}");
+    assert!(!ns.contains::<u8>("bad").await.unwrap());
+}
+
+async fn bad_tags_are_errors(backend: &str) {
+    let f = fixture(backend, &[]);
+    let region = f.manager.default_region();
+    let ns = f.manager.namespace("n");
+    let long = "t".repeat(tankard::MAX_TAG_LEN + 1);
+    for tag in ["", long.as_str()] {
+        assert!(region.invalidate_tag(tag).await.unwrap_err().is_bad_tag());
+        assert!(ns.clone().tags([tag]).unwrap_err().is_bad_tag());
+    }
+    let most = "t".repeat(tankard::MAX_TAG_LEN);
+    region.invalidate_tag(&most).await.unwrap();
+    let many: Vec<String> = (0..=tankard::MAX_TAGS).map(|i| format!("t{i}")).collect();
+    assert!(ns.clone().tags(&many).unwrap_err().is_bad_tag());
+    let all = ns.clone().tags(&many[1..]).unwrap();
+    all.put("k", 1u8).await.unwrap();
+    f.clock.advance(Duration::from_millis(1));
+    region.invalidate_tag("t32").await.unwrap();
+    assert!(!ns.contains::<u8>("k").await.unwrap());
 }

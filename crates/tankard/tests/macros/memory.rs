@@ -228,3 +228,100 @@ fn a_key_expression_is_evaluated_once_a_call() {
     assert_eq!(by_tens_peek(19).unwrap(), Some(12));
     assert_eq!(KEY_EVALUATIONS.load(Ordering::SeqCst), 3, "companion");
 }
+
+static TAG_CLOCK: LazyLock<Clock> = LazyLock::new(|| Clock::manual(1_000_000));
+static TAGGED: LazyLock<CacheManager> = LazyLock::new(|| memory_with(&TAG_CLOCK, &[]));
+static TAG_RUNS: AtomicU32 = AtomicU32::new(0);
+
+/// Tagged with its argument: `user:{id}`, and `users` for all of them.
+#[tankard::cached(manager = TAGGED, tags = ["user:{id}", "users"])]
+fn tagged_profile(id: u32) -> u32 {
+    id * 100 + TAG_RUNS.fetch_add(1, Ordering::SeqCst) + 1
+}
+
+/// A format string that makes an empty tag: the result is not stored.
+#[tankard::cached(manager = TAGGED, tags = ["{name}"])]
+fn tagged_by_name(name: &str) -> Result<String, tankard::Error> {
+    Ok(format!("hello {name}"))
+}
+
+#[test]
+fn tags_written_over_the_arguments_hide_the_results_that_carry_them() {
+    let invalidate = |tag: &str| {
+        blocking::block_on(TAGGED.default_region().invalidate_tag(tag))
+            .unwrap()
+            .unwrap();
+    };
+    assert_eq!(tagged_profile(1), 101);
+    assert_eq!(tagged_profile(2), 202);
+    assert_eq!((tagged_profile(1), tagged_profile(2)), (101, 202), "hits");
+    TAG_CLOCK.advance(Duration::from_millis(1));
+    invalidate("user:1");
+    TAG_CLOCK.advance(Duration::from_millis(1));
+    assert_eq!(tagged_profile(1), 103, "made anew");
+    assert_eq!(tagged_profile(2), 202, "another user's result stays");
+    invalidate("users");
+    TAG_CLOCK.advance(Duration::from_millis(1));
+    assert_eq!((tagged_profile(1), tagged_profile(2)), (104, 205));
+    assert_eq!(runs(&TAG_RUNS), 5);
+    // `_set` tags what it writes as the body's results are tagged.
+    tagged_profile_set(3, &999).unwrap();
+    assert_eq!(tagged_profile_peek(3).unwrap(), Some(999));
+    TAG_CLOCK.advance(Duration::from_millis(1));
+    invalidate("user:3");
+    assert_eq!(tagged_profile_peek(3).unwrap(), None);
+
+    assert_eq!(tagged_by_name("ann").unwrap(), "hello ann");
+    assert_eq!(tagged_by_name("").unwrap(), "hello ");
+    assert_eq!(tagged_by_name_peek("").unwrap(), None, "nothing stored");
+    assert_eq!(
+        tagged_by_name_peek("ann").unwrap().as_deref(),
+        Some("hello ann")
+    );
+}
+
+static FILE_TAG_CLOCK: LazyLock<Clock> = LazyLock::new(|| Clock::manual(1_000_000));
+static TAGGED_ON_FILES: LazyLock<CacheManager> = LazyLock::new(|| {
+    let dir = crate::support::static_dir().join("tags-on-files");
+    let data = dir.join("data").display().to_string();
+    let lock = dir.join("lock").display().to_string();
+    let flat = [
+        ("cache.type", "file"),
+        ("cache.data_dir", data.as_str()),
+        ("cache.lock_dir", lock.as_str()),
+    ];
+    CacheManager::with_clock(Config::from_flat(flat).unwrap(), FILE_TAG_CLOCK.clone()).unwrap()
+});
+static FILE_TAG_RUNS: AtomicU32 = AtomicU32::new(0);
+
+/// The same on a file region: the tags travel in the stored entry.
+#[tankard::cached(manager = TAGGED_ON_FILES, tags = ["user:{id}"])]
+async fn tagged_on_files(id: u32) -> u32 {
+    id * 100 + FILE_TAG_RUNS.fetch_add(1, Ordering::SeqCst) + 1
+}
+
+#[tokio::test]
+async fn tags_of_a_function_on_a_file_region_travel_in_its_entries() {
+    TAGGED_ON_FILES.namespace("n").clear().await.unwrap();
+    let first = tagged_on_files(1).await;
+    let other = tagged_on_files(2).await;
+    assert_eq!(tagged_on_files(1).await, first, "a hit");
+    FILE_TAG_CLOCK.advance(Duration::from_millis(1));
+    TAGGED_ON_FILES
+        .default_region()
+        .invalidate_tag("user:1")
+        .await
+        .unwrap();
+    FILE_TAG_CLOCK.advance(Duration::from_millis(1));
+    assert_ne!(tagged_on_files(1).await, first, "made anew");
+    assert_eq!(tagged_on_files(2).await, other);
+    tagged_on_files_set(3, &7).await.unwrap();
+    assert_eq!(tagged_on_files_peek(3).await.unwrap(), Some(7));
+    FILE_TAG_CLOCK.advance(Duration::from_millis(1));
+    TAGGED_ON_FILES
+        .default_region()
+        .invalidate_tag("user:3")
+        .await
+        .unwrap();
+    assert_eq!(tagged_on_files_peek(3).await.unwrap(), None);
+}

@@ -28,6 +28,8 @@ both!(
     a_cold_key_is_created_once_across_nodes_and_the_waiter_fills_its_l1_from_redis,
     a_background_refresh_serves_both_nodes_stale_and_runs_one_creator,
     changes_in_one_process_reach_the_other_processes_l1,
+    a_tag_invalidation_reaches_the_other_node,
+    a_tag_invalidation_in_one_process_reaches_the_other_processes,
 );
 
 /// How long a test waits for a message to have its effect.
@@ -668,4 +670,72 @@ async fn a_stopped_server_leaves_the_l1_answering_its_copies() {
         read(&b, "k").await.as_deref() == Some("v2")
     })
     .await;
+}
+
+/// Node A's `invalidate_tag` hides node B's L1 copy of a tagged entry (only
+/// the backplane can: copies live an hour here) and leaves B's copies of
+/// untagged and otherwise tagged entries alone.
+async fn a_tag_invalidation_reaches_the_other_node(kind: Kind) {
+    let (a_node, b_node) = nodes(kind, "l1-tag").await;
+    let (a, b) = (a_node.namespace("l1"), b_node.namespace("l1"));
+    a.clone()
+        .tags(["user:7"])
+        .unwrap()
+        .put("tagged", "v".to_owned())
+        .await
+        .unwrap();
+    a.clone()
+        .tags(["user:8"])
+        .unwrap()
+        .put("other", "w".to_owned())
+        .await
+        .unwrap();
+    put(&a, "plain", "x").await;
+    fence(&a, &b).await;
+    for (key, value) in [("tagged", "v"), ("other", "w"), ("plain", "x")] {
+        assert_eq!(read(&b, key).await.as_deref(), Some(value), "{key}");
+        assert_eq!(held(&b, key).as_deref(), Some(value), "B's copy of {key}");
+    }
+    a_node
+        .default_region()
+        .invalidate_tag("user:7")
+        .await
+        .unwrap();
+    assert_eq!(held(&a, "tagged"), None, "A's own copy");
+    until("B's copy of the tagged entry goes", || async {
+        held(&b, "tagged").is_none()
+    })
+    .await;
+    assert_eq!(read(&b, "tagged").await, None, "hidden in Redis too");
+    assert_eq!(held(&b, "other").as_deref(), Some("w"));
+    assert_eq!(held(&b, "plain").as_deref(), Some("x"));
+}
+
+/// A child process's `invalidate_tag` hides the entry in this process
+/// (its L1 copy, through the backplane) and in the other child.
+async fn a_tag_invalidation_in_one_process_reaches_the_other_processes(kind: Kind) {
+    let config = toml(kind, &unique_prefix("l1-tag-processes"), L1);
+    let parent = manager(&config).namespace("nodes");
+    l1_on(&parent).await;
+    let (mut c1, mut c2) = tokio::join!(Node::start(&config), Node::start(&config));
+    assert_eq!(c1.send("put-tagged t v team:1").await, "ok");
+    assert_eq!(c1.send("put u w").await, "ok");
+    fence_child(&parent, &mut c2).await;
+    assert_eq!(c2.send("get t").await, "value v");
+    assert_eq!(c2.send("l1 t").await, "value v");
+    until("the parent holds a copy", || async {
+        read(&parent, "t").await.as_deref() == Some("v") && held(&parent, "t").is_some()
+    })
+    .await;
+    assert_eq!(read(&parent, "u").await.as_deref(), Some("w"));
+
+    assert_eq!(c1.send("invalidate-tag team:1").await, "ok");
+    assert_eq!(c2.send("await-l1 t -").await, "ok");
+    assert_eq!(c2.send("get t").await, "none");
+    until("the parent's copy goes", || async {
+        held(&parent, "t").is_none()
+    })
+    .await;
+    assert_eq!(read(&parent, "t").await, None);
+    assert_eq!(read(&parent, "u").await.as_deref(), Some("w"), "untagged");
 }

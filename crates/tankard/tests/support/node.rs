@@ -13,9 +13,11 @@
 //! | `l1 K` | `value V` or `none`: the L1 alone (`try_get_fresh`) |
 //! | `peek K` | `fresh V`, `stale V` or `none` |
 //! | `put K V` | `ok` |
+//! | `put-tagged K V T` | `ok` (the entry carries tag `T`) |
 //! | `remove K` | `removed true` or `removed false` |
 //! | `clear` | `ok` (the namespace) |
 //! | `invalidate soft` / `invalidate hard` | `ok` (the region) |
+//! | `invalidate-tag T` | `ok` (the region's entries tagged `T`) |
 //! | `await K V` | `ok` once `get K` returns V (`-`: none), or `timeout, last …` after 10 s |
 //! | `await-l1 K V` | `ok` once `l1 K` answers V (`-`: none), or `timeout, last …` after 10 s |
 //!
@@ -187,6 +189,19 @@ async fn answer(manager: &tankard::CacheManager, ns: &tankard::Cache, command: &
         },
         ["put", key, v] => {
             ns.put(key, v.to_owned()).await.expect("put");
+            "ok".to_owned()
+        }
+        ["put-tagged", key, v, tag] => {
+            let tagged = ns.clone().tags([tag]).expect("tag");
+            tagged.put(key, v.to_owned()).await.expect("put");
+            "ok".to_owned()
+        }
+        ["invalidate-tag", tag] => {
+            manager
+                .default_region()
+                .invalidate_tag(tag)
+                .await
+                .expect("invalidate_tag");
             "ok".to_owned()
         }
         ["remove", key] => format!("removed {}", ns.remove(key).await.expect("remove")),

@@ -10,6 +10,7 @@ use quick_cache::{Equivalent, Weighter};
 use super::typed::{Shelf, TypedMap};
 use crate::entry::EntryMeta;
 use crate::sync::lock;
+use crate::tags::Tags;
 
 /// An entry's address: the namespace's id in its region, and the caller's key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +54,8 @@ pub(crate) struct MemEntry {
     pub(crate) meta: EntryMeta,
     /// The namespace epoch the entry was stored fresh under, or [`NO_EPOCH`].
     pub(crate) epoch: u64,
+    /// The entry's tags (`None`: untagged, the common case).
+    pub(crate) tags: Tags,
     weight: u64,
 }
 
@@ -164,6 +167,7 @@ impl MemoryStore {
         value: Arc<dyn Any + Send + Sync>,
         meta: EntryMeta,
         epoch: u64,
+        tags: Tags,
         encoded_len: impl FnOnce() -> u64,
     ) {
         let weight = if self.bounds.by_bytes {
@@ -180,6 +184,7 @@ impl MemoryStore {
                 value,
                 meta,
                 epoch,
+                tags,
                 weight,
             },
         );

@@ -33,6 +33,7 @@ use super::NO_EPOCH;
 use super::{Bounds, ENTRY_OVERHEAD};
 use crate::cache_key::{HashKeys, WordKey};
 use crate::entry::EntryMeta;
+use crate::tags::Tags;
 
 /// Keys up to this many bytes are [`ShortKey`]s.
 pub(crate) const SHORT_KEY: usize = 23;
@@ -159,6 +160,8 @@ pub(crate) struct TypedEntry<V> {
     /// The namespace epoch under which the entry was fresh when stored, or
     /// [`NO_EPOCH`].
     pub(crate) epoch: u64,
+    /// The entry's tags (`None`: untagged, the common case).
+    pub(crate) tags: Tags,
     weight: u64,
 }
 
@@ -247,6 +250,7 @@ impl<V: Clone + Send + Sync + 'static> TypedMap<V> {
         value: V,
         meta: EntryMeta,
         epoch: u64,
+        tags: Tags,
         encoded_len: impl FnOnce(&V) -> u64,
     ) {
         let weight = if self.by_bytes {
@@ -258,6 +262,7 @@ impl<V: Clone + Send + Sync + 'static> TypedMap<V> {
             value,
             meta,
             epoch,
+            tags,
             weight,
         };
         match key {
@@ -361,7 +366,7 @@ mod tests {
         ];
         for (i, text) in keys.iter().enumerate() {
             with(text.as_bytes(), |key| {
-                map.insert(&key, i as u32, meta(), NO_EPOCH, |_| 0)
+                map.insert(&key, i as u32, meta(), NO_EPOCH, None, |_| 0)
             });
         }
         for (i, text) in keys.iter().enumerate() {
@@ -381,7 +386,9 @@ mod tests {
         let map = map();
         let long = "k".repeat(40);
         for bytes in [b"k".as_slice(), long.as_bytes()] {
-            with_hash(1, bytes, |key| map.insert(&key, 1, meta(), NO_EPOCH, |_| 0));
+            with_hash(1, bytes, |key| {
+                map.insert(&key, 1, meta(), NO_EPOCH, None, |_| 0)
+            });
             assert!(with_hash(2, bytes, |key| map.get(&key)).is_none());
             assert!(with_hash(1, bytes, |key| map.get(&key)).is_some());
         }
@@ -397,11 +404,11 @@ mod tests {
             Generations::default(),
         );
         with(b"k", |key| {
-            map.insert(&key, "v".to_owned(), expired, NO_EPOCH, |_| 100)
+            map.insert(&key, "v".to_owned(), expired, NO_EPOCH, None, |_| 100)
         });
         let long = "k".repeat(40);
         with(long.as_bytes(), |key| {
-            map.insert(&key, "v".to_owned(), expired, NO_EPOCH, |_| 100)
+            map.insert(&key, "v".to_owned(), expired, NO_EPOCH, None, |_| 100)
         });
         assert_eq!(map.weight(), 2 * (100 + ENTRY_OVERHEAD) + 1 + 40);
         assert_eq!(map.purge_expired(1), 2);
