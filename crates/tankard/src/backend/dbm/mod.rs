@@ -28,7 +28,11 @@
 //! window and `fail_safe`, as `purge_expired` does, by the clock of the
 //! entry being written) and tries once more; if the map is still full the
 //! write fails with an error that says so and names `max_bytes`. A cache
-//! that fails to store steps aside: the value is still returned.
+//! that fails to store steps aside: the value is still returned. Give
+//! every process the same `max_bytes`: within a process the first region
+//! to open an environment sets its map, and a process whose map is
+//! smaller than another's gets an error saying so once the data outgrows
+//! it.
 //!
 //! # Several processes
 //!
