@@ -26,7 +26,8 @@
 //! the most the data file holds. When a write finds the map full, the
 //! store deletes every entry that can no longer be served (past its stale
 //! window and `fail_safe`, as `purge_expired` does, by the clock of the
-//! entry being written) and tries once more; if the map is still full the
+//! entry being written, or the wall clock for a clear or an invalidation)
+//! and tries once more; if the map is still full the
 //! write fails with an error that says so and names `max_bytes`. A cache
 //! that fails to store steps aside: the value is still returned. Give
 //! every process the same `max_bytes`: within a process the first region
