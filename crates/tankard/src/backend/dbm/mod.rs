@@ -53,7 +53,10 @@
 //! which wait for the environment's writer mutex and `fsync`, run on the
 //! blocking pool. Entries larger than `max_entry_bytes` are misses and are
 //! never copied out of the map. Do not put `data_dir` on a network
-//! filesystem (LMDB's locks need one host).
+//! filesystem (LMDB's locks need one host), and do not delete or truncate
+//! an environment while processes have it open: each would keep the map
+//! it has (a truncated one can end a reader with `SIGBUS`), apart from
+//! the processes that start afresh. Stop them first.
 //!
 //! Creation locks are the file store's `flock` stripes in `lock_dir`.
 mod options;
