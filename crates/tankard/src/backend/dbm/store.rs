@@ -146,7 +146,7 @@ pub(crate) fn open(options: &RegionOptions) -> Result<Arc<dyn Backend>> {
     Ok(Arc::new(DbmBackend {
         dir: own.data_dir.join(format!("region-{}.lmdb", &name[..32])),
         shared: OnceLock::new(),
-        lock: Arc::new(FileLock::new(own.lock_dir)),
+        lock: Arc::new(FileLock::of_store(own.lock_dir, NAME)),
         max_entry_bytes: options.max_entry_bytes,
         room: Room {
             max_entry_bytes: options.max_entry_bytes,
