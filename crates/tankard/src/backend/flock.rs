@@ -64,6 +64,8 @@ pub(crate) const STRIPES: u64 = 64;
 #[derive(Debug)]
 pub(crate) struct FileLock {
     dir: PathBuf,
+    /// The store its errors name.
+    store: &'static str,
 }
 
 /// One stripe file as the kernel knows it: device and inode.
@@ -236,13 +238,20 @@ fn look(id: StripeId, lock_key: &str, waits: bool) -> Step {
 
 impl FileLock {
     /// Locks on the stripe files in `dir` (made when missing).
+    #[cfg_attr(not(feature = "file"), allow(dead_code))]
     pub(crate) fn new(dir: PathBuf) -> FileLock {
-        FileLock { dir }
+        FileLock::of_store(dir, "file")
+    }
+
+    /// Locks in `dir` whose errors name `store` (`dbm`, say).
+    #[cfg_attr(not(feature = "dbm"), allow(dead_code))]
+    pub(crate) fn of_store(dir: PathBuf, store: &'static str) -> FileLock {
+        FileLock { dir, store }
     }
 
     fn lock_error(&self, err: io::Error) -> Error {
         Error::backend_source(
-            "file",
+            self.store,
             format!(
                 "cannot use lock directory {}; check that it exists and is writable (cache.lock_dir)",
                 self.dir.display()
@@ -335,7 +344,10 @@ impl FileLock {
             Ok(Ok(Some(file))) => Ok(Some(LockGuard::new(taking.hold(file, lock_key)))),
             Ok(Ok(None)) => Ok(None),
             Ok(Err(err)) => Err(self.lock_error(err)),
-            Err(join) => Err(Error::backend("file", format!("lock wait failed: {join}"))),
+            Err(join) => Err(Error::backend(
+                self.store,
+                format!("lock wait failed: {join}"),
+            )),
         }
     }
 }

@@ -1041,7 +1041,9 @@ async fn hard_timeout_serves_the_fail_safe_value(backend: &str) {
 }
 
 async fn hard_timeout_drops_a_borrowing_creator(backend: &str) {
-    let f = fixture(backend, &[("cache.hard_timeout", "20ms")]);
+    // The limit covers the second call's store too: long enough for a
+    // write on a busy disk (dbm's commit `fsync`s).
+    let f = fixture(backend, &[("cache.hard_timeout", "250ms")]);
     let ns = f.manager.namespace("hard");
     let (_release, held) = oneshot::channel::<()>();
     let err = ns

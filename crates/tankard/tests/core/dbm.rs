@@ -134,6 +134,15 @@ async fn a_full_map_evicts_expired_entries_then_says_it_is_full() {
                 .is_some()
         );
     }
+    // A full map still takes an invalidation and clears (small writes).
+    f.manager
+        .default_region()
+        .invalidate(Invalidation::Soft)
+        .await
+        .unwrap();
+    f.manager.namespace("other").clear().await.unwrap();
+    ns.clear().await.unwrap();
+    assert!(ns.get::<String>("old-0").await.unwrap().is_none());
 
     // Once they have expired, a write that finds the map full evicts them
     // and is stored. (Not quite as many fit again at once: LMDB reuses the

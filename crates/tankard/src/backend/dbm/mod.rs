@@ -26,9 +26,14 @@
 //! the most the data file holds. When a write finds the map full, the
 //! store deletes every entry that can no longer be served (past its stale
 //! window and `fail_safe`, as `purge_expired` does, by the clock of the
-//! entry being written) and tries once more; if the map is still full the
+//! entry being written, or the wall clock for a clear or an invalidation)
+//! and tries once more; if the map is still full the
 //! write fails with an error that says so and names `max_bytes`. A cache
-//! that fails to store steps aside: the value is still returned.
+//! that fails to store steps aside: the value is still returned. Give
+//! every process the same `max_bytes`: within a process the first region
+//! to open an environment sets its map, and a process whose map is
+//! smaller than another's gets an error saying so once the data outgrows
+//! it.
 //!
 //! # Several processes
 //!
@@ -48,7 +53,10 @@
 //! which wait for the environment's writer mutex and `fsync`, run on the
 //! blocking pool. Entries larger than `max_entry_bytes` are misses and are
 //! never copied out of the map. Do not put `data_dir` on a network
-//! filesystem (LMDB's locks need one host).
+//! filesystem (LMDB's locks need one host), and do not delete or truncate
+//! an environment while processes have it open: each would keep the map
+//! it has (a truncated one can end a reader with `SIGBUS`), apart from
+//! the processes that start afresh. Stop them first.
 //!
 //! Creation locks are the file store's `flock` stripes in `lock_dir`.
 mod options;

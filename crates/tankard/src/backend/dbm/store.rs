@@ -43,6 +43,55 @@ const PURGED_ROW: &[u8] = b"\xffpurged";
 
 type Rows = Database<'static, Bytes, Bytes>;
 
+/// What a write did: `Err(None)` when the map is full (see [`Room`]).
+type Written = std::result::Result<(), Option<Error>>;
+
+/// What a write that finds the map full needs to make room: which rows
+/// are dead, and what to say when none are.
+#[derive(Clone, Debug)]
+struct Room {
+    max_entry_bytes: u64,
+    fail_safe_ms: u64,
+    max_bytes_key: Arc<str>,
+    map_bytes: u64,
+}
+
+impl Room {
+    /// Runs `write`; when the map is full, deletes the entries that are
+    /// dead at `now_ms` (and `fail_safe` past it) and runs it once more;
+    /// still full, an error that says so and names `max_bytes`.
+    fn write(
+        &self,
+        shared: &Shared,
+        now_ms: u64,
+        write: impl Fn(&Shared) -> Written,
+    ) -> Result<()> {
+        match write(shared) {
+            Ok(()) => return Ok(()),
+            Err(Some(err)) => return Err(err),
+            Err(None) => {}
+        }
+        let before_ms = now_ms.saturating_sub(self.fail_safe_ms);
+        let purged = shared
+            .purge(|row| DbmBackend::dead(self.max_entry_bytes, before_ms, row))
+            .unwrap_or(0);
+        write(shared).map_err(|err| {
+            err.unwrap_or_else(|| {
+                Error::backend(
+                    NAME,
+                    format!(
+                        "the LMDB map of {} is full ({key} = {}), even after removing {purged} \
+                         expired entries: raise {key}",
+                        shared.path.display(),
+                        self.map_bytes,
+                        key = self.max_bytes_key,
+                    ),
+                )
+            })
+        })
+    }
+}
+
 /// One open environment, shared by every region and manager of the
 /// process that names it.
 struct Shared {
@@ -71,16 +120,12 @@ static OPEN: LazyLock<Mutex<HashMap<PathBuf, Weak<Shared>>>> = LazyLock::new(Mut
 pub(crate) struct DbmBackend {
     /// The environment's directory (opened on first use).
     dir: PathBuf,
-    map_bytes: u64,
     shared: OnceLock<Arc<Shared>>,
     lock: Arc<FileLock>,
     /// Entries larger than this are misses (`max_entry_bytes`).
     max_entry_bytes: u64,
-    /// How long past its stale window an entry is kept (`fail_safe`), for
-    /// the purge a full map makes.
-    fail_safe_ms: u64,
-    /// The region's `max_bytes` key, as the map-full error names it.
-    max_bytes_key: String,
+    /// How a write makes room in a full map.
+    room: Room,
     /// Each namespace's generations as last read, with the snapshot (the
     /// read transaction's id) they were read in: while no commit has
     /// happened since, a lookup need not read them again.
@@ -100,12 +145,15 @@ pub(crate) fn open(options: &RegionOptions) -> Result<Arc<dyn Backend>> {
     ));
     Ok(Arc::new(DbmBackend {
         dir: own.data_dir.join(format!("region-{}.lmdb", &name[..32])),
-        map_bytes: own.map_bytes,
         shared: OnceLock::new(),
-        lock: Arc::new(FileLock::new(own.lock_dir)),
+        lock: Arc::new(FileLock::of_store(own.lock_dir, NAME)),
         max_entry_bytes: options.max_entry_bytes,
-        fail_safe_ms: u64::try_from(options.fail_safe.as_millis()).unwrap_or(u64::MAX),
-        max_bytes_key: option_key(options, "max_bytes"),
+        room: Room {
+            max_entry_bytes: options.max_entry_bytes,
+            fail_safe_ms: u64::try_from(options.fail_safe.as_millis()).unwrap_or(u64::MAX),
+            max_bytes_key: option_key(options, "max_bytes").into(),
+            map_bytes: own.map_bytes,
+        },
         seen: Mutex::default(),
     }))
 }
@@ -148,6 +196,11 @@ fn counter(row: Option<&[u8]>) -> Option<u64> {
         None => Some(0),
         Some(bytes) => bytes.try_into().ok().map(u64::from_le_bytes),
     }
+}
+
+/// The wall clock in milliseconds.
+fn wall_ms() -> u64 {
+    restart() / 1_000
 }
 
 /// Where a damaged counter starts again: past every value it held, as a
@@ -252,7 +305,7 @@ impl Shared {
     /// becomes now, so every entry made before it is stale at worst.
     fn repair(&self, scope: &Scope) -> Result<()> {
         let mut txn = self.write()?;
-        let now_ms = restart() / 1_000;
+        let now_ms = wall_ms();
         for (key, start) in [
             (&scope.region.generation_key, restart()),
             (&scope.region.soft_key, now_ms),
@@ -280,32 +333,33 @@ impl Shared {
     /// Applies `change` to one generation row (0 when missing, restarted
     /// when damaged), in one write transaction: LMDB serialises writers of
     /// every process, so concurrent clears all count.
-    fn update(&self, key: &str, change: impl FnOnce(u64) -> u64) -> Result<()> {
+    /// `Err(None)`: the map is full.
+    fn update(&self, key: &str, change: impl Fn(u64) -> u64) -> Written {
         let key = row_key(key);
-        let mut txn = self.write()?;
+        let mut txn = self.write().map_err(Some)?;
         let row = self
             .generations
             .get(&txn, &key)
-            .map_err(|err| self.error("read", err))?;
+            .map_err(|err| Some(self.error("read", err)))?;
         let value = change(counter(row).unwrap_or_else(restart));
         self.generations
             .put(&mut txn, &key, &value.to_le_bytes())
-            .map_err(|err| self.error("write", err))?;
-        txn.commit().map_err(|err| self.error("write", err))
+            .map_err(|err| self.written(err))?;
+        txn.commit().map_err(|err| self.written(err))
     }
 
     /// Writes one entry row. `Err(None)`: the map is full.
-    fn put(&self, key: &[u8], entry: &[u8]) -> std::result::Result<(), Option<Error>> {
-        let fail = |err: heed::Error| {
-            if is_map_full(&err) {
-                None
-            } else {
-                Some(self.error("write", err))
-            }
-        };
+    fn put(&self, key: &[u8], entry: &[u8]) -> Written {
         let mut txn = self.write().map_err(Some)?;
-        self.entries.put(&mut txn, key, entry).map_err(fail)?;
-        txn.commit().map_err(fail)
+        self.entries
+            .put(&mut txn, key, entry)
+            .map_err(|err| self.written(err))?;
+        txn.commit().map_err(|err| self.written(err))
+    }
+
+    /// A failed write as [`Written`] says it.
+    fn written(&self, err: heed::Error) -> Option<Error> {
+        (!is_map_full(&err)).then(|| self.error("write", err))
     }
 
     /// Deletes the entry rows that can no longer be served (and damaged
@@ -446,7 +500,7 @@ impl DbmBackend {
         if let Some(shared) = self.shared.get() {
             return Ok(shared);
         }
-        let opened = Shared::open(&self.dir, self.map_bytes)?;
+        let opened = Shared::open(&self.dir, self.room.map_bytes)?;
         Ok(self.shared.get_or_init(|| opened))
     }
 
@@ -460,6 +514,17 @@ impl DbmBackend {
         tokio::task::spawn_blocking(move || work(&shared))
             .await
             .map_err(|join| Error::backend(NAME, format!("LMDB write failed: {join}")))?
+    }
+
+    /// Changes one generation row. A full map is made room in by the wall
+    /// clock (a bump carries no time of the region's): a clear must not
+    /// fail because the map is full.
+    async fn bump(&self, key: String, change: impl Fn(u64) -> u64 + Send + 'static) -> Result<()> {
+        let room = self.room.clone();
+        self.blocking(move |shared| {
+            room.write(shared, wall_ms(), |shared| shared.update(&key, &change))
+        })
+        .await
     }
 
     /// Whether a stored row is dead: stale before `before_ms` (the time
@@ -569,35 +634,12 @@ impl Backend for DbmBackend {
     async fn store(&self, at: &Location<'_>, entry: Vec<u8>, _ttl: Option<Duration>) -> Result<()> {
         // Expiry is in the entry's header; `purge_expired` reads it.
         let key = row_key(&at.storage_key).into_owned();
-        let (max_entry_bytes, fail_safe_ms) = (self.max_entry_bytes, self.fail_safe_ms);
-        let (max_bytes_key, map_bytes) = (self.max_bytes_key.clone(), self.map_bytes);
+        let room = self.room.clone();
         self.blocking(move |shared| {
-            match shared.put(&key, &entry) {
-                Ok(()) => return Ok(()),
-                Err(Some(err)) => return Err(err),
-                Err(None) => {}
-            }
-            // The map is full: make room by the clock of the entry being
-            // written (the region's, which stamped it), then once more.
-            let now_ms =
-                entry::peek_meta(&entry).map_or_else(|| restart() / 1_000, |meta| meta.created_ms);
-            let before_ms = now_ms.saturating_sub(fail_safe_ms);
-            let purged = shared
-                .purge(|row| Self::dead(max_entry_bytes, before_ms, row))
-                .unwrap_or(0);
-            match shared.put(&key, &entry) {
-                Ok(()) => Ok(()),
-                Err(Some(err)) => Err(err),
-                Err(None) => Err(Error::backend(
-                    NAME,
-                    format!(
-                        "the LMDB map of {} is full ({max_bytes_key} = {}), even after \
-                         removing {purged} expired entries: raise {max_bytes_key}",
-                        shared.path.display(),
-                        map_bytes,
-                    ),
-                )),
-            }
+            // A full map is made room in by the clock of the entry being
+            // written: the region's, which stamped it.
+            let now_ms = entry::peek_meta(&entry).map_or_else(wall_ms, |meta| meta.created_ms);
+            room.write(shared, now_ms, |shared| shared.put(&key, &entry))
         })
         .await
     }
@@ -617,20 +659,17 @@ impl Backend for DbmBackend {
     }
 
     async fn bump_namespace(&self, scope: &Scope) -> Result<()> {
-        let key = scope.generation_key.clone();
-        self.blocking(move |shared| shared.update(&key, |g| g.wrapping_add(1)))
+        self.bump(scope.generation_key.clone(), |g| g.wrapping_add(1))
             .await
     }
 
     async fn bump_region(&self, region: &RegionScope) -> Result<()> {
-        let key = region.generation_key.clone();
-        self.blocking(move |shared| shared.update(&key, |g| g.wrapping_add(1)))
+        self.bump(region.generation_key.clone(), |g| g.wrapping_add(1))
             .await
     }
 
     async fn soft_invalidate(&self, region: &RegionScope, at_ms: u64) -> Result<()> {
-        let key = region.soft_key.clone();
-        self.blocking(move |shared| shared.update(&key, |soft| soft.max(at_ms)))
+        self.bump(region.soft_key.clone(), move |soft| soft.max(at_ms))
             .await
     }
 
