@@ -28,7 +28,13 @@ use crate::options::{BackendKind, RegionOptions, option_key};
 /// lands past every value it held before, and the entries stamped with
 /// those stay invisible. (The coarse millisecond clock could hand out the
 /// very value the counter started at a few milliseconds earlier.)
-#[cfg(any(feature = "memcached", feature = "redis"))]
+#[cfg(any(
+    feature = "memcached",
+    feature = "redis",
+    feature = "postgres",
+    feature = "mysql",
+    feature = "sqlite"
+))]
 pub(crate) fn generation_start() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -43,6 +49,7 @@ pub(crate) mod backplane;
 // does not depend on any store.
 #[cfg_attr(not(any(feature = "memcached", feature = "redis")), allow(dead_code))]
 pub(crate) mod breaker;
+pub(crate) mod database;
 pub(crate) mod file;
 pub(crate) mod lock;
 pub(crate) mod memcached;
@@ -62,6 +69,7 @@ const STORES: &[Store] = &[
     memcached::STORE,
     redis::STORE,
     redis::CLUSTER,
+    database::STORE,
 ];
 
 /// One store: the `type`s it serves, what it can do, how it checks its

@@ -1,0 +1,296 @@
+//! MySQL and MariaDB: the SQL of the store, and `GET_LOCK` locks that
+//! waiters poll for.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::future::BoxFuture;
+use sqlx::Row as _;
+use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool};
+
+use super::lock::{LockConn, Pace, Session, SessionLock, Wakeups};
+use super::options::DatabaseOptions;
+use super::store::{Driver, Pools, Row, pool_options, sql_error};
+use crate::backend::lock::{CreationLock, HeldLock, LockGuard};
+use crate::error::{ConfigError, Error, Result};
+use crate::options::{RegionOptions, option_key};
+
+const NAME: &str = "mysql";
+
+/// The first and the longest pause between a waiter's attempts.
+const FIRST_POLL: Duration = Duration::from_millis(2);
+const MAX_POLL: Duration = Duration::from_millis(10);
+
+#[derive(Debug)]
+struct Sql {
+    create: String,
+    read: String,
+    upsert: String,
+    delete: String,
+    bump: String,
+    raise: String,
+    purge: String,
+    usage: String,
+}
+
+impl Sql {
+    fn new(t: &str) -> Sql {
+        Sql {
+            // VARBINARY: keys compare byte by byte, whatever the server's
+            // collation (a case-insensitive one would merge `A` and `a`).
+            create: format!(
+                "CREATE TABLE IF NOT EXISTS {t} (cache_key VARBINARY(512) NOT NULL PRIMARY KEY, \
+                 expires_at BIGINT NULL, entry LONGBLOB NULL, counter BIGINT NULL, \
+                 INDEX {t}_expires_at (expires_at))"
+            ),
+            // The `IN` list is appended per call.
+            read: format!(
+                "SELECT cache_key, counter, CASE WHEN LENGTH(entry) <= ? THEN entry END, \
+                 LENGTH(entry) FROM {t} WHERE cache_key IN "
+            ),
+            upsert: format!(
+                "INSERT INTO {t} (cache_key, expires_at, entry) VALUES (?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE expires_at = VALUES(expires_at), \
+                 entry = VALUES(entry), counter = NULL"
+            ),
+            delete: format!("DELETE FROM {t} WHERE cache_key = ? AND entry IS NOT NULL"),
+            bump: format!(
+                "INSERT INTO {t} (cache_key, counter) VALUES (?, ?) \
+                 ON DUPLICATE KEY UPDATE counter = IF(counter IS NULL OR counter <= 0, \
+                 VALUES(counter), counter + 1), entry = NULL, expires_at = NULL"
+            ),
+            raise: format!(
+                "INSERT INTO {t} (cache_key, counter) VALUES (?, ?) \
+                 ON DUPLICATE KEY UPDATE counter = GREATEST(COALESCE(counter, 0), \
+                 VALUES(counter)), entry = NULL, expires_at = NULL"
+            ),
+            purge: format!("DELETE FROM {t} WHERE expires_at <= ? LIMIT ?"),
+            usage: format!(
+                "SELECT COUNT(*), CAST(COALESCE(SUM(LENGTH(entry)), 0) AS SIGNED) FROM {t} \
+                 WHERE entry IS NOT NULL"
+            ),
+        }
+    }
+}
+
+/// A MySQL or MariaDB region's pools and statements.
+#[derive(Debug)]
+pub(super) struct MySqlDriver {
+    pools: Pools<MySql>,
+    sql: Sql,
+    lock: Arc<SessionLock<MySqlSession>>,
+}
+
+impl MySqlDriver {
+    pub(super) fn open(own: &DatabaseOptions, options: &RegionOptions) -> Result<MySqlDriver> {
+        let connect = MySqlConnectOptions::from_str(&own.url).map_err(|err| {
+            Error::config(ConfigError::BadValue {
+                key: option_key(options, "url"),
+                value: crate::backend::redis::options::redact(&own.url),
+                problem: format!("is not usable by the MySQL client: {err}"),
+                expected: "mysql://user[:password]@host[:port]/db".to_owned(),
+            })
+        })?;
+        let timeout = options.timeout;
+        let data = connect.clone();
+        Ok(MySqlDriver {
+            pools: Pools::new(move || pool_options(16, timeout).connect_lazy_with(data.clone())),
+            sql: Sql::new(&own.table),
+            lock: Arc::new(SessionLock(MySqlSession {
+                pool: pool_options(32, timeout).connect_lazy_with(connect),
+                timeout,
+                prefix: own.table.clone(),
+            })),
+        })
+    }
+}
+
+#[async_trait]
+impl Driver for MySqlDriver {
+    async fn create_table(&self) -> sqlx::Result<()> {
+        sqlx::query(&self.sql.create)
+            .execute(&self.pools.get())
+            .await
+            .map(drop)
+    }
+
+    async fn read(&self, keys: &[&str], max_entry_bytes: i64) -> sqlx::Result<Vec<Row>> {
+        let mut sql = String::with_capacity(self.sql.read.len() + 2 + keys.len() * 3);
+        sql.push_str(&self.sql.read);
+        sql.push('(');
+        for at in 0..keys.len() {
+            sql.push_str(if at == 0 { "?" } else { ", ?" });
+        }
+        sql.push(')');
+        let mut query = sqlx::query(&sql).bind(max_entry_bytes);
+        for key in keys {
+            query = query.bind(key.as_bytes());
+        }
+        let rows = query.fetch_all(&self.pools.get()).await?;
+        rows.iter()
+            .map(|row| {
+                let key: Vec<u8> = row.try_get(0)?;
+                Ok(Row {
+                    // Keys are ours, so UTF-8; a foreign one matches none.
+                    key: String::from_utf8(key).unwrap_or_default(),
+                    counter: row.try_get(1)?,
+                    entry: row.try_get(2)?,
+                    length: row.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn upsert(&self, key: &str, expires_at: Option<i64>, entry: &[u8]) -> sqlx::Result<()> {
+        sqlx::query(&self.sql.upsert)
+            .bind(key.as_bytes())
+            .bind(expires_at)
+            .bind(entry)
+            .execute(&self.pools.get())
+            .await
+            .map(drop)
+    }
+
+    async fn delete(&self, key: &str) -> sqlx::Result<u64> {
+        Ok(sqlx::query(&self.sql.delete)
+            .bind(key.as_bytes())
+            .execute(&self.pools.get())
+            .await?
+            .rows_affected())
+    }
+
+    async fn bump(&self, key: &str, start: i64) -> sqlx::Result<()> {
+        sqlx::query(&self.sql.bump)
+            .bind(key.as_bytes())
+            .bind(start)
+            .execute(&self.pools.get())
+            .await
+            .map(drop)
+    }
+
+    async fn raise(&self, key: &str, at: i64) -> sqlx::Result<()> {
+        sqlx::query(&self.sql.raise)
+            .bind(key.as_bytes())
+            .bind(at)
+            .execute(&self.pools.get())
+            .await
+            .map(drop)
+    }
+
+    async fn purge(&self, now_ms: i64, batch: i64) -> sqlx::Result<u64> {
+        Ok(sqlx::query(&self.sql.purge)
+            .bind(now_ms)
+            .bind(batch)
+            .execute(&self.pools.get())
+            .await?
+            .rows_affected())
+    }
+
+    async fn usage(&self) -> sqlx::Result<(i64, i64)> {
+        sqlx::query_as(&self.sql.usage)
+            .fetch_one(&self.pools.get())
+            .await
+    }
+
+    fn lock(&self) -> Arc<dyn CreationLock> {
+        self.lock.clone()
+    }
+
+    fn reset(&self) {
+        self.pools.reset();
+    }
+}
+
+/// `GET_LOCK` locks on connections of their own.
+#[derive(Debug)]
+pub(super) struct MySqlSession {
+    pool: MySqlPool,
+    timeout: Duration,
+    /// Starts every lock name, so two tables' locks never meet.
+    prefix: String,
+}
+
+impl MySqlSession {
+    /// The lock's name: at most 64 characters, as the server requires.
+    fn name(&self, id: i64) -> String {
+        let prefix = &self.prefix[..self.prefix.len().min(40)];
+        format!("{prefix}:{id:016x}")
+    }
+}
+
+#[async_trait]
+impl Session for MySqlSession {
+    async fn attempt(&self, id: i64) -> Result<Option<LockGuard>> {
+        let name = self.name(id);
+        let take = async {
+            let mut conn = LockConn::new(self.pool.acquire().await?);
+            // 1 taken; 0 held elsewhere; NULL an error.
+            let taken: Option<i64> = match conn.get() {
+                Some(c) => {
+                    sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
+                        .bind(&name)
+                        .fetch_one(c)
+                        .await?
+                }
+                None => None,
+            };
+            Ok::<_, sqlx::Error>(if taken == Some(1) {
+                Some(LockGuard::new(MySqlHeld {
+                    conn: Some(conn),
+                    name: name.clone(),
+                    timeout: self.timeout,
+                }))
+            } else {
+                conn.back();
+                None
+            })
+        };
+        match tokio::time::timeout(self.timeout, take).await {
+            Ok(result) => result.map_err(|err| sql_error(NAME, "take lock", err)),
+            Err(_) => Err(Error::timeout(NAME, "take lock").into_connection_failure()),
+        }
+    }
+
+    fn wakeups(&self) -> Option<Arc<Wakeups>> {
+        None
+    }
+
+    fn pace(&self) -> Pace {
+        Pace::Polled(FIRST_POLL, MAX_POLL)
+    }
+}
+
+/// A held `GET_LOCK` and the connection it lives on.
+struct MySqlHeld {
+    conn: Option<LockConn<MySql>>,
+    name: String,
+    timeout: Duration,
+}
+
+impl HeldLock for MySqlHeld {
+    fn release(mut self: Box<Self>) -> BoxFuture<'static, ()> {
+        let conn = self.conn.take();
+        let (name, timeout) = (std::mem::take(&mut self.name), self.timeout);
+        Box::pin(async move {
+            let Some(mut conn) = conn else { return };
+            let release = async {
+                match conn.get() {
+                    Some(c) => sqlx::query("SELECT RELEASE_LOCK(?)")
+                        .bind(&name)
+                        .fetch_one(c)
+                        .await
+                        .and_then(|row| row.try_get::<Option<i64>, _>(0)),
+                    None => Ok(None),
+                }
+            };
+            match tokio::time::timeout(timeout, release).await {
+                // Released: the connection holds nothing and goes back.
+                Ok(Ok(Some(1))) => conn.back(),
+                // Not ours, or unknown: closing the session frees it.
+                _ => drop(conn),
+            }
+        })
+    }
+}

@@ -1,0 +1,362 @@
+//! PostgreSQL: the SQL of the store, and advisory locks woken by
+//! `LISTEN`/`NOTIFY`.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::future::BoxFuture;
+use sqlx::Row as _;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, Postgres};
+
+use super::lock::{LockConn, Pace, Session, SessionLock, Wakeups};
+use super::options::DatabaseOptions;
+use super::store::{Driver, Pools, Row, pool_options, sql_error};
+use crate::backend::lock::{CreationLock, HeldLock, LockGuard};
+use crate::error::{ConfigError, Error, Result};
+use crate::options::{RegionOptions, option_key};
+
+const NAME: &str = "postgres";
+
+/// How often a waiter tries again when no release is announced.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The statements, with the table's name in them.
+#[derive(Debug)]
+struct Sql {
+    create: [String; 2],
+    read: String,
+    upsert: String,
+    delete: String,
+    bump: String,
+    raise: String,
+    purge: String,
+    usage: String,
+}
+
+impl Sql {
+    fn new(t: &str) -> Sql {
+        Sql {
+            create: [
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {t} (cache_key TEXT PRIMARY KEY, \
+                     expires_at BIGINT, entry BYTEA, counter BIGINT)"
+                ),
+                format!("CREATE INDEX IF NOT EXISTS {t}_expires_at ON {t} (expires_at)"),
+            ],
+            read: format!(
+                "SELECT cache_key, counter, CASE WHEN length(entry) <= $2 THEN entry END, \
+                 length(entry) FROM {t} WHERE cache_key = ANY($1)"
+            ),
+            upsert: format!(
+                "INSERT INTO {t} (cache_key, expires_at, entry) VALUES ($1, $2, $3) \
+                 ON CONFLICT (cache_key) DO UPDATE SET expires_at = EXCLUDED.expires_at, \
+                 entry = EXCLUDED.entry, counter = NULL"
+            ),
+            delete: format!("DELETE FROM {t} WHERE cache_key = $1 AND entry IS NOT NULL"),
+            bump: format!(
+                "INSERT INTO {t} (cache_key, counter) VALUES ($1, $2) \
+                 ON CONFLICT (cache_key) DO UPDATE SET counter = CASE \
+                 WHEN {t}.counter IS NULL OR {t}.counter <= 0 THEN EXCLUDED.counter \
+                 ELSE {t}.counter + 1 END, entry = NULL, expires_at = NULL"
+            ),
+            raise: format!(
+                "INSERT INTO {t} (cache_key, counter) VALUES ($1, $2) \
+                 ON CONFLICT (cache_key) DO UPDATE SET \
+                 counter = GREATEST(COALESCE({t}.counter, 0), EXCLUDED.counter), \
+                 entry = NULL, expires_at = NULL"
+            ),
+            purge: format!(
+                "DELETE FROM {t} WHERE cache_key IN \
+                 (SELECT cache_key FROM {t} WHERE expires_at <= $1 LIMIT $2)"
+            ),
+            usage: format!(
+                "SELECT COUNT(*), COALESCE(SUM(length(entry)), 0)::BIGINT FROM {t} \
+                 WHERE entry IS NOT NULL"
+            ),
+        }
+    }
+}
+
+/// A PostgreSQL region's pools and statements.
+#[derive(Debug)]
+pub(super) struct PgDriver {
+    pools: Pools<Postgres>,
+    sql: Sql,
+    lock: Arc<SessionLock<PgSession>>,
+}
+
+impl PgDriver {
+    pub(super) fn open(own: &DatabaseOptions, options: &RegionOptions) -> Result<PgDriver> {
+        let connect = PgConnectOptions::from_str(&own.url).map_err(|err| {
+            Error::config(ConfigError::BadValue {
+                key: option_key(options, "url"),
+                value: crate::backend::redis::options::redact(&own.url),
+                problem: format!("is not usable by the PostgreSQL client: {err}"),
+                expected: "postgres://user[:password]@host[:port]/db".to_owned(),
+            })
+        })?;
+        let timeout = options.timeout;
+        let data = connect.clone();
+        let locks = pool_options(32, timeout).connect_lazy_with(connect);
+        Ok(PgDriver {
+            pools: Pools::new(move || pool_options(16, timeout).connect_lazy_with(data.clone())),
+            sql: Sql::new(&own.table),
+            lock: Arc::new(SessionLock(PgSession {
+                pool: locks,
+                timeout,
+                channel: format!("{}_locks", own.table.to_ascii_lowercase()),
+                wakeups: Arc::default(),
+                listening: AtomicBool::new(false),
+            })),
+        })
+    }
+}
+
+#[async_trait]
+impl Driver for PgDriver {
+    async fn create_table(&self) -> sqlx::Result<()> {
+        let pool = self.pools.get();
+        for statement in &self.sql.create {
+            sqlx::query(statement).execute(&pool).await?;
+        }
+        Ok(())
+    }
+
+    async fn read(&self, keys: &[&str], max_entry_bytes: i64) -> sqlx::Result<Vec<Row>> {
+        let rows = sqlx::query(&self.sql.read)
+            .bind(keys)
+            .bind(max_entry_bytes)
+            .fetch_all(&self.pools.get())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Row {
+                    key: row.try_get(0)?,
+                    counter: row.try_get(1)?,
+                    entry: row.try_get(2)?,
+                    length: row.try_get::<Option<i32>, _>(3)?.map(i64::from),
+                })
+            })
+            .collect()
+    }
+
+    async fn upsert(&self, key: &str, expires_at: Option<i64>, entry: &[u8]) -> sqlx::Result<()> {
+        sqlx::query(&self.sql.upsert)
+            .bind(key)
+            .bind(expires_at)
+            .bind(entry)
+            .execute(&self.pools.get())
+            .await
+            .map(drop)
+    }
+
+    async fn delete(&self, key: &str) -> sqlx::Result<u64> {
+        Ok(sqlx::query(&self.sql.delete)
+            .bind(key)
+            .execute(&self.pools.get())
+            .await?
+            .rows_affected())
+    }
+
+    async fn bump(&self, key: &str, start: i64) -> sqlx::Result<()> {
+        sqlx::query(&self.sql.bump)
+            .bind(key)
+            .bind(start)
+            .execute(&self.pools.get())
+            .await
+            .map(drop)
+    }
+
+    async fn raise(&self, key: &str, at: i64) -> sqlx::Result<()> {
+        sqlx::query(&self.sql.raise)
+            .bind(key)
+            .bind(at)
+            .execute(&self.pools.get())
+            .await
+            .map(drop)
+    }
+
+    async fn purge(&self, now_ms: i64, batch: i64) -> sqlx::Result<u64> {
+        Ok(sqlx::query(&self.sql.purge)
+            .bind(now_ms)
+            .bind(batch)
+            .execute(&self.pools.get())
+            .await?
+            .rows_affected())
+    }
+
+    async fn usage(&self) -> sqlx::Result<(i64, i64)> {
+        sqlx::query_as(&self.sql.usage)
+            .fetch_one(&self.pools.get())
+            .await
+    }
+
+    fn lock(&self) -> Arc<dyn CreationLock> {
+        self.lock.clone()
+    }
+
+    fn reset(&self) {
+        self.pools.reset();
+    }
+}
+
+/// Advisory locks on connections of their own, and the listener that
+/// wakes their waiters.
+#[derive(Debug)]
+pub(super) struct PgSession {
+    pool: PgPool,
+    timeout: Duration,
+    /// The `NOTIFY` channel releases are announced on (payload: the id).
+    channel: String,
+    wakeups: Arc<Wakeups>,
+    listening: AtomicBool,
+}
+
+impl Drop for PgSession {
+    fn drop(&mut self) {
+        // Ends the listener (its `recv` returns when the pool closes) and
+        // the idle connections.
+        let pool = self.pool.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { pool.close().await });
+        }
+    }
+}
+
+#[async_trait]
+impl Session for PgSession {
+    async fn attempt(&self, id: i64) -> Result<Option<LockGuard>> {
+        let take = async {
+            let mut conn = LockConn::new(self.pool.acquire().await?);
+            let taken: bool = match conn.get() {
+                Some(c) => {
+                    sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                        .bind(id)
+                        .fetch_one(c)
+                        .await?
+                }
+                None => false,
+            };
+            Ok::<_, sqlx::Error>(if taken {
+                Some(LockGuard::new(PgHeld {
+                    conn: Some(conn),
+                    id,
+                    channel: self.channel.clone(),
+                    timeout: self.timeout,
+                }))
+            } else {
+                conn.back();
+                None
+            })
+        };
+        match tokio::time::timeout(self.timeout, take).await {
+            Ok(result) => result.map_err(|err| sql_error(NAME, "take lock", err)),
+            Err(_) => Err(Error::timeout(NAME, "take lock").into_connection_failure()),
+        }
+    }
+
+    fn wakeups(&self) -> Option<Arc<Wakeups>> {
+        if !self.listening.swap(true, Ordering::AcqRel)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(listen(
+                self.pool.clone(),
+                self.channel.clone(),
+                Arc::downgrade(&self.wakeups),
+            ));
+        }
+        Some(self.wakeups.clone())
+    }
+
+    fn pace(&self) -> Pace {
+        Pace::Notified(POLL)
+    }
+}
+
+/// Listens for releases on `channel` and wakes their waiters, until the
+/// lock pool closes or the region is gone. Reconnects after a failure;
+/// every waiter is woken then, since releases may have been missed.
+async fn listen(pool: PgPool, channel: String, wakeups: Weak<Wakeups>) {
+    while !pool.is_closed() && wakeups.strong_count() > 0 {
+        let listener = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(&channel).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = match listener.await {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::debug!("cannot listen on {channel}: {err}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Some(wakeups) = wakeups.upgrade() {
+            wakeups.wake_all();
+        }
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => {
+                    let Some(wakeups) = wakeups.upgrade() else {
+                        return;
+                    };
+                    if let Ok(id) = notification.payload().parse::<i64>() {
+                        wakeups.wake(id);
+                    }
+                }
+                // The connection dropped and was made again.
+                Ok(None) => match wakeups.upgrade() {
+                    Some(wakeups) => wakeups.wake_all(),
+                    None => return,
+                },
+                Err(err) => {
+                    tracing::debug!("lost the listener on {channel}: {err}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A held advisory lock and the connection it lives on.
+struct PgHeld {
+    conn: Option<LockConn<Postgres>>,
+    id: i64,
+    channel: String,
+    timeout: Duration,
+}
+
+impl HeldLock for PgHeld {
+    fn release(mut self: Box<Self>) -> BoxFuture<'static, ()> {
+        let conn = self.conn.take();
+        let (id, channel, timeout) = (self.id, std::mem::take(&mut self.channel), self.timeout);
+        Box::pin(async move {
+            let Some(mut conn) = conn else { return };
+            let unlock = async {
+                match conn.get() {
+                    // The notification goes out when the statement commits,
+                    // after the unlock.
+                    Some(c) => sqlx::query("SELECT pg_advisory_unlock($1), pg_notify($2, $3)")
+                        .bind(id)
+                        .bind(&channel)
+                        .bind(id.to_string())
+                        .fetch_one(c)
+                        .await
+                        .and_then(|row| row.try_get::<bool, _>(0))
+                        .map(Some),
+                    None => Ok(None),
+                }
+            };
+            match tokio::time::timeout(timeout, unlock).await {
+                // Unlocked: the connection holds nothing and goes back.
+                Ok(Ok(Some(true))) => conn.back(),
+                // Not ours any more, or unknown: closing the session frees
+                // whatever it holds.
+                Ok(Ok(_)) | Ok(Err(_)) | Err(_) => drop(conn),
+            }
+        })
+    }
+}

@@ -1,0 +1,211 @@
+//! SQLite: the SQL of the store; creation locks are the file store's
+//! `flock` stripes, beside the database file.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sqlx::Row as _;
+use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+
+use super::options::{DatabaseOptions, sqlite_path};
+use super::store::{Driver, Pools, Row, pool_options};
+use crate::backend::file::lock::FileLock;
+use crate::backend::lock::CreationLock;
+use crate::error::{ConfigError, Error, Result};
+use crate::options::{RegionOptions, option_key};
+
+#[derive(Debug)]
+struct Sql {
+    create: [String; 2],
+    read: String,
+    upsert: String,
+    delete: String,
+    bump: String,
+    raise: String,
+    purge: String,
+    usage: String,
+}
+
+impl Sql {
+    fn new(t: &str) -> Sql {
+        Sql {
+            create: [
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {t} (cache_key TEXT PRIMARY KEY, \
+                     expires_at INTEGER, entry BLOB, counter INTEGER)"
+                ),
+                format!("CREATE INDEX IF NOT EXISTS {t}_expires_at ON {t} (expires_at)"),
+            ],
+            read: format!(
+                "SELECT cache_key, counter, CASE WHEN length(entry) <= ? THEN entry END, \
+                 length(entry) FROM {t} WHERE cache_key IN "
+            ),
+            upsert: format!(
+                "INSERT INTO {t} (cache_key, expires_at, entry) VALUES (?, ?, ?) \
+                 ON CONFLICT (cache_key) DO UPDATE SET expires_at = excluded.expires_at, \
+                 entry = excluded.entry, counter = NULL"
+            ),
+            delete: format!("DELETE FROM {t} WHERE cache_key = ? AND entry IS NOT NULL"),
+            bump: format!(
+                "INSERT INTO {t} (cache_key, counter) VALUES (?, ?) \
+                 ON CONFLICT (cache_key) DO UPDATE SET counter = CASE \
+                 WHEN typeof(counter) != 'integer' OR counter <= 0 THEN excluded.counter \
+                 ELSE counter + 1 END, entry = NULL, expires_at = NULL"
+            ),
+            raise: format!(
+                "INSERT INTO {t} (cache_key, counter) VALUES (?, ?) \
+                 ON CONFLICT (cache_key) DO UPDATE SET \
+                 counter = max(CASE WHEN typeof(counter) = 'integer' THEN counter ELSE 0 END, \
+                 excluded.counter), entry = NULL, expires_at = NULL"
+            ),
+            purge: format!(
+                "DELETE FROM {t} WHERE cache_key IN \
+                 (SELECT cache_key FROM {t} WHERE expires_at <= ? LIMIT ?)"
+            ),
+            usage: format!(
+                "SELECT COUNT(*), COALESCE(SUM(length(entry)), 0) FROM {t} \
+                 WHERE entry IS NOT NULL"
+            ),
+        }
+    }
+}
+
+/// An SQLite region's pool, statements and lock stripes.
+#[derive(Debug)]
+pub(super) struct SqliteDriver {
+    pools: Pools<Sqlite>,
+    sql: Sql,
+    lock: Arc<FileLock>,
+}
+
+impl SqliteDriver {
+    pub(super) fn open(own: &DatabaseOptions, options: &RegionOptions) -> Result<SqliteDriver> {
+        let connect = SqliteConnectOptions::from_str(&own.url)
+            .map_err(|err| {
+                Error::config(ConfigError::BadValue {
+                    key: option_key(options, "url"),
+                    value: own.url.clone(),
+                    problem: format!("is not usable by the SQLite client: {err}"),
+                    expected: "sqlite://path/to/file.db or sqlite:///abs/path.db".to_owned(),
+                })
+            })?
+            .create_if_missing(true)
+            // Readers never wait for the writer, and a writer waits up to
+            // `timeout` for another instead of failing at once.
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(options.timeout);
+        let lock_dir = match &options.lock_dir {
+            Some(dir) => dir.clone(),
+            None => {
+                let file = sqlite_path(&own.url).unwrap_or_default();
+                PathBuf::from(format!("{file}.locks"))
+            }
+        };
+        let timeout = options.timeout;
+        Ok(SqliteDriver {
+            pools: Pools::new(move || pool_options(4, timeout).connect_lazy_with(connect.clone())),
+            sql: Sql::new(&own.table),
+            lock: Arc::new(FileLock::new(lock_dir)),
+        })
+    }
+}
+
+#[async_trait]
+impl Driver for SqliteDriver {
+    async fn create_table(&self) -> sqlx::Result<()> {
+        let pool = self.pools.get();
+        for statement in &self.sql.create {
+            sqlx::query(statement).execute(&pool).await?;
+        }
+        Ok(())
+    }
+
+    async fn read(&self, keys: &[&str], max_entry_bytes: i64) -> sqlx::Result<Vec<Row>> {
+        let mut sql = String::with_capacity(self.sql.read.len() + 2 + keys.len() * 3);
+        sql.push_str(&self.sql.read);
+        sql.push('(');
+        for at in 0..keys.len() {
+            sql.push_str(if at == 0 { "?" } else { ", ?" });
+        }
+        sql.push(')');
+        let mut query = sqlx::query(&sql).bind(max_entry_bytes);
+        for key in keys {
+            query = query.bind(*key);
+        }
+        let rows = query.fetch_all(&self.pools.get()).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Row {
+                    key: row.try_get(0)?,
+                    // A counter SQLite holds as anything but an integer
+                    // (another tool's write) reads as missing.
+                    counter: row.try_get::<Option<i64>, _>(1).unwrap_or(None),
+                    entry: row.try_get::<Option<Vec<u8>>, _>(2).unwrap_or(None),
+                    length: row.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn upsert(&self, key: &str, expires_at: Option<i64>, entry: &[u8]) -> sqlx::Result<()> {
+        sqlx::query(&self.sql.upsert)
+            .bind(key)
+            .bind(expires_at)
+            .bind(entry)
+            .execute(&self.pools.get())
+            .await
+            .map(drop)
+    }
+
+    async fn delete(&self, key: &str) -> sqlx::Result<u64> {
+        Ok(sqlx::query(&self.sql.delete)
+            .bind(key)
+            .execute(&self.pools.get())
+            .await?
+            .rows_affected())
+    }
+
+    async fn bump(&self, key: &str, start: i64) -> sqlx::Result<()> {
+        sqlx::query(&self.sql.bump)
+            .bind(key)
+            .bind(start)
+            .execute(&self.pools.get())
+            .await
+            .map(drop)
+    }
+
+    async fn raise(&self, key: &str, at: i64) -> sqlx::Result<()> {
+        sqlx::query(&self.sql.raise)
+            .bind(key)
+            .bind(at)
+            .execute(&self.pools.get())
+            .await
+            .map(drop)
+    }
+
+    async fn purge(&self, now_ms: i64, batch: i64) -> sqlx::Result<u64> {
+        Ok(sqlx::query(&self.sql.purge)
+            .bind(now_ms)
+            .bind(batch)
+            .execute(&self.pools.get())
+            .await?
+            .rows_affected())
+    }
+
+    async fn usage(&self) -> sqlx::Result<(i64, i64)> {
+        sqlx::query_as(&self.sql.usage)
+            .fetch_one(&self.pools.get())
+            .await
+    }
+
+    fn lock(&self) -> Arc<dyn CreationLock> {
+        self.lock.clone()
+    }
+
+    fn reset(&self) {
+        self.pools.reset();
+    }
+}
