@@ -150,6 +150,50 @@ impl Stampede {
     }
 }
 
+impl Stampede {
+    /// Starts one child with one task and lets it go at once (a holder to
+    /// kill, say); its values are not collected.
+    pub fn start_one(&self) -> Child {
+        let exe = std::env::current_exe().expect("test binary path");
+        let mut child = Command::new(exe)
+            .args([
+                "--ignored",
+                "--exact",
+                "stampede_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("TANKARD_STAMPEDE_CONFIG", &self.config_toml)
+            .env(
+                "TANKARD_STAMPEDE_REGION",
+                self.region.clone().unwrap_or_default(),
+            )
+            .env("TANKARD_STAMPEDE_NAMESPACE", &self.namespace)
+            .env("TANKARD_STAMPEDE_KEY", &self.key)
+            .env("TANKARD_STAMPEDE_TASKS", "1")
+            .env("TANKARD_STAMPEDE_CREATOR_MS", self.creator_ms.to_string())
+            .env("TANKARD_STAMPEDE_COUNTER", &self.counter_file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn child");
+        let mut stdout = BufReader::new(child.stdout.take().expect("child stdout"));
+        let mut line = String::new();
+        while !line.trim_end().ends_with("stampede:ready") {
+            line.clear();
+            assert!(
+                stdout.read_line(&mut line).expect("read child") > 0,
+                "child exited before ready"
+            );
+        }
+        let stdin = child.stdin.as_mut().expect("child stdin");
+        stdin.write_all(b"go\n").expect("signal child");
+        stdin.flush().expect("signal child");
+        child
+    }
+}
+
 /// The child's side: build the manager, say ready, wait for "go", run the
 /// tasks, print their values.
 pub fn run_child() {

@@ -1,0 +1,135 @@
+//! Rows as the database holds them: the documented schema, damaged and
+//! oversized entries (misses, never errors), and `gc` over many expired
+//! rows.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::common::{Engine, Raw, entry_key, manager, server, toml, unique};
+
+engines!(
+    rows_follow_the_documented_schema,
+    damaged_and_oversized_entries_are_misses,
+    gc_deletes_100_000_expired_rows_in_batches_and_keeps_the_rest,
+);
+
+fn counted(runs: &Arc<AtomicUsize>, value: &str) -> impl FnOnce() -> std::future::Ready<String> {
+    let (runs, value) = (runs.clone(), value.to_owned());
+    move || {
+        runs.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(value)
+    }
+}
+
+async fn rows_follow_the_documented_schema(engine: Engine) {
+    let _server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("schema");
+    let table = format!("s_{}", unique("t").to_ascii_lowercase());
+    let cache = manager(&toml(engine, &dir, &prefix, &format!("table = \"{table}\"")));
+    let ns = cache.namespace("n");
+    ns.put("k", "v".to_string()).await.unwrap();
+    ns.clear().await.unwrap();
+    let raw = Raw::connect(engine, &dir).await;
+    let key = entry_key(&prefix, "n", "k");
+    // One row for the entry, with its bytes and an expiry (60 s from its
+    // creation); one counter row for the namespace's generation.
+    let entry_rows = raw
+        .count(&format!(
+            "SELECT COUNT(*) FROM {table} WHERE cache_key = '{key}' \
+             AND entry IS NOT NULL AND expires_at IS NOT NULL AND counter IS NULL"
+        ))
+        .await;
+    assert_eq!(entry_rows, 1);
+    let counters = raw
+        .count(&format!(
+            "SELECT COUNT(*) FROM {table} WHERE cache_key = '{prefix}/default:n!gen' \
+             AND entry IS NULL AND counter > 0"
+        ))
+        .await;
+    assert_eq!(counters, 1);
+    // The clear hides the entry: its row's generation is the old one.
+    assert_eq!(ns.get::<String>("k").await.unwrap(), None);
+    raw.execute(&format!("DROP TABLE {table}")).await;
+}
+
+async fn damaged_and_oversized_entries_are_misses(engine: Engine) {
+    let _server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("damaged");
+    let cache = manager(&toml(engine, &dir, &prefix, "max_entry_bytes = 4096"));
+    let ns = cache.namespace("n");
+    let region = cache.default_region();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let table = "tankard_cache";
+
+    // Written first: it makes the SQLite file the raw client opens.
+    ns.put("k", "good".to_string()).await.unwrap();
+    let raw = Raw::connect(engine, &dir).await;
+    let key = entry_key(&prefix, "n", "k");
+    let damage = |bytes: &[u8]| {
+        format!(
+            "UPDATE {table} SET entry = {} WHERE cache_key = '{key}'",
+            engine.blob(bytes)
+        )
+    };
+    for (what, bytes) in [
+        ("garbage", b"not an entry at all".to_vec()),
+        ("empty", Vec::new()),
+        ("oversized", vec![7u8; 10_000]),
+    ] {
+        assert_eq!(raw.execute(&damage(&bytes)).await, 1, "{what}: the row is there");
+        let decode_errors = region.stats().decode_errors;
+        assert_eq!(ns.get::<String>("k").await.unwrap(), None, "{what}");
+        assert!(
+            region.stats().decode_errors > decode_errors,
+            "{what}: counted as a decode error"
+        );
+        // The creator runs and its value replaces the bad row.
+        let value = ns
+            .get_or_create("k", counted(&runs, what))
+            .await
+            .unwrap();
+        assert_eq!(*value, what);
+        assert_eq!(*ns.get::<String>("k").await.unwrap().unwrap(), what);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    // An entry too large to store is refused, and the store unchanged.
+    let err = ns.put("k", "x".repeat(10_000)).await.unwrap_err();
+    assert!(err.is_too_large(), "{err}");
+    assert_eq!(region.stats().backend_errors, 0);
+}
+
+async fn gc_deletes_100_000_expired_rows_in_batches_and_keeps_the_rest(engine: Engine) {
+    let _server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let table = format!("gc_{}", unique("t").to_ascii_lowercase());
+    let cache = manager(&toml(engine, &dir, &unique("gc"), &format!("table = \"{table}\"")));
+    let ns = cache.namespace("n");
+    // A live entry, which creates the table.
+    ns.put("live", "kept".to_string()).await.unwrap();
+    let raw = Raw::connect(engine, &dir).await;
+    // 100 000 rows expired at epoch ms 1, in one statement.
+    let digit = "(SELECT 0 AS d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 \
+                 UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 \
+                 UNION ALL SELECT 8 UNION ALL SELECT 9)";
+    let inserted = raw
+        .execute(&format!(
+            "INSERT INTO {table} (cache_key, expires_at, entry) \
+             SELECT concat('expired-', a.d, b.d, c.d, d.d, e.d), 1, {} \
+             FROM {digit} a, {digit} b, {digit} c, {digit} d, {digit} e",
+            engine.blob(b"old")
+        ))
+        .await;
+    assert_eq!(inserted, 100_000);
+
+    let purged = cache.default_region().purge_expired().await.unwrap();
+    assert_eq!(purged.entries, 100_000);
+    assert_eq!(
+        raw.count(&format!("SELECT COUNT(*) FROM {table}")).await,
+        1,
+        "only the live entry is left"
+    );
+    assert_eq!(*ns.get::<String>("live").await.unwrap().unwrap(), "kept");
+    raw.execute(&format!("DROP TABLE {table}")).await;
+}
