@@ -50,6 +50,12 @@ fn options_table(o: &RegionOptions) -> Vec<(&'static str, String)> {
         ("stale", duration(o.stale)),
         ("url", opt(o.url.clone())),
         (
+            "table",
+            o.table
+                .clone()
+                .unwrap_or_else(|| "tankard_cache".to_owned()),
+        ),
+        (
             "data_dir",
             opt(o.data_dir.as_ref().map(|p| p.display().to_string())),
         ),
@@ -126,7 +132,10 @@ fn applies(o: &RegionOptions, key: &str) -> bool {
     let shared = !matches!(kind, BackendKind::Memory | BackendKind::Null);
     let server = matches!(
         kind,
-        BackendKind::Memcached | BackendKind::Redis | BackendKind::RedisCluster
+        BackendKind::Memcached
+            | BackendKind::Redis
+            | BackendKind::RedisCluster
+            | BackendKind::Database
     );
     match key {
         "type" | "enabled" => true,
@@ -134,6 +143,7 @@ fn applies(o: &RegionOptions, key: &str) -> bool {
         _ if kind == BackendKind::Null => false,
         "data_dir" => kind == BackendKind::File,
         "lock_dir" => kind == BackendKind::File || o.lock == LockMode::File,
+        "table" => kind == BackendKind::Database,
         // A remote operation's limit, the circuit breaker, a server-held lock.
         "url" | "timeout" | "retry_after" | "lock_timeout" => server,
         // The memory backend's bounds (and those of a cached function's map there).

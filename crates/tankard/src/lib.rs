@@ -84,6 +84,7 @@
 //! | `memcached` | | memcached regions (`type = ext:memcached`): several servers, rendezvous hashing | tokio's `net` and `io-util` (an own small client) |
 //! | `redis` | | Redis and Redis Cluster regions, and the Redis backplane of the L1 tier | the `redis` crate |
 //! | `redis-tls` | | `rediss://` URLs for `redis` (implies it) | rustls and ring |
+//! | `postgres`, `mysql`, `sqlite` | | SQL regions (`type = ext:database`, the `url`'s scheme picks the engine; `database` turns on all three) | sqlx with that one driver (SQLite: its bundled C source, and `file` for its locks) |
 //! | `axum` | | [`web`]: the page-caching tower layer and the manager as axum state | axum-core, http, tower-layer |
 //!
 //! The binary `tankard` (crate `tankard-cli`: `cargo install --path

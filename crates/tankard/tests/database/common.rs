@@ -113,9 +113,21 @@ impl Raw {
 
     pub(crate) async fn execute(&self, sql: &str) -> u64 {
         match self {
-            Raw::Pg(pool) => sqlx::query(sql).execute(pool).await.unwrap().rows_affected(),
-            Raw::My(pool) => sqlx::query(sql).execute(pool).await.unwrap().rows_affected(),
-            Raw::Lite(pool) => sqlx::query(sql).execute(pool).await.unwrap().rows_affected(),
+            Raw::Pg(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .unwrap()
+                .rows_affected(),
+            Raw::My(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .unwrap()
+                .rows_affected(),
+            Raw::Lite(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .unwrap()
+                .rows_affected(),
         }
     }
 

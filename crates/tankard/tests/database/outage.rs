@@ -39,7 +39,10 @@ async fn services(action: &'static str, service: &'static str) {
     })
     .await
     .unwrap();
-    assert!(status.success(), "scripts/services {action} {service}: {status}");
+    assert!(
+        status.success(),
+        "scripts/services {action} {service}: {status}"
+    );
 }
 
 async fn a_database_restarted_under_load_is_bypassed_then_used_again(engine: Engine) {
@@ -85,7 +88,10 @@ async fn a_database_restarted_under_load_is_bypassed_then_used_again(engine: Eng
     let (errors, before) = (region.stats().backend_errors, calls.load(Ordering::Relaxed));
     let deadline = Instant::now() + Duration::from_secs(20);
     while region.stats().backend_errors == errors || calls.load(Ordering::Relaxed) < before + 20 {
-        assert!(Instant::now() < deadline, "no call went on while it was down");
+        assert!(
+            Instant::now() < deadline,
+            "no call went on while it was down"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     services("start", engine.service()).await;
@@ -107,7 +113,10 @@ async fn a_database_restarted_under_load_is_bypassed_then_used_again(engine: Eng
     let hits = region.stats().hits;
     let deadline = Instant::now() + Duration::from_secs(30);
     while region.stats().hits < hits + 20 {
-        assert!(Instant::now() < deadline, "the load never hit the database again");
+        assert!(
+            Instant::now() < deadline,
+            "the load never hit the database again"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     stop.store(true, Ordering::Relaxed);

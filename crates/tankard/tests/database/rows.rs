@@ -26,7 +26,12 @@ async fn rows_follow_the_documented_schema(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("schema");
     let table = format!("s_{}", unique("t").to_ascii_lowercase());
-    let cache = manager(&toml(engine, &dir, &prefix, &format!("table = \"{table}\"")));
+    let cache = manager(&toml(
+        engine,
+        &dir,
+        &prefix,
+        &format!("table = \"{table}\""),
+    ));
     let ns = cache.namespace("n");
     ns.put("k", "v".to_string()).await.unwrap();
     ns.clear().await.unwrap();
@@ -78,7 +83,11 @@ async fn damaged_and_oversized_entries_are_misses(engine: Engine) {
         ("empty", Vec::new()),
         ("oversized", vec![7u8; 10_000]),
     ] {
-        assert_eq!(raw.execute(&damage(&bytes)).await, 1, "{what}: the row is there");
+        assert_eq!(
+            raw.execute(&damage(&bytes)).await,
+            1,
+            "{what}: the row is there"
+        );
         let decode_errors = region.stats().decode_errors;
         assert_eq!(ns.get::<String>("k").await.unwrap(), None, "{what}");
         assert!(
@@ -86,10 +95,7 @@ async fn damaged_and_oversized_entries_are_misses(engine: Engine) {
             "{what}: counted as a decode error"
         );
         // The creator runs and its value replaces the bad row.
-        let value = ns
-            .get_or_create("k", counted(&runs, what))
-            .await
-            .unwrap();
+        let value = ns.get_or_create("k", counted(&runs, what)).await.unwrap();
         assert_eq!(*value, what);
         assert_eq!(*ns.get::<String>("k").await.unwrap().unwrap(), what);
     }
@@ -104,7 +110,12 @@ async fn gc_deletes_100_000_expired_rows_in_batches_and_keeps_the_rest(engine: E
     let _server = server().await;
     let dir = tempfile::tempdir().unwrap();
     let table = format!("gc_{}", unique("t").to_ascii_lowercase());
-    let cache = manager(&toml(engine, &dir, &unique("gc"), &format!("table = \"{table}\"")));
+    let cache = manager(&toml(
+        engine,
+        &dir,
+        &unique("gc"),
+        &format!("table = \"{table}\""),
+    ));
     let ns = cache.namespace("n");
     // A live entry, which creates the table.
     ns.put("live", "kept".to_string()).await.unwrap();
@@ -132,4 +143,21 @@ async fn gc_deletes_100_000_expired_rows_in_batches_and_keeps_the_rest(engine: E
     );
     assert_eq!(*ns.get::<String>("live").await.unwrap().unwrap(), "kept");
     raw.execute(&format!("DROP TABLE {table}")).await;
+}
+
+/// A manager is made by a plain function, outside any runtime (the
+/// `tankard` binary does): opening a database region connects to nothing
+/// and starts no task until its first use inside one.
+#[test]
+fn a_database_region_opens_outside_a_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = manager(&toml(Engine::Sqlite, &dir, &unique("outside"), ""));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let ns = cache.namespace("n");
+        ns.put("k", "v".to_string()).await.unwrap();
+        assert_eq!(*ns.get::<String>("k").await.unwrap().unwrap(), "v");
+    });
+    drop(runtime);
+    drop(cache);
 }

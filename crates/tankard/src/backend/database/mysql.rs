@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use sqlx::Row as _;
-use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool};
+use sqlx::mysql::{MySql, MySqlConnectOptions};
 
 use super::lock::{LockConn, Pace, Session, SessionLock, Wakeups};
 use super::options::DatabaseOptions;
@@ -99,7 +99,9 @@ impl MySqlDriver {
             pools: Pools::new(move || pool_options(16, timeout).connect_lazy_with(data.clone())),
             sql: Sql::new(&own.table),
             lock: Arc::new(SessionLock(MySqlSession {
-                pool: pool_options(32, timeout).connect_lazy_with(connect),
+                pools: Pools::new(move || {
+                    pool_options(32, timeout).connect_lazy_with(connect.clone())
+                }),
                 timeout,
                 prefix: own.table.clone(),
             })),
@@ -206,7 +208,7 @@ impl Driver for MySqlDriver {
 /// `GET_LOCK` locks on connections of their own.
 #[derive(Debug)]
 pub(super) struct MySqlSession {
-    pool: MySqlPool,
+    pools: Pools<MySql>,
     timeout: Duration,
     /// Starts every lock name, so two tables' locks never meet.
     prefix: String,
@@ -225,7 +227,7 @@ impl Session for MySqlSession {
     async fn attempt(&self, id: i64) -> Result<Option<LockGuard>> {
         let name = self.name(id);
         let take = async {
-            let mut conn = LockConn::new(self.pool.acquire().await?);
+            let mut conn = LockConn::new(self.pools.get().acquire().await?);
             // 1 taken; 0 held elsewhere; NULL an error.
             let taken: Option<i64> = match conn.get() {
                 Some(c) => {

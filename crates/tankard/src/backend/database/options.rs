@@ -9,7 +9,8 @@ const URL: &str = "postgres://user[:password]@host[:port]/db, mysql://user[:pass
                    or sqlite://path/to/file.db";
 
 /// What a table name looks like, for its errors.
-const TABLE: &str = "a name of letters, digits and _ that does not start with a digit, at most 48 bytes";
+const TABLE: &str =
+    "a name of letters, digits and _ that does not start with a digit, at most 48 bytes";
 
 /// The table used when `table` is not set.
 pub(crate) const DEFAULT_TABLE: &str = "tankard_cache";
@@ -123,8 +124,7 @@ impl DatabaseOptions {
                     "sqlite://path/to/file.db (relative) or sqlite:///abs/path.db",
                 ));
             }
-        } else if rest.is_empty() || rest.starts_with('?') || rest.contains(char::is_whitespace)
-        {
+        } else if rest.is_empty() || rest.starts_with('?') || rest.contains(char::is_whitespace) {
             return Err(bad_url("has no host".to_owned(), URL));
         }
         let table = options
@@ -183,7 +183,10 @@ mod tests {
     #[test]
     fn sqlite_urls_name_a_file() {
         assert_eq!(sqlite_path("sqlite://a/b.db"), Some("a/b.db"));
-        assert_eq!(sqlite_path("sqlite:///tmp/b.db?mode=rwc"), Some("/tmp/b.db"));
+        assert_eq!(
+            sqlite_path("sqlite:///tmp/b.db?mode=rwc"),
+            Some("/tmp/b.db")
+        );
         assert_eq!(sqlite_path("sqlite:c.db"), Some("c.db"));
     }
 

@@ -100,12 +100,13 @@ impl PgDriver {
         })?;
         let timeout = options.timeout;
         let data = connect.clone();
-        let locks = pool_options(32, timeout).connect_lazy_with(connect);
         Ok(PgDriver {
             pools: Pools::new(move || pool_options(16, timeout).connect_lazy_with(data.clone())),
             sql: Sql::new(&own.table),
             lock: Arc::new(SessionLock(PgSession {
-                pool: locks,
+                pools: Pools::new(move || {
+                    pool_options(32, timeout).connect_lazy_with(connect.clone())
+                }),
                 timeout,
                 channel: format!("{}_locks", own.table.to_ascii_lowercase()),
                 wakeups: Arc::default(),
@@ -207,7 +208,7 @@ impl Driver for PgDriver {
 /// wakes their waiters.
 #[derive(Debug)]
 pub(super) struct PgSession {
-    pool: PgPool,
+    pools: Pools<Postgres>,
     timeout: Duration,
     /// The `NOTIFY` channel releases are announced on (payload: the id).
     channel: String,
@@ -219,10 +220,7 @@ impl Drop for PgSession {
     fn drop(&mut self) {
         // Ends the listener (its `recv` returns when the pool closes) and
         // the idle connections.
-        let pool = self.pool.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { pool.close().await });
-        }
+        self.pools.reset();
     }
 }
 
@@ -230,7 +228,7 @@ impl Drop for PgSession {
 impl Session for PgSession {
     async fn attempt(&self, id: i64) -> Result<Option<LockGuard>> {
         let take = async {
-            let mut conn = LockConn::new(self.pool.acquire().await?);
+            let mut conn = LockConn::new(self.pools.get().acquire().await?);
             let taken: bool = match conn.get() {
                 Some(c) => {
                     sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
@@ -263,7 +261,7 @@ impl Session for PgSession {
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             runtime.spawn(listen(
-                self.pool.clone(),
+                self.pools.get(),
                 self.channel.clone(),
                 Arc::downgrade(&self.wakeups),
             ));

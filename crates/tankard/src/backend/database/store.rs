@@ -176,9 +176,7 @@ impl DatabaseBackend {
         statement: impl Future<Output = sqlx::Result<T>>,
     ) -> Result<T> {
         let work = async {
-            self.created
-                .get_or_try_init(|| self.create_table())
-                .await?;
+            self.created.get_or_try_init(|| self.create_table()).await?;
             statement.await.map_err(|err| {
                 if connection_lost(&err) {
                     self.driver.reset();
@@ -371,39 +369,50 @@ mod tests {
         assert_eq!(row_key("r:n#k"), "r:n#k");
         let long = "x".repeat(MAX_KEY + 1);
         let stored = row_key(&long);
-        assert!(stored.starts_with("!db#") && stored.len() == 4 + 64, "{stored}");
+        assert!(
+            stored.starts_with("!db#") && stored.len() == 4 + 64,
+            "{stored}"
+        );
         assert_eq!(row_key(&"y".repeat(MAX_KEY)).len(), MAX_KEY);
     }
 }
 
-/// A driver's data pool, replaced whole after a connection failure: once a
-/// server restarts, every idle connection in the pool is dead, and without
-/// a test before each use (a round trip per lookup) each would fail one
+/// A driver's pool, made on first use and replaced whole after a
+/// connection failure.
+///
+/// Made on first use because sqlx starts a pool's upkeep tasks when the
+/// pool is made, which needs a runtime, and a manager is made by a plain
+/// function that may run outside one. Replaced because once a server
+/// restarts, every idle connection in the pool is dead, and without a
+/// test before each use (a round trip per lookup) each would fail one
 /// operation in turn, each failure opening the breaker for another
 /// `retry_after`. A new pool connects afresh; the old one closes in the
 /// background.
 pub(super) struct Pools<DB: sqlx::Database> {
-    current: std::sync::Mutex<sqlx::Pool<DB>>,
+    current: std::sync::Mutex<Option<sqlx::Pool<DB>>>,
     make: Box<dyn Fn() -> sqlx::Pool<DB> + Send + Sync>,
 }
 
 impl<DB: sqlx::Database> Pools<DB> {
     pub(super) fn new(make: impl Fn() -> sqlx::Pool<DB> + Send + Sync + 'static) -> Pools<DB> {
         Pools {
-            current: std::sync::Mutex::new(make()),
+            current: std::sync::Mutex::new(None),
             make: Box::new(make),
         }
     }
 
-    /// The pool to use now (a cheap handle).
+    /// The pool to use now (a cheap handle), made if there is none.
     pub(super) fn get(&self) -> sqlx::Pool<DB> {
-        crate::sync::lock(&self.current).clone()
+        crate::sync::lock(&self.current)
+            .get_or_insert_with(|| (self.make)())
+            .clone()
     }
 
-    /// Replaces the pool after a connection failure.
+    /// Drops the pool after a connection failure (the next use makes a
+    /// new one), closing its connections in the background.
     pub(super) fn reset(&self) {
-        let old = std::mem::replace(&mut *crate::sync::lock(&self.current), (self.make)());
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let old = crate::sync::lock(&self.current).take();
+        if let (Some(old), Ok(runtime)) = (old, tokio::runtime::Handle::try_current()) {
             runtime.spawn(async move { old.close().await });
         }
     }
