@@ -36,6 +36,8 @@ fn jitter() -> f64 {
 }
 
 /// How a waiter paces its attempts.
+// Each engine builds one kind.
+#[cfg_attr(not(all(feature = "postgres", feature = "mysql")), allow(dead_code))]
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Pace {
     /// Woken by notifications; this often at least, in case one is lost
@@ -120,6 +122,8 @@ pub(super) struct Wakeups {
     waiting: Mutex<HashMap<i64, (Arc<Notify>, usize)>>,
 }
 
+// PostgreSQL's listener wakes; MySQL has no notifications.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 impl Wakeups {
     /// Wakes the waiters of `id`, if any.
     pub(super) fn wake(&self, id: i64) {

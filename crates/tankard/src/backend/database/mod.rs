@@ -93,7 +93,7 @@
 //! `sqlite:///absolute/file.db` (created when missing).
 pub(crate) mod options;
 
-#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 mod lock;
 #[cfg(feature = "mysql")]
 mod mysql;

@@ -360,23 +360,6 @@ impl DatabaseBackend {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_keys_are_stored_by_their_hash() {
-        assert_eq!(row_key("r:n#k"), "r:n#k");
-        let long = "x".repeat(MAX_KEY + 1);
-        let stored = row_key(&long);
-        assert!(
-            stored.starts_with("!db#") && stored.len() == 4 + 64,
-            "{stored}"
-        );
-        assert_eq!(row_key(&"y".repeat(MAX_KEY)).len(), MAX_KEY);
-    }
-}
-
 /// A driver's pool, made on first use and replaced whole after a
 /// connection failure.
 ///
@@ -448,4 +431,21 @@ pub(super) fn pool_options<DB: sqlx::Database>(
         .acquire_timeout(timeout)
         .idle_timeout(Duration::from_secs(60))
         .test_before_acquire(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_keys_are_stored_by_their_hash() {
+        assert_eq!(row_key("r:n#k"), "r:n#k");
+        let long = "x".repeat(MAX_KEY + 1);
+        let stored = row_key(&long);
+        assert!(
+            stored.starts_with("!db#") && stored.len() == 4 + 64,
+            "{stored}"
+        );
+        assert_eq!(row_key(&"y".repeat(MAX_KEY)).len(), MAX_KEY);
+    }
 }
