@@ -27,7 +27,7 @@ fn shared(region: &Region) -> Outcome<&Region> {
     if region.in_process() {
         return Err(Failure::User(format!(
             "region {} keeps its entries in memory, inside the process that uses it; \
-             tankard can reach only shared backends (file, memcached, redis, redis-cluster)",
+             tankard can reach only shared backends (file, memcached, redis, redis-cluster, database)",
             region.name()
         )));
     }

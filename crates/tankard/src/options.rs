@@ -137,7 +137,7 @@ pub struct RegionOptions {
     pub fail_safe_throttle: Duration,
     /// Key `l1`: an in-process memory tier in front of the region's shared
     /// store; a boolean, default `false`. Only shared types
-    /// take it (file, memcached, redis, redis-cluster): on a
+    /// take it (file, memcached, redis, redis-cluster, database): on a
     /// `memory` or `null` region it is a config error.
     ///
     /// ```
