@@ -3,8 +3,6 @@
 //! stale values served while one regenerates, and a holder killed with
 //! SIGKILL mid-creation.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{Kind, Raw, lock_key, manager, toml, unique_prefix};
@@ -124,47 +122,6 @@ async fn a_key_due_for_early_refresh_is_renewed_once_across_processes(kind: Kind
     assert_eq!(outcome.creator_runs, 1, "{outcome:?}");
 }
 
-/// Starts one stampede child and lets it go at once.
-fn start_child(stampede: &Stampede) -> Child {
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
-        .args([
-            "--ignored",
-            "--exact",
-            "stampede_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("TANKARD_STAMPEDE_CONFIG", &stampede.config_toml)
-        .env("TANKARD_STAMPEDE_REGION", "")
-        .env("TANKARD_STAMPEDE_NAMESPACE", &stampede.namespace)
-        .env("TANKARD_STAMPEDE_KEY", &stampede.key)
-        .env("TANKARD_STAMPEDE_TASKS", "1")
-        .env(
-            "TANKARD_STAMPEDE_CREATOR_MS",
-            stampede.creator_ms.to_string(),
-        )
-        .env("TANKARD_STAMPEDE_COUNTER", &stampede.counter_file)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.trim_end().ends_with("stampede:ready") {
-        line.clear();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "child exited before ready"
-        );
-    }
-    let stdin = child.stdin.as_mut().unwrap();
-    stdin.write_all(b"go\n").unwrap();
-    stdin.flush().unwrap();
-    child
-}
-
 async fn a_killed_holder_is_taken_over_after_lock_timeout(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique_prefix("killed");
@@ -174,7 +131,7 @@ async fn a_killed_holder_is_taken_over_after_lock_timeout(kind: Kind) {
     // A holder that would create for a minute, caught in its creator
     // (which it only enters holding the lock)...
     let orphan = stampede(config.clone(), "orphan", 60_000, &dir);
-    let mut holder = start_child(&orphan);
+    let mut holder = orphan.start_one();
     let mut raw = Raw::connect(kind).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

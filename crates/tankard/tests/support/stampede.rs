@@ -70,37 +70,8 @@ pub struct Outcome {
 impl Stampede {
     /// Starts the children, releases them together, waits for all.
     pub fn run(&self) -> Outcome {
-        let exe = std::env::current_exe().expect("test binary path");
         let mut children: Vec<Child> = (0..self.processes)
-            .map(|_| {
-                Command::new(&exe)
-                    .args([
-                        "--ignored",
-                        "--exact",
-                        "stampede_child",
-                        "--nocapture",
-                        "--test-threads=1",
-                    ])
-                    .env("TANKARD_STAMPEDE_CONFIG", &self.config_toml)
-                    .env(
-                        "TANKARD_STAMPEDE_REGION",
-                        self.region.clone().unwrap_or_default(),
-                    )
-                    .env("TANKARD_STAMPEDE_NAMESPACE", &self.namespace)
-                    .env("TANKARD_STAMPEDE_KEY", &self.key)
-                    .env("TANKARD_STAMPEDE_TASKS", self.tasks_per_process.to_string())
-                    .env("TANKARD_STAMPEDE_CREATOR_MS", self.creator_ms.to_string())
-                    .env("TANKARD_STAMPEDE_COUNTER", &self.counter_file)
-                    .env(
-                        "TANKARD_STAMPEDE_UNTIL_RENEWED",
-                        if self.until_renewed { "1" } else { "" },
-                    )
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::inherit())
-                    .spawn()
-                    .expect("spawn child")
-            })
+            .map(|_| self.spawn_child(self.tasks_per_process))
             .collect();
         // Each child says "ready" once its manager is built; then all go at once.
         let mut readers: Vec<_> = children
@@ -151,11 +122,11 @@ impl Stampede {
 }
 
 impl Stampede {
-    /// Starts one child with one task and lets it go at once (a holder to
-    /// kill, say); its values are not collected.
-    pub fn start_one(&self) -> Child {
+    /// Spawns one child with `tasks` tasks; it says "ready" and waits for
+    /// "go" on its stdin.
+    fn spawn_child(&self, tasks: usize) -> Child {
         let exe = std::env::current_exe().expect("test binary path");
-        let mut child = Command::new(exe)
+        Command::new(exe)
             .args([
                 "--ignored",
                 "--exact",
@@ -170,14 +141,24 @@ impl Stampede {
             )
             .env("TANKARD_STAMPEDE_NAMESPACE", &self.namespace)
             .env("TANKARD_STAMPEDE_KEY", &self.key)
-            .env("TANKARD_STAMPEDE_TASKS", "1")
+            .env("TANKARD_STAMPEDE_TASKS", tasks.to_string())
             .env("TANKARD_STAMPEDE_CREATOR_MS", self.creator_ms.to_string())
             .env("TANKARD_STAMPEDE_COUNTER", &self.counter_file)
+            .env(
+                "TANKARD_STAMPEDE_UNTIL_RENEWED",
+                if self.until_renewed { "1" } else { "" },
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawn child");
+            .expect("spawn child")
+    }
+
+    /// Starts one child with one task and lets it go at once (a holder to
+    /// kill, say); its values are not collected.
+    pub fn start_one(&self) -> Child {
+        let mut child = self.spawn_child(1);
         let mut stdout = BufReader::new(child.stdout.take().expect("child stdout"));
         let mut line = String::new();
         while !line.trim_end().ends_with("stampede:ready") {

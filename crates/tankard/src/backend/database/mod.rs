@@ -93,6 +93,85 @@
 //! `sqlite:///absolute/file.db` (created when missing).
 pub(crate) mod options;
 
+/// Implements `store::Driver` for an engine's driver type: the engine's
+/// own methods (`create_table`, `read`) as given, and the statements every
+/// engine runs alike from its `Sql` (`upsert`, `delete`, `bump`, `raise`,
+/// `purge`, `usage`), binding each key as `|key| …` says (MySQL's keys
+/// are bytes). The type has `sql`, `pools` and `lock` fields.
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+macro_rules! driver {
+    ($driver:ty, key = |$key:ident| $bind:expr, { $($own:tt)* }) => {
+        #[async_trait::async_trait]
+        impl super::store::Driver for $driver {
+            $($own)*
+
+            async fn upsert(
+                &self,
+                $key: &str,
+                expires_at: Option<i64>,
+                entry: &[u8],
+            ) -> sqlx::Result<()> {
+                sqlx::query(&self.sql.upsert)
+                    .bind($bind)
+                    .bind(expires_at)
+                    .bind(entry)
+                    .execute(&self.pools.get())
+                    .await
+                    .map(drop)
+            }
+
+            async fn delete(&self, $key: &str) -> sqlx::Result<u64> {
+                Ok(sqlx::query(&self.sql.delete)
+                    .bind($bind)
+                    .execute(&self.pools.get())
+                    .await?
+                    .rows_affected())
+            }
+
+            async fn bump(&self, $key: &str, start: i64) -> sqlx::Result<()> {
+                sqlx::query(&self.sql.bump)
+                    .bind($bind)
+                    .bind(start)
+                    .execute(&self.pools.get())
+                    .await
+                    .map(drop)
+            }
+
+            async fn raise(&self, $key: &str, at: i64) -> sqlx::Result<()> {
+                sqlx::query(&self.sql.raise)
+                    .bind($bind)
+                    .bind(at)
+                    .execute(&self.pools.get())
+                    .await
+                    .map(drop)
+            }
+
+            async fn purge(&self, now_ms: i64, batch: i64) -> sqlx::Result<u64> {
+                Ok(sqlx::query(&self.sql.purge)
+                    .bind(now_ms)
+                    .bind(batch)
+                    .execute(&self.pools.get())
+                    .await?
+                    .rows_affected())
+            }
+
+            async fn usage(&self) -> sqlx::Result<(i64, i64)> {
+                sqlx::query_as(&self.sql.usage)
+                    .fetch_one(&self.pools.get())
+                    .await
+            }
+
+            fn lock(&self) -> std::sync::Arc<dyn crate::backend::lock::CreationLock> {
+                self.lock.clone()
+            }
+
+            fn reset(&self) {
+                self.pools.reset();
+            }
+        }
+    };
+}
+
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod lock;
 #[cfg(feature = "mysql")]

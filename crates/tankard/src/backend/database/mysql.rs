@@ -12,8 +12,8 @@ use sqlx::mysql::{MySql, MySqlConnectOptions};
 
 use super::lock::{LockConn, Pace, Session, SessionLock, Wakeups};
 use super::options::DatabaseOptions;
-use super::store::{Driver, Pools, Row, pool_options, sql_error};
-use crate::backend::lock::{CreationLock, HeldLock, LockGuard};
+use super::store::{Pools, Row, in_list, pool_options, sql_error};
+use crate::backend::lock::{HeldLock, LockGuard};
 use crate::error::{ConfigError, Error, Result};
 use crate::options::{RegionOptions, option_key};
 
@@ -109,8 +109,8 @@ impl MySqlDriver {
     }
 }
 
-#[async_trait]
-impl Driver for MySqlDriver {
+driver! {
+    MySqlDriver, key = |key| key.as_bytes(), {
     async fn create_table(&self) -> sqlx::Result<()> {
         sqlx::query(&self.sql.create)
             .execute(&self.pools.get())
@@ -119,13 +119,7 @@ impl Driver for MySqlDriver {
     }
 
     async fn read(&self, keys: &[&str], max_entry_bytes: i64) -> sqlx::Result<Vec<Row>> {
-        let mut sql = String::with_capacity(self.sql.read.len() + 2 + keys.len() * 3);
-        sql.push_str(&self.sql.read);
-        sql.push('(');
-        for at in 0..keys.len() {
-            sql.push_str(if at == 0 { "?" } else { ", ?" });
-        }
-        sql.push(')');
+        let sql = in_list(&self.sql.read, keys.len());
         let mut query = sqlx::query(&sql).bind(max_entry_bytes);
         for key in keys {
             query = query.bind(key.as_bytes());
@@ -145,63 +139,6 @@ impl Driver for MySqlDriver {
             .collect()
     }
 
-    async fn upsert(&self, key: &str, expires_at: Option<i64>, entry: &[u8]) -> sqlx::Result<()> {
-        sqlx::query(&self.sql.upsert)
-            .bind(key.as_bytes())
-            .bind(expires_at)
-            .bind(entry)
-            .execute(&self.pools.get())
-            .await
-            .map(drop)
-    }
-
-    async fn delete(&self, key: &str) -> sqlx::Result<u64> {
-        Ok(sqlx::query(&self.sql.delete)
-            .bind(key.as_bytes())
-            .execute(&self.pools.get())
-            .await?
-            .rows_affected())
-    }
-
-    async fn bump(&self, key: &str, start: i64) -> sqlx::Result<()> {
-        sqlx::query(&self.sql.bump)
-            .bind(key.as_bytes())
-            .bind(start)
-            .execute(&self.pools.get())
-            .await
-            .map(drop)
-    }
-
-    async fn raise(&self, key: &str, at: i64) -> sqlx::Result<()> {
-        sqlx::query(&self.sql.raise)
-            .bind(key.as_bytes())
-            .bind(at)
-            .execute(&self.pools.get())
-            .await
-            .map(drop)
-    }
-
-    async fn purge(&self, now_ms: i64, batch: i64) -> sqlx::Result<u64> {
-        Ok(sqlx::query(&self.sql.purge)
-            .bind(now_ms)
-            .bind(batch)
-            .execute(&self.pools.get())
-            .await?
-            .rows_affected())
-    }
-
-    async fn usage(&self) -> sqlx::Result<(i64, i64)> {
-        sqlx::query_as(&self.sql.usage)
-            .fetch_one(&self.pools.get())
-            .await
-    }
-
-    fn lock(&self) -> Arc<dyn CreationLock> {
-        self.lock.clone()
-    }
-
-    fn reset(&self) {
-        self.pools.reset();
     }
 }
 

@@ -13,8 +13,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, Postgres};
 
 use super::lock::{LockConn, Pace, Session, SessionLock, Wakeups};
 use super::options::DatabaseOptions;
-use super::store::{Driver, Pools, Row, pool_options, sql_error};
-use crate::backend::lock::{CreationLock, HeldLock, LockGuard};
+use super::store::{Pools, Row, pool_options, sql_error};
+use crate::backend::lock::{HeldLock, LockGuard};
 use crate::error::{ConfigError, Error, Result};
 use crate::options::{RegionOptions, option_key};
 
@@ -116,8 +116,8 @@ impl PgDriver {
     }
 }
 
-#[async_trait]
-impl Driver for PgDriver {
+driver! {
+    PgDriver, key = |key| key, {
     async fn create_table(&self) -> sqlx::Result<()> {
         let pool = self.pools.get();
         for statement in &self.sql.create {
@@ -144,63 +144,6 @@ impl Driver for PgDriver {
             .collect()
     }
 
-    async fn upsert(&self, key: &str, expires_at: Option<i64>, entry: &[u8]) -> sqlx::Result<()> {
-        sqlx::query(&self.sql.upsert)
-            .bind(key)
-            .bind(expires_at)
-            .bind(entry)
-            .execute(&self.pools.get())
-            .await
-            .map(drop)
-    }
-
-    async fn delete(&self, key: &str) -> sqlx::Result<u64> {
-        Ok(sqlx::query(&self.sql.delete)
-            .bind(key)
-            .execute(&self.pools.get())
-            .await?
-            .rows_affected())
-    }
-
-    async fn bump(&self, key: &str, start: i64) -> sqlx::Result<()> {
-        sqlx::query(&self.sql.bump)
-            .bind(key)
-            .bind(start)
-            .execute(&self.pools.get())
-            .await
-            .map(drop)
-    }
-
-    async fn raise(&self, key: &str, at: i64) -> sqlx::Result<()> {
-        sqlx::query(&self.sql.raise)
-            .bind(key)
-            .bind(at)
-            .execute(&self.pools.get())
-            .await
-            .map(drop)
-    }
-
-    async fn purge(&self, now_ms: i64, batch: i64) -> sqlx::Result<u64> {
-        Ok(sqlx::query(&self.sql.purge)
-            .bind(now_ms)
-            .bind(batch)
-            .execute(&self.pools.get())
-            .await?
-            .rows_affected())
-    }
-
-    async fn usage(&self) -> sqlx::Result<(i64, i64)> {
-        sqlx::query_as(&self.sql.usage)
-            .fetch_one(&self.pools.get())
-            .await
-    }
-
-    fn lock(&self) -> Arc<dyn CreationLock> {
-        self.lock.clone()
-    }
-
-    fn reset(&self) {
-        self.pools.reset();
     }
 }
 

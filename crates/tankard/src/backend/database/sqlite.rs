@@ -5,14 +5,12 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use sqlx::Row as _;
 use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
 use super::options::{DatabaseOptions, sqlite_path};
-use super::store::{Driver, Pools, Row, pool_options};
+use super::store::{Pools, Row, in_list, pool_options};
 use crate::backend::file::lock::FileLock;
-use crate::backend::lock::CreationLock;
 use crate::error::{ConfigError, Error, Result};
 use crate::options::{RegionOptions, option_key};
 
@@ -113,8 +111,8 @@ impl SqliteDriver {
     }
 }
 
-#[async_trait]
-impl Driver for SqliteDriver {
+driver! {
+    SqliteDriver, key = |key| key, {
     async fn create_table(&self) -> sqlx::Result<()> {
         let pool = self.pools.get();
         for statement in &self.sql.create {
@@ -124,13 +122,7 @@ impl Driver for SqliteDriver {
     }
 
     async fn read(&self, keys: &[&str], max_entry_bytes: i64) -> sqlx::Result<Vec<Row>> {
-        let mut sql = String::with_capacity(self.sql.read.len() + 2 + keys.len() * 3);
-        sql.push_str(&self.sql.read);
-        sql.push('(');
-        for at in 0..keys.len() {
-            sql.push_str(if at == 0 { "?" } else { ", ?" });
-        }
-        sql.push(')');
+        let sql = in_list(&self.sql.read, keys.len());
         let mut query = sqlx::query(&sql).bind(max_entry_bytes);
         for key in keys {
             query = query.bind(*key);
@@ -150,62 +142,5 @@ impl Driver for SqliteDriver {
             .collect()
     }
 
-    async fn upsert(&self, key: &str, expires_at: Option<i64>, entry: &[u8]) -> sqlx::Result<()> {
-        sqlx::query(&self.sql.upsert)
-            .bind(key)
-            .bind(expires_at)
-            .bind(entry)
-            .execute(&self.pools.get())
-            .await
-            .map(drop)
-    }
-
-    async fn delete(&self, key: &str) -> sqlx::Result<u64> {
-        Ok(sqlx::query(&self.sql.delete)
-            .bind(key)
-            .execute(&self.pools.get())
-            .await?
-            .rows_affected())
-    }
-
-    async fn bump(&self, key: &str, start: i64) -> sqlx::Result<()> {
-        sqlx::query(&self.sql.bump)
-            .bind(key)
-            .bind(start)
-            .execute(&self.pools.get())
-            .await
-            .map(drop)
-    }
-
-    async fn raise(&self, key: &str, at: i64) -> sqlx::Result<()> {
-        sqlx::query(&self.sql.raise)
-            .bind(key)
-            .bind(at)
-            .execute(&self.pools.get())
-            .await
-            .map(drop)
-    }
-
-    async fn purge(&self, now_ms: i64, batch: i64) -> sqlx::Result<u64> {
-        Ok(sqlx::query(&self.sql.purge)
-            .bind(now_ms)
-            .bind(batch)
-            .execute(&self.pools.get())
-            .await?
-            .rows_affected())
-    }
-
-    async fn usage(&self) -> sqlx::Result<(i64, i64)> {
-        sqlx::query_as(&self.sql.usage)
-            .fetch_one(&self.pools.get())
-            .await
-    }
-
-    fn lock(&self) -> Arc<dyn CreationLock> {
-        self.lock.clone()
-    }
-
-    fn reset(&self) {
-        self.pools.reset();
     }
 }

@@ -133,24 +133,31 @@ pub(super) fn row_key(key: &str) -> Cow<'_, str> {
     }
 }
 
+/// `statement` followed by an `IN` list of `n` `?` placeholders.
+#[cfg(any(feature = "mysql", feature = "sqlite"))]
+pub(super) fn in_list(statement: &str, n: usize) -> String {
+    let mut sql = String::with_capacity(statement.len() + 2 + n * 3);
+    sql.push_str(statement);
+    sql.push('(');
+    for at in 0..n {
+        sql.push_str(if at == 0 { "?" } else { ", ?" });
+    }
+    sql.push(')');
+    sql
+}
+
 /// Our error for an sqlx error in `operation`: a connection failure (which
 /// opens the breaker) when the server could not be reached or is going
 /// away, a plain backend error when it answered.
 pub(super) fn sql_error(backend: &'static str, operation: &str, err: sqlx::Error) -> Error {
-    let connection = match &err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        // SQLSTATE classes 08 (connection exception) and 57 (operator
-        // intervention: the server shuts down or restarts).
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
-        _ => false,
-    };
+    let connection = connection_lost(&err)
+        || matches!(
+            err,
+            sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+        );
     let error = Error::backend_source(backend, format!("{operation}: {err}"), err);
     if connection {
         error.into_connection_failure()
