@@ -488,7 +488,14 @@ pub(crate) async fn gc(file: &Path) -> Outcome {
         let line = if region.in_process() {
             "in memory: nothing on disk".to_owned()
         } else {
-            match region.purge_expired().await {
+            let (bar, name) = (bar.clone(), region.name().to_owned());
+            let progress = move |so_far: &Purged| {
+                bar.set_message(format!(
+                    "purging {name}: {} expired entries so far",
+                    so_far.entries
+                ));
+            };
+            match region.purge_expired_with(progress).await {
                 Ok(purged) => {
                     total.entries += purged.entries;
                     total.temp_files += purged.temp_files;

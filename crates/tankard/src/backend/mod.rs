@@ -453,6 +453,16 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
         Ok(Purged::default())
     }
 
+    /// [`Backend::purge_expired`], telling `progress` what it has removed
+    /// so far after each batch, for a store that purges in batches (SQL).
+    async fn purge_expired_with(
+        &self,
+        now_ms: u64,
+        _progress: &(dyn for<'p> Fn(&'p Purged) + Send + Sync),
+    ) -> Result<Purged> {
+        self.purge_expired(now_ms).await
+    }
+
     /// How much the backend holds.
     async fn usage(&self) -> Result<Usage> {
         Ok(Usage::default())

@@ -11,6 +11,7 @@ engines!(
     rows_follow_the_documented_schema,
     damaged_and_oversized_entries_are_misses,
     gc_deletes_100_000_expired_rows_in_batches_and_keeps_the_rest,
+    gc_keeps_an_entry_through_its_stale_and_fail_safe_windows,
 );
 
 fn counted(runs: &Arc<AtomicUsize>, value: &str) -> impl FnOnce() -> std::future::Ready<String> {
@@ -134,8 +135,19 @@ async fn gc_deletes_100_000_expired_rows_in_batches_and_keeps_the_rest(engine: E
         .await;
     assert_eq!(inserted, 100_000);
 
-    let purged = cache.default_region().purge_expired().await.unwrap();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let purged = cache
+        .default_region()
+        .purge_expired_with(|so_far| seen.lock().unwrap().push(so_far.entries))
+        .await
+        .unwrap();
     assert_eq!(purged.entries, 100_000);
+    // Batches of 5 000, each reported as it is done (`tankard gc` shows
+    // them), then the total.
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(seen.len(), 21, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    assert_eq!(seen.last(), Some(&100_000));
     assert_eq!(
         raw.count(&format!("SELECT COUNT(*) FROM {table}")).await,
         1,
@@ -143,6 +155,43 @@ async fn gc_deletes_100_000_expired_rows_in_batches_and_keeps_the_rest(engine: E
     );
     assert_eq!(*ns.get::<String>("live").await.unwrap().unwrap(), "kept");
     raw.execute(&format!("DROP TABLE {table}")).await;
+}
+
+async fn gc_keeps_an_entry_through_its_stale_and_fail_safe_windows(engine: Engine) {
+    let _server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let table = format!("fs_{}", unique("t").to_ascii_lowercase());
+    let clock = tankard::Clock::manual(1_700_000_000_000);
+    let config = toml(
+        engine,
+        &dir,
+        &unique("failsafe"),
+        &format!("table = \"{table}\"\nstale = 5\nfail_safe = 60"),
+    );
+    let cache = tankard::CacheManager::with_clock(
+        tankard::Config::from_toml_str(&config).unwrap(),
+        clock.clone(),
+    )
+    .unwrap();
+    let region = cache.default_region();
+    cache
+        .namespace("n")
+        .put("k", "v".to_string())
+        .await
+        .unwrap();
+    // Past expire (60 s) and stale, within fail_safe: kept, to stand in
+    // for a failing creator.
+    clock.advance(std::time::Duration::from_secs(66));
+    assert_eq!(region.purge_expired().await.unwrap().entries, 0);
+    clock.advance(std::time::Duration::from_secs(58));
+    assert_eq!(region.purge_expired().await.unwrap().entries, 0);
+    // Past all three: gone.
+    clock.advance(std::time::Duration::from_secs(2));
+    assert_eq!(region.purge_expired().await.unwrap().entries, 1);
+    Raw::connect(engine, &dir)
+        .await
+        .execute(&format!("DROP TABLE {table}"))
+        .await;
 }
 
 /// A manager is made by a plain function, outside any runtime (the

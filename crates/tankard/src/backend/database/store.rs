@@ -336,7 +336,18 @@ impl Backend for DatabaseBackend {
     }
 
     async fn purge_expired(&self, now_ms: u64) -> Result<Purged> {
-        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        self.purge_expired_with(now_ms, &|_| {}).await
+    }
+
+    async fn purge_expired_with(
+        &self,
+        now_ms: u64,
+        progress: &(dyn for<'p> Fn(&'p Purged) + Send + Sync),
+    ) -> Result<Purged> {
+        // The region asks for what was stale `fail_safe` ago; a row's
+        // `expires_at` already counts `fail_safe`, so it is compared with
+        // the time itself.
+        let now = i64::try_from(now_ms.saturating_add(self.fail_safe_ms)).unwrap_or(i64::MAX);
         let mut purged = Purged::default();
         loop {
             let deleted = self
@@ -346,6 +357,7 @@ impl Backend for DatabaseBackend {
             if deleted < PURGE_BATCH as u64 {
                 return Ok(purged);
             }
+            progress(&purged);
         }
     }
 
