@@ -12,6 +12,7 @@ engines!(
     damaged_and_oversized_entries_are_misses,
     gc_deletes_100_000_expired_rows_in_batches_and_keeps_the_rest,
     gc_keeps_an_entry_through_its_stale_and_fail_safe_windows,
+    keys_of_any_text_are_kept_apart,
 );
 
 fn counted(runs: &Arc<AtomicUsize>, value: &str) -> impl FnOnce() -> std::future::Ready<String> {
@@ -192,6 +193,34 @@ async fn gc_keeps_an_entry_through_its_stale_and_fail_safe_windows(engine: Engin
         .await
         .execute(&format!("DROP TABLE {table}"))
         .await;
+}
+
+/// Keys differing only in case (a case-insensitive MySQL collation would
+/// merge them), with quotes, a NUL (PostgreSQL's `TEXT` refuses one),
+/// non-ASCII text, and longer than the 512-byte key column.
+async fn keys_of_any_text_are_kept_apart(engine: Engine) {
+    let _server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = manager(&toml(engine, &dir, &unique("keys"), "key_length = 4000"));
+    let ns = cache.namespace("n");
+    let long_a = format!("{}a", "x".repeat(600));
+    let long_b = format!("{}b", "x".repeat(600));
+    let keys = [
+        "k", "K", "it's", "a\0b", "a\0c", "ключ", "ﬁ", &long_a, &long_b,
+    ];
+    for key in keys {
+        ns.put(key, format!("value of {key}")).await.unwrap();
+        assert_eq!(cache.default_region().stats().backend_errors, 0, "{key:?}");
+    }
+    for key in keys {
+        let got = ns.get::<String>(key).await.unwrap();
+        assert_eq!(
+            got.as_deref().map(String::as_str),
+            Some(&*format!("value of {key}")),
+            "{key:?}"
+        );
+    }
+    assert_eq!(cache.default_region().stats().backend_errors, 0);
 }
 
 /// A manager is made by a plain function, outside any runtime (the

@@ -110,7 +110,7 @@ impl PgDriver {
                 timeout,
                 channel: format!("{}_locks", own.table.to_ascii_lowercase()),
                 wakeups: Arc::default(),
-                listening: AtomicBool::new(false),
+                listening: Arc::default(),
             })),
         })
     }
@@ -156,7 +156,9 @@ pub(super) struct PgSession {
     /// The `NOTIFY` channel releases are announced on (payload: the id).
     channel: String,
     wakeups: Arc<Wakeups>,
-    listening: AtomicBool,
+    /// Whether a listener task runs (it clears this when it ends, so the
+    /// next waiter starts another: its runtime may have shut down).
+    listening: Arc<AtomicBool>,
 }
 
 impl Drop for PgSession {
@@ -207,6 +209,7 @@ impl Session for PgSession {
                 self.pools.get(),
                 self.channel.clone(),
                 Arc::downgrade(&self.wakeups),
+                Listening(self.listening.clone()),
             ));
         }
         Some(self.wakeups.clone())
@@ -220,7 +223,7 @@ impl Session for PgSession {
 /// Listens for releases on `channel` and wakes their waiters, until the
 /// lock pool closes or the region is gone. Reconnects after a failure;
 /// every waiter is woken then, since releases may have been missed.
-async fn listen(pool: PgPool, channel: String, wakeups: Weak<Wakeups>) {
+async fn listen(pool: PgPool, channel: String, wakeups: Weak<Wakeups>, _running: Listening) {
     while !pool.is_closed() && wakeups.strong_count() > 0 {
         let listener = async {
             let mut listener = PgListener::connect_with(&pool).await?;
@@ -259,6 +262,16 @@ async fn listen(pool: PgPool, channel: String, wakeups: Weak<Wakeups>) {
                 }
             }
         }
+    }
+}
+
+/// Clears a session's `listening` flag when its listener task ends or is
+/// dropped with its runtime.
+struct Listening(Arc<AtomicBool>);
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

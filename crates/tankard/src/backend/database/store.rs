@@ -124,12 +124,14 @@ pub(crate) fn open(options: &RegionOptions) -> Result<Arc<dyn Backend>> {
     }))
 }
 
-/// A key as stored: itself, or its hash when longer than [`MAX_KEY`].
+/// A key as stored: itself, or its hash when longer than [`MAX_KEY`] or
+/// holding a NUL (which PostgreSQL's `TEXT` refuses).
 pub(super) fn row_key(key: &str) -> Cow<'_, str> {
-    if key.len() <= MAX_KEY {
+    if key.len() <= MAX_KEY && !key.contains('\0') {
         Cow::Borrowed(key)
     } else {
-        Cow::Owned(key::limit_length("!db", key.to_owned(), MAX_KEY))
+        // A limit of 0: always the hash.
+        Cow::Owned(key::limit_length("!db", key.to_owned(), 0))
     }
 }
 
@@ -466,5 +468,6 @@ mod tests {
             "{stored}"
         );
         assert_eq!(row_key(&"y".repeat(MAX_KEY)).len(), MAX_KEY);
+        assert!(row_key("r:n#a\0b").starts_with("!db#"));
     }
 }
