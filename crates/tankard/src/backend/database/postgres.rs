@@ -26,6 +26,10 @@ const POLL: Duration = Duration::from_millis(50);
 /// The statements, with the table's name in them.
 #[derive(Debug)]
 struct Sql {
+    /// Whether the table and its index exist: DDL is run only when not,
+    /// since `CREATE INDEX IF NOT EXISTS` takes a lock that waits for
+    /// every write in flight, even when the index is there.
+    exists: String,
     create: [String; 2],
     read: String,
     upsert: String,
@@ -39,6 +43,9 @@ struct Sql {
 impl Sql {
     fn new(t: &str) -> Sql {
         Sql {
+            exists: format!(
+                "SELECT to_regclass('{t}') IS NOT NULL AND to_regclass('{t}_expires_at') IS NOT NULL"
+            ),
             create: [
                 format!(
                     "CREATE TABLE IF NOT EXISTS {t} (cache_key TEXT PRIMARY KEY, \
@@ -120,6 +127,12 @@ driver! {
     PgDriver, key = |key| key, {
     async fn create_table(&self) -> sqlx::Result<()> {
         let pool = self.pools.get();
+        if sqlx::query_scalar::<_, bool>(&self.sql.exists)
+            .fetch_one(&pool)
+            .await?
+        {
+            return Ok(());
+        }
         for statement in &self.sql.create {
             sqlx::query(statement).execute(&pool).await?;
         }
