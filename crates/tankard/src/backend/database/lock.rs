@@ -27,6 +27,21 @@ pub(super) fn lock_id(lock_key: &str) -> i64 {
     i64::from_le_bytes(first)
 }
 
+/// Our error for a failed lock attempt. Every lock connection busy with
+/// a creator (the lock pool's wait ran out) says nothing about the
+/// server, so unlike the data pool's it does not open the breaker: the
+/// caller creates without the lock, and the other operations go on.
+pub(super) fn lock_error(backend: &'static str, err: sqlx::Error) -> crate::error::Error {
+    match err {
+        sqlx::Error::PoolTimedOut => crate::error::Error::backend_source(
+            backend,
+            "take lock: every lock connection is held by a creator",
+            err,
+        ),
+        err => super::store::sql_error(backend, "take lock", err),
+    }
+}
+
 /// A random-enough number for jitter: std seeds every `RandomState` from
 /// the OS.
 fn jitter() -> f64 {

@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use sqlx::Row as _;
 use sqlx::mysql::{MySql, MySqlConnectOptions};
 
-use super::lock::{LockConn, Pace, Session, SessionLock, Wakeups};
+use super::lock::{LockConn, Pace, Session, SessionLock, Wakeups, lock_error};
 use super::options::DatabaseOptions;
 use super::store::{Pools, Row, in_list, pool_options, sql_error};
 use crate::backend::lock::{HeldLock, LockGuard};
@@ -163,31 +163,31 @@ impl MySqlSession {
 impl Session for MySqlSession {
     async fn attempt(&self, id: i64) -> Result<Option<LockGuard>> {
         let name = self.name(id);
-        let take = async {
-            let mut conn = LockConn::new(self.pools.get().acquire().await?);
-            // 1 taken; 0 held elsewhere; NULL an error.
-            let taken: Option<i64> = match conn.get() {
-                Some(c) => {
-                    sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
-                        .bind(&name)
-                        .fetch_one(c)
-                        .await?
-                }
-                None => None,
-            };
-            Ok::<_, sqlx::Error>(if taken == Some(1) {
-                Some(LockGuard::new(MySqlHeld {
-                    conn: Some(conn),
-                    name: name.clone(),
-                    timeout: self.timeout,
-                }))
-            } else {
-                conn.back();
-                None
-            })
+        // The pool's own wait is bounded by `timeout` (its acquire timeout).
+        let conn = self.pools.get().acquire().await;
+        let mut conn = LockConn::new(conn.map_err(|err| lock_error(NAME, err))?);
+        // 1 taken; 0 held elsewhere; NULL an error.
+        let taken = match conn.get() {
+            Some(c) => {
+                let take = sqlx::query_scalar::<_, Option<i64>>("SELECT GET_LOCK(?, 0)")
+                    .bind(&name)
+                    .fetch_one(c);
+                tokio::time::timeout(self.timeout, take).await
+            }
+            None => Ok(Ok(None)),
         };
-        match tokio::time::timeout(self.timeout, take).await {
-            Ok(result) => result.map_err(|err| sql_error(NAME, "take lock", err)),
+        // On an error or a timeout `conn` is dropped, which closes it.
+        match taken {
+            Ok(Ok(Some(1))) => Ok(Some(LockGuard::new(MySqlHeld {
+                conn: Some(conn),
+                name,
+                timeout: self.timeout,
+            }))),
+            Ok(Ok(_)) => {
+                conn.back();
+                Ok(None)
+            }
+            Ok(Err(err)) => Err(sql_error(NAME, "take lock", err)),
             Err(_) => Err(Error::timeout(NAME, "take lock").into_connection_failure()),
         }
     }

@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 use sqlx::Row as _;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, Postgres};
 
-use super::lock::{LockConn, Pace, Session, SessionLock, Wakeups};
+use super::lock::{LockConn, Pace, Session, SessionLock, Wakeups, lock_error};
 use super::options::DatabaseOptions;
 use super::store::{Pools, Row, pool_options, sql_error};
 use crate::backend::lock::{HeldLock, LockGuard};
@@ -185,31 +185,31 @@ impl Drop for PgSession {
 #[async_trait]
 impl Session for PgSession {
     async fn attempt(&self, id: i64) -> Result<Option<LockGuard>> {
-        let take = async {
-            let mut conn = LockConn::new(self.pools.get().acquire().await?);
-            let taken: bool = match conn.get() {
-                Some(c) => {
-                    sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                        .bind(id)
-                        .fetch_one(c)
-                        .await?
-                }
-                None => false,
-            };
-            Ok::<_, sqlx::Error>(if taken {
-                Some(LockGuard::new(PgHeld {
-                    conn: Some(conn),
-                    id,
-                    channel: self.channel.clone(),
-                    timeout: self.timeout,
-                }))
-            } else {
-                conn.back();
-                None
-            })
+        // The pool's own wait is bounded by `timeout` (its acquire timeout).
+        let conn = self.pools.get().acquire().await;
+        let mut conn = LockConn::new(conn.map_err(|err| lock_error(NAME, err))?);
+        let taken = match conn.get() {
+            Some(c) => {
+                let take = sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+                    .bind(id)
+                    .fetch_one(c);
+                tokio::time::timeout(self.timeout, take).await
+            }
+            None => Ok(Ok(false)),
         };
-        match tokio::time::timeout(self.timeout, take).await {
-            Ok(result) => result.map_err(|err| sql_error(NAME, "take lock", err)),
+        // On an error or a timeout `conn` is dropped, which closes it.
+        match taken {
+            Ok(Ok(true)) => Ok(Some(LockGuard::new(PgHeld {
+                conn: Some(conn),
+                id,
+                channel: self.channel.clone(),
+                timeout: self.timeout,
+            }))),
+            Ok(Ok(false)) => {
+                conn.back();
+                Ok(None)
+            }
+            Ok(Err(err)) => Err(sql_error(NAME, "take lock", err)),
             Err(_) => Err(Error::timeout(NAME, "take lock").into_connection_failure()),
         }
     }
