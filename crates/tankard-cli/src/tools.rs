@@ -145,7 +145,9 @@ fn applies(o: &RegionOptions, key: &str) -> bool {
         "lock_dir" => kind == BackendKind::File || o.lock == LockMode::File,
         "table" => kind == BackendKind::Database,
         // A remote operation's limit, the circuit breaker, a server-held lock.
-        "url" | "timeout" | "retry_after" | "lock_timeout" => server,
+        "url" | "timeout" | "retry_after" => server,
+        // A database's locks live as long as their session instead.
+        "lock_timeout" => server && kind != BackendKind::Database,
         // The memory backend's bounds (and those of a cached function's map there).
         "max_entries" | "max_bytes" => kind == BackendKind::Memory,
         // What an encoded entry and its stored key are made of.

@@ -225,11 +225,16 @@ async fn keys_of_any_text_are_kept_apart(engine: Engine) {
 
 /// A manager is made by a plain function, outside any runtime (the
 /// `tankard` binary does): opening a database region connects to nothing
-/// and starts no task until its first use inside one.
+/// and starts no task until its first use inside one. An SQLite file's
+/// missing directories are made, as the file store makes its `data_dir`.
 #[test]
 fn a_database_region_opens_outside_a_runtime() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = manager(&toml(Engine::Sqlite, &dir, &unique("outside"), ""));
+    let file = dir.path().join("not/yet/there/cache.db");
+    let cache = manager(&format!(
+        "[cache]\ntype = \"ext:database\"\nurl = \"sqlite://{}\"\n",
+        file.display()
+    ));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let ns = cache.namespace("n");
@@ -238,4 +243,5 @@ fn a_database_region_opens_outside_a_runtime() {
     });
     drop(runtime);
     drop(cache);
+    assert!(file.exists());
 }

@@ -73,6 +73,8 @@ impl Sql {
 /// An SQLite region's pool, statements and lock stripes.
 #[derive(Debug)]
 pub(super) struct SqliteDriver {
+    /// The database file, whose directory is made when missing.
+    file: PathBuf,
     pools: Pools<Sqlite>,
     sql: Sql,
     lock: Arc<FileLock>,
@@ -95,15 +97,14 @@ impl SqliteDriver {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(options.timeout);
+        let file = PathBuf::from(sqlite_path(&own.url).unwrap_or_default());
         let lock_dir = match &options.lock_dir {
             Some(dir) => dir.clone(),
-            None => {
-                let file = sqlite_path(&own.url).unwrap_or_default();
-                PathBuf::from(format!("{file}.locks"))
-            }
+            None => PathBuf::from(format!("{}.locks", file.display())),
         };
         let timeout = options.timeout;
         Ok(SqliteDriver {
+            file,
             pools: Pools::new(move || pool_options(4, timeout).connect_lazy_with(connect.clone())),
             sql: Sql::new(&own.table),
             lock: Arc::new(FileLock::new(lock_dir)),
@@ -114,6 +115,11 @@ impl SqliteDriver {
 driver! {
     SqliteDriver, key = |key| key, {
     async fn create_table(&self) -> sqlx::Result<()> {
+        // SQLite makes a missing file, not its directory (the file store
+        // makes its `data_dir` too).
+        if let Some(dir) = self.file.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
         let pool = self.pools.get();
         for statement in &self.sql.create {
             sqlx::query(statement).execute(&pool).await?;
