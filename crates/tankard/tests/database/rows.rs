@@ -13,6 +13,7 @@ engines!(
     gc_deletes_100_000_expired_rows_in_batches_and_keeps_the_rest,
     gc_keeps_an_entry_through_its_stale_and_fail_safe_windows,
     keys_of_any_text_are_kept_apart,
+    a_table_dropped_by_hand_is_made_again,
 );
 
 fn counted(runs: &Arc<AtomicUsize>, value: &str) -> impl FnOnce() -> std::future::Ready<String> {
@@ -221,6 +222,34 @@ async fn keys_of_any_text_are_kept_apart(engine: Engine) {
         );
     }
     assert_eq!(cache.default_region().stats().backend_errors, 0);
+}
+
+async fn a_table_dropped_by_hand_is_made_again(engine: Engine) {
+    let _server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let table = format!("dr_{}", unique("t").to_ascii_lowercase());
+    let cache = manager(&toml(
+        engine,
+        &dir,
+        &unique("dropped"),
+        &format!("table = \"{table}\""),
+    ));
+    let ns = cache.namespace("n");
+    ns.put("k", "first".to_string()).await.unwrap();
+    Raw::connect(engine, &dir)
+        .await
+        .execute(&format!("DROP TABLE {table}"))
+        .await;
+    // The first statement finds it gone (a backend error, bypassed)...
+    let _ = ns.get::<String>("k").await;
+    // ...and the next makes it again.
+    ns.put("k", "again".to_string()).await.unwrap();
+    assert_eq!(*ns.get::<String>("k").await.unwrap().unwrap(), "again");
+    assert_eq!(cache.default_region().stats().backend_errors, 1);
+    Raw::connect(engine, &dir)
+        .await
+        .execute(&format!("DROP TABLE {table}"))
+        .await;
 }
 
 /// A manager is made by a plain function, outside any runtime (the

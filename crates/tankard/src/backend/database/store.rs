@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::OnceCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::options::{DatabaseOptions, Engine};
 use crate::backend::lock::CreationLock;
@@ -31,7 +31,7 @@ pub(super) const MAX_KEY: usize = 512;
 pub(super) const PURGE_BATCH: i64 = 5_000;
 
 /// One row as a lookup reads it.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct Row {
     pub(super) key: String,
     /// Set on counter rows.
@@ -74,8 +74,9 @@ pub(super) trait Driver: Send + Sync + fmt::Debug + 'static {
 pub(crate) struct DatabaseBackend {
     name: &'static str,
     driver: Arc<dyn Driver>,
-    /// Set once the table is known to exist; retried after a failure.
-    created: OnceCell<()>,
+    /// Set once the table is known to exist; cleared when a statement
+    /// finds it gone (dropped by hand), so the next one makes it again.
+    created: AtomicBool,
     timeout: Duration,
     max_entry_bytes: u64,
     fail_safe_ms: u64,
@@ -115,7 +116,7 @@ pub(crate) fn open(options: &RegionOptions) -> Result<Arc<dyn Backend>> {
     Ok(Arc::new(DatabaseBackend {
         name: own.engine.feature(),
         driver,
-        created: OnceCell::new(),
+        created: AtomicBool::new(false),
         timeout: options.timeout,
         max_entry_bytes: options.max_entry_bytes,
         fail_safe_ms: crate::clock::millis(options.fail_safe),
@@ -146,6 +147,18 @@ pub(super) fn in_list(statement: &str, n: usize) -> String {
     }
     sql.push(')');
     sql
+}
+
+/// Whether a statement failed because the table is not there (PostgreSQL
+/// 42P01, MySQL 42S02, SQLite's "no such table").
+fn table_missing(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            matches!(db.code().as_deref(), Some("42P01" | "42S02"))
+                || db.message().starts_with("no such table")
+        }
+        _ => false,
+    }
 }
 
 /// Our error for an sqlx error in `operation`: a connection failure (which
@@ -185,10 +198,18 @@ impl DatabaseBackend {
         statement: impl Future<Output = sqlx::Result<T>>,
     ) -> Result<T> {
         let work = async {
-            self.created.get_or_try_init(|| self.create_table()).await?;
+            // Two first calls at once both create: `IF NOT EXISTS` makes
+            // that harmless.
+            if !self.created.load(Ordering::Acquire) {
+                self.create_table().await?;
+                self.created.store(true, Ordering::Release);
+            }
             statement.await.map_err(|err| {
                 if connection_lost(&err) {
                     self.driver.reset();
+                }
+                if table_missing(&err) {
+                    self.created.store(false, Ordering::Release);
                 }
                 sql_error(self.name, operation, err)
             })
@@ -237,7 +258,7 @@ impl DatabaseBackend {
     }
 
     /// The entry of `key` in rows read by [`Self::read`].
-    fn loaded(&self, generations: Generations, row: Option<&Row>) -> Loaded {
+    fn loaded(&self, generations: Generations, row: Option<Row>) -> Loaded {
         let Some(row) = row else {
             return Loaded {
                 generations,
@@ -245,7 +266,7 @@ impl DatabaseBackend {
             };
         };
         let length = row.length.and_then(|n| u64::try_from(n).ok());
-        match (&row.entry, length) {
+        match (row.entry, length) {
             (_, Some(length)) if length > self.max_entry_bytes => Loaded {
                 generations,
                 bytes: None,
@@ -253,7 +274,7 @@ impl DatabaseBackend {
             },
             (Some(bytes), _) if bytes.len() as u64 <= self.max_entry_bytes => Loaded {
                 generations,
-                bytes: Some(bytes.clone()),
+                bytes: Some(bytes),
                 oversized: None,
             },
             _ => Loaded {
@@ -275,8 +296,7 @@ impl Backend for DatabaseBackend {
         let (generations, mut rows) = self
             .read(&at.scope.generation_key, std::slice::from_ref(&key))
             .await?;
-        let row = rows.remove(&*key);
-        Ok(self.loaded(generations, row.as_ref()))
+        Ok(self.loaded(generations, rows.remove(&*key)))
     }
 
     async fn load_many(&self, at: &[Location<'_>]) -> Result<Vec<Loaded>> {
@@ -287,7 +307,8 @@ impl Backend for DatabaseBackend {
         let (generations, rows) = self.read(&first.scope.generation_key, &keys).await?;
         Ok(keys
             .iter()
-            .map(|key| self.loaded(generations, rows.get(&**key)))
+            // Cloned, not moved: a key may be asked for twice.
+            .map(|key| self.loaded(generations, rows.get(&**key).cloned()))
             .collect())
     }
 
