@@ -12,10 +12,10 @@ use sqlx::mysql::{MySql, MySqlConnectOptions};
 
 use super::lock::{LockConn, Pace, Session, SessionLock, Wakeups, lock_error};
 use super::options::DatabaseOptions;
-use super::store::{Pools, Row, in_list, pool_options, sql_error};
+use super::store::{Pools, Row, Sql, bad_url, in_list, pool_options, sql_error};
 use crate::backend::lock::{HeldLock, LockGuard};
-use crate::error::{ConfigError, Error, Result};
-use crate::options::{RegionOptions, option_key};
+use crate::error::{Error, Result};
+use crate::options::RegionOptions;
 
 const NAME: &str = "mysql";
 
@@ -23,55 +23,42 @@ const NAME: &str = "mysql";
 const FIRST_POLL: Duration = Duration::from_millis(2);
 const MAX_POLL: Duration = Duration::from_millis(10);
 
-#[derive(Debug)]
-struct Sql {
-    create: String,
-    read: String,
-    upsert: String,
-    delete: String,
-    bump: String,
-    raise: String,
-    purge: String,
-    usage: String,
-}
-
-impl Sql {
-    fn new(t: &str) -> Sql {
-        Sql {
-            // VARBINARY: keys compare byte by byte, whatever the server's
-            // collation (a case-insensitive one would merge `A` and `a`).
-            create: format!(
-                "CREATE TABLE IF NOT EXISTS {t} (cache_key VARBINARY(512) NOT NULL PRIMARY KEY, \
+/// The statements, with the table `t` in them.
+fn sql(t: &str) -> Sql {
+    Sql {
+        // VARBINARY: keys compare byte by byte, whatever the server's
+        // collation (a case-insensitive one would merge `A` and `a`).
+        create: vec![format!(
+            "CREATE TABLE IF NOT EXISTS {t} (cache_key VARBINARY(512) NOT NULL PRIMARY KEY, \
                  expires_at BIGINT NULL, entry LONGBLOB NULL, counter BIGINT NULL, \
                  INDEX {t}_expires_at (expires_at))"
-            ),
-            // The `IN` list is appended per call.
-            read: format!(
-                "SELECT cache_key, counter, CASE WHEN LENGTH(entry) <= ? THEN entry END, \
+        )],
+        // The `IN` list is appended per call.
+        read: format!(
+            "SELECT cache_key, counter, CASE WHEN LENGTH(entry) <= ? THEN entry END, \
                  LENGTH(entry) FROM {t} WHERE cache_key IN "
-            ),
-            upsert: format!(
-                "INSERT INTO {t} (cache_key, expires_at, entry) VALUES (?, ?, ?) \
+        ),
+        upsert: format!(
+            "INSERT INTO {t} (cache_key, expires_at, entry) VALUES (?, ?, ?) \
                  ON DUPLICATE KEY UPDATE expires_at = VALUES(expires_at), \
                  entry = VALUES(entry), counter = NULL"
-            ),
-            delete: format!("DELETE FROM {t} WHERE cache_key = ? AND entry IS NOT NULL"),
-            bump: format!(
-                "INSERT INTO {t} (cache_key, counter) VALUES (?, ?) \
+        ),
+        delete: format!("DELETE FROM {t} WHERE cache_key = ? AND entry IS NOT NULL"),
+        bump: format!(
+            "INSERT INTO {t} (cache_key, counter) VALUES (?, ?) \
                  ON DUPLICATE KEY UPDATE counter = IF(counter IS NULL OR counter <= 0, \
                  VALUES(counter), counter + 1), entry = NULL, expires_at = NULL"
-            ),
-            raise: format!(
-                "INSERT INTO {t} (cache_key, counter) VALUES (?, ?) \
+        ),
+        raise: format!(
+            "INSERT INTO {t} (cache_key, counter) VALUES (?, ?) \
                  ON DUPLICATE KEY UPDATE counter = GREATEST(COALESCE(counter, 0), \
                  VALUES(counter)), entry = NULL, expires_at = NULL"
-            ),
-            purge: format!("DELETE FROM {t} WHERE expires_at <= ? LIMIT ?"),
-            usage: format!(
-                "SELECT COUNT(*), CAST(COALESCE(SUM(LENGTH(entry)), 0) AS SIGNED) FROM {t} \
+        ),
+        purge: format!("DELETE FROM {t} WHERE expires_at <= ? LIMIT ?"),
+        usage: format!(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(LENGTH(entry)), 0) AS SIGNED) FROM {t} \
                  WHERE entry IS NOT NULL"
-            ),
-        }
+        ),
     }
 }
 
@@ -86,18 +73,19 @@ pub(super) struct MySqlDriver {
 impl MySqlDriver {
     pub(super) fn open(own: &DatabaseOptions, options: &RegionOptions) -> Result<MySqlDriver> {
         let connect = MySqlConnectOptions::from_str(&own.url).map_err(|err| {
-            Error::config(ConfigError::BadValue {
-                key: option_key(options, "url"),
-                value: crate::backend::redis::options::redact(&own.url),
-                problem: format!("is not usable by the MySQL client: {err}"),
-                expected: "mysql://user[:password]@host[:port]/db".to_owned(),
-            })
+            bad_url(
+                options,
+                &own.url,
+                "MySQL",
+                err,
+                "mysql://user[:password]@host[:port]/db",
+            )
         })?;
         let timeout = options.timeout;
         let data = connect.clone();
         Ok(MySqlDriver {
             pools: Pools::new(move || pool_options(16, timeout).connect_lazy_with(data.clone())),
-            sql: Sql::new(&own.table),
+            sql: sql(&own.table),
             lock: Arc::new(SessionLock(MySqlSession {
                 pools: Pools::new(move || {
                     pool_options(32, timeout).connect_lazy_with(connect.clone())
@@ -112,10 +100,11 @@ impl MySqlDriver {
 driver! {
     MySqlDriver, key = |key| key.as_bytes(), {
     async fn create_table(&self) -> sqlx::Result<()> {
-        sqlx::query(&self.sql.create)
-            .execute(&self.pools.get())
-            .await
-            .map(drop)
+        let pool = self.pools.get();
+        for statement in &self.sql.create {
+            sqlx::query(statement).execute(&pool).await?;
+        }
+        Ok(())
     }
 
     async fn read(&self, keys: &[&str], max_entry_bytes: i64) -> sqlx::Result<Vec<Row>> {

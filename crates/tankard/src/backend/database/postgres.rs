@@ -13,77 +13,56 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, Postgres};
 
 use super::lock::{LockConn, Pace, Session, SessionLock, Wakeups, lock_error};
 use super::options::DatabaseOptions;
-use super::store::{Pools, Row, pool_options, sql_error};
+use super::store::{Pools, Row, Sql, bad_url, pool_options, sql_error};
 use crate::backend::lock::{HeldLock, LockGuard};
-use crate::error::{ConfigError, Error, Result};
-use crate::options::{RegionOptions, option_key};
+use crate::error::{Error, Result};
+use crate::options::RegionOptions;
 
 const NAME: &str = "postgres";
 
 /// How often a waiter tries again when no release is announced.
 const POLL: Duration = Duration::from_millis(50);
 
-/// The statements, with the table's name in them.
-#[derive(Debug)]
-struct Sql {
-    /// Whether the table and its index exist: DDL is run only when not,
-    /// since `CREATE INDEX IF NOT EXISTS` takes a lock that waits for
-    /// every write in flight, even when the index is there.
-    exists: String,
-    create: [String; 2],
-    read: String,
-    upsert: String,
-    delete: String,
-    bump: String,
-    raise: String,
-    purge: String,
-    usage: String,
-}
-
-impl Sql {
-    fn new(t: &str) -> Sql {
-        Sql {
-            exists: format!(
-                "SELECT to_regclass('{t}') IS NOT NULL AND to_regclass('{t}_expires_at') IS NOT NULL"
-            ),
-            create: [
-                format!(
-                    "CREATE TABLE IF NOT EXISTS {t} (cache_key TEXT PRIMARY KEY, \
+/// The statements, with the table `t` in them.
+fn sql(t: &str) -> Sql {
+    Sql {
+        create: vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {t} (cache_key TEXT PRIMARY KEY, \
                      expires_at BIGINT, entry BYTEA, counter BIGINT)"
-                ),
-                format!("CREATE INDEX IF NOT EXISTS {t}_expires_at ON {t} (expires_at)"),
-            ],
-            read: format!(
-                "SELECT cache_key, counter, CASE WHEN length(entry) <= $2 THEN entry END, \
-                 length(entry) FROM {t} WHERE cache_key = ANY($1)"
             ),
-            upsert: format!(
-                "INSERT INTO {t} (cache_key, expires_at, entry) VALUES ($1, $2, $3) \
+            format!("CREATE INDEX IF NOT EXISTS {t}_expires_at ON {t} (expires_at)"),
+        ],
+        read: format!(
+            "SELECT cache_key, counter, CASE WHEN length(entry) <= $2 THEN entry END, \
+                 length(entry) FROM {t} WHERE cache_key = ANY($1)"
+        ),
+        upsert: format!(
+            "INSERT INTO {t} (cache_key, expires_at, entry) VALUES ($1, $2, $3) \
                  ON CONFLICT (cache_key) DO UPDATE SET expires_at = EXCLUDED.expires_at, \
                  entry = EXCLUDED.entry, counter = NULL"
-            ),
-            delete: format!("DELETE FROM {t} WHERE cache_key = $1 AND entry IS NOT NULL"),
-            bump: format!(
-                "INSERT INTO {t} (cache_key, counter) VALUES ($1, $2) \
+        ),
+        delete: format!("DELETE FROM {t} WHERE cache_key = $1 AND entry IS NOT NULL"),
+        bump: format!(
+            "INSERT INTO {t} (cache_key, counter) VALUES ($1, $2) \
                  ON CONFLICT (cache_key) DO UPDATE SET counter = CASE \
                  WHEN {t}.counter IS NULL OR {t}.counter <= 0 THEN EXCLUDED.counter \
                  ELSE {t}.counter + 1 END, entry = NULL, expires_at = NULL"
-            ),
-            raise: format!(
-                "INSERT INTO {t} (cache_key, counter) VALUES ($1, $2) \
+        ),
+        raise: format!(
+            "INSERT INTO {t} (cache_key, counter) VALUES ($1, $2) \
                  ON CONFLICT (cache_key) DO UPDATE SET \
                  counter = GREATEST(COALESCE({t}.counter, 0), EXCLUDED.counter), \
                  entry = NULL, expires_at = NULL"
-            ),
-            purge: format!(
-                "DELETE FROM {t} WHERE cache_key IN \
+        ),
+        purge: format!(
+            "DELETE FROM {t} WHERE cache_key IN \
                  (SELECT cache_key FROM {t} WHERE expires_at <= $1 LIMIT $2)"
-            ),
-            usage: format!(
-                "SELECT COUNT(*), COALESCE(SUM(length(entry)), 0)::BIGINT FROM {t} \
+        ),
+        usage: format!(
+            "SELECT COUNT(*), COALESCE(SUM(length(entry)), 0)::BIGINT FROM {t} \
                  WHERE entry IS NOT NULL"
-            ),
-        }
+        ),
     }
 }
 
@@ -92,24 +71,33 @@ impl Sql {
 pub(super) struct PgDriver {
     pools: Pools<Postgres>,
     sql: Sql,
+    /// Whether the table and its index exist: DDL is run only when not,
+    /// since `CREATE INDEX IF NOT EXISTS` takes a lock that waits for
+    /// every write in flight, even when the index is there.
+    exists: String,
     lock: Arc<SessionLock<PgSession>>,
 }
 
 impl PgDriver {
     pub(super) fn open(own: &DatabaseOptions, options: &RegionOptions) -> Result<PgDriver> {
         let connect = PgConnectOptions::from_str(&own.url).map_err(|err| {
-            Error::config(ConfigError::BadValue {
-                key: option_key(options, "url"),
-                value: crate::backend::redis::options::redact(&own.url),
-                problem: format!("is not usable by the PostgreSQL client: {err}"),
-                expected: "postgres://user[:password]@host[:port]/db".to_owned(),
-            })
+            bad_url(
+                options,
+                &own.url,
+                "PostgreSQL",
+                err,
+                "postgres://user[:password]@host[:port]/db",
+            )
         })?;
         let timeout = options.timeout;
         let data = connect.clone();
         Ok(PgDriver {
             pools: Pools::new(move || pool_options(16, timeout).connect_lazy_with(data.clone())),
-            sql: Sql::new(&own.table),
+            sql: sql(&own.table),
+            exists: format!(
+                "SELECT to_regclass('{t}') IS NOT NULL AND to_regclass('{t}_expires_at') IS NOT NULL",
+                t = own.table
+            ),
             lock: Arc::new(SessionLock(PgSession {
                 pools: Pools::new(move || {
                     pool_options(32, timeout).connect_lazy_with(connect.clone())
@@ -127,7 +115,7 @@ driver! {
     PgDriver, key = |key| key, {
     async fn create_table(&self) -> sqlx::Result<()> {
         let pool = self.pools.get();
-        if sqlx::query_scalar::<_, bool>(&self.sql.exists)
+        if sqlx::query_scalar::<_, bool>(&self.exists)
             .fetch_one(&pool)
             .await?
         {

@@ -9,64 +9,51 @@ use sqlx::Row as _;
 use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
 use super::options::{DatabaseOptions, sqlite_path};
-use super::store::{Pools, Row, in_list, pool_options};
+use super::store::{Pools, Row, Sql, bad_url, in_list, pool_options};
 use crate::backend::file::lock::FileLock;
-use crate::error::{ConfigError, Error, Result};
-use crate::options::{RegionOptions, option_key};
+use crate::error::Result;
+use crate::options::RegionOptions;
 
-#[derive(Debug)]
-struct Sql {
-    create: [String; 2],
-    read: String,
-    upsert: String,
-    delete: String,
-    bump: String,
-    raise: String,
-    purge: String,
-    usage: String,
-}
-
-impl Sql {
-    fn new(t: &str) -> Sql {
-        Sql {
-            create: [
-                format!(
-                    "CREATE TABLE IF NOT EXISTS {t} (cache_key TEXT PRIMARY KEY, \
+/// The statements, with the table `t` in them.
+fn sql(t: &str) -> Sql {
+    Sql {
+        create: vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {t} (cache_key TEXT PRIMARY KEY, \
                      expires_at INTEGER, entry BLOB, counter INTEGER)"
-                ),
-                format!("CREATE INDEX IF NOT EXISTS {t}_expires_at ON {t} (expires_at)"),
-            ],
-            read: format!(
-                "SELECT cache_key, counter, CASE WHEN length(entry) <= ? THEN entry END, \
-                 length(entry) FROM {t} WHERE cache_key IN "
             ),
-            upsert: format!(
-                "INSERT INTO {t} (cache_key, expires_at, entry) VALUES (?, ?, ?) \
+            format!("CREATE INDEX IF NOT EXISTS {t}_expires_at ON {t} (expires_at)"),
+        ],
+        read: format!(
+            "SELECT cache_key, counter, CASE WHEN length(entry) <= ? THEN entry END, \
+                 length(entry) FROM {t} WHERE cache_key IN "
+        ),
+        upsert: format!(
+            "INSERT INTO {t} (cache_key, expires_at, entry) VALUES (?, ?, ?) \
                  ON CONFLICT (cache_key) DO UPDATE SET expires_at = excluded.expires_at, \
                  entry = excluded.entry, counter = NULL"
-            ),
-            delete: format!("DELETE FROM {t} WHERE cache_key = ? AND entry IS NOT NULL"),
-            bump: format!(
-                "INSERT INTO {t} (cache_key, counter) VALUES (?, ?) \
+        ),
+        delete: format!("DELETE FROM {t} WHERE cache_key = ? AND entry IS NOT NULL"),
+        bump: format!(
+            "INSERT INTO {t} (cache_key, counter) VALUES (?, ?) \
                  ON CONFLICT (cache_key) DO UPDATE SET counter = CASE \
                  WHEN typeof(counter) != 'integer' OR counter <= 0 THEN excluded.counter \
                  ELSE counter + 1 END, entry = NULL, expires_at = NULL"
-            ),
-            raise: format!(
-                "INSERT INTO {t} (cache_key, counter) VALUES (?, ?) \
+        ),
+        raise: format!(
+            "INSERT INTO {t} (cache_key, counter) VALUES (?, ?) \
                  ON CONFLICT (cache_key) DO UPDATE SET \
                  counter = max(CASE WHEN typeof(counter) = 'integer' THEN counter ELSE 0 END, \
                  excluded.counter), entry = NULL, expires_at = NULL"
-            ),
-            purge: format!(
-                "DELETE FROM {t} WHERE cache_key IN \
+        ),
+        purge: format!(
+            "DELETE FROM {t} WHERE cache_key IN \
                  (SELECT cache_key FROM {t} WHERE expires_at <= ? LIMIT ?)"
-            ),
-            usage: format!(
-                "SELECT COUNT(*), COALESCE(SUM(length(entry)), 0) FROM {t} \
+        ),
+        usage: format!(
+            "SELECT COUNT(*), COALESCE(SUM(length(entry)), 0) FROM {t} \
                  WHERE entry IS NOT NULL"
-            ),
-        }
+        ),
     }
 }
 
@@ -84,12 +71,13 @@ impl SqliteDriver {
     pub(super) fn open(own: &DatabaseOptions, options: &RegionOptions) -> Result<SqliteDriver> {
         let connect = SqliteConnectOptions::from_str(&own.url)
             .map_err(|err| {
-                Error::config(ConfigError::BadValue {
-                    key: option_key(options, "url"),
-                    value: own.url.clone(),
-                    problem: format!("is not usable by the SQLite client: {err}"),
-                    expected: "sqlite://path/to/file.db or sqlite:///abs/path.db".to_owned(),
-                })
+                bad_url(
+                    options,
+                    &own.url,
+                    "SQLite",
+                    err,
+                    "sqlite://path/to/file.db or sqlite:///abs/path.db",
+                )
             })?
             .create_if_missing(true)
             // Readers never wait for the writer, and a writer waits up to
@@ -106,7 +94,7 @@ impl SqliteDriver {
         Ok(SqliteDriver {
             file,
             pools: Pools::new(move || pool_options(4, timeout).connect_lazy_with(connect.clone())),
-            sql: Sql::new(&own.table),
+            sql: sql(&own.table),
             lock: Arc::new(FileLock::new(lock_dir)),
         })
     }

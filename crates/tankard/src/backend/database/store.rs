@@ -30,6 +30,37 @@ pub(super) const MAX_KEY: usize = 512;
 /// 20 round trips.
 pub(super) const PURGE_BATCH: i64 = 5_000;
 
+/// An engine's statements, with the table's name in them.
+#[derive(Debug)]
+pub(super) struct Sql {
+    /// `CREATE … IF NOT EXISTS` of the table and its index.
+    pub(super) create: Vec<String>,
+    /// Up to the `IN` list (`= ANY($1)` on PostgreSQL).
+    pub(super) read: String,
+    pub(super) upsert: String,
+    pub(super) delete: String,
+    pub(super) bump: String,
+    pub(super) raise: String,
+    pub(super) purge: String,
+    pub(super) usage: String,
+}
+
+/// The config error for a URL the engine's client refuses.
+pub(super) fn bad_url(
+    options: &RegionOptions,
+    url: &str,
+    client: &str,
+    err: sqlx::Error,
+    expected: &str,
+) -> Error {
+    Error::config(crate::error::ConfigError::BadValue {
+        key: crate::options::option_key(options, "url"),
+        value: crate::backend::redis::options::redact(url),
+        problem: format!("is not usable by the {client} client: {err}"),
+        expected: expected.to_owned(),
+    })
+}
+
 /// One row as a lookup reads it.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Row {
