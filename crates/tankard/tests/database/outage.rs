@@ -1,4 +1,4 @@
-//! A database restarted under load: calls bypass it while it is down (the
+//! A database restarted under load, or hung: calls bypass it while it is down (the
 //! creator's value, never an error), and caching resumes when it is back,
 //! without rebuilding the manager. The servers are the shared ones,
 //! stopped and started through `scripts/services`, so these tests hold
@@ -123,4 +123,89 @@ async fn a_database_restarted_under_load_is_bypassed_then_used_again(engine: Eng
     for task in load {
         task.await.unwrap();
     }
+}
+
+/// Sends `signal` to the shared MariaDB server (one process, so a
+/// stopped one answers nothing on any connection).
+fn signal_mariadb(signal: &str) {
+    let dir = std::env::var("TANKARD_SERVICES_DIR").unwrap_or("/tmp/tankard-services".to_owned());
+    let pid = std::fs::read_to_string(format!("{dir}/mariadb/mariadb.pid")).unwrap();
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), pid.trim()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Resumes the server however the test ends.
+struct Resume;
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        signal_mariadb("CONT");
+    }
+}
+
+/// A stopped server keeps its sockets open and answers nothing: the call's
+/// first operation gives up after `timeout`, the breaker skips the rest
+/// (the creation lock included), and the call bypasses. Once the server
+/// resumes, the key is created as usual by another manager: nothing the
+/// hung call began (its timed-out statement's connection is closed, not
+/// pooled) stands in its way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_database_cannot_hang_a_call_nor_keep_a_lock() {
+    let _alone = SERVERS.write().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = toml(
+        Engine::MySql,
+        &dir,
+        &unique("hung"),
+        "timeout = \"300ms\"\nretry_after = \"100ms\"\nwait_timeout = \"30s\"",
+    );
+    let cache = manager(&config);
+    let ns = cache.namespace("n");
+    ns.put("k", "cached".to_string()).await.unwrap();
+
+    let resume = Resume;
+    signal_mariadb("STOP");
+    let runs = Arc::new(AtomicUsize::new(0));
+    let call = ns.get_or_create("cold", {
+        let runs = runs.clone();
+        move || {
+            runs.fetch_add(1, Ordering::SeqCst);
+            std::future::ready("made while it hung".to_string())
+        }
+    });
+    let value = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("a call hung on a stopped database")
+        .unwrap();
+    assert_eq!(*value, "made while it hung");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert!(cache.default_region().stats().backend_errors >= 1);
+    drop(resume);
+
+    // Back: caching resumes, and the cold key is created at once (a lock
+    // left held would make the call wait `wait_timeout`, 30 s, and the
+    // deadline below fail the test first).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let put = ns.put("back", "again".to_string()).await;
+        let read = ns.get::<String>("back").await;
+        if put.is_ok() && matches!(read, Ok(Some(v)) if *v == "again") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cache was not used again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let other = manager(&config);
+    let made = tokio::time::timeout(
+        Duration::from_secs(20),
+        other
+            .namespace("n")
+            .get_or_create("cold", || std::future::ready("after".to_string())),
+    )
+    .await
+    .expect("the cold key's lock was left behind");
+    assert_eq!(*made.unwrap(), "after");
 }
