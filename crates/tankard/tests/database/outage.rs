@@ -1,8 +1,8 @@
-//! A database restarted under load, or hung: calls bypass it while it is down (the
-//! creator's value, never an error), and caching resumes when it is back,
-//! without rebuilding the manager. The servers are the shared ones,
-//! stopped and started through `scripts/services`, so these tests hold
-//! [`SERVERS`] alone.
+//! A database restarted under load, or hung: calls bypass it while it is
+//! down (the creator's value, never an error), and caching resumes when it
+//! is back, without rebuilding the manager. The servers are the shared
+//! ones, stopped and started through `scripts/services` (or stopped with
+//! SIGSTOP), so these tests hold [`SERVERS`] alone.
 
 use std::process::Command;
 use std::sync::Arc;
