@@ -27,7 +27,7 @@ fn shared(region: &Region) -> Outcome<&Region> {
     if region.in_process() {
         return Err(Failure::User(format!(
             "region {} keeps its entries in memory, inside the process that uses it; \
-             tankard can reach only shared backends (file, dbm, memcached, redis, redis-cluster)",
+             tankard can reach only shared backends (file, dbm, memcached, redis, redis-cluster, database)",
             region.name()
         )));
     }
@@ -49,6 +49,12 @@ fn options_table(o: &RegionOptions) -> Vec<(&'static str, String)> {
         ("expire", o.expire.map_or("never".to_owned(), duration)),
         ("stale", duration(o.stale)),
         ("url", opt(o.url.clone())),
+        (
+            "table",
+            o.table
+                .clone()
+                .unwrap_or_else(|| "tankard_cache".to_owned()),
+        ),
         (
             "data_dir",
             opt(o.data_dir.as_ref().map(|p| p.display().to_string())),
@@ -126,7 +132,10 @@ fn applies(o: &RegionOptions, key: &str) -> bool {
     let shared = !matches!(kind, BackendKind::Memory | BackendKind::Null);
     let server = matches!(
         kind,
-        BackendKind::Memcached | BackendKind::Redis | BackendKind::RedisCluster
+        BackendKind::Memcached
+            | BackendKind::Redis
+            | BackendKind::RedisCluster
+            | BackendKind::Database
     );
     match key {
         "type" | "enabled" => true,
@@ -136,8 +145,11 @@ fn applies(o: &RegionOptions, key: &str) -> bool {
         "lock_dir" => {
             matches!(kind, BackendKind::File | BackendKind::Dbm) || o.lock == LockMode::File
         }
+        "table" => kind == BackendKind::Database,
         // A remote operation's limit, the circuit breaker, a server-held lock.
-        "url" | "timeout" | "retry_after" | "lock_timeout" => server,
+        "url" | "timeout" | "retry_after" => server,
+        // A database's locks live as long as their session instead.
+        "lock_timeout" => server && kind != BackendKind::Database,
         // The memory backend's bounds (and those of a cached function's map
         // there); `max_bytes` is also a dbm region's map size.
         "max_entries" => kind == BackendKind::Memory,
@@ -493,7 +505,14 @@ pub(crate) async fn gc(file: &Path) -> Outcome {
         let line = if region.in_process() {
             "in memory: nothing on disk".to_owned()
         } else {
-            match region.purge_expired().await {
+            let (bar, name) = (bar.clone(), region.name().to_owned());
+            let progress = move |so_far: &Purged| {
+                bar.set_message(format!(
+                    "purging {name}: {} expired entries so far",
+                    so_far.entries
+                ));
+            };
+            match region.purge_expired_with(progress).await {
                 Ok(purged) => {
                     total.entries += purged.entries;
                     total.temp_files += purged.temp_files;

@@ -997,3 +997,45 @@ async fn check_gc_and_stats_work_on_a_dbm_region() {
     assert_eq!(region["entries"].as_u64(), Some(2));
     assert!(region["bytes"].as_u64().unwrap() > 0, "{region}");
 }
+
+#[tokio::test]
+async fn check_shows_a_database_region_s_table_and_gc_purges_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cache.db");
+    let file = config(
+        dir.path(),
+        &format!(
+            "type = \"ext:database\"\nurl = \"sqlite://{}\"\ntable = \"cli_cache\"\nexpire = 1",
+            db.display()
+        ),
+    );
+    let f = file.to_str().unwrap();
+    let (code, out, err) = run(dir.path(), &["check", f]);
+    assert_eq!(code, 0, "{err}");
+    let short = &out[out.find("[short_term]").unwrap()..];
+    assert!(short.contains("table             cli_cache"), "{short}");
+    assert!(short.contains("type              database"), "{short}");
+    // A file region shows no table.
+    let long = &out[out.find("[long_term]").unwrap()..out.find("[short_term]").unwrap()];
+    assert!(!long.contains("table"), "{long}");
+
+    // Two entries written by a clock 10 s behind are past their expiry now.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let cache = CacheManager::with_clock(
+        Config::from_toml_file(&file).unwrap(),
+        tankard::Clock::manual(now_ms - 10_000),
+    )
+    .unwrap();
+    let short_term = cache.region("short_term").unwrap().namespace("n");
+    short_term.put("a", "1".to_string()).await.unwrap();
+    short_term.put("b", "2".to_string()).await.unwrap();
+    let (code, out, err) = run(dir.path(), &["gc", "--config", f]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("short_term (sqlite): removed 2 expired entries"),
+        "{out}"
+    );
+}

@@ -543,7 +543,13 @@ pub(crate) fn decode_payload<T: DeserializeOwned>(raw: &RawEntry<'_>) -> Result<
 
 /// Reads only an entry's timestamps, checking framing and checksum but not
 /// key or tag: enough for `gc` to decide whether an entry is dead.
-#[cfg(any(feature = "file", feature = "dbm"))]
+#[cfg(any(
+    feature = "file",
+    feature = "dbm",
+    feature = "postgres",
+    feature = "mysql",
+    feature = "sqlite"
+))]
 pub(crate) fn peek_meta(bytes: &[u8]) -> Option<EntryMeta> {
     if bytes.len() < HEADER || &bytes[..4] != MAGIC || bytes[4] != VERSION {
         return None;

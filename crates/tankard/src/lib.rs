@@ -88,6 +88,7 @@
 //! | `redis` | | Redis and Redis Cluster regions, and the Redis backplane of the L1 tier | the `redis` crate |
 //! | `redis-tls` | | `rediss://` URLs for `redis` (implies it) | rustls and ring |
 //! | `dbm` | | LMDB regions (`type = dbm`): an environment per region, shared by the processes of a host | heed, and LMDB's C source compiled by `cc` |
+//! | `postgres`, `mysql`, `sqlite` | | SQL regions (`type = ext:database`, the `url`'s scheme picks the engine; `database` turns on all three) | sqlx with that one driver (SQLite: its bundled C source, and `file` for its locks) |
 //! | `axum` | | [`web`]: the page-caching tower layer and the manager as axum state | axum-core, http, tower-layer |
 //!
 //! The binary `tankard` (crate `tankard-cli`: `cargo install --path

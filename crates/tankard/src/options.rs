@@ -40,6 +40,9 @@ pub struct RegionOptions {
     pub lock_dir: Option<PathBuf>,
     /// Key `url`: server address(es), checked by the region's store.
     pub url: Option<String>,
+    /// Key `table`: the SQL table of a `database` region (default
+    /// `tankard_cache`), created when missing; letters, digits and `_`.
+    pub table: Option<String>,
     /// Key `enabled`: `false` runs the creator every time and stores nothing.
     pub enabled: bool,
     /// Key `key_length`: full keys longer than this are replaced by a hash
@@ -136,7 +139,7 @@ pub struct RegionOptions {
     pub fail_safe_throttle: Duration,
     /// Key `l1`: an in-process memory tier in front of the region's shared
     /// store; a boolean, default `false`. Only shared types
-    /// take it (file, dbm, memcached, redis, redis-cluster): on a
+    /// take it (file, dbm, memcached, redis, redis-cluster, database): on a
     /// `memory` or `null` region it is a config error.
     ///
     /// ```
@@ -209,8 +212,9 @@ pub enum BackendKind {
     Redis,
     /// `ext:rediscluster` or `redis-cluster`.
     RedisCluster,
-    /// `ext:database` or `database`: Beaker's SQL store; not built in this
-    /// version (a config naming it is refused, saying so).
+    /// `ext:database` or `database`: Beaker's SQL store, on PostgreSQL,
+    /// MySQL/MariaDB or SQLite as its `url` says (cargo features
+    /// `postgres`, `mysql`, `sqlite`).
     Database,
     /// `null`: stores nothing; every call runs the creator.
     Null,

@@ -384,6 +384,16 @@ impl Backend for Guarded {
         self.breaker.call(|| self.inner.purge_expired(now_ms)).await
     }
 
+    async fn purge_expired_with(
+        &self,
+        now_ms: u64,
+        progress: &(dyn for<'p> Fn(&'p Purged) + Send + Sync),
+    ) -> Result<Purged> {
+        self.breaker
+            .call(|| self.inner.purge_expired_with(now_ms, progress))
+            .await
+    }
+
     async fn usage(&self) -> Result<Usage> {
         self.breaker.call(|| self.inner.usage()).await
     }

@@ -31,7 +31,14 @@ use crate::options::{BackendKind, RegionOptions, option_key};
 /// lands past every value it held before, and the entries stamped with
 /// those stay invisible. (The coarse millisecond clock could hand out the
 /// very value the counter started at a few milliseconds earlier.)
-#[cfg(any(feature = "memcached", feature = "redis", feature = "dbm"))]
+#[cfg(any(
+    feature = "memcached",
+    feature = "redis",
+    feature = "dbm",
+    feature = "postgres",
+    feature = "mysql",
+    feature = "sqlite"
+))]
 pub(crate) fn generation_start() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -46,6 +53,7 @@ pub(crate) mod backplane;
 // does not depend on any store.
 #[cfg_attr(not(any(feature = "memcached", feature = "redis")), allow(dead_code))]
 pub(crate) mod breaker;
+pub(crate) mod database;
 pub(crate) mod dbm;
 pub(crate) mod file;
 // `flock` stripes: the creation locks of every store on a local filesystem.
@@ -70,6 +78,7 @@ const STORES: &[Store] = &[
     memcached::STORE,
     redis::STORE,
     redis::CLUSTER,
+    database::STORE,
 ];
 
 /// One store: the `type`s it serves, what it can do, how it checks its
@@ -477,6 +486,16 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     /// garbage the backend can leave behind; says what it removed.
     async fn purge_expired(&self, _now_ms: u64) -> Result<Purged> {
         Ok(Purged::default())
+    }
+
+    /// [`Backend::purge_expired`], telling `progress` what it has removed
+    /// so far after each batch, for a store that purges in batches (SQL).
+    async fn purge_expired_with(
+        &self,
+        now_ms: u64,
+        _progress: &(dyn for<'p> Fn(&'p Purged) + Send + Sync),
+    ) -> Result<Purged> {
+        self.purge_expired(now_ms).await
     }
 
     /// How much the backend holds.

@@ -196,6 +196,22 @@ impl RegionBuilder {
         self.set("url", url.to_owned())
     }
 
+    /// `table`: the SQL table of a `database` region (default
+    /// `tankard_cache`), created when missing.
+    ///
+    /// ```
+    /// use tankard::config::BackendKind;
+    /// let config = tankard::Config::builder()
+    ///     .defaults(|all| all.backend(BackendKind::Database).url("sqlite://cache.db").table("app_cache"))
+    ///     .build();
+    /// # #[cfg(feature = "sqlite")]
+    /// assert_eq!(config?.default_options().table.as_deref(), Some("app_cache"));
+    /// # Ok::<(), tankard::Error>(())
+    /// ```
+    pub fn table(self, table: &str) -> Self {
+        self.set("table", table.to_owned())
+    }
+
     /// `secret`: authenticate entries with HMAC-SHA256.
     ///
     /// ```

@@ -35,6 +35,7 @@ pub(crate) const OPTION_NAMES: &[&str] = &[
     "data_dir",
     "lock_dir",
     "url",
+    "table",
     "regions",
     "enabled",
     "key_length",
@@ -830,7 +831,7 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
                     key,
                     raw,
                     "is not a backend type",
-                    "one of memory, file, dbm, ext:memcached, ext:redis, ext:rediscluster, null",
+                    "one of memory, file, dbm, ext:memcached, ext:redis, ext:rediscluster, ext:database, null",
                 )
             })?;
         }
@@ -849,6 +850,8 @@ fn apply(options: &mut RegionOptions, opt: &str, entry: &Entry) -> Result<()> {
         }
         // Checked in `validate`, against the backend that actually uses it.
         "url" => options.url = Some(value.to_owned()),
+        // Checked by the database store, which uses it.
+        "table" => options.table = Some(value.to_owned()),
         "enabled" | "l1" => {
             let on =
                 parse_bool(value).ok_or_else(|| bad(key, raw, "is not a boolean", BOOLEANS))?;
@@ -1318,6 +1321,7 @@ impl RegionOptions {
             data_dir: None,
             lock_dir: None,
             url: None,
+            table: None,
             enabled: true,
             key_length: 250,
             starttime: None,

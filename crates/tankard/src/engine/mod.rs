@@ -273,10 +273,13 @@ where
                 key = %call.key,
                 "creator failed; serving the last good value (fail_safe) for {throttle:?}: {why}",
             );
+            let stored =
+                store_value(call, &fallback, Some(throttle), 0, generations, &call.tags).await;
+            // Counted once the throttle is stored: whoever sees the count
+            // (a test, a dashboard) then finds the value fresh, not a
+            // stale one that would start another refresh.
             engine.count(Event::FailSafeServed);
-            store_value(call, &fallback, Some(throttle), 0, generations, &call.tags)
-                .await
-                .map(|()| fallback)
+            stored.map(|()| fallback)
         }
         (Err(Failure::Error(err)), None) => Err(err),
         (Err(Failure::Panic(panic)), None) => {

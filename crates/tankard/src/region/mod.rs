@@ -519,6 +519,30 @@ impl Region {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub async fn purge_expired(&self) -> Result<Purged> {
+        self.purge_expired_with(|_| {}).await
+    }
+
+    /// [`purge_expired`](Region::purge_expired), calling `progress` with
+    /// what has been removed so far as it goes: after each batch on an SQL
+    /// store, which deletes a few thousand rows a statement (`tankard gc`
+    /// shows it), once at the end elsewhere.
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let cache = tankard::CacheManager::new(tankard::Config::memory())?;
+    /// let purged = cache
+    ///     .default_region()
+    ///     .purge_expired_with(|so_far| println!("{} removed so far", so_far.entries))
+    ///     .await?;
+    /// assert_eq!(purged.entries, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn purge_expired_with(
+        &self,
+        progress: impl Fn(&Purged) + Send + Sync,
+    ) -> Result<Purged> {
         // The stores purge what was stale before the time given: with
         // `fail_safe`, an entry lives that much past its stale time.
         let now_ms = self
@@ -533,15 +557,19 @@ impl Region {
         };
         #[cfg(not(feature = "memory"))]
         let l1_purged = 0;
-        match &self.inner.l2 {
-            Some(backend) => backend.purge_expired(now_ms).await,
+        let purged = match &self.inner.l2 {
+            Some(backend) => backend.purge_expired_with(now_ms, &progress).await,
             // An L1's copies are not the region's entries: only a memory
             // region counts what its tier dropped.
             None => Ok(Purged {
                 entries: l1_purged,
                 ..Purged::default()
             }),
+        };
+        if let Ok(purged) = &purged {
+            progress(purged);
         }
+        purged
     }
 }
 

@@ -613,7 +613,7 @@ fn backend_type_spellings() {
 fn bad_backend_type() {
     assert_eq!(
         err(Config::from_flat([("cache.type", "floppy")])),
-        r#"cache.type: "floppy" is not a backend type; expected one of memory, file, dbm, ext:memcached, ext:redis, ext:rediscluster, null"#
+        r#"cache.type: "floppy" is not a backend type; expected one of memory, file, dbm, ext:memcached, ext:redis, ext:rediscluster, ext:database, null"#
     );
 }
 
@@ -837,26 +837,87 @@ fn redis_cluster_seeds() {
     assert_eq!(cfg!(feature = "redis"), result.is_ok());
 }
 
-/// Beaker's `ext:database` is a name a config may carry, but Tankard
-/// does not have that store yet: the error says so, names the key, and
-/// lists what there is, before any option of its is read.
+/// The database store's options: the URL's scheme picks the engine (its
+/// feature must be built), the table goes into SQL text so it must be a
+/// plain name, and an in-memory SQLite database is refused.
 #[test]
-fn types_not_built_yet_say_so() {
-    for (ty, url) in [
-        ("ext:database", Some("postgres://h/db")),
-        ("database", None),
+fn database_options_name_the_key_the_value_and_what_was_expected() {
+    let database = |extra: &[(&'static str, &'static str)]| {
+        let mut pairs = vec![("cache.type", "ext:database")];
+        pairs.extend_from_slice(extra);
+        Config::from_flat(pairs)
+    };
+    let any = cfg!(any(
+        feature = "postgres",
+        feature = "mysql",
+        feature = "sqlite"
+    ));
+    assert!(
+        err(database(&[])).starts_with("cache.url: missing; the database backend needs url ="),
+        "{}",
+        err(database(&[]))
+    );
+    assert!(
+        err(database(&[("cache.url", "oracle://u:pw@h/db")])).starts_with(
+            r#"cache.url: "oracle://u:***@h/db" does not name a database this backend knows (its scheme); expected postgres://"#
+        ),
+        "{}",
+        err(database(&[("cache.url", "oracle://u:pw@h/db")]))
+    );
+    for (url, feature) in [
+        ("postgres://h/db", "postgres"),
+        ("mysql://h/db", "mysql"),
+        ("mariadb://h/db", "mysql"),
+        ("sqlite://cache.db", "sqlite"),
     ] {
-        let mut pairs = vec![
-            ("cache.regions", "r"),
-            ("cache.r.type", ty),
-            ("cache.r.data_dir", "/tmp/x"),
-        ];
-        pairs.extend(url.map(|url| ("cache.r.url", url)));
+        let built = match feature {
+            "postgres" => cfg!(feature = "postgres"),
+            "mysql" => cfg!(feature = "mysql"),
+            _ => cfg!(feature = "sqlite"),
+        };
+        let result = database(&[("cache.url", url)]);
+        if built {
+            assert!(result.is_ok(), "{url}: {:?}", result.err());
+        } else {
+            assert_eq!(
+                err(result),
+                format!(
+                    "cache.url: {url:?} needs the cargo feature \"{feature}\" of tankard; expected `tankard = {{ features = [\"{feature}\"] }}`"
+                )
+            );
+        }
+    }
+    if cfg!(feature = "sqlite") {
+        assert!(
+            err(database(&[("cache.url", "sqlite::memory:")]))
+                .starts_with(r#"cache.url: "sqlite::memory:" is not a database file"#)
+        );
+        for bad in ["t;drop table x", "2fast", "a-b", ""] {
+            let e = err(database(&[
+                ("cache.url", "sqlite://c.db"),
+                ("cache.table", bad),
+            ]));
+            assert_eq!(
+                e,
+                format!(
+                    "cache.table: {bad:?} is not a plain SQL identifier (it goes into SQL text); expected a name of letters, digits and _ that does not start with a digit, at most 48 bytes"
+                )
+            );
+        }
+        let ok = database(&[
+            ("cache.url", "sqlite://c.db"),
+            ("cache.table", "App_Cache2"),
+        ])
+        .unwrap();
+        assert_eq!(ok.default_options().table.as_deref(), Some("App_Cache2"));
+    }
+    if !any {
         assert_eq!(
-            err(Config::from_flat(pairs)),
-            format!(
-                "cache.r.type: {ty:?} is not built in this version of tankard; expected one of null, memory, file, dbm, memcached, redis, redis-cluster"
-            )
+            err(Config::from_flat([
+                ("cache.type", "ext:database"),
+                ("cache.url", "sqlite://c.db")
+            ])),
+            r#"cache.url: "sqlite://c.db" needs the cargo feature "sqlite" of tankard; expected `tankard = { features = ["sqlite"] }`"#
         );
     }
 }
@@ -1427,7 +1488,7 @@ fn tiered_is_gone_and_says_to_use_l1() {
 fn l1_on_a_memory_or_null_region_is_refused() {
     let problem = |backend: &str| {
         format!(
-            "\"true\" is not available for the {backend} backend: l1 is for shared stores (file, dbm, memcached, redis, redis-cluster); expected l1 = false for this region, or a shared type"
+            "\"true\" is not available for the {backend} backend: l1 is for shared stores (file, dbm, memcached, redis, redis-cluster, database); expected l1 = false for this region, or a shared type"
         )
     };
     assert_eq!(

@@ -41,8 +41,13 @@ pub(crate) fn fixture_on(shape: &str, extra: &[(&str, &str)], clock: Clock) -> F
         Some(store) => (store, true),
         None => (shape, false),
     };
+    // The SQL shapes are one type, their URL picking the engine.
+    let kind = match store {
+        "postgres" | "mysql" | "sqlite" => "ext:database",
+        other => other,
+    };
     let mut pairs = vec![
-        ("cache.type".to_owned(), store.to_owned()),
+        ("cache.type".to_owned(), kind.to_owned()),
         ("cache.data_dir".to_owned(), data),
         ("cache.lock_dir".to_owned(), lock),
     ];
@@ -52,8 +57,14 @@ pub(crate) fn fixture_on(shape: &str, extra: &[(&str, &str)], clock: Clock) -> F
     let server = match store {
         "redis" => Some("TANKARD_REDIS_URL"),
         "memcached" => Some("TANKARD_MEMCACHED_URL"),
+        "postgres" => Some("TANKARD_POSTGRES_URL"),
+        "mysql" => Some("TANKARD_MYSQL_URL"),
         _ => None,
     };
+    if store == "sqlite" {
+        let file = dir.path().join("cache.db").display().to_string();
+        pairs.push(("cache.url".to_owned(), format!("sqlite://{file}")));
+    }
     if let Some(var) = server {
         let url = std::env::var(var).unwrap_or_else(|_| {
             panic!("{var} is not set: run scripts/services and source its env")
@@ -115,6 +126,14 @@ macro_rules! all_backends {
         backend_tests!(memcached: $($test),*);
         #[cfg(feature = "memcached")]
         backend_tests!(memcached_l1: $($test),*);
+        #[cfg(feature = "postgres")]
+        backend_tests!(postgres: $($test),*);
+        #[cfg(feature = "postgres")]
+        backend_tests!(postgres_l1: $($test),*);
+        #[cfg(feature = "mysql")]
+        backend_tests!(mysql: $($test),*);
+        #[cfg(feature = "sqlite")]
+        backend_tests!(sqlite: $($test),*);
     };
 }
 
