@@ -4,6 +4,8 @@
 //! - memory region hit through `get_or_create` (async, polled once) and
 //!   through `try_get_fresh` (sync) vs quick_cache's `get` and moka's `get`
 //!   on the same 10k-key working set, 1 thread and 2 threads;
+//! - a memory hit on an entry with two tags vs one on an untagged entry
+//!   (`tagged`);
 //! - file region hit vs `std::fs::read` of the same bytes;
 //! - the memory hits again with a `metrics` recorder installed (the
 //!   Prometheus exporter's), which Tankard's counters and sampled hit
@@ -80,6 +82,48 @@ fn memory(threads: usize) {
         "\nTankard async hit vs moka: {:.2}×; sync hit vs moka: {:.2}×",
         t_async / m,
         t_sync / m
+    );
+}
+
+/// Issue 13's goal: a hit on a tagged entry against a hit on an untagged
+/// one, on one memory region, measured in turn in the same run.
+fn memory_tagged(threads: usize) {
+    let value = Arc::new("v".repeat(100));
+    let config =
+        tankard::Config::from_flat([("cache.type", "memory"), ("cache.max_entries", "40000")])
+            .expect("config");
+    let manager = tankard::CacheManager::new(config).expect("manager");
+    let plain = manager.namespace("plain");
+    let tagged = manager
+        .namespace("tagged")
+        .tags(["user:42", "users"])
+        .expect("tags");
+    for i in 0..KEYS {
+        let key = format!("key-{i}");
+        for ns in [&plain, &tagged] {
+            ns.put_arc(&key, value.clone())
+                .now_or_never()
+                .expect("memory put is immediate")
+                .expect("put");
+        }
+    }
+    fn hit(ns: &tankard::Cache) -> impl Fn(&str) + Sync + '_ {
+        move |k: &str| {
+            let hit = ns
+                .get_or_create::<String, _, _>(k, || async { unreachable!("every key is cached") })
+                .now_or_never();
+            black_box(hit);
+        }
+    }
+    let untagged = measure(threads, hit(&plain));
+    let with_tags = measure(threads, hit(&tagged));
+    println!("\n**Memory hit, tagged vs untagged entry, 10k keys, {threads} thread(s)**\n");
+    println!("| path | per op | ratio |\n|---|---|---|");
+    row("untagged entry `get_or_create` (hit)", untagged, None);
+    row(
+        "entry with 2 tags `get_or_create` (hit)",
+        with_tags,
+        Some(("untagged", untagged)),
     );
 }
 
@@ -208,6 +252,10 @@ fn main() {
     if wants("memory") {
         memory(1);
         memory(2);
+    }
+    if wants("tagged") {
+        memory_tagged(1);
+        memory_tagged(2);
     }
     if wants("file") {
         file();

@@ -25,8 +25,8 @@ use super::{
     panic_message, run_creator, settle,
 };
 use crate::error::{Error, Kind, Result};
-use crate::tags::Tags;
 use crate::stats::Event;
+use crate::tags::Tags;
 
 /// What the batch found for one key before its creator runs.
 enum Claim<T> {

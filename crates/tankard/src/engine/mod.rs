@@ -34,8 +34,8 @@ use crate::options::Refresh;
 use crate::backend::lock::{self, LockGuard};
 use crate::stats::Event;
 use crate::sync;
-pub(crate) use batch::get_or_create_many;
 use crate::tags::Tags;
+pub(crate) use batch::get_or_create_many;
 pub use context::CreatorContext;
 #[cfg(feature = "axum")]
 pub(crate) use creator::Both;
