@@ -300,7 +300,7 @@ impl<'a> RawEntry<'a> {
     /// The entry's tags as a set; `None` when it has none.
     pub(crate) fn tag_set(&self) -> crate::tags::Tags {
         self.has_tags()
-            .then(|| self.tags().map(Box::from).collect::<Vec<_>>().into())
+            .then(|| std::sync::Arc::new(self.tags().map(Box::from).collect()))
     }
 }
 

@@ -1220,7 +1220,7 @@ impl RegionInner {
         if !tagged.is_empty() {
             let entries: Vec<(&[Box<str>], u64)> = tagged
                 .iter()
-                .map(|(_, tags, created_ms)| (&**tags, *created_ms))
+                .map(|(_, tags, created_ms)| (&tags[..], *created_ms))
                 .collect();
             let hidden = self.hidden_in_store(backend, ns, &entries).await?;
             for ((index, _, _), hidden) in tagged.iter().zip(hidden) {
@@ -1553,7 +1553,7 @@ impl RegionInner {
             &at.storage_key,
             &meta,
             &**value,
-            tags.as_deref().unwrap_or_default(),
+            crate::tags::slice(tags),
             self.options.secret.as_ref(),
         )
         .map_err(|err| {
