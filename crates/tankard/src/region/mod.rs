@@ -1487,19 +1487,46 @@ impl RegionInner {
         let Some(backend) = &self.l2 else {
             return Ok(());
         };
-        let stored = self
-            .store_shared(
-                backend,
-                ns,
-                key,
-                value,
-                expire,
-                cost_us,
-                generations,
-                tags,
-                now_ms,
+        // The write to the shared store: the entry's size and creation
+        // time once stored, for the L1's copy.
+        let stored: Result<(u64, u64)> = async {
+            let generations = match generations {
+                Some(generations) => generations,
+                None => backend.generations(&ns.scope).await?,
+            };
+            let mut meta = EntryMeta::new(now_ms, expire, self.options.stale, generations);
+            meta.cost_us = cost_us;
+            let at = ns.scope.locate(key);
+            let bytes = entry::encode(
+                &at.storage_key,
+                &meta,
+                &**value,
+                crate::tags::slice(tags),
+                self.options.secret.as_ref(),
             )
-            .await;
+            .map_err(|err| {
+                Error::new(Kind::Encode {
+                    message: err.to_string(),
+                })
+            })?;
+            let size = bytes.len() as u64;
+            if size > self.options.max_entry_bytes {
+                return Err(Error::too_large(size, self.options.max_entry_bytes));
+            }
+            round_trip(
+                &self.options.name,
+                ns,
+                "store",
+                backend.store(
+                    &at,
+                    bytes,
+                    meta.ttl(now_ms, crate::clock::millis(self.options.fail_safe)),
+                ),
+            )
+            .await
+            .map(|()| (size, meta.created_ms))
+        }
+        .await;
         #[cfg(feature = "memory")]
         if self.l1.is_some() {
             match &stored {
@@ -1522,61 +1549,6 @@ impl RegionInner {
             }
         }
         stored.map(drop)
-    }
-
-    /// [`store`](Self::store)'s write to the shared store: the entry's
-    /// size and creation time once stored.
-    #[allow(clippy::too_many_arguments)]
-    async fn store_shared<T>(
-        &self,
-        backend: &Arc<dyn Backend>,
-        ns: &NamespaceState,
-        key: &str,
-        value: &Arc<T>,
-        expire: Option<Duration>,
-        cost_us: u32,
-        generations: Option<Generations>,
-        tags: &Tags,
-        now_ms: u64,
-    ) -> Result<(u64, u64)>
-    where
-        T: Serialize + Send + Sync + 'static,
-    {
-        let generations = match generations {
-            Some(generations) => generations,
-            None => backend.generations(&ns.scope).await?,
-        };
-        let mut meta = EntryMeta::new(now_ms, expire, self.options.stale, generations);
-        meta.cost_us = cost_us;
-        let at = ns.scope.locate(key);
-        let bytes = entry::encode(
-            &at.storage_key,
-            &meta,
-            &**value,
-            crate::tags::slice(tags),
-            self.options.secret.as_ref(),
-        )
-        .map_err(|err| {
-            Error::new(Kind::Encode {
-                message: err.to_string(),
-            })
-        })?;
-        let size = bytes.len() as u64;
-        if size > self.options.max_entry_bytes {
-            return Err(Error::too_large(size, self.options.max_entry_bytes));
-        }
-        round_trip(
-            &self.options.name,
-            ns,
-            "store",
-            backend.store(
-                &at,
-                bytes,
-                meta.ttl(now_ms, crate::clock::millis(self.options.fail_safe)),
-            ),
-        )
-        .await
-        .map(|()| (size, meta.created_ms))
     }
 
     /// Drops a key's L1 copy here and, with `publish`, in the other
